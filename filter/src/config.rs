@@ -1,0 +1,233 @@
+//! Plugin configuration (JSON from Envoy's filter `configuration`) and secrets (from the
+//! VM's environment: Envoy `vm_config.environment_variables.host_env_keys`).
+//!
+//! Secrets are never read from the plugin configuration, never logged, and `Debug`
+//! prints only key ids and access key ids.
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde::Deserialize;
+
+use crate::crypto::KEY_LEN;
+use crate::format::valid_key_id;
+
+/// Environment variable names (the defaults; each can be renamed in the config).
+pub const ENV_KEKS: &str = "S3CRYPT_KEKS";
+pub const ENV_ACTIVE_KEY_ID: &str = "S3CRYPT_ACTIVE_KEY_ID";
+pub const ENV_CLIENT_CREDENTIALS: &str = "S3CRYPT_CLIENT_CREDENTIALS";
+pub const ENV_BACKEND_ACCESS_KEY_ID: &str = "S3CRYPT_BACKEND_ACCESS_KEY_ID";
+pub const ENV_BACKEND_SECRET_ACCESS_KEY: &str = "S3CRYPT_BACKEND_SECRET_ACCESS_KEY";
+
+/// The non-secret part, as written in Envoy's filter configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Host (and port) of the S3 backend as it must appear in the signed `host` header.
+    pub upstream_authority: String,
+    /// Envoy cluster of the S3 backend (for call-outs such as the HEAD of a copy source).
+    #[serde(default = "default_cluster")]
+    pub upstream_cluster: String,
+    /// Region used to sign upstream requests.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Endpoint domains for virtual-hosted-style client requests (`bucket.<suffix>`).
+    #[serde(default)]
+    pub virtual_host_suffixes: Vec<String>,
+    /// Key id used for new objects when S3CRYPT_ACTIVE_KEY_ID is not set.
+    #[serde(default)]
+    pub active_key_id: Option<String>,
+    /// Serve objects that have no envelope unchanged (migration of plaintext buckets).
+    #[serde(default = "default_true")]
+    pub passthrough_unencrypted: bool,
+    /// Maximum accepted clock skew of signed requests, seconds.
+    #[serde(default = "default_skew")]
+    pub max_clock_skew_secs: i64,
+    /// Environment variable names, if the defaults do not suit.
+    #[serde(default)]
+    pub env: EnvNames,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvNames {
+    pub keks: String,
+    pub active_key_id: String,
+    pub client_credentials: String,
+    pub backend_access_key_id: String,
+    pub backend_secret_access_key: String,
+}
+
+impl Default for EnvNames {
+    fn default() -> Self {
+        EnvNames {
+            keks: ENV_KEKS.into(),
+            active_key_id: ENV_ACTIVE_KEY_ID.into(),
+            client_credentials: ENV_CLIENT_CREDENTIALS.into(),
+            backend_access_key_id: ENV_BACKEND_ACCESS_KEY_ID.into(),
+            backend_secret_access_key: ENV_BACKEND_SECRET_ACCESS_KEY.into(),
+        }
+    }
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_cluster() -> String {
+    "s3_backend".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_skew() -> i64 {
+    15 * 60
+}
+
+/// Everything the filter needs at run time.
+pub struct Config {
+    pub plugin: PluginConfig,
+    keks: BTreeMap<String, [u8; KEY_LEN]>,
+    pub active_key_id: String,
+    clients: BTreeMap<String, String>,
+    pub backend_access_key: String,
+    backend_secret: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("plugin", &self.plugin)
+            .field("key_ids", &self.keks.keys().collect::<Vec<_>>())
+            .field("active_key_id", &self.active_key_id)
+            .field("client_access_keys", &self.clients.keys().collect::<Vec<_>>())
+            .field("backend_access_key", &self.backend_access_key)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Builds the configuration from the plugin JSON and an environment lookup.
+    /// Errors name the offending setting, never a secret value.
+    pub fn load(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let plugin: PluginConfig = serde_json::from_slice(json).map_err(|e| format!("invalid plugin configuration: {e}"))?;
+        if plugin.upstream_authority.is_empty() {
+            return Err("upstream_authority must be set".into());
+        }
+        let n = &plugin.env;
+        let keks = parse_keks(&env(&n.keks).ok_or_else(|| format!("{} is not set", n.keks))?)
+            .map_err(|e| format!("{}: {e}", n.keks))?;
+        let active_key_id = env(&n.active_key_id)
+            .filter(|s| !s.is_empty())
+            .or_else(|| plugin.active_key_id.clone())
+            .or_else(|| keks.keys().next().cloned())
+            .ok_or("no key-encryption key configured")?;
+        if !keks.contains_key(&active_key_id) {
+            return Err(format!("active key id {active_key_id:?} is not among the configured keys"));
+        }
+        let clients = parse_credentials(&env(&n.client_credentials).ok_or_else(|| format!("{} is not set", n.client_credentials))?)
+            .map_err(|e| format!("{}: {e}", n.client_credentials))?;
+        let backend_access_key = env(&n.backend_access_key_id).filter(|s| !s.is_empty()).ok_or_else(|| format!("{} is not set", n.backend_access_key_id))?;
+        let backend_secret =
+            env(&n.backend_secret_access_key).filter(|s| !s.is_empty()).ok_or_else(|| format!("{} is not set", n.backend_secret_access_key))?;
+        Ok(Config { plugin, keks, active_key_id, clients, backend_access_key, backend_secret })
+    }
+
+    /// The key-encryption key with this id.
+    pub fn kek(&self, id: &str) -> Option<&[u8; KEY_LEN]> {
+        self.keks.get(id)
+    }
+
+    /// The active key-encryption key (for new objects).
+    pub fn active_kek(&self) -> Option<&[u8; KEY_LEN]> {
+        self.keks.get(&self.active_key_id)
+    }
+
+    /// Secret of a client access key.
+    pub fn client_secret(&self, access_key: &str) -> Option<String> {
+        self.clients.get(access_key).cloned()
+    }
+
+    pub fn backend_secret(&self) -> &str {
+        &self.backend_secret
+    }
+}
+
+/// `id=base64key[,id=base64key...]` (32-byte keys).
+fn parse_keks(v: &str) -> Result<BTreeMap<String, [u8; KEY_LEN]>, String> {
+    let mut m = BTreeMap::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, k) = item.split_once('=').ok_or("expected id=base64key entries")?;
+        let id = id.trim();
+        if !valid_key_id(id) {
+            return Err(format!("invalid key id {id:?} (1-64 of A-Z a-z 0-9 . _ -)"));
+        }
+        let key: [u8; KEY_LEN] = B64
+            .decode(k.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| format!("key {id:?} is not 32 bytes of base64"))?;
+        if m.insert(id.to_string(), key).is_some() {
+            return Err(format!("key id {id:?} given twice"));
+        }
+    }
+    if m.is_empty() {
+        return Err("no keys".into());
+    }
+    Ok(m)
+}
+
+/// `ACCESSKEY:SECRET[,ACCESSKEY:SECRET...]`.
+fn parse_credentials(v: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut m = BTreeMap::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (ak, sk) = item.split_once(':').ok_or("expected ACCESSKEY:SECRET entries")?;
+        if ak.is_empty() || sk.is_empty() {
+            return Err("empty access key or secret".into());
+        }
+        if m.insert(ak.to_string(), sk.to_string()).is_some() {
+            return Err(format!("access key {ak:?} given twice"));
+        }
+    }
+    if m.is_empty() {
+        return Err("no credentials".into());
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            ENV_KEKS => Some(format!("a={},b={}", B64.encode([1u8; 32]), B64.encode([2u8; 32]))),
+            ENV_ACTIVE_KEY_ID => Some("b".into()),
+            ENV_CLIENT_CREDENTIALS => Some("AK1:secret1, AK2:secret2".into()),
+            ENV_BACKEND_ACCESS_KEY_ID => Some("BK".into()),
+            ENV_BACKEND_SECRET_ACCESS_KEY => Some("bsecret".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn loads_and_hides_secrets() {
+        let c = Config::load(br#"{"upstream_authority":"127.0.0.1:9000"}"#, &env).unwrap();
+        assert_eq!(c.active_key_id, "b");
+        assert_eq!(c.active_kek(), Some(&[2u8; 32]));
+        assert_eq!(c.client_secret("AK2").as_deref(), Some("secret2"));
+        assert_eq!(c.client_secret("nope"), None);
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("secret1") && !dbg.contains("bsecret") && !dbg.contains(&B64.encode([1u8; 32])));
+    }
+
+    #[test]
+    fn rejects_bad_settings() {
+        let bad_env = |k: &str| if k == ENV_KEKS { Some("a=short".into()) } else { env(k) };
+        let e = Config::load(br#"{"upstream_authority":"x"}"#, &bad_env).unwrap_err();
+        assert!(e.contains("not 32 bytes"), "{e}");
+        assert!(Config::load(br#"{"upstream_authority":"x","bogus":1}"#, &env).is_err());
+        let no_active = |k: &str| if k == ENV_ACTIVE_KEY_ID { Some("zzz".into()) } else { env(k) };
+        assert!(Config::load(br#"{"upstream_authority":"x"}"#, &no_active).is_err());
+    }
+}

@@ -1,0 +1,948 @@
+//! The per-request state machines, in plain Rust.
+//!
+//! The glue feeds an [`Exchange`] the client's request headers, body chunks, the result of
+//! a call-out if one was asked for, then the backend's response headers and body chunks,
+//! and applies what it returns. Nothing here knows about proxy-wasm.
+//!
+//! Fail-closed rules kept here:
+//! * a PUT body only ever leaves as ciphertext, and the final frame is withheld until
+//!   every check of the plaintext passed (signature, hashes, length), so on any error the
+//!   backend sees a short body and stores nothing;
+//! * a GET body is only released frame by frame after each tag verified; a failure after
+//!   the headers were sent is reported as [`BodyError::Reset`].
+
+use std::rc::Rc;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use md5::{Digest as _, Md5};
+use sha2::Sha256;
+
+use crate::checksum::{ChecksumAlgorithm, Checksummer};
+use crate::chunked::ChunkedDecoder;
+use crate::config::Config;
+use crate::crypto::{self, DataKey};
+use crate::error::S3Error;
+use crate::format::{Envelope, FrameDecryptor, FrameEncryptor, Geometry, Layout, ENVELOPE_HEADER, MAX_SINGLE, SINGLE_FRAME, FRAME_OVERHEAD};
+use crate::headers::Headers;
+use crate::range::{self, RangeSpec};
+use crate::s3::{self, Operation, S3Request};
+use crate::sigv4::{self, PayloadMode, VerifiedRequest};
+use crate::xml;
+
+/// Counters the filter exports (Envoy: `wasmcustom.s3crypt_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    ObjectsEncrypted,
+    BytesEncrypted,
+    ObjectsDecrypted,
+    BytesDecrypted,
+    AuthFailures,
+    IntegrityFailures,
+    RejectedRequests,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 7] = [
+        Counter::ObjectsEncrypted,
+        Counter::BytesEncrypted,
+        Counter::ObjectsDecrypted,
+        Counter::BytesDecrypted,
+        Counter::AuthFailures,
+        Counter::IntegrityFailures,
+        Counter::RejectedRequests,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::ObjectsEncrypted => "s3crypt_objects_encrypted",
+            Counter::BytesEncrypted => "s3crypt_bytes_encrypted",
+            Counter::ObjectsDecrypted => "s3crypt_objects_decrypted",
+            Counter::BytesDecrypted => "s3crypt_bytes_decrypted",
+            Counter::AuthFailures => "s3crypt_auth_failures",
+            Counter::IntegrityFailures => "s3crypt_integrity_failures",
+            Counter::RejectedRequests => "s3crypt_rejected_requests",
+        }
+    }
+}
+
+/// Where counters go (Envoy metrics in the glue, a map in tests).
+pub trait Stats {
+    fn add(&self, c: Counter, n: u64);
+}
+
+/// A response the filter answers itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    fn error(e: &S3Error, resource: &str, request_id: &str) -> Reply {
+        Reply {
+            status: e.status,
+            headers: vec![
+                ("content-type".into(), "application/xml".into()),
+                ("x-amz-request-id".into(), request_id.into()),
+            ],
+            body: e.to_xml(resource, request_id).into_bytes(),
+        }
+    }
+}
+
+/// A request the filter sends to the backend before it decides (HEAD of a copy source).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallOut {
+    pub cluster: String,
+    pub headers: Vec<(String, String)>,
+    pub timeout_ms: u64,
+}
+
+/// What to do with the client's request headers.
+#[derive(Debug)]
+pub enum RequestStep {
+    /// Replace the request headers with these and let the request continue.
+    Forward(Headers),
+    /// Answer the client now; nothing goes upstream.
+    Reply(Reply),
+    /// Send this call-out, then hand its response to [`Exchange::on_callout_response`].
+    CallOut(CallOut),
+}
+
+/// What to do with the backend's response headers.
+#[derive(Debug)]
+pub enum ResponseStep {
+    /// Replace the response headers (status included as `:status`) with these.
+    Forward(Headers),
+}
+
+/// A body error: before the response started, an S3 error to answer; after, a reset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    Reply(Reply),
+    Reset(String),
+}
+
+enum RequestBody {
+    Pass,
+    Upload(Box<Upload>),
+}
+
+/// The checks and the encryption applied to an upload body.
+struct Upload {
+    decoder: Option<ChunkedDecoder>,
+    sha256: Option<(Sha256, String)>,
+    md5: Md5,
+    expected_md5: Option<[u8; 16]>,
+    /// Checksum announced in a header (verified) or asked for by algorithm (computed).
+    checksum: Option<(Checksummer, ChecksumAlgorithm, Option<String>)>,
+    enc: FrameEncryptor,
+    plain: Vec<u8>,
+    /// Filled in when the body is complete.
+    result_md5: Option<[u8; 16]>,
+    result_checksums: Vec<(String, String)>,
+}
+
+impl Upload {
+    fn push(&mut self, chunk: &[u8], end: bool, out: &mut Vec<u8>) -> Result<(), S3Error> {
+        let plain: &[u8] = match self.decoder.as_mut() {
+            Some(d) => {
+                self.plain.clear();
+                d.push(chunk, &mut self.plain)?;
+                &self.plain
+            }
+            None => chunk,
+        };
+        if let Some((h, _)) = self.sha256.as_mut() {
+            h.update(plain);
+        }
+        self.md5.update(plain);
+        if let Some((c, _, _)) = self.checksum.as_mut() {
+            c.update(plain);
+        }
+        self.enc.push(plain, out).map_err(|_| S3Error::incomplete_body())?;
+        if !end {
+            return Ok(());
+        }
+        // The whole body is here: check everything before the final frame goes out.
+        let trailers = match self.decoder.as_mut() {
+            Some(d) => d.finish()?,
+            None => Vec::new(),
+        };
+        if self.enc.consumed() != self.enc.geometry().plain_len {
+            return Err(S3Error::incomplete_body());
+        }
+        if let Some((h, expected)) = self.sha256.take() {
+            if hex::encode(h.finalize()) != *expected {
+                return Err(S3Error::sha256_mismatch());
+            }
+        }
+        let md5: [u8; 16] = std::mem::take(&mut self.md5).finalize().into();
+        if let Some(e) = self.expected_md5 {
+            if !bool::from(subtle::ConstantTimeEq::ct_eq(&e[..], &md5[..])) {
+                return Err(S3Error::bad_digest());
+            }
+        }
+        if let Some((c, algo, expected)) = self.checksum.take() {
+            let got = c.finalize_base64();
+            if let Some(e) = expected {
+                if e != got {
+                    return Err(S3Error::bad_digest());
+                }
+            }
+            self.result_checksums.push((algo.header_name().to_string(), got));
+        }
+        for (k, v) in trailers {
+            let k = k.to_ascii_lowercase();
+            if k.starts_with("x-amz-checksum-") && !self.result_checksums.iter().any(|(n, _)| *n == k) {
+                self.result_checksums.push((k, v));
+            }
+        }
+        self.result_md5 = Some(md5);
+        self.enc.finish(out).map_err(|_| S3Error::incomplete_body())
+    }
+}
+
+enum ResponseBody {
+    Pass,
+    Decrypt(Box<FrameDecryptor>),
+    /// Drop `skip` bytes, release `take`, drop the rest (plaintext objects, ranges widened).
+    Trim { skip: u64, take: u64 },
+    /// Buffer the whole (small, XML) body and rewrite it at the end.
+    Xml(Vec<u8>, XmlRewrite),
+    /// Send this body instead of the backend's.
+    Replace(Option<Vec<u8>>),
+}
+
+/// What the request asked for that the response phase needs.
+#[derive(Default)]
+struct GetPlan {
+    range: Option<RangeSpec>,
+    /// Upstream range start we asked for (ranges are widened to frames).
+    widened: bool,
+    if_match: Option<String>,
+    if_none_match: Option<String>,
+    checksum_mode: bool,
+}
+
+/// One request/response exchange.
+pub struct Exchange {
+    cfg: Rc<Config>,
+    stats: Rc<dyn Stats>,
+    now: i64,
+    request_id: String,
+    resource: String,
+    req: Option<S3Request>,
+    verified: Option<VerifiedRequest>,
+    /// Upstream headers waiting for a call-out.
+    pending: Option<Headers>,
+    req_body: RequestBody,
+    get: GetPlan,
+    resp_body: ResponseBody,
+    head: bool,
+    /// Bytes of plaintext released so far (GET), for the counters.
+    released: u64,
+}
+
+/// How a buffered XML response is rewritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum XmlRewrite {
+    /// Stored sizes in a listing become plaintext sizes.
+    ListingSizes,
+    /// The ETag of a CopyObjectResult becomes the client-visible ETag.
+    CopyEtag(String),
+}
+
+const HIDDEN_REQUEST_HEADERS: &[&str] = &[
+    "authorization",
+    "x-amz-date",
+    "x-amz-content-sha256",
+    "x-amz-security-token",
+];
+
+impl Exchange {
+    pub fn new(cfg: Rc<Config>, stats: Rc<dyn Stats>, now_unix: i64, request_id: String) -> Exchange {
+        Exchange {
+            cfg,
+            stats,
+            now: now_unix,
+            request_id,
+            resource: String::new(),
+            req: None,
+            verified: None,
+            pending: None,
+            req_body: RequestBody::Pass,
+            get: GetPlan::default(),
+            resp_body: ResponseBody::Pass,
+            head: false,
+            released: 0,
+        }
+    }
+
+    /// Request id for error bodies (Envoy's x-request-id).
+    pub fn set_request_id(&mut self, id: &str) {
+        self.request_id = id.to_string();
+    }
+
+    fn reply(&self, e: &S3Error) -> Reply {
+        Reply::error(e, &self.resource, &self.request_id)
+    }
+
+    fn reject(&self, e: &S3Error) -> RequestStep {
+        self.stats.add(Counter::RejectedRequests, 1);
+        RequestStep::Reply(self.reply(e))
+    }
+
+    /// The client's request headers. `end_of_stream`: the request has no body.
+    pub fn on_request_headers(&mut self, h: &Headers, end_of_stream: bool) -> RequestStep {
+        let method = h.get(":method").unwrap_or("").to_string();
+        let raw = h.get(":path").unwrap_or("/").to_string();
+        self.resource = raw.split('?').next().unwrap_or("/").to_string();
+        self.head = method == "HEAD";
+        let cfg = Rc::clone(&self.cfg);
+        let verified = match sigv4::verify(&method, &raw, h, &|ak| cfg.client_secret(ak), self.now) {
+            Ok(v) => v,
+            Err(e) => {
+                self.stats.add(Counter::AuthFailures, 1);
+                return self.reject(&e);
+            }
+        };
+        let req = match s3::parse_request(&method, &raw, h, &cfg.plugin.virtual_host_suffixes) {
+            Ok(r) => r,
+            Err(e) => return self.reject(&e),
+        };
+        let mut up = h.clone();
+        for n in HIDDEN_REQUEST_HEADERS {
+            up.remove(n);
+        }
+        up.set(":path", upstream_path(&req, &raw));
+        up.set(":authority", cfg.plugin.upstream_authority.clone());
+        // A client may not write or forge the envelope.
+        up.0.retain(|(k, _)| !k.to_ascii_lowercase().starts_with(ENVELOPE_HEADER));
+        let step = match req.op {
+            Operation::PutObject => self.start_put(h, &mut up, &verified, end_of_stream),
+            Operation::GetObject | Operation::HeadObject => self.start_get(h, &mut up, &req),
+            Operation::CopyObject => self.start_copy(h, up, &req),
+            Operation::ListObjectsV1 | Operation::ListObjectsV2 | Operation::ListObjectVersions => {
+                up.remove("accept-encoding");
+                self.resp_body = ResponseBody::Xml(Vec::new(), XmlRewrite::ListingSizes);
+                self.pass_body(up, &verified)
+            }
+            Operation::CreateMultipartUpload | Operation::UploadPart | Operation::UploadPartCopy => Err(S3Error::not_implemented(
+                "s3crypt: multipart uploads are not enabled in this build; upload objects with a single PUT",
+            )),
+            Operation::Unsupported => Err(S3Error::not_implemented("s3crypt: this operation would bypass encryption and is refused")),
+            _ => self.pass_body(up, &verified),
+        };
+        self.req = Some(req);
+        self.verified = Some(verified);
+        match step {
+            Ok(s) => s,
+            Err(e) => self.reject(&e),
+        }
+    }
+
+    /// Requests whose body (if any) goes upstream unchanged, covered by the client's hash.
+    fn pass_body(&mut self, mut up: Headers, v: &VerifiedRequest) -> Result<RequestStep, S3Error> {
+        let hash = match &v.payload {
+            PayloadMode::Sha256(h) => h.clone(),
+            PayloadMode::Unsigned => sigv4::UNSIGNED_PAYLOAD.to_string(),
+            _ => return Err(S3Error::not_implemented("s3crypt: aws-chunked bodies are only supported for PutObject")),
+        };
+        self.sign(&mut up, &hash);
+        Ok(RequestStep::Forward(up))
+    }
+
+    fn sign(&self, up: &mut Headers, payload_hash: &str) {
+        let method = up.get(":method").unwrap_or("GET").to_string();
+        let path = up.get(":path").unwrap_or("/").to_string();
+        sigv4::sign(
+            &method,
+            &path,
+            up,
+            &self.cfg.backend_access_key,
+            self.cfg.backend_secret(),
+            &self.cfg.plugin.region,
+            self.now,
+            payload_hash,
+        );
+    }
+
+    fn start_put(&mut self, h: &Headers, up: &mut Headers, v: &VerifiedRequest, eos: bool) -> Result<RequestStep, S3Error> {
+        let chunked = matches!(
+            v.payload,
+            PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer | PayloadMode::StreamingUnsignedTrailer
+        );
+        let plain_len: u64 = if chunked {
+            h.get("x-amz-decoded-content-length").and_then(|s| s.trim().parse().ok()).ok_or_else(S3Error::missing_content_length)?
+        } else {
+            match h.get("content-length") {
+                Some(s) => s.trim().parse().map_err(|_| S3Error::invalid_argument("invalid Content-Length"))?,
+                None if eos => 0,
+                None => return Err(S3Error::missing_content_length()),
+            }
+        };
+        if plain_len > MAX_SINGLE {
+            return Err(S3Error::entity_too_large());
+        }
+        let expected_md5 = match h.get("content-md5") {
+            Some(m) => Some(B64.decode(m.trim()).ok().and_then(|b| <[u8; 16]>::try_from(b).ok()).ok_or_else(S3Error::invalid_digest)?),
+            None => None,
+        };
+        let checksum = checksum_request(h)?;
+        let decoder = if chunked {
+            Some(ChunkedDecoder::new(&v.payload, v.chunk_ctx.clone(), h.get("x-amz-trailer"), plain_len)?)
+        } else {
+            None
+        };
+        let sha256 = match &v.payload {
+            PayloadMode::Sha256(x) => Some((Sha256::new(), x.to_ascii_lowercase())),
+            _ => None,
+        };
+
+        let dek = crypto::new_dek().map_err(|_| S3Error::internal("s3crypt: no randomness"))?;
+        let kek = self.cfg.active_kek().ok_or_else(|| S3Error::internal("s3crypt: no active key"))?;
+        let wrapped = crypto::wrap_dek(kek, &dek).map_err(|_| S3Error::internal("s3crypt: key wrap failed"))?;
+        let geo = Geometry::single(plain_len);
+        let mut env = Envelope::new(Layout::Single, &self.cfg.active_key_id, wrapped, Some(plain_len));
+        env.md5 = expected_md5;
+        if let Some((_, algo, Some(value))) = &checksum {
+            env.checksum = Some(crate::format::StoredChecksum { header: algo.header_name().to_string(), value: value.clone() });
+        }
+        env.seal(&dek).map_err(|_| S3Error::internal("s3crypt: no randomness"))?;
+
+        strip_integrity_headers(up);
+        up.set("content-length", geo.cipher_len().to_string());
+        up.set(ENVELOPE_HEADER, env.encode());
+        self.sign(up, sigv4::UNSIGNED_PAYLOAD);
+
+        let mut upload = Box::new(Upload {
+            decoder,
+            sha256,
+            md5: Md5::new(),
+            expected_md5,
+            checksum,
+            enc: FrameEncryptor::new(env.suite, &dek, geo),
+            plain: Vec::new(),
+            result_md5: None,
+            result_checksums: Vec::new(),
+        });
+        if eos {
+            // No body at all: everything is checked now, and nothing is sent (an empty
+            // object has no frames).
+            let mut out = Vec::new();
+            upload.push(&[], true, &mut out)?;
+            if !out.is_empty() {
+                return Err(S3Error::internal("s3crypt: empty body produced data"));
+            }
+        }
+        self.req_body = RequestBody::Upload(upload);
+        Ok(RequestStep::Forward(std::mem::take(up)))
+    }
+
+    fn start_get(&mut self, h: &Headers, up: &mut Headers, req: &S3Request) -> Result<RequestStep, S3Error> {
+        if req.has_param("partNumber") {
+            return Err(S3Error::not_implemented("s3crypt: partNumber reads are not enabled in this build"));
+        }
+        self.get.if_match = h.get("if-match").map(str::to_string);
+        self.get.if_none_match = h.get("if-none-match").map(str::to_string);
+        self.get.checksum_mode = h.get("x-amz-checksum-mode").is_some_and(|v| v.eq_ignore_ascii_case("enabled"));
+        // ETags are compared by the filter against the client-visible ETag.
+        up.remove("if-match");
+        up.remove("if-none-match");
+        if let Some(spec) = h.get("range").and_then(range::parse_range) {
+            self.get.range = Some(spec);
+            self.get.widened = true;
+            up.set("range", widened_range(spec));
+        } else {
+            up.remove("range");
+        }
+        self.sign(up, sigv4::EMPTY_SHA256);
+        Ok(RequestStep::Forward(std::mem::take(up)))
+    }
+
+    fn start_copy(&mut self, h: &Headers, up: Headers, _req: &S3Request) -> Result<RequestStep, S3Error> {
+        let src = h.get("x-amz-copy-source").ok_or_else(|| S3Error::invalid_argument("missing x-amz-copy-source"))?;
+        let (bucket, key, version) = s3::parse_copy_source(src)?;
+        let mut path = format!("/{}/{}", s3::uri_encode(&bucket, true), s3::uri_encode(&key, false));
+        if let Some(v) = version {
+            path.push_str(&format!("?versionId={}", s3::uri_encode(&v, true)));
+        }
+        let mut head = Headers::new();
+        head.set(":method", "HEAD");
+        head.set(":path", path);
+        head.set(":authority", self.cfg.plugin.upstream_authority.clone());
+        head.set(":scheme", "http");
+        self.sign(&mut head, sigv4::EMPTY_SHA256);
+        self.pending = Some(up);
+        Ok(RequestStep::CallOut(CallOut { cluster: self.cfg.plugin.upstream_cluster.clone(), headers: head.0, timeout_ms: 10_000 }))
+    }
+
+    /// The response to the call-out asked for by `on_request_headers` (`None`: it failed).
+    pub fn on_callout_response(&mut self, resp: Option<&Headers>) -> RequestStep {
+        let Some(mut up) = self.pending.take() else {
+            return self.reject(&S3Error::internal("s3crypt: unexpected call-out response"));
+        };
+        let Some(resp) = resp else {
+            return self.reject(&S3Error::service_unavailable("s3crypt: the copy source could not be read"));
+        };
+        let status: u16 = resp.get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        match status {
+            200 => {}
+            404 => return self.reject(&S3Error::new(404, "NoSuchKey", "The specified key does not exist.")),
+            403 => return self.reject(&S3Error::access_denied("Access Denied")),
+            _ => return self.reject(&S3Error::service_unavailable("s3crypt: the copy source could not be read")),
+        }
+        if let Some(ev) = resp.get(ENVELOPE_HEADER) {
+            let env = match self.open_envelope(ev) {
+                Ok((env, _)) => env,
+                Err(e) => return self.reject(&e),
+            };
+            if env.layout == Layout::Part {
+                return self.reject(&S3Error::not_implemented("s3crypt: copying multipart objects is not enabled in this build"));
+            }
+            let replace = up.get("x-amz-metadata-directive").is_some_and(|d| d.eq_ignore_ascii_case("REPLACE"));
+            if replace {
+                up.set(ENVELOPE_HEADER, env.encode());
+            }
+            if let Some(m) = env.md5 {
+                self.resp_body = ResponseBody::Xml(Vec::new(), XmlRewrite::CopyEtag(format!("\"{}\"", hex::encode(m))));
+            }
+        }
+        let hash = match self.verified.as_ref().map(|v| v.payload.clone()) {
+            Some(PayloadMode::Sha256(h)) => h,
+            _ => sigv4::UNSIGNED_PAYLOAD.to_string(),
+        };
+        self.sign(&mut up, &hash);
+        RequestStep::Forward(up)
+    }
+
+    /// Parses the envelope, unwraps the data key and verifies the envelope tag.
+    fn open_envelope(&self, v: &str) -> Result<(Envelope, DataKey), S3Error> {
+        let env = Envelope::decode(v).map_err(|_| {
+            self.stats.add(Counter::IntegrityFailures, 1);
+            S3Error::internal("s3crypt: the object's encryption envelope is unreadable")
+        })?;
+        let kek = self.cfg.kek(&env.key_id).ok_or_else(|| {
+            S3Error::access_denied(format!("s3crypt: the object is encrypted under key id {:?}, which is not configured", env.key_id))
+        })?;
+        let dek = crypto::unwrap_dek(kek, &env.wrapped_dek).map_err(|_| {
+            self.stats.add(Counter::IntegrityFailures, 1);
+            S3Error::internal(format!("s3crypt: the data key could not be unwrapped with key id {:?} (wrong key material?)", env.key_id))
+        })?;
+        env.verify(&dek).map_err(|_| {
+            self.stats.add(Counter::IntegrityFailures, 1);
+            S3Error::integrity()
+        })?;
+        Ok((env, dek))
+    }
+
+    /// A request body chunk; the transformed bytes are written to `out`.
+    pub fn on_request_body(&mut self, chunk: &[u8], end: bool, out: &mut Vec<u8>) -> Result<(), BodyError> {
+        match &mut self.req_body {
+            RequestBody::Pass => {
+                out.extend_from_slice(chunk);
+                Ok(())
+            }
+            RequestBody::Upload(u) => match u.push(chunk, end, out) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    out.clear();
+                    self.stats.add(Counter::RejectedRequests, 1);
+                    Err(BodyError::Reply(Reply::error(&e, &self.resource, &self.request_id)))
+                }
+            },
+        }
+    }
+
+    /// The backend's response headers.
+    /// `end_of_stream`: the response has no body.
+    pub fn on_response_headers(&mut self, h: &Headers, end_of_stream: bool) -> ResponseStep {
+        let mut out = h.clone();
+        let status: u16 = h.get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let op = self.req.as_ref().map(|r| r.op);
+        match op {
+            Some(Operation::PutObject) => self.finish_put(status, &mut out),
+            Some(Operation::GetObject) | Some(Operation::HeadObject) => {
+                if let Err(e) = self.prepare_get(status, &mut out) {
+                    self.replace_response(&mut out, &e);
+                }
+            }
+            _ => {
+                if let ResponseBody::Xml(..) = self.resp_body {
+                    if status == 200 {
+                        out.remove("content-length");
+                    } else {
+                        self.resp_body = ResponseBody::Pass;
+                    }
+                }
+            }
+        }
+        out.remove(ENVELOPE_HEADER);
+        if end_of_stream {
+            // No body callback will come: a replacement body cannot be sent.
+            if let ResponseBody::Replace(Some(_)) = self.resp_body {
+                out.set("content-length", "0");
+                self.resp_body = ResponseBody::Replace(None);
+            }
+        }
+        ResponseStep::Forward(out)
+    }
+
+    fn finish_put(&mut self, status: u16, out: &mut Headers) {
+        let RequestBody::Upload(u) = &self.req_body else { return };
+        if status != 200 {
+            return;
+        }
+        let Some(md5) = u.result_md5 else { return };
+        out.set("etag", format!("\"{}\"", hex::encode(md5)));
+        strip_checksum_headers(out);
+        for (k, v) in &u.result_checksums {
+            out.set(k, v.clone());
+        }
+        self.stats.add(Counter::ObjectsEncrypted, 1);
+        self.stats.add(Counter::BytesEncrypted, u.enc.geometry().plain_len);
+    }
+
+    fn replace_response(&mut self, out: &mut Headers, e: &S3Error) {
+        let r = self.reply(e);
+        *out = Headers::new();
+        out.set(":status", r.status.to_string());
+        for (k, v) in &r.headers {
+            out.set(k, v.clone());
+        }
+        if self.head {
+            self.resp_body = ResponseBody::Replace(None);
+        } else {
+            out.set("content-length", r.body.len().to_string());
+            self.resp_body = ResponseBody::Replace(Some(r.body));
+        }
+    }
+
+    fn not_modified(&mut self, out: &mut Headers, status: u16) {
+        let keep: Vec<(String, String)> =
+            out.iter().filter(|(k, _)| ["etag", "last-modified", "date", "x-amz-request-id"].contains(&k.as_str())).cloned().collect();
+        *out = Headers(keep);
+        out.set(":status", status.to_string());
+        if status == 412 {
+            let r = self.reply(&S3Error::new(412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"));
+            out.set("content-type", "application/xml");
+            if !self.head {
+                out.set("content-length", r.body.len().to_string());
+                self.resp_body = ResponseBody::Replace(Some(r.body));
+                return;
+            }
+        }
+        out.set("content-length", "0");
+        self.resp_body = ResponseBody::Replace(None);
+    }
+
+    fn prepare_get(&mut self, status: u16, out: &mut Headers) -> Result<(), S3Error> {
+        let r = self.prepare_get_inner(status, out);
+        if self.head && r.is_ok() {
+            self.resp_body = ResponseBody::Pass; // a HEAD response has no body to transform
+        }
+        r
+    }
+
+    fn prepare_get_inner(&mut self, status: u16, out: &mut Headers) -> Result<(), S3Error> {
+        if status != 200 && status != 206 {
+            return Ok(()); // errors, 304 from date conditions: as the backend says
+        }
+        // What the backend sent: [start, end] of a stored object of `total` bytes.
+        let (start, total) = match out.get("content-range").and_then(parse_content_range) {
+            Some((s, _e, t)) if status == 206 => (s, t),
+            _ => (0, out.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0)),
+        };
+        let sent_len: u64 = out.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let envelope = out.get(ENVELOPE_HEADER).map(str::to_string);
+        let Some(ev) = envelope else {
+            if !self.cfg.plugin.passthrough_unencrypted {
+                return Err(S3Error::access_denied("s3crypt: the object is not encrypted and unencrypted objects are not served"));
+            }
+            let etag = out.get("etag").map(str::to_string);
+            if let Some(st) = self.check_conditions(etag.as_deref()) {
+                self.not_modified(out, st);
+                return Ok(());
+            }
+            return self.window(out, start, sent_len, total, None);
+        };
+        let (env, dek) = self.open_envelope(&ev)?;
+        if env.layout == Layout::Part {
+            return Err(S3Error::not_implemented("s3crypt: reading multipart objects is not enabled in this build"));
+        }
+        let geo = Geometry::single_from_cipher(total).filter(|g| Some(g.plain_len) == env.plain_len).ok_or_else(|| {
+            self.stats.add(Counter::IntegrityFailures, 1);
+            S3Error::integrity()
+        })?;
+        let etag = match env.md5 {
+            Some(m) => format!("\"{}\"", hex::encode(m)),
+            None => out.get("etag").unwrap_or("").to_string(),
+        };
+        if let Some(st) = self.check_conditions(Some(&etag)) {
+            self.not_modified(out, st);
+            out.set("etag", etag);
+            return Ok(());
+        }
+        out.set("etag", etag);
+        strip_checksum_headers(out);
+        if let (Some(c), true, None) = (&env.checksum, self.get.checksum_mode, self.get.range) {
+            out.set(&c.header, c.value.clone());
+        }
+        self.window(out, start, sent_len, total, Some((env, dek, geo)))
+    }
+
+    /// Evaluates If-Match / If-None-Match against the client-visible ETag:
+    /// `Some(412)` or `Some(304)` when the request must not get the object.
+    fn check_conditions(&self, etag: Option<&str>) -> Option<u16> {
+        let etag = etag.unwrap_or("");
+        if let Some(m) = &self.get.if_match {
+            if !etag_list_matches(m, etag) {
+                return Some(412);
+            }
+        }
+        if let Some(m) = &self.get.if_none_match {
+            if etag_list_matches(m, etag) {
+                return Some(304);
+            }
+        }
+        None
+    }
+
+    /// Sets status, Content-Length and Content-Range for the plaintext the client asked
+    /// for and prepares the body transform. `start..start+sent_len` of a stored object of
+    /// `total` bytes is what the backend sends.
+    fn window(
+        &mut self,
+        out: &mut Headers,
+        start: u64,
+        sent_len: u64,
+        total: u64,
+        enc: Option<(Envelope, DataKey, Geometry)>,
+    ) -> Result<(), S3Error> {
+        let plain_total = enc.as_ref().map(|(_, _, g)| g.plain_len).unwrap_or(total);
+        let wanted = match self.get.range {
+            None => None,
+            Some(spec) => Some(range::resolve(spec, plain_total).map_err(|_| {
+                S3Error::invalid_range("The requested range is not satisfiable")
+            })?),
+        };
+        let (first, last) = match wanted {
+            Some(w) => w,
+            None => (0, plain_total.saturating_sub(1)),
+        };
+        let len = if plain_total == 0 { 0 } else { last - first + 1 };
+        match wanted {
+            Some(_) => {
+                out.set(":status", "206");
+                out.set("content-range", range::content_range(first, last, plain_total));
+            }
+            None => {
+                out.set(":status", "200");
+                out.remove("content-range");
+            }
+        }
+        out.set("content-length", len.to_string());
+        let sent_end = start + sent_len; // exclusive
+        match enc {
+            None => {
+                if first < start || (len > 0 && first + len > sent_end) {
+                    return Err(S3Error::internal("s3crypt: the backend returned an unexpected range"));
+                }
+                self.resp_body = ResponseBody::Trim { skip: first - start, take: len };
+            }
+            Some((env, dek, geo)) => {
+                if len == 0 {
+                    // An empty object: no frames; the envelope tag authenticated it.
+                    self.resp_body = ResponseBody::Replace(None);
+                    self.stats.add(Counter::ObjectsDecrypted, 1);
+                    return Ok(());
+                }
+                let (i0, i1) = (geo.frame_of(first), geo.frame_of(last));
+                let c0 = geo.frame_cipher_start(i0);
+                let c1 = geo.frame_cipher_start(i1) + geo.frame_plain_len(i1) + FRAME_OVERHEAD;
+                if c0 < start || c1 > sent_end {
+                    self.stats.add(Counter::IntegrityFailures, 1);
+                    return Err(S3Error::integrity());
+                }
+                let skip = first - geo.frame_plain_start(i0);
+                self.resp_body =
+                    ResponseBody::Decrypt(Box::new(FrameDecryptor::new(env.suite, &dek, geo, c0 - start, i0, i1, skip, len)));
+            }
+        }
+        Ok(())
+    }
+
+    /// A response body chunk; the bytes to send downstream are written to `out`.
+    pub fn on_response_body(&mut self, chunk: &[u8], end: bool, out: &mut Vec<u8>) -> Result<(), BodyError> {
+        match &mut self.resp_body {
+            ResponseBody::Pass => out.extend_from_slice(chunk),
+            ResponseBody::Trim { skip, take } => {
+                let s = (*skip).min(chunk.len() as u64) as usize;
+                *skip -= s as u64;
+                let rest = chunk.get(s..).unwrap_or(&[]);
+                let n = (*take).min(rest.len() as u64) as usize;
+                out.extend_from_slice(rest.get(..n).unwrap_or(&[]));
+                *take -= n as u64;
+                if end && *take > 0 {
+                    return Err(BodyError::Reset("s3crypt: backend response ended early".into()));
+                }
+            }
+            ResponseBody::Decrypt(d) => {
+                let before = out.len();
+                let r = d.push(chunk, out).and_then(|_| if end { d.finish() } else { Ok(()) });
+                if let Err(e) = r {
+                    out.truncate(before);
+                    self.stats.add(Counter::IntegrityFailures, 1);
+                    return Err(BodyError::Reset(format!("s3crypt: stored object failed verification ({e:?}); stream reset")));
+                }
+                self.released += (out.len() - before) as u64;
+                if end {
+                    self.stats.add(Counter::ObjectsDecrypted, 1);
+                    self.stats.add(Counter::BytesDecrypted, self.released);
+                }
+            }
+            ResponseBody::Xml(buf, how) => {
+                buf.extend_from_slice(chunk);
+                if buf.len() > 64 << 20 {
+                    return Err(BodyError::Reset("s3crypt: listing response too large".into()));
+                }
+                if end {
+                    let text = String::from_utf8_lossy(buf).into_owned();
+                    let rewritten = match how {
+                        XmlRewrite::CopyEtag(etag) => xml::replace_element_text(&text, "ETag", etag).unwrap_or(text),
+                        XmlRewrite::ListingSizes => {
+                            xml::rewrite_sizes(&text, &mut |size, etag| crate::format::plain_size_from_listing(size, etag))
+                                .map_err(|_| BodyError::Reset("s3crypt: unparseable listing".into()))?
+                        }
+                    };
+                    out.extend_from_slice(rewritten.as_bytes());
+                }
+            }
+            ResponseBody::Replace(body) => {
+                if let Some(b) = body.take() {
+                    out.extend_from_slice(&b);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The upstream path: path style, without presign parameters.
+fn upstream_path(req: &S3Request, raw: &str) -> String {
+    let stripped = sigv4::strip_presign_params(raw);
+    if req.virtual_host {
+        if let Some(b) = &req.bucket {
+            return format!("/{}{}", s3::uri_encode(b, true), stripped);
+        }
+    }
+    stripped
+}
+
+/// Headers about the plaintext's integrity that must not reach the backend as they are
+/// (they describe plaintext, the backend receives ciphertext), and aws-chunked framing.
+fn strip_integrity_headers(up: &mut Headers) {
+    up.remove("content-md5");
+    strip_checksum_headers(up);
+    for n in ["x-amz-sdk-checksum-algorithm", "x-amz-checksum-algorithm", "x-amz-trailer", "x-amz-decoded-content-length", "transfer-encoding"] {
+        up.remove(n);
+    }
+    if let Some(ce) = up.get("content-encoding").map(str::to_string) {
+        let rest: Vec<&str> = ce.split(',').map(str::trim).filter(|t| !t.eq_ignore_ascii_case("aws-chunked") && !t.is_empty()).collect();
+        if rest.is_empty() {
+            up.remove("content-encoding");
+        } else {
+            up.set("content-encoding", rest.join(","));
+        }
+    }
+}
+
+fn strip_checksum_headers(h: &mut Headers) {
+    h.0.retain(|(k, _)| {
+        let k = k.to_ascii_lowercase();
+        !(k.starts_with("x-amz-checksum-") && k != "x-amz-checksum-mode")
+    });
+}
+
+/// The checksum a PUT announces: a value header (verified against the body) or an
+/// algorithm to compute (returned to the client).
+fn checksum_request(h: &Headers) -> Result<Option<(Checksummer, ChecksumAlgorithm, Option<String>)>, S3Error> {
+    let mut found = None;
+    for (k, v) in h.iter() {
+        if let Some(algo) = ChecksumAlgorithm::from_header_name(k) {
+            if found.is_some() {
+                return Err(S3Error::invalid_request("Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."));
+            }
+            found = Some((Checksummer::new(algo), algo, Some(v.trim().to_string())));
+        }
+    }
+    if found.is_none() && h.get("x-amz-trailer").is_none() {
+        if let Some(algo) = h.get("x-amz-sdk-checksum-algorithm").and_then(ChecksumAlgorithm::from_algorithm_name) {
+            found = Some((Checksummer::new(algo), algo, None));
+        }
+    }
+    Ok(found)
+}
+
+/// The upstream range for a plaintext range: a superset of both the frames that hold it
+/// (if the object is encrypted) and the bytes themselves (if it is not).
+fn widened_range(spec: RangeSpec) -> String {
+    let f = SINGLE_FRAME;
+    let s = SINGLE_FRAME + FRAME_OVERHEAD;
+    match spec {
+        RangeSpec::FromTo(a, b) => format!("bytes={}-{}", (a / f) * f, (b / f + 1).saturating_mul(s).saturating_sub(1).max(b)),
+        RangeSpec::From(a) => format!("bytes={}-", (a / f) * f),
+        RangeSpec::Suffix(n) => format!("bytes=-{}", (n.div_ceil(f) + 1).saturating_mul(s).max(n)),
+    }
+}
+
+/// `bytes a-b/total` → (a, b, total).
+fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
+    let r = v.trim().strip_prefix("bytes ")?;
+    let (span, total) = r.split_once('/')?;
+    let (a, b) = span.split_once('-')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?, total.trim().parse().ok()?))
+}
+
+/// Whether an If-Match / If-None-Match list matches an ETag (`*` matches anything).
+fn etag_list_matches(list: &str, etag: &str) -> bool {
+    let norm = |s: &str| s.trim().trim_start_matches("W/").trim_matches('"').to_string();
+    let e = norm(etag);
+    list.split(',').any(|c| c.trim() == "*" || (!e.is_empty() && norm(c) == e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widened_ranges_cover_both_interpretations() {
+        let f = SINGLE_FRAME;
+        let s = f + FRAME_OVERHEAD;
+        assert_eq!(widened_range(RangeSpec::FromTo(0, 0)), format!("bytes=0-{}", s - 1));
+        assert_eq!(widened_range(RangeSpec::FromTo(f + 5, f + 6)), format!("bytes={}-{}", f, 2 * s - 1));
+        assert_eq!(widened_range(RangeSpec::From(3 * f + 1)), format!("bytes={}-", 3 * f));
+        assert_eq!(widened_range(RangeSpec::Suffix(10)), format!("bytes=-{}", 2 * s));
+        for (a, b) in [(0u64, 10u64), (f - 1, f), (5 * f + 7, 9 * f), (12345, 12345)] {
+            let g = Geometry::single(20 * f);
+            let RangeSpec::FromTo(_, _) = RangeSpec::FromTo(a, b) else { unreachable!() };
+            let w = widened_range(RangeSpec::FromTo(a, b));
+            let (ws, we) = w.trim_start_matches("bytes=").split_once('-').unwrap();
+            let (ws, we): (u64, u64) = (ws.parse().unwrap(), we.parse().unwrap());
+            assert!(ws <= a && we >= b, "plaintext bytes covered");
+            assert!(ws <= g.frame_cipher_start(g.frame_of(a)));
+            assert!(we + 1 >= g.frame_cipher_start(g.frame_of(b)) + g.frame_plain_len(g.frame_of(b)) + FRAME_OVERHEAD);
+        }
+    }
+
+    #[test]
+    fn etag_conditions() {
+        assert!(etag_list_matches("\"abc\"", "\"abc\""));
+        assert!(etag_list_matches("W/\"abc\", \"x\"", "\"abc\""));
+        assert!(etag_list_matches("*", "\"abc\""));
+        assert!(!etag_list_matches("\"abd\"", "\"abc\""));
+        assert_eq!(parse_content_range("bytes 0-9/100"), Some((0, 9, 100)));
+    }
+}

@@ -1,0 +1,865 @@
+//! Object format v1 (specified in docs/FORMAT.md; keep the two in step).
+//!
+//! * A stream is either a whole single-PUT object (layout `Single`) or one part of a
+//!   multipart object (layout `Part`).
+//! * A stream is a sequence of frames; frame = nonce (12) ‖ ciphertext ‖ tag (16).
+//!   Nonces are random per frame. The associated data binds each frame to the format
+//!   version, the suite, the layout, the part number, its index, whether it is the final
+//!   frame and the stream's plaintext length.
+//! * `Single`: frames of 64 KiB plaintext, the last one shorter; no frames at all for an
+//!   empty object. `Part`: a 16-byte part header, then exactly 1024 frames of
+//!   ceil(len/1024) bytes (the trailing ones shorter or empty), so the per-part overhead
+//!   is a constant and a multipart object's plaintext size follows from its ciphertext
+//!   size and its part count.
+//! * The envelope (suite, layout, key id, wrapped data key, lengths, client-visible
+//!   checksums) travels in the `x-amz-meta-s3crypt` header and carries a tag of its own.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+
+use crate::crypto::{self, CryptoError, DataKey, FrameAead, Suite, NONCE_LEN, TAG_LEN, WRAPPED_DEK_LEN};
+
+/// Format version written by this code.
+pub const VERSION: u8 = 1;
+/// The (lowercase) header that carries the envelope.
+pub const ENVELOPE_HEADER: &str = "x-amz-meta-s3crypt";
+/// Plaintext bytes per frame of a single-PUT object.
+pub const SINGLE_FRAME: u64 = 64 * 1024;
+/// Frames per part of a multipart object.
+pub const PART_FRAMES: u64 = 1024;
+/// Bytes a frame adds to its plaintext.
+pub const FRAME_OVERHEAD: u64 = (NONCE_LEN + TAG_LEN) as u64;
+/// Length of the header in front of every part of a multipart object.
+pub const PART_HEADER_LEN: u64 = 16;
+/// Bytes every part of a multipart object adds to its plaintext.
+pub const PART_OVERHEAD: u64 = PART_HEADER_LEN + PART_FRAMES * FRAME_OVERHEAD;
+/// Magic at the start of a part header.
+pub const PART_MAGIC: &[u8; 4] = b"s3cP";
+/// Largest single-PUT object and largest part S3 accepts (5 GiB).
+pub const MAX_SINGLE: u64 = 5 * 1024 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Single,
+    Part,
+}
+
+impl Layout {
+    fn code(self) -> u8 {
+        match self {
+            Layout::Single => 0,
+            Layout::Part => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatError {
+    /// A frame, part header or the envelope failed authentication.
+    Integrity,
+    /// More or fewer bytes than the stream's declared length.
+    Length,
+    /// The envelope could not be parsed or names something unknown.
+    Envelope,
+    /// The data key could not be unwrapped.
+    Unwrap,
+    /// No randomness available.
+    Random,
+}
+
+impl From<CryptoError> for FormatError {
+    fn from(e: CryptoError) -> Self {
+        match e {
+            CryptoError::Authentication => FormatError::Integrity,
+            CryptoError::Unwrap => FormatError::Unwrap,
+            CryptoError::Random => FormatError::Random,
+        }
+    }
+}
+
+/// Sizes and frame boundaries of one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub layout: Layout,
+    /// Part number (1..=10000) for `Part`, 0 for `Single`.
+    pub part: u32,
+    pub plain_len: u64,
+    /// Plaintext bytes in a full frame.
+    pub frame_len: u64,
+    pub frames: u64,
+}
+
+impl Geometry {
+    pub fn single(plain_len: u64) -> Geometry {
+        Geometry { layout: Layout::Single, part: 0, plain_len, frame_len: SINGLE_FRAME, frames: plain_len.div_ceil(SINGLE_FRAME) }
+    }
+
+    pub fn part(part: u32, plain_len: u64) -> Geometry {
+        let frame_len = plain_len.div_ceil(PART_FRAMES).max(1);
+        Geometry { layout: Layout::Part, part, plain_len, frame_len, frames: PART_FRAMES }
+    }
+
+    /// Bytes of the part header in front of the frames.
+    pub fn header_len(&self) -> u64 {
+        match self.layout {
+            Layout::Single => 0,
+            Layout::Part => PART_HEADER_LEN,
+        }
+    }
+
+    /// Stored length of the stream.
+    pub fn cipher_len(&self) -> u64 {
+        self.header_len() + self.plain_len + self.frames * FRAME_OVERHEAD
+    }
+
+    /// The single-layout geometry whose stored length is `cipher_len`, if any.
+    pub fn single_from_cipher(cipher_len: u64) -> Option<Geometry> {
+        let frames = cipher_len.div_ceil(SINGLE_FRAME + FRAME_OVERHEAD);
+        let plain = cipher_len.checked_sub(frames.checked_mul(FRAME_OVERHEAD)?)?;
+        let g = Geometry::single(plain);
+        (g.cipher_len() == cipher_len).then_some(g)
+    }
+
+    /// The part-layout geometry whose stored length is `cipher_len`, if any.
+    pub fn part_from_cipher(part: u32, cipher_len: u64) -> Option<Geometry> {
+        Some(Geometry::part(part, cipher_len.checked_sub(PART_OVERHEAD)?))
+    }
+
+    /// Plaintext offset at which frame `i` starts.
+    pub fn frame_plain_start(&self, i: u64) -> u64 {
+        i.saturating_mul(self.frame_len).min(self.plain_len)
+    }
+
+    /// Plaintext length of frame `i`.
+    pub fn frame_plain_len(&self, i: u64) -> u64 {
+        (self.plain_len - self.frame_plain_start(i)).min(self.frame_len)
+    }
+
+    /// Offset in the stored stream at which frame `i` starts.
+    pub fn frame_cipher_start(&self, i: u64) -> u64 {
+        self.header_len() + self.frame_plain_start(i) + i.saturating_mul(FRAME_OVERHEAD)
+    }
+
+    /// Index of the frame holding plaintext offset `off` (`off < plain_len`).
+    pub fn frame_of(&self, off: u64) -> u64 {
+        off / self.frame_len
+    }
+}
+
+/// Associated data of frame `index` of a stream (31 bytes).
+pub fn frame_aad(suite: Suite, geo: &Geometry, index: u64) -> [u8; 31] {
+    let mut a = [0u8; 31];
+    a[..7].copy_from_slice(b"s3crypt");
+    a[7] = VERSION;
+    a[8] = suite.id();
+    a[9] = geo.layout.code();
+    a[10..14].copy_from_slice(&geo.part.to_be_bytes());
+    a[14..22].copy_from_slice(&index.to_be_bytes());
+    a[22] = u8::from(index + 1 == geo.frames);
+    a[23..31].copy_from_slice(&geo.plain_len.to_be_bytes());
+    a
+}
+
+/// The 16-byte header in front of a part: magic, part number, plaintext length.
+pub fn part_header(part: u32, plain_len: u64) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[..4].copy_from_slice(PART_MAGIC);
+    h[4..8].copy_from_slice(&part.to_be_bytes());
+    h[8..16].copy_from_slice(&plain_len.to_be_bytes());
+    h
+}
+
+/// Parses a part header into (part number, plaintext length).
+pub fn parse_part_header(h: &[u8]) -> Option<(u32, u64)> {
+    if h.get(..4)? != PART_MAGIC {
+        return None;
+    }
+    let part = u32::from_be_bytes(h.get(4..8)?.try_into().ok()?);
+    let len = u64::from_be_bytes(h.get(8..16)?.try_into().ok()?);
+    Some((part, len))
+}
+
+/// Encrypts one stream incrementally. Memory: one frame of plaintext.
+pub struct FrameEncryptor {
+    aead: FrameAead,
+    suite: Suite,
+    geo: Geometry,
+    index: u64,
+    /// Plaintext of the current frame.
+    buf: Vec<u8>,
+    consumed: u64,
+    header_done: bool,
+    /// Test vectors only: nonce of frame i = this with i added to its last 8 bytes.
+    #[cfg(test)]
+    fixed_nonce: Option<[u8; NONCE_LEN]>,
+}
+
+impl FrameEncryptor {
+    pub fn new(suite: Suite, dek: &DataKey, geo: Geometry) -> FrameEncryptor {
+        FrameEncryptor {
+            aead: FrameAead::new(suite, dek),
+            suite,
+            geo,
+            index: 0,
+            buf: Vec::with_capacity(usize::try_from(geo.frame_len.min(SINGLE_FRAME * 16)).unwrap_or(0)),
+            consumed: 0,
+            header_done: false,
+            #[cfg(test)]
+            fixed_nonce: None,
+        }
+    }
+
+    pub fn geometry(&self) -> &Geometry {
+        &self.geo
+    }
+
+    /// Plaintext bytes accepted so far.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
+    /// Adds plaintext and appends every completed frame to `out`, except the final one,
+    /// which only `finish` emits (so the stream stays incomplete until the caller has
+    /// checked everything it must check about the plaintext).
+    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<(), FormatError> {
+        let room = self.geo.plain_len - self.consumed;
+        if data.len() as u64 > room {
+            return Err(FormatError::Length);
+        }
+        self.consumed += data.len() as u64;
+        self.emit_header(out);
+        loop {
+            self.flush_complete(out)?;
+            if data.is_empty() {
+                return Ok(());
+            }
+            let want = (self.geo.frame_plain_len(self.index) as usize).saturating_sub(self.buf.len());
+            if want == 0 {
+                return Err(FormatError::Length);
+            }
+            let (now, rest) = data.split_at(want.min(data.len()));
+            self.buf.extend_from_slice(now);
+            data = rest;
+        }
+    }
+
+    /// Emits the final frame. Fails if fewer bytes than the declared length were pushed.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), FormatError> {
+        if self.consumed != self.geo.plain_len {
+            return Err(FormatError::Length);
+        }
+        self.emit_header(out);
+        self.flush_complete(out)?;
+        if self.index + 1 == self.geo.frames {
+            self.seal_current(out)?;
+        }
+        if self.index != self.geo.frames {
+            return Err(FormatError::Length);
+        }
+        Ok(())
+    }
+
+    fn emit_header(&mut self, out: &mut Vec<u8>) {
+        if !self.header_done {
+            self.header_done = true;
+            if self.geo.layout == Layout::Part {
+                out.extend_from_slice(&part_header(self.geo.part, self.geo.plain_len));
+            }
+        }
+    }
+
+    /// Seals every complete frame that is not the final one.
+    fn flush_complete(&mut self, out: &mut Vec<u8>) -> Result<(), FormatError> {
+        while self.index + 1 < self.geo.frames && self.buf.len() as u64 == self.geo.frame_plain_len(self.index) {
+            self.seal_current(out)?;
+        }
+        Ok(())
+    }
+
+    fn seal_current(&mut self, out: &mut Vec<u8>) -> Result<(), FormatError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        crypto::random(&mut nonce)?;
+        #[cfg(test)]
+        if let Some(base) = self.fixed_nonce {
+            nonce = base;
+            let tail = u64::from_be_bytes(base[4..].try_into().unwrap_or_default()).wrapping_add(self.index);
+            nonce[4..].copy_from_slice(&tail.to_be_bytes());
+        }
+        let aad = frame_aad(self.suite, &self.geo, self.index);
+        out.reserve(self.buf.len() + FRAME_OVERHEAD as usize);
+        out.extend_from_slice(&nonce);
+        let start = out.len();
+        out.extend_from_slice(&self.buf);
+        let tag = self.aead.seal(&nonce, &aad, out.get_mut(start..).ok_or(FormatError::Length)?)?;
+        out.extend_from_slice(&tag);
+        self.buf.clear();
+        self.index += 1;
+        Ok(())
+    }
+}
+
+/// Decrypts a window of frames of one stream incrementally, releasing only plaintext
+/// whose frame tag has verified. Memory: one frame of ciphertext.
+pub struct FrameDecryptor {
+    aead: FrameAead,
+    suite: Suite,
+    geo: Geometry,
+    /// Stored bytes still to drop before the first frame of the window.
+    lead: u64,
+    index: u64,
+    last: u64,
+    /// Plaintext bytes still to drop at the start of the window.
+    skip: u64,
+    /// Plaintext bytes still to release.
+    take: u64,
+    buf: Vec<u8>,
+}
+
+impl FrameDecryptor {
+    /// Decrypts frames `first..=last` of `geo`. The input starts `lead` bytes before
+    /// frame `first`; of the window's plaintext the first `skip` bytes are dropped and the
+    /// next `take` released. Bytes after frame `last` are ignored.
+    pub fn new(suite: Suite, dek: &DataKey, geo: Geometry, lead: u64, first: u64, last: u64, skip: u64, take: u64) -> Self {
+        FrameDecryptor { aead: FrameAead::new(suite, dek), suite, geo, lead, index: first, last, skip, take, buf: Vec::new() }
+    }
+
+    /// The whole stream, from its first stored byte.
+    pub fn whole(suite: Suite, dek: &DataKey, geo: Geometry) -> Self {
+        let last = geo.frames.saturating_sub(1);
+        let mut d = Self::new(suite, dek, geo, geo.header_len(), 0, last, 0, geo.plain_len);
+        if geo.frames == 0 {
+            d.index = 1; // nothing to read
+        }
+        d
+    }
+
+    /// True once every frame of the window has been verified.
+    pub fn done(&self) -> bool {
+        self.index > self.last || (self.geo.frames == 0)
+    }
+
+    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<(), FormatError> {
+        if self.lead > 0 {
+            let n = self.lead.min(data.len() as u64) as usize;
+            self.lead -= n as u64;
+            data = data.get(n..).unwrap_or(&[]);
+        }
+        while !data.is_empty() && !self.done() {
+            let need = (self.geo.frame_plain_len(self.index) + FRAME_OVERHEAD) as usize;
+            let want = need - self.buf.len();
+            let (now, rest) = data.split_at(want.min(data.len()));
+            self.buf.extend_from_slice(now);
+            data = rest;
+            if self.buf.len() == need {
+                self.open_current(out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails unless every frame of the window arrived and verified.
+    pub fn finish(&self) -> Result<(), FormatError> {
+        if self.done() && self.take == 0 {
+            Ok(())
+        } else {
+            Err(FormatError::Integrity)
+        }
+    }
+
+    fn open_current(&mut self, out: &mut Vec<u8>) -> Result<(), FormatError> {
+        let aad = frame_aad(self.suite, &self.geo, self.index);
+        let nonce: [u8; NONCE_LEN] = self.buf.get(..NONCE_LEN).and_then(|n| n.try_into().ok()).ok_or(FormatError::Integrity)?;
+        let tag_at = self.buf.len() - TAG_LEN;
+        let tag: [u8; TAG_LEN] = self.buf.get(tag_at..).and_then(|t| t.try_into().ok()).ok_or(FormatError::Integrity)?;
+        let body = self.buf.get_mut(NONCE_LEN..tag_at).ok_or(FormatError::Integrity)?;
+        self.aead.open(&nonce, &aad, body, &tag)?;
+        let skip = self.skip.min(body.len() as u64) as usize;
+        self.skip -= skip as u64;
+        let avail = body.get(skip..).unwrap_or(&[]);
+        let n = self.take.min(avail.len() as u64) as usize;
+        out.extend_from_slice(avail.get(..n).unwrap_or(&[]));
+        self.take -= n as u64;
+        self.buf.clear();
+        self.index += 1;
+        Ok(())
+    }
+}
+
+/// Client-visible checksum recorded at upload: algorithm header name and base64 value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChecksum {
+    pub header: String,
+    pub value: String,
+}
+
+/// The envelope stored with every encrypted object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub suite: Suite,
+    pub layout: Layout,
+    pub key_id: String,
+    pub wrapped_dek: [u8; WRAPPED_DEK_LEN],
+    /// Plaintext length (single objects only).
+    pub plain_len: Option<u64>,
+    /// MD5 of the plaintext, the client-visible ETag, when known before upload.
+    pub md5: Option<[u8; 16]>,
+    /// The client's full-object checksum, when known before upload.
+    pub checksum: Option<StoredChecksum>,
+    /// nonce ‖ tag of an empty GCM message whose AAD is the fields above.
+    pub tag: [u8; NONCE_LEN + TAG_LEN],
+}
+
+/// Key ids are short and safe to log and to put in a header.
+pub fn valid_key_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+impl Envelope {
+    /// A new envelope for a data key wrapped under `key_id`; `seal` fills in the tag.
+    pub fn new(layout: Layout, key_id: &str, wrapped_dek: [u8; WRAPPED_DEK_LEN], plain_len: Option<u64>) -> Envelope {
+        Envelope {
+            suite: Suite::Aes256Gcm,
+            layout,
+            key_id: key_id.to_string(),
+            wrapped_dek,
+            plain_len,
+            md5: None,
+            checksum: None,
+            tag: [0; NONCE_LEN + TAG_LEN],
+        }
+    }
+
+    fn aad(&self) -> Vec<u8> {
+        let mut a = Vec::with_capacity(128);
+        a.extend_from_slice(b"s3crypt-envelope");
+        a.push(VERSION);
+        a.push(self.suite.id());
+        a.push(self.layout.code());
+        a.push(self.key_id.len() as u8);
+        a.extend_from_slice(self.key_id.as_bytes());
+        a.extend_from_slice(&self.wrapped_dek);
+        match self.plain_len {
+            Some(l) => {
+                a.push(1);
+                a.extend_from_slice(&l.to_be_bytes());
+            }
+            None => a.push(0),
+        }
+        match &self.md5 {
+            Some(m) => {
+                a.push(1);
+                a.extend_from_slice(m);
+            }
+            None => a.push(0),
+        }
+        match &self.checksum {
+            Some(c) => {
+                a.push(1);
+                for s in [&c.header, &c.value] {
+                    a.extend_from_slice(&(s.len() as u16).to_be_bytes());
+                    a.extend_from_slice(s.as_bytes());
+                }
+            }
+            None => a.push(0),
+        }
+        a
+    }
+
+    /// Computes the envelope tag under the data key.
+    pub fn seal(&mut self, dek: &DataKey) -> Result<(), FormatError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        crypto::random(&mut nonce)?;
+        self.seal_with_nonce(dek, nonce)
+    }
+
+    pub(crate) fn seal_with_nonce(&mut self, dek: &DataKey, nonce: [u8; NONCE_LEN]) -> Result<(), FormatError> {
+        let tag = FrameAead::new(self.suite, dek).seal(&nonce, &self.aad(), &mut [])?;
+        self.tag[..NONCE_LEN].copy_from_slice(&nonce);
+        self.tag[NONCE_LEN..].copy_from_slice(&tag);
+        Ok(())
+    }
+
+    /// Checks the envelope tag under the (unwrapped) data key.
+    pub fn verify(&self, dek: &DataKey) -> Result<(), FormatError> {
+        let nonce: [u8; NONCE_LEN] = self.tag.get(..NONCE_LEN).and_then(|n| n.try_into().ok()).ok_or(FormatError::Envelope)?;
+        let tag: [u8; TAG_LEN] = self.tag.get(NONCE_LEN..).and_then(|n| n.try_into().ok()).ok_or(FormatError::Envelope)?;
+        FrameAead::new(self.suite, dek).open(&nonce, &self.aad(), &mut [], &tag)?;
+        Ok(())
+    }
+
+    /// The header value: `v=1;s=1;t=s;k=<id>;w=<b64>[;l=<len>][;m=<hex>][;c=<name>:<b64>];a=<b64>`.
+    pub fn encode(&self) -> String {
+        let mut s = format!(
+            "v={};s={};t={};k={};w={}",
+            VERSION,
+            self.suite.id(),
+            match self.layout {
+                Layout::Single => "s",
+                Layout::Part => "m",
+            },
+            self.key_id,
+            B64.encode(self.wrapped_dek)
+        );
+        if let Some(l) = self.plain_len {
+            s.push_str(&format!(";l={l}"));
+        }
+        if let Some(m) = &self.md5 {
+            s.push_str(&format!(";m={}", hex::encode(m)));
+        }
+        if let Some(c) = &self.checksum {
+            s.push_str(&format!(";c={}:{}", c.header, c.value));
+        }
+        s.push_str(&format!(";a={}", B64.encode(self.tag)));
+        s
+    }
+
+    /// Parses a header value. Unknown versions, suites, layouts and fields are rejected
+    /// (fail closed: an object we cannot fully interpret is never served).
+    pub fn decode(v: &str) -> Result<Envelope, FormatError> {
+        let mut version = None;
+        let mut suite = None;
+        let mut layout = None;
+        let mut key_id = None;
+        let mut wrapped = None;
+        let mut plain_len = None;
+        let mut md5 = None;
+        let mut checksum = None;
+        let mut tag = None;
+        for field in v.trim().split(';') {
+            let (k, val) = field.split_once('=').ok_or(FormatError::Envelope)?;
+            let dup = match k {
+                "v" => version.replace(val.parse::<u8>().map_err(|_| FormatError::Envelope)?).is_some(),
+                "s" => suite.replace(val.parse::<u8>().ok().and_then(Suite::from_id).ok_or(FormatError::Envelope)?).is_some(),
+                "t" => layout
+                    .replace(match val {
+                        "s" => Layout::Single,
+                        "m" => Layout::Part,
+                        _ => return Err(FormatError::Envelope),
+                    })
+                    .is_some(),
+                "k" => {
+                    if !valid_key_id(val) {
+                        return Err(FormatError::Envelope);
+                    }
+                    key_id.replace(val.to_string()).is_some()
+                }
+                "w" => {
+                    let b: [u8; WRAPPED_DEK_LEN] =
+                        B64.decode(val).ok().and_then(|b| b.try_into().ok()).ok_or(FormatError::Envelope)?;
+                    wrapped.replace(b).is_some()
+                }
+                "l" => plain_len.replace(val.parse::<u64>().map_err(|_| FormatError::Envelope)?).is_some(),
+                "m" => {
+                    let b: [u8; 16] = hex::decode(val).ok().and_then(|b| b.try_into().ok()).ok_or(FormatError::Envelope)?;
+                    md5.replace(b).is_some()
+                }
+                "c" => {
+                    let (h, cv) = val.split_once(':').ok_or(FormatError::Envelope)?;
+                    if !h.starts_with("x-amz-checksum-") || h.len() > 64 || cv.len() > 128 {
+                        return Err(FormatError::Envelope);
+                    }
+                    checksum.replace(StoredChecksum { header: h.to_string(), value: cv.to_string() }).is_some()
+                }
+                "a" => {
+                    let b: [u8; NONCE_LEN + TAG_LEN] =
+                        B64.decode(val).ok().and_then(|b| b.try_into().ok()).ok_or(FormatError::Envelope)?;
+                    tag.replace(b).is_some()
+                }
+                _ => return Err(FormatError::Envelope),
+            };
+            if dup {
+                return Err(FormatError::Envelope);
+            }
+        }
+        if version != Some(VERSION) {
+            return Err(FormatError::Envelope);
+        }
+        let layout = layout.ok_or(FormatError::Envelope)?;
+        if (layout == Layout::Single) != plain_len.is_some() {
+            return Err(FormatError::Envelope);
+        }
+        Ok(Envelope {
+            suite: suite.ok_or(FormatError::Envelope)?,
+            layout,
+            key_id: key_id.ok_or(FormatError::Envelope)?,
+            wrapped_dek: wrapped.ok_or(FormatError::Envelope)?,
+            plain_len,
+            md5,
+            checksum,
+            tag: tag.ok_or(FormatError::Envelope)?,
+        })
+    }
+}
+
+/// Plaintext size of a stored object from its stored size and ETag, as listings need it:
+/// `"...-N"` ETags are multipart objects of N parts, others single objects.
+/// `None` when the size cannot be a ciphertext size (then it is not an s3crypt object).
+pub fn plain_size_from_listing(cipher_len: u64, etag: &str) -> Option<u64> {
+    let e = etag.trim_matches('"');
+    match e.rsplit_once('-') {
+        Some((_, n)) => {
+            let parts: u64 = n.parse().ok()?;
+            cipher_len.checked_sub(parts.checked_mul(PART_OVERHEAD)?)
+        }
+        None => Geometry::single_from_cipher(cipher_len).map(|g| g.plain_len),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn dek() -> DataKey {
+        DataKey::from_bytes([0x11; 32])
+    }
+
+    fn encrypt(geo: Geometry, pt: &[u8], chunk: usize) -> Vec<u8> {
+        let mut e = FrameEncryptor::new(Suite::Aes256Gcm, &dek(), geo);
+        let mut out = Vec::new();
+        for c in pt.chunks(chunk.max(1)) {
+            e.push(c, &mut out).unwrap();
+        }
+        e.finish(&mut out).unwrap();
+        out
+    }
+
+    fn decrypt_whole(geo: Geometry, ct: &[u8], chunk: usize) -> Result<Vec<u8>, FormatError> {
+        let mut d = FrameDecryptor::whole(Suite::Aes256Gcm, &dek(), geo);
+        let mut out = Vec::new();
+        for c in ct.chunks(chunk.max(1)) {
+            d.push(c, &mut out)?;
+        }
+        d.finish()?;
+        Ok(out)
+    }
+
+    #[test]
+    fn sizes_single() {
+        let f = SINGLE_FRAME;
+        for (p, c) in [(0, 0), (1, 29), (f - 1, f + 27), (f, f + 28), (f + 1, f + 57)] {
+            assert_eq!(Geometry::single(p).cipher_len(), c, "p={p}");
+            assert_eq!(Geometry::single_from_cipher(c).unwrap().plain_len, p);
+        }
+        // Sizes a single object can never have.
+        for c in [1, 27, 28, f + 29] {
+            assert!(Geometry::single_from_cipher(c).is_none(), "c={c}");
+        }
+    }
+
+    #[test]
+    fn sizes_part() {
+        for p in [0u64, 1, 1023, 1024, 1025, 5 << 20, (5 << 20) + 1] {
+            let g = Geometry::part(3, p);
+            assert_eq!(g.cipher_len(), p + PART_OVERHEAD);
+            assert_eq!(Geometry::part_from_cipher(3, g.cipher_len()).unwrap(), g);
+            // Frames cover the plaintext exactly, in order.
+            let total: u64 = (0..g.frames).map(|i| g.frame_plain_len(i)).sum();
+            assert_eq!(total, p);
+        }
+        assert_eq!(plain_size_from_listing(3 * PART_OVERHEAD + 10, "\"abc-3\""), Some(10));
+        assert_eq!(plain_size_from_listing(29, "\"d41d8cd98f00b204e9800998ecf8427e\""), Some(1));
+    }
+
+    #[test]
+    fn round_trip_edges() {
+        let f = SINGLE_FRAME as usize;
+        for n in [0, 1, f - 1, f, f + 1, 3 * f + 5] {
+            let pt: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+            let g = Geometry::single(n as u64);
+            let ct = encrypt(g, &pt, 4099);
+            assert_eq!(ct.len() as u64, g.cipher_len());
+            assert_eq!(decrypt_whole(g, &ct, 1000).unwrap(), pt);
+            let gp = Geometry::part(7, n as u64);
+            let ct = encrypt(gp, &pt, 777);
+            assert_eq!(ct.len() as u64, gp.cipher_len());
+            assert_eq!(parse_part_header(&ct), Some((7, n as u64)));
+            assert_eq!(decrypt_whole(gp, &ct, 5000).unwrap(), pt);
+        }
+    }
+
+    #[test]
+    fn final_frame_withheld_until_finish() {
+        let g = Geometry::single(10);
+        let mut e = FrameEncryptor::new(Suite::Aes256Gcm, &dek(), g);
+        let mut out = Vec::new();
+        e.push(&[1; 10], &mut out).unwrap();
+        assert!(out.is_empty());
+        e.finish(&mut out).unwrap();
+        assert_eq!(out.len(), 38);
+    }
+
+    #[test]
+    fn length_violations() {
+        let g = Geometry::single(10);
+        let mut e = FrameEncryptor::new(Suite::Aes256Gcm, &dek(), g);
+        let mut out = Vec::new();
+        assert_eq!(e.push(&[1; 11], &mut out), Err(FormatError::Length));
+        e.push(&[1; 9], &mut out).unwrap();
+        assert_eq!(e.finish(&mut out), Err(FormatError::Length));
+    }
+
+    #[test]
+    fn tamper_truncate_reorder_splice() {
+        let f = SINGLE_FRAME as usize;
+        let pt = vec![9u8; 2 * f + 100];
+        let g = Geometry::single(pt.len() as u64);
+        let ct = encrypt(g, &pt, f);
+        // Any single flipped byte fails.
+        for pos in [0, 11, 12, 500, f + 27, f + 28, ct.len() - 1] {
+            let mut t = ct.clone();
+            t[pos] ^= 0x80;
+            assert_eq!(decrypt_whole(g, &t, 4096), Err(FormatError::Integrity), "pos {pos}");
+        }
+        // Truncation at a frame boundary: the stream stops before its final frame.
+        let cut = &ct[..2 * (f + 28)];
+        assert!(decrypt_whole(g, cut, 4096).is_err());
+        // ... even when re-interpreted as a shorter object, the final flag and length differ.
+        let g2 = Geometry::single_from_cipher(cut.len() as u64).unwrap();
+        assert!(decrypt_whole(g2, cut, 4096).is_err());
+        // Reordering two full frames.
+        let mut sw = ct.clone();
+        let (a, b) = sw.split_at_mut(f + 28);
+        a.swap_with_slice(&mut b[..f + 28]);
+        assert!(decrypt_whole(g, &sw, 4096).is_err());
+        // Same plaintext under another data key (another object): no frame opens.
+        let mut e = FrameEncryptor::new(Suite::Aes256Gcm, &DataKey::from_bytes([0x22; 32]), g);
+        let mut other = Vec::new();
+        e.push(&pt, &mut other).unwrap();
+        e.finish(&mut other).unwrap();
+        assert!(decrypt_whole(g, &other, 4096).is_err());
+        // A part's frames cannot pass as another part number.
+        let gp = Geometry::part(1, 5000);
+        let p1 = encrypt(gp, &[3u8; 5000], 100);
+        assert!(decrypt_whole(Geometry::part(2, 5000), &p1, 100).is_err());
+    }
+
+    #[test]
+    fn envelope_round_trip_and_tamper() {
+        let d = dek();
+        let w = crypto::wrap_dek(&[5u8; 32], &d).unwrap();
+        let mut env = Envelope::new(Layout::Single, "prod-2026", w, Some(12345));
+        env.md5 = Some([0xab; 16]);
+        env.checksum = Some(StoredChecksum { header: "x-amz-checksum-crc32".into(), value: "AAAAAA==".into() });
+        env.seal(&d).unwrap();
+        let s = env.encode();
+        let back = Envelope::decode(&s).unwrap();
+        assert_eq!(back, env);
+        back.verify(&d).unwrap();
+        let mut t = back.clone();
+        t.plain_len = Some(12344);
+        assert!(t.verify(&d).is_err());
+        let mut t = back.clone();
+        t.md5 = None;
+        assert!(t.verify(&d).is_err());
+        for bad in ["", "v=2;s=1;t=s;k=a;w=AA;l=1;a=AA", &s.replace("s=1", "s=9"), &format!("{s};x=1"), &format!("{s};l=5")] {
+            assert!(Envelope::decode(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The committed test vectors (docs/vectors/format-v1.json) are what this code
+    /// writes. Regenerate with S3CRYPT_REGEN_VECTORS=1 after a deliberate format change
+    /// (which also needs a new format version).
+    #[test]
+    fn committed_test_vectors() {
+        use sha2::{Digest, Sha256};
+        let kek: [u8; 32] = std::array::from_fn(|i| i as u8);
+        let dek_bytes: [u8; 32] = std::array::from_fn(|i| 0x40 + i as u8);
+        let wrapped = crypto::wrap_dek(&kek, &DataKey::from_bytes(dek_bytes)).unwrap();
+        let nonce_base: [u8; 12] = std::array::from_fn(|i| 0xa0 + i as u8);
+        let env_nonce: [u8; 12] = std::array::from_fn(|i| 0xe0 + i as u8);
+        let cases: Vec<(&str, Geometry, Vec<u8>)> = vec![
+            ("single-empty", Geometry::single(0), vec![]),
+            ("single-short", Geometry::single(19), b"s3crypt test vector".to_vec()),
+            ("single-two-frames", Geometry::single(SINGLE_FRAME + 1), (0..SINGLE_FRAME + 1).map(|i| (i % 251) as u8).collect()),
+            ("part-2-of-3000", Geometry::part(2, 3000), (0..3000u64).map(|i| (i % 7) as u8).collect()),
+        ];
+        let mut out = String::from("{\n  \"kek_id\": \"vector-kek\",\n");
+        out.push_str(&format!("  \"kek\": \"{}\",\n  \"dek\": \"{}\",\n  \"wrapped_dek\": \"{}\",\n", hex::encode(kek), hex::encode(dek_bytes), hex::encode(wrapped)));
+        out.push_str(&format!("  \"frame_nonce_base\": \"{}\",\n  \"envelope_nonce\": \"{}\",\n  \"cases\": [\n", hex::encode(nonce_base), hex::encode(env_nonce)));
+        for (n, (name, geo, pt)) in cases.iter().enumerate() {
+            let dek = DataKey::from_bytes(dek_bytes);
+            let mut e = FrameEncryptor::new(Suite::Aes256Gcm, &dek, *geo);
+            e.fixed_nonce = Some(nonce_base);
+            let mut ct = Vec::new();
+            e.push(pt, &mut ct).unwrap();
+            e.finish(&mut ct).unwrap();
+            assert_eq!(decrypt_whole_with(&dek, *geo, &ct), *pt);
+            let header = if geo.layout == Layout::Single {
+                let mut env = Envelope::new(Layout::Single, "vector-kek", wrapped, Some(geo.plain_len));
+                env.md5 = Some(md5::Md5::digest(pt).into());
+                env.seal_with_nonce(&dek, env_nonce).unwrap();
+                env.encode()
+            } else {
+                let mut env = Envelope::new(Layout::Part, "vector-kek", wrapped, None);
+                env.seal_with_nonce(&dek, env_nonce).unwrap();
+                env.encode()
+            };
+            let show = if ct.len() <= 256 { hex::encode(&ct) } else { format!("{}...", hex::encode(&ct[..128])) };
+            out.push_str(&format!(
+                "    {{\"name\": \"{}\", \"layout\": \"{}\", \"part\": {}, \"plaintext_len\": {}, \"plaintext_sha256\": \"{}\", \"envelope_header\": \"{}\", \"stored_len\": {}, \"stored_sha256\": \"{}\", \"stored_hex\": \"{}\"}}{}\n",
+                name,
+                if geo.layout == Layout::Single { "single" } else { "part" },
+                geo.part,
+                pt.len(),
+                hex::encode(Sha256::digest(pt)),
+                header,
+                ct.len(),
+                hex::encode(Sha256::digest(&ct)),
+                show,
+                if n + 1 < cases.len() { "," } else { "" }
+            ));
+        }
+        out.push_str("  ]\n}\n");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/vectors/format-v1.json");
+        if std::env::var("S3CRYPT_REGEN_VECTORS").is_ok() {
+            std::fs::write(path, &out).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap();
+        assert_eq!(committed, out, "docs/vectors/format-v1.json differs from what the code writes");
+    }
+
+    fn decrypt_whole_with(dek: &DataKey, geo: Geometry, ct: &[u8]) -> Vec<u8> {
+        let mut d = FrameDecryptor::whole(Suite::Aes256Gcm, dek, geo);
+        let mut out = Vec::new();
+        d.push(ct, &mut out).unwrap();
+        d.finish().unwrap();
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn prop_single_size_bijection(p in 0u64..(1u64 << 40)) {
+            let g = Geometry::single(p);
+            prop_assert_eq!(Geometry::single_from_cipher(g.cipher_len()), Some(g));
+            prop_assert_eq!(plain_size_from_listing(g.cipher_len(), "\"0123\""), Some(p));
+        }
+
+        #[test]
+        fn prop_frames_partition(p in 0u64..(1u64 << 34), part in 1u32..=10000) {
+            for g in [Geometry::single(p), Geometry::part(part, p)] {
+                let mut off = 0;
+                for i in [0, 1, g.frames / 2, g.frames.saturating_sub(1)] {
+                    if i >= g.frames { continue; }
+                    prop_assert!(g.frame_plain_len(i) <= g.frame_len);
+                    prop_assert_eq!(g.frame_cipher_start(i), g.header_len() + g.frame_plain_start(i) + i * FRAME_OVERHEAD);
+                    off = g.frame_plain_start(i);
+                }
+                prop_assert!(off <= p);
+                if p > 0 {
+                    let last = g.frame_of(p - 1);
+                    prop_assert!(last < g.frames);
+                    prop_assert_eq!(g.frame_plain_start(last) + g.frame_plain_len(last), p);
+                }
+            }
+        }
+
+        #[test]
+        fn prop_round_trip_any_split(n in 0usize..200_000, split in 1usize..70_000) {
+            let pt: Vec<u8> = (0..n).map(|i| (i % 256) as u8).collect();
+            let g = Geometry::single(n as u64);
+            let ct = encrypt(g, &pt, split);
+            prop_assert_eq!(decrypt_whole(g, &ct, split / 2 + 1).unwrap(), pt);
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! proxy-wasm glue: moves headers and body bytes between Envoy and [`crate::engine`].
+//! Kept thin on purpose; all decisions are made (and tested natively) in the engine.
+
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+
+use crate::config::Config;
+use crate::engine::{BodyError, Counter, Exchange, Reply, RequestStep, ResponseStep, Stats};
+use crate::headers::Headers;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root { cfg: None, metrics: Rc::new(Metrics::default()) })
+    });
+}}
+
+/// Envoy counters, defined once per VM.
+#[derive(Default)]
+struct Metrics {
+    ids: Vec<(Counter, u32)>,
+}
+
+impl Metrics {
+    fn define() -> Metrics {
+        let ids = Counter::ALL
+            .iter()
+            .filter_map(|c| hostcalls::define_metric(MetricType::Counter, c.name()).ok().map(|id| (*c, id)))
+            .collect();
+        Metrics { ids }
+    }
+}
+
+impl Stats for Metrics {
+    fn add(&self, c: Counter, n: u64) {
+        if let Some((_, id)) = self.ids.iter().find(|(k, _)| *k == c) {
+            let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+fn log(level: LogLevel, msg: &str) {
+    let _ = hostcalls::log(level, msg);
+}
+
+struct Root {
+    cfg: Option<Rc<Config>>,
+    metrics: Rc<Metrics>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let json = self.get_plugin_configuration().unwrap_or_default();
+        match Config::load(&json, &|k| std::env::var(k).ok()) {
+            Ok(c) => {
+                log(LogLevel::Info, &format!("s3crypt: configured: {c:?}"));
+                self.cfg = Some(Rc::new(c));
+                self.metrics = Rc::new(Metrics::define());
+                true
+            }
+            Err(e) => {
+                // Failing configuration makes Envoy reject the plugin: fail closed.
+                log(LogLevel::Critical, &format!("s3crypt: configuration rejected: {e}"));
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let cfg = Rc::clone(self.cfg.as_ref()?);
+        let now = self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let stats: Rc<dyn Stats> = self.metrics.clone();
+        Some(Box::new(Http { ex: Exchange::new(cfg, stats, now, String::new()), buf: Vec::new() }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Http {
+    ex: Exchange,
+    /// Reused output buffer for body chunks.
+    buf: Vec<u8>,
+}
+
+impl Http {
+    fn send_reply(&self, r: Reply) {
+        let hs: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.send_http_response(u32::from(r.status), hs, Some(&r.body));
+    }
+
+    fn apply_request_step(&mut self, step: RequestStep) -> Action {
+        match step {
+            RequestStep::Forward(h) => {
+                self.set_http_request_headers(pairs(&h));
+                Action::Continue
+            }
+            RequestStep::Reply(r) => {
+                self.send_reply(r);
+                Action::Pause
+            }
+            RequestStep::CallOut(c) => {
+                let hs: Vec<(&str, &str)> = c.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                match self.dispatch_http_call(&c.cluster, hs, None, vec![], Duration::from_millis(c.timeout_ms)) {
+                    Ok(_) => Action::Pause,
+                    Err(_) => {
+                        let step = self.ex.on_callout_response(None);
+                        self.apply_request_step(step)
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn pairs(h: &Headers) -> Vec<(&str, &str)> {
+    h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+impl Context for Http {
+    fn on_http_call_response(&mut self, _token: u32, _nh: usize, _body: usize, _nt: usize) {
+        let h = Headers::from_pairs(self.get_http_call_response_headers());
+        let step = self.ex.on_callout_response(if h.get(":status").is_some() { Some(&h) } else { None });
+        if let Action::Continue = self.apply_request_step(step) {
+            self.resume_http_request();
+        }
+    }
+}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        let h = Headers::from_pairs(self.get_http_request_headers());
+        if let Some(id) = h.get("x-request-id") {
+            self.ex.set_request_id(id);
+        }
+        let step = self.ex.on_request_headers(&h, end_of_stream);
+        self.apply_request_step(step)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let chunk = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let mut out = std::mem::take(&mut self.buf);
+        out.clear();
+        let r = self.ex.on_request_body(&chunk, end_of_stream, &mut out);
+        let action = match r {
+            Ok(()) => {
+                self.set_http_request_body(0, body_size, &out);
+                Action::Continue
+            }
+            Err(BodyError::Reply(reply)) => {
+                log(LogLevel::Info, &format!("s3crypt: request rejected: {}", String::from_utf8_lossy(&reply.body)));
+                // Nothing more goes upstream; Envoy resets the upstream request, so the
+                // backend never receives a complete body.
+                self.set_http_request_body(0, body_size, &[]);
+                self.send_reply(reply);
+                Action::Pause
+            }
+            Err(BodyError::Reset(msg)) => {
+                log(LogLevel::Warn, &msg);
+                self.set_http_request_body(0, body_size, &[]);
+                self.reset_http_request();
+                Action::Pause
+            }
+        };
+        self.buf = out;
+        action
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        let h = Headers::from_pairs(self.get_http_response_headers());
+        let ResponseStep::Forward(out) = self.ex.on_response_headers(&h, end_of_stream);
+        self.set_http_response_headers(pairs(&out));
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let chunk = self.get_http_response_body(0, body_size).unwrap_or_default();
+        let mut out = std::mem::take(&mut self.buf);
+        out.clear();
+        let action = match self.ex.on_response_body(&chunk, end_of_stream, &mut out) {
+            Ok(()) => {
+                self.set_http_response_body(0, body_size, &out);
+                Action::Continue
+            }
+            Err(e) => {
+                let msg = match e {
+                    BodyError::Reset(m) => m,
+                    BodyError::Reply(r) => String::from_utf8_lossy(&r.body).into_owned(),
+                };
+                log(LogLevel::Warn, &msg);
+                // Never release unauthenticated plaintext: drop this chunk and reset.
+                self.set_http_response_body(0, body_size, &[]);
+                self.reset_http_response();
+                Action::Pause
+            }
+        };
+        self.buf = out;
+        action
+    }
+}

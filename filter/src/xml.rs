@@ -1,0 +1,152 @@
+//! Small, strict XML rewriting for S3 response bodies: plaintext sizes in listings and
+//! ETags in copy results. Everything not rewritten is kept byte for byte.
+
+use crate::error::{xml_escape, S3Error};
+
+fn malformed() -> S3Error {
+    S3Error::internal("s3crypt: malformed XML from the backend")
+}
+
+/// Unescapes XML character data (the five entities and numeric references).
+pub fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(rest.get(..i).unwrap_or(""));
+        let tail = rest.get(i..).unwrap_or("");
+        let Some(end) = tail.find(';') else {
+            out.push_str(tail);
+            return out;
+        };
+        let ent = tail.get(1..end).unwrap_or("");
+        let c = match ent {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            e if e.starts_with("#x") => e.get(2..).and_then(|h| u32::from_str_radix(h, 16).ok()).and_then(char::from_u32),
+            e if e.starts_with('#') => e.get(1..).and_then(|d| d.parse().ok()).and_then(char::from_u32),
+            _ => None,
+        };
+        match c {
+            Some(c) => out.push(c),
+            None => out.push_str(tail.get(..=end).unwrap_or("")),
+        }
+        rest = tail.get(end + 1..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Byte range of the text of the first `<name>` child within `s[from..to]` (no nesting
+/// of same-named elements in S3 responses).
+fn child_text(s: &str, from: usize, to: usize, name: &str) -> Option<(usize, usize)> {
+    let hay = s.get(from..to)?;
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    let a = hay.find(&open)? + open.len();
+    let b = hay.get(a..)?.find(&close)? + a;
+    Some((from + a, from + b))
+}
+
+/// Rewrites `<Size>` of every `<Contents>`, `<Version>` and `<Part>` entry with
+/// `map(size, etag)` where it returns `Some`.
+pub fn rewrite_sizes(xml: &str, map: &mut dyn FnMut(u64, &str) -> Option<u64>) -> Result<String, S3Error> {
+    let mut out = String::with_capacity(xml.len());
+    let mut pos = 0;
+    loop {
+        // The next entry of any of the three kinds.
+        let next = ["Contents", "Version", "Part"]
+            .iter()
+            .filter_map(|t| xml.get(pos..).and_then(|r| r.find(&format!("<{t}>"))).map(|i| (pos + i, *t)))
+            .min_by_key(|(i, _)| *i);
+        let Some((start, tag)) = next else { break };
+        let close = format!("</{tag}>");
+        let end = xml.get(start..).and_then(|r| r.find(&close)).map(|i| start + i).ok_or_else(malformed)?;
+        let body_start = start + tag.len() + 2;
+        out.push_str(xml.get(pos..body_start).ok_or_else(malformed)?);
+        let etag = child_text(xml, body_start, end, "ETag").map(|(a, b)| unescape(xml.get(a..b).unwrap_or(""))).unwrap_or_default();
+        match child_text(xml, body_start, end, "Size") {
+            Some((a, b)) => {
+                let text = xml.get(a..b).ok_or_else(malformed)?;
+                let size: u64 = text.trim().parse().map_err(|_| malformed())?;
+                out.push_str(xml.get(body_start..a).ok_or_else(malformed)?);
+                match map(size, &etag) {
+                    Some(n) => out.push_str(&n.to_string()),
+                    None => out.push_str(text),
+                }
+                out.push_str(xml.get(b..end).ok_or_else(malformed)?);
+            }
+            None => out.push_str(xml.get(body_start..end).ok_or_else(malformed)?),
+        }
+        pos = end;
+    }
+    out.push_str(xml.get(pos..).ok_or_else(malformed)?);
+    Ok(out)
+}
+
+/// Unescaped text of the first element `name`.
+pub fn element_text(xml: &str, name: &str) -> Option<String> {
+    child_text(xml, 0, xml.len(), name).and_then(|(a, b)| xml.get(a..b)).map(unescape)
+}
+
+/// `xml` with the text of the first element `name` replaced by `value` (escaped).
+pub fn replace_element_text(xml: &str, name: &str, value: &str) -> Option<String> {
+    let (a, b) = child_text(xml, 0, xml.len(), name)?;
+    Some(format!("{}{}{}", xml.get(..a)?, xml_escape(value), xml.get(b..)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const V2: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix></Prefix><KeyCount>3</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated><Contents><Key>a&lt;Size&gt;</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified><ETag>&quot;0123&quot;</ETag><Size>29</Size><StorageClass>STANDARD</StorageClass></Contents><Contents><Key>mp</Key><Size>100</Size><ETag>"abc-2"</ETag></Contents><Contents><Key>odd</Key><ETag>"x"</ETag><Size>5</Size></Contents><CommonPrefixes><Prefix>d/</Prefix></CommonPrefixes></ListBucketResult>"#;
+
+    #[test]
+    fn rewrites_entries_only() {
+        let mut seen = Vec::new();
+        let out = rewrite_sizes(V2, &mut |size, etag| {
+            seen.push((size, etag.to_string()));
+            (size != 5).then_some(size + 1000)
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(29, "\"0123\"".to_string()), (100, "\"abc-2\"".to_string()), (5, "\"x\"".to_string())]);
+        assert!(out.contains("<Size>1029</Size>") && out.contains("<Size>1100</Size>") && out.contains("<Size>5</Size>"));
+        assert!(out.contains("<Key>a&lt;Size&gt;</Key>"));
+        assert_eq!(out.len(), V2.len() + 3);
+    }
+
+    #[test]
+    fn versions_and_parts() {
+        let v = "<ListVersionsResult><Version><Key>k</Key><ETag>\"e\"</ETag><Size>10</Size></Version><DeleteMarker><Key>k</Key></DeleteMarker></ListVersionsResult>";
+        assert!(rewrite_sizes(v, &mut |s, _| Some(s - 1)).unwrap().contains("<Size>9</Size>"));
+        let p = "<ListPartsResult><Part><PartNumber>1</PartNumber><ETag>\"e\"</ETag><Size>300</Size></Part><Part><PartNumber>2</PartNumber><Size>7</Size></Part></ListPartsResult>";
+        let out = rewrite_sizes(p, &mut |s, _| Some(s * 2)).unwrap();
+        assert!(out.contains("<Size>600</Size>") && out.contains("<Size>14</Size>"));
+        assert!(rewrite_sizes("<Contents><Size>x</Size></Contents>", &mut |s, _| Some(s)).is_err());
+        assert!(rewrite_sizes("<Contents><Size>1</Size>", &mut |s, _| Some(s)).is_err());
+    }
+
+    #[test]
+    fn element_helpers() {
+        let x = "<CopyObjectResult><LastModified>t</LastModified><ETag>&quot;abc&quot;</ETag></CopyObjectResult>";
+        assert_eq!(element_text(x, "ETag").as_deref(), Some("\"abc\""));
+        assert_eq!(replace_element_text(x, "ETag", "\"d\"").unwrap(), "<CopyObjectResult><LastModified>t</LastModified><ETag>&quot;d&quot;</ETag></CopyObjectResult>");
+        assert_eq!(unescape("a&#34;b&#x41;&bogus;"), "a\"bA&bogus;");
+    }
+
+    proptest! {
+        #[test]
+        fn identity_map_keeps_bytes(n in 0usize..20, sizes in proptest::collection::vec(0u64..1_000_000, 20)) {
+            let mut x = String::from("<ListBucketResult>");
+            for (i, s) in sizes.iter().take(n).enumerate() {
+                x.push_str(&format!("<Contents><Key>k{i}</Key><Size>{s}</Size><ETag>\"e{i}\"</ETag></Contents>"));
+            }
+            x.push_str("</ListBucketResult>");
+            prop_assert_eq!(rewrite_sizes(&x, &mut |s, _| Some(s)).unwrap(), x);
+        }
+    }
+}
