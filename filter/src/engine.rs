@@ -308,7 +308,7 @@ impl Exchange {
                 return self.reject(&e);
             }
         };
-        let req = match s3::parse_request(&method, &raw, h, &cfg.plugin.virtual_host_suffixes) {
+        let req = match s3::parse_request(&method, &sigv4::strip_presign_params(&raw), h, &cfg.plugin.virtual_host_suffixes) {
             Ok(r) => r,
             Err(e) => return self.reject(&e),
         };
