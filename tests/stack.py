@@ -94,9 +94,9 @@ def client_config():
 class Envoy:
     """One Envoy process in front of the stack's S3 server."""
 
-    def __init__(self, stack, name, *, keks, active, wasm=True, runtime="v8", concurrency=2):
+    def __init__(self, stack, name, *, keks, active, wasm=True, runtime="v8", concurrency=2, port=None, admin_port=None):
         self.stack = stack
-        self.port, self.admin_port = free_port(), free_port()
+        self.port, self.admin_port = port or free_port(), admin_port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         d = stack.root / name
@@ -156,8 +156,10 @@ class Stack:
         self.s3_proc = None
 
     @classmethod
-    def start(cls, root, **envoy_kw):
+    def start(cls, root, configure=None, **envoy_kw):
         st = cls(root)
+        if configure:
+            configure(st)
         try:
             st._start_s3()
             st.main = st.start_envoy(**envoy_kw)
@@ -169,7 +171,7 @@ class Stack:
     def _start_s3(self):
         if not S3S_FS.exists():
             raise RuntimeError(f"{S3S_FS} is missing: run `make setup`")
-        self.s3_port = free_port()
+        self.s3_port = getattr(self, "s3_port", None) or free_port()
         self.s3_log = self.root / "s3s-fs.log"
         with open(self.s3_log, "wb") as log:
             self.s3_proc = subprocess.Popen(

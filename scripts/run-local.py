@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""`make run`: the local stack on fixed ports — s3s-fs (data in .run/data) behind Envoy
+with the s3crypt filter — with a key-encryption key and client credentials generated once
+into .run/secrets.env (mode 600) and reused. Runs until interrupted."""
+
+import base64
+import os
+import pathlib
+import secrets
+import signal
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from stack import Stack  # noqa: E402
+
+RUN = ROOT / ".run"
+PORT = int(os.environ.get("S3CRYPT_PORT", 8080))
+ADMIN = int(os.environ.get("S3CRYPT_ADMIN_PORT", 9901))
+S3PORT = int(os.environ.get("S3CRYPT_S3_PORT", 9000))
+
+
+def load_secrets():
+    f = RUN / "secrets.env"
+    if not f.exists():
+        RUN.mkdir(exist_ok=True)
+        values = {
+            "KEY_ID": "local-1",
+            "KEK": base64.b64encode(os.urandom(32)).decode(),
+            "CLIENT_ACCESS_KEY": "S3CRYPT" + secrets.token_hex(6).upper(),
+            "CLIENT_SECRET": secrets.token_urlsafe(30),
+            "BACKEND_ACCESS_KEY": "LOCALS3" + secrets.token_hex(4).upper(),
+            "BACKEND_SECRET": secrets.token_urlsafe(30),
+        }
+        fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("".join(f"{k}={v}\n" for k, v in values.items()))
+    return dict(line.split("=", 1) for line in f.read_text().split())
+
+
+def main():
+    s = load_secrets()
+
+    def configure(st):
+        st.root = RUN
+        st.data_dir = RUN / "data"
+        st.data_dir.mkdir(parents=True, exist_ok=True)
+        st.s3_port = S3PORT
+        st.key_id, st.kek = s["KEY_ID"], base64.b64decode(s["KEK"])
+        st.client_creds = (s["CLIENT_ACCESS_KEY"], s["CLIENT_SECRET"])
+        st.all_client_creds = [st.client_creds]
+        st.backend_creds = (s["BACKEND_ACCESS_KEY"], s["BACKEND_SECRET"])
+
+    stack = Stack.start(RUN, configure=configure, port=PORT, admin_port=ADMIN)
+    ep = stack.endpoint
+    print(f"""
+s3crypt is running.
+
+  S3 endpoint (Envoy + s3crypt):  {ep}
+  probes (answered by Envoy):     {ep}/healthz  {ep}/readyz
+  Prometheus stats:               {stack.admin_url}/stats/prometheus
+  backend S3 server (ciphertext): {stack.backend_endpoint}, data in {stack.data_dir}
+  secrets:                        {RUN / 'secrets.env'} (key id {stack.key_id})
+
+Use it with the aws CLI:
+
+  export AWS_ACCESS_KEY_ID={stack.client_creds[0]}
+  export AWS_SECRET_ACCESS_KEY={stack.client_creds[1]}
+  export AWS_DEFAULT_REGION=us-east-1
+  aws --endpoint-url {ep} s3 mb s3://demo
+  aws --endpoint-url {ep} s3 cp ./README.md s3://demo/README.md
+  aws --endpoint-url {ep} s3 cp s3://demo/README.md -
+  aws --endpoint-url {ep} s3 ls s3://demo
+
+Press Ctrl-C to stop.
+""", flush=True)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    try:
+        while not stop and all(e.proc.poll() is None for e in stack.envoys) and stack.s3_proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+        print("stopped.")
+
+
+if __name__ == "__main__":
+    main()
