@@ -16,18 +16,29 @@ pub enum ChecksumAlgorithm {
 }
 
 impl ChecksumAlgorithm {
-    const ALL: [ChecksumAlgorithm; 5] =
-        [ChecksumAlgorithm::Crc32, ChecksumAlgorithm::Crc32c, ChecksumAlgorithm::Crc64Nvme, ChecksumAlgorithm::Sha1, ChecksumAlgorithm::Sha256];
+    const ALL: [ChecksumAlgorithm; 5] = [
+        ChecksumAlgorithm::Crc32,
+        ChecksumAlgorithm::Crc32c,
+        ChecksumAlgorithm::Crc64Nvme,
+        ChecksumAlgorithm::Sha1,
+        ChecksumAlgorithm::Sha256,
+    ];
 
     /// From a header name such as `x-amz-checksum-crc32` (any case).
     pub fn from_header_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.header_name().eq_ignore_ascii_case(name))
+        Self::ALL
+            .into_iter()
+            .find(|a| a.header_name().eq_ignore_ascii_case(name))
     }
 
     /// From an algorithm name such as `CRC32` or `crc64nvme` (any case).
     pub fn from_algorithm_name(name: &str) -> Option<Self> {
         let n = name.trim();
-        Self::ALL.into_iter().find(|a| a.header_name().trim_start_matches("x-amz-checksum-").eq_ignore_ascii_case(n))
+        Self::ALL.into_iter().find(|a| {
+            a.header_name()
+                .trim_start_matches("x-amz-checksum-")
+                .eq_ignore_ascii_case(n)
+        })
     }
 
     pub fn header_name(self) -> &'static str {
@@ -93,7 +104,11 @@ const fn crc64_tables() -> [[u64; 256]; 8] {
         let mut c = i as u64;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ CRC64_NVME_POLY } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ CRC64_NVME_POLY
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         t[0][i] = c;
@@ -152,9 +167,18 @@ mod tests {
     fn check_values() {
         assert_eq!(hexval(ChecksumAlgorithm::Crc32, b"123456789"), "cbf43926");
         assert_eq!(hexval(ChecksumAlgorithm::Crc32c, b"123456789"), "e3069283");
-        assert_eq!(hexval(ChecksumAlgorithm::Crc64Nvme, b"123456789"), "ae8b14860a799888");
-        assert_eq!(hexval(ChecksumAlgorithm::Sha1, b"abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
-        assert_eq!(hexval(ChecksumAlgorithm::Sha256, b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            hexval(ChecksumAlgorithm::Crc64Nvme, b"123456789"),
+            "ae8b14860a799888"
+        );
+        assert_eq!(
+            hexval(ChecksumAlgorithm::Sha1, b"abc"),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+        assert_eq!(
+            hexval(ChecksumAlgorithm::Sha256, b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 
     #[test]
@@ -166,15 +190,31 @@ mod tests {
             for piece in data.chunks(13) {
                 c.update(piece);
             }
-            assert_eq!(hex::encode(B64.decode(c.finalize_base64()).unwrap()), whole, "{algo:?}");
+            assert_eq!(
+                hex::encode(B64.decode(c.finalize_base64()).unwrap()),
+                whole,
+                "{algo:?}"
+            );
         }
     }
 
     #[test]
     fn names() {
-        assert_eq!(ChecksumAlgorithm::from_header_name("X-Amz-Checksum-CRC64NVME"), Some(ChecksumAlgorithm::Crc64Nvme));
-        assert_eq!(ChecksumAlgorithm::from_algorithm_name("crc32c"), Some(ChecksumAlgorithm::Crc32c));
-        assert_eq!(ChecksumAlgorithm::from_algorithm_name("SHA256"), Some(ChecksumAlgorithm::Sha256));
-        assert_eq!(ChecksumAlgorithm::from_header_name("x-amz-checksum-mode"), None);
+        assert_eq!(
+            ChecksumAlgorithm::from_header_name("X-Amz-Checksum-CRC64NVME"),
+            Some(ChecksumAlgorithm::Crc64Nvme)
+        );
+        assert_eq!(
+            ChecksumAlgorithm::from_algorithm_name("crc32c"),
+            Some(ChecksumAlgorithm::Crc32c)
+        );
+        assert_eq!(
+            ChecksumAlgorithm::from_algorithm_name("SHA256"),
+            Some(ChecksumAlgorithm::Sha256)
+        );
+        assert_eq!(
+            ChecksumAlgorithm::from_header_name("x-amz-checksum-mode"),
+            None
+        );
     }
 }

@@ -45,11 +45,20 @@ pub struct ChunkedDecoder {
 }
 
 fn malformed(msg: &str) -> S3Error {
-    S3Error::new(400, "IncompleteBody", format!("The aws-chunked body is malformed: {msg}"))
+    S3Error::new(
+        400,
+        "IncompleteBody",
+        format!("The aws-chunked body is malformed: {msg}"),
+    )
 }
 
 impl ChunkedDecoder {
-    pub fn new(mode: &PayloadMode, ctx: Option<ChunkSigningContext>, declared_trailer: Option<&str>, decoded_len: u64) -> Result<Self, S3Error> {
+    pub fn new(
+        mode: &PayloadMode,
+        ctx: Option<ChunkSigningContext>,
+        declared_trailer: Option<&str>,
+        decoded_len: u64,
+    ) -> Result<Self, S3Error> {
         let (signed, trailer_mode) = match mode {
             PayloadMode::StreamingSigned => (true, false),
             PayloadMode::StreamingSignedTrailer => (true, true),
@@ -66,11 +75,16 @@ impl ChunkedDecoder {
         };
         let declared = match declared_trailer.map(str::trim).filter(|s| !s.is_empty()) {
             Some(name) if trailer_mode => {
-                let algo = ChecksumAlgorithm::from_header_name(name)
-                    .ok_or_else(|| S3Error::invalid_request(format!("unsupported x-amz-trailer {name:?}")))?;
+                let algo = ChecksumAlgorithm::from_header_name(name).ok_or_else(|| {
+                    S3Error::invalid_request(format!("unsupported x-amz-trailer {name:?}"))
+                })?;
                 Some((algo, Checksummer::new(algo)))
             }
-            Some(_) => return Err(S3Error::invalid_request("x-amz-trailer requires a *-TRAILER payload")),
+            Some(_) => {
+                return Err(S3Error::invalid_request(
+                    "x-amz-trailer requires a *-TRAILER payload",
+                ))
+            }
             None => None,
         };
         Ok(ChunkedDecoder {
@@ -105,7 +119,9 @@ impl ChunkedDecoder {
         while !input.is_empty() {
             match self.state {
                 State::Header | State::Trailers | State::DataEnd => {
-                    let Some(line) = self.take_line(&mut input)? else { return Ok(()) };
+                    let Some(line) = self.take_line(&mut input)? else {
+                        return Ok(());
+                    };
                     self.on_line(&line)?;
                 }
                 State::Data { remaining } => {
@@ -124,7 +140,11 @@ impl ChunkedDecoder {
                     out.extend_from_slice(data);
                     input = rest;
                     let left = remaining - n as u64;
-                    self.state = if left == 0 { State::DataEnd } else { State::Data { remaining: left } };
+                    self.state = if left == 0 {
+                        State::DataEnd
+                    } else {
+                        State::Data { remaining: left }
+                    };
                 }
                 State::Done => return Err(malformed("data after the end of the body")),
             }
@@ -173,7 +193,8 @@ impl ChunkedDecoder {
             State::Header => {
                 let mut parts = text.split(';');
                 let size_hex = parts.next().unwrap_or("").trim();
-                let size = u64::from_str_radix(size_hex, 16).map_err(|_| malformed("bad chunk size"))?;
+                let size =
+                    u64::from_str_radix(size_hex, 16).map_err(|_| malformed("bad chunk size"))?;
                 let mut sig = None;
                 for ext in parts {
                     if let Some(v) = ext.trim().strip_prefix("chunk-signature=") {
@@ -199,11 +220,14 @@ impl ChunkedDecoder {
                     if !self.trailer_mode {
                         return Err(malformed("trailers without a trailer payload"));
                     }
-                    let (k, v) = text.split_once(':').ok_or_else(|| malformed("bad trailer line"))?;
+                    let (k, v) = text
+                        .split_once(':')
+                        .ok_or_else(|| malformed("bad trailer line"))?;
                     if self.trailers.len() >= 16 {
                         return Err(malformed("too many trailers"));
                     }
-                    self.trailers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                    self.trailers
+                        .push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
                 }
             }
             State::Data { .. } | State::Done => return Err(malformed("unexpected line")),
@@ -213,7 +237,9 @@ impl ChunkedDecoder {
 
     /// Checks the signature of the chunk that just ended.
     fn verify_chunk(&mut self) -> Result<(), S3Error> {
-        let Some((ctx, prev)) = self.signing.as_mut() else { return Ok(()) };
+        let Some((ctx, prev)) = self.signing.as_mut() else {
+            return Ok(());
+        };
         let hash = hex::encode(std::mem::take(&mut self.chunk_hash).finalize());
         let expected = ctx.sign_string("AWS4-HMAC-SHA256-PAYLOAD", prev, &[EMPTY_SHA256, &hash]);
         let got = self.chunk_sig.take().unwrap_or_default();
@@ -234,7 +260,10 @@ impl ChunkedDecoder {
             return Err(S3Error::incomplete_body());
         }
         if self.trailer_signed {
-            let (ctx, prev) = self.signing.as_ref().ok_or_else(|| S3Error::internal("no signing context"))?;
+            let (ctx, prev) = self
+                .signing
+                .as_ref()
+                .ok_or_else(|| S3Error::internal("no signing context"))?;
             let sig = self
                 .trailers
                 .iter()
@@ -247,7 +276,11 @@ impl ChunkedDecoder {
                 .filter(|(k, _)| k != "x-amz-trailer-signature")
                 .map(|(k, v)| format!("{k}:{v}\n"))
                 .collect();
-            let expected = ctx.sign_string("AWS4-HMAC-SHA256-TRAILER", prev, &[&sha256_hex(canon.as_bytes())]);
+            let expected = ctx.sign_string(
+                "AWS4-HMAC-SHA256-TRAILER",
+                prev,
+                &[&sha256_hex(canon.as_bytes())],
+            );
             if !bool::from(expected.as_bytes().ct_eq(sig.as_bytes())) {
                 return Err(S3Error::signature_mismatch());
             }
@@ -263,7 +296,12 @@ impl ChunkedDecoder {
                 return Err(S3Error::bad_digest());
             }
         }
-        Ok(self.trailers.iter().filter(|(k, _)| k != "x-amz-trailer-signature").cloned().collect())
+        Ok(self
+            .trailers
+            .iter()
+            .filter(|(k, _)| k != "x-amz-trailer-signature")
+            .cloned()
+            .collect())
     }
 }
 
@@ -297,7 +335,14 @@ mod tests {
             .collect(),
         );
         let secret = |ak: &str| (ak == AK).then(|| SK.to_string());
-        let v = verify("PUT", "/examplebucket/chunkObject.txt", &h, &secret, parse_amz_date("20130524T000000Z").unwrap()).unwrap();
+        let v = verify(
+            "PUT",
+            "/examplebucket/chunkObject.txt",
+            &h,
+            &secret,
+            parse_amz_date("20130524T000000Z").unwrap(),
+        )
+        .unwrap();
         let ctx = v.chunk_ctx.unwrap();
         let mut body = Vec::new();
         body.extend_from_slice(b"10000;chunk-signature=ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648\r\n");
@@ -322,7 +367,13 @@ mod tests {
     fn aws_chunked_example_verifies() {
         let (ctx, body) = aws_example();
         for step in [1, 7, 4096, 70000] {
-            let mut d = ChunkedDecoder::new(&PayloadMode::StreamingSigned, Some(ctx.clone()), None, 66560).unwrap();
+            let mut d = ChunkedDecoder::new(
+                &PayloadMode::StreamingSigned,
+                Some(ctx.clone()),
+                None,
+                66560,
+            )
+            .unwrap();
             assert_eq!(run(&mut d, &body, step).unwrap(), vec![b'a'; 66560]);
         }
     }
@@ -332,14 +383,30 @@ mod tests {
         let (ctx, body) = aws_example();
         let mut t = body.clone();
         t[200] = b'b';
-        let mut d = ChunkedDecoder::new(&PayloadMode::StreamingSigned, Some(ctx.clone()), None, 66560).unwrap();
-        assert_eq!(run(&mut d, &t, 1000).unwrap_err().code, "SignatureDoesNotMatch");
+        let mut d = ChunkedDecoder::new(
+            &PayloadMode::StreamingSigned,
+            Some(ctx.clone()),
+            None,
+            66560,
+        )
+        .unwrap();
+        assert_eq!(
+            run(&mut d, &t, 1000).unwrap_err().code,
+            "SignatureDoesNotMatch"
+        );
         // Missing final chunk.
         let cut = &body[..body.len() - 90];
-        let mut d = ChunkedDecoder::new(&PayloadMode::StreamingSigned, Some(ctx.clone()), None, 66560).unwrap();
+        let mut d = ChunkedDecoder::new(
+            &PayloadMode::StreamingSigned,
+            Some(ctx.clone()),
+            None,
+            66560,
+        )
+        .unwrap();
         assert_eq!(run(&mut d, cut, 1000).unwrap_err().code, "IncompleteBody");
         // Wrong declared length.
-        let mut d = ChunkedDecoder::new(&PayloadMode::StreamingSigned, Some(ctx), None, 66561).unwrap();
+        let mut d =
+            ChunkedDecoder::new(&PayloadMode::StreamingSigned, Some(ctx), None, 66561).unwrap();
         assert_eq!(run(&mut d, &body, 1000).unwrap_err().code, "IncompleteBody");
     }
 
@@ -364,11 +431,23 @@ mod tests {
     fn unsigned_trailer_checksum() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
         let body = unsigned_trailer_body(&data, 8192, &crc32(&data));
-        let mut d = ChunkedDecoder::new(&PayloadMode::StreamingUnsignedTrailer, None, Some("x-amz-checksum-crc32"), data.len() as u64).unwrap();
+        let mut d = ChunkedDecoder::new(
+            &PayloadMode::StreamingUnsignedTrailer,
+            None,
+            Some("x-amz-checksum-crc32"),
+            data.len() as u64,
+        )
+        .unwrap();
         let out = run(&mut d, &body, 999).unwrap();
         assert_eq!(out, data);
         let body = unsigned_trailer_body(&data, 8192, "AAAAAA==");
-        let mut d = ChunkedDecoder::new(&PayloadMode::StreamingUnsignedTrailer, None, Some("x-amz-checksum-crc32"), data.len() as u64).unwrap();
+        let mut d = ChunkedDecoder::new(
+            &PayloadMode::StreamingUnsignedTrailer,
+            None,
+            Some("x-amz-checksum-crc32"),
+            data.len() as u64,
+        )
+        .unwrap();
         assert_eq!(run(&mut d, &body, 999).unwrap_err().code, "BadDigest");
     }
 
@@ -381,7 +460,11 @@ mod tests {
         let mut prev = ctx.seed_signature.clone();
         let mut body = Vec::new();
         for c in [&data[..3000], &data[3000..], &[][..]] {
-            let sig = ctx.sign_string("AWS4-HMAC-SHA256-PAYLOAD", &prev, &[EMPTY_SHA256, &sha256_hex(c)]);
+            let sig = ctx.sign_string(
+                "AWS4-HMAC-SHA256-PAYLOAD",
+                &prev,
+                &[EMPTY_SHA256, &sha256_hex(c)],
+            );
             body.extend_from_slice(format!("{:x};chunk-signature={sig}\r\n", c.len()).as_bytes());
             body.extend_from_slice(c);
             if !c.is_empty() {
@@ -390,13 +473,40 @@ mod tests {
             prev = sig;
         }
         let trailer = format!("x-amz-checksum-crc32:{}\n", crc32(&data));
-        let tsig = ctx.sign_string("AWS4-HMAC-SHA256-TRAILER", &prev, &[&sha256_hex(trailer.as_bytes())]);
-        body.extend_from_slice(format!("x-amz-checksum-crc32:{}\r\nx-amz-trailer-signature:{tsig}\r\n\r\n", crc32(&data)).as_bytes());
-        let mut d = ChunkedDecoder::new(&PayloadMode::StreamingSignedTrailer, Some(ctx.clone()), Some("x-amz-checksum-crc32"), 5000).unwrap();
+        let tsig = ctx.sign_string(
+            "AWS4-HMAC-SHA256-TRAILER",
+            &prev,
+            &[&sha256_hex(trailer.as_bytes())],
+        );
+        body.extend_from_slice(
+            format!(
+                "x-amz-checksum-crc32:{}\r\nx-amz-trailer-signature:{tsig}\r\n\r\n",
+                crc32(&data)
+            )
+            .as_bytes(),
+        );
+        let mut d = ChunkedDecoder::new(
+            &PayloadMode::StreamingSignedTrailer,
+            Some(ctx.clone()),
+            Some("x-amz-checksum-crc32"),
+            5000,
+        )
+        .unwrap();
         assert_eq!(run(&mut d, &body, 100).unwrap(), data);
-        let bad = String::from_utf8(body.clone()).unwrap().replace(&tsig, &"0".repeat(64));
-        let mut d = ChunkedDecoder::new(&PayloadMode::StreamingSignedTrailer, Some(ctx), Some("x-amz-checksum-crc32"), 5000).unwrap();
-        assert_eq!(run(&mut d, bad.as_bytes(), 100).unwrap_err().code, "SignatureDoesNotMatch");
+        let bad = String::from_utf8(body.clone())
+            .unwrap()
+            .replace(&tsig, &"0".repeat(64));
+        let mut d = ChunkedDecoder::new(
+            &PayloadMode::StreamingSignedTrailer,
+            Some(ctx),
+            Some("x-amz-checksum-crc32"),
+            5000,
+        )
+        .unwrap();
+        assert_eq!(
+            run(&mut d, bad.as_bytes(), 100).unwrap_err().code,
+            "SignatureDoesNotMatch"
+        );
     }
 
     proptest! {

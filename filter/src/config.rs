@@ -100,7 +100,10 @@ impl std::fmt::Debug for Config {
             .field("plugin", &self.plugin)
             .field("key_ids", &self.keks.keys().collect::<Vec<_>>())
             .field("active_key_id", &self.active_key_id)
-            .field("client_access_keys", &self.clients.keys().collect::<Vec<_>>())
+            .field(
+                "client_access_keys",
+                &self.clients.keys().collect::<Vec<_>>(),
+            )
             .field("backend_access_key", &self.backend_access_key)
             .finish()
     }
@@ -110,7 +113,8 @@ impl Config {
     /// Builds the configuration from the plugin JSON and an environment lookup.
     /// Errors name the offending setting, never a secret value.
     pub fn load(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
-        let plugin: PluginConfig = serde_json::from_slice(json).map_err(|e| format!("invalid plugin configuration: {e}"))?;
+        let plugin: PluginConfig = serde_json::from_slice(json)
+            .map_err(|e| format!("invalid plugin configuration: {e}"))?;
         if plugin.upstream_authority.is_empty() {
             return Err("upstream_authority must be set".into());
         }
@@ -123,14 +127,29 @@ impl Config {
             .or_else(|| keks.keys().next().cloned())
             .ok_or("no key-encryption key configured")?;
         if !keks.contains_key(&active_key_id) {
-            return Err(format!("active key id {active_key_id:?} is not among the configured keys"));
+            return Err(format!(
+                "active key id {active_key_id:?} is not among the configured keys"
+            ));
         }
-        let clients = parse_credentials(&env(&n.client_credentials).ok_or_else(|| format!("{} is not set", n.client_credentials))?)
-            .map_err(|e| format!("{}: {e}", n.client_credentials))?;
-        let backend_access_key = env(&n.backend_access_key_id).filter(|s| !s.is_empty()).ok_or_else(|| format!("{} is not set", n.backend_access_key_id))?;
-        let backend_secret =
-            env(&n.backend_secret_access_key).filter(|s| !s.is_empty()).ok_or_else(|| format!("{} is not set", n.backend_secret_access_key))?;
-        Ok(Config { plugin, keks, active_key_id, clients, backend_access_key, backend_secret })
+        let clients = parse_credentials(
+            &env(&n.client_credentials)
+                .ok_or_else(|| format!("{} is not set", n.client_credentials))?,
+        )
+        .map_err(|e| format!("{}: {e}", n.client_credentials))?;
+        let backend_access_key = env(&n.backend_access_key_id)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| format!("{} is not set", n.backend_access_key_id))?;
+        let backend_secret = env(&n.backend_secret_access_key)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| format!("{} is not set", n.backend_secret_access_key))?;
+        Ok(Config {
+            plugin,
+            keks,
+            active_key_id,
+            clients,
+            backend_access_key,
+            backend_secret,
+        })
     }
 
     /// The key-encryption key with this id.
@@ -157,7 +176,9 @@ impl Config {
 fn parse_keks(v: &str) -> Result<BTreeMap<String, [u8; KEY_LEN]>, String> {
     let mut m = BTreeMap::new();
     for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (id, k) = item.split_once('=').ok_or("expected id=base64key entries")?;
+        let (id, k) = item
+            .split_once('=')
+            .ok_or("expected id=base64key entries")?;
         let id = id.trim();
         if !valid_key_id(id) {
             return Err(format!("invalid key id {id:?} (1-64 of A-Z a-z 0-9 . _ -)"));
@@ -181,7 +202,9 @@ fn parse_keks(v: &str) -> Result<BTreeMap<String, [u8; KEY_LEN]>, String> {
 fn parse_credentials(v: &str) -> Result<BTreeMap<String, String>, String> {
     let mut m = BTreeMap::new();
     for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (ak, sk) = item.split_once(':').ok_or("expected ACCESSKEY:SECRET entries")?;
+        let (ak, sk) = item
+            .split_once(':')
+            .ok_or("expected ACCESSKEY:SECRET entries")?;
         if ak.is_empty() || sk.is_empty() {
             return Err("empty access key or secret".into());
         }
@@ -201,7 +224,11 @@ mod tests {
 
     fn env(k: &str) -> Option<String> {
         match k {
-            ENV_KEKS => Some(format!("a={},b={}", B64.encode([1u8; 32]), B64.encode([2u8; 32]))),
+            ENV_KEKS => Some(format!(
+                "a={},b={}",
+                B64.encode([1u8; 32]),
+                B64.encode([2u8; 32])
+            )),
             ENV_ACTIVE_KEY_ID => Some("b".into()),
             ENV_CLIENT_CREDENTIALS => Some("AK1:secret1, AK2:secret2".into()),
             ENV_BACKEND_ACCESS_KEY_ID => Some("BK".into()),
@@ -218,16 +245,32 @@ mod tests {
         assert_eq!(c.client_secret("AK2").as_deref(), Some("secret2"));
         assert_eq!(c.client_secret("nope"), None);
         let dbg = format!("{c:?}");
-        assert!(!dbg.contains("secret1") && !dbg.contains("bsecret") && !dbg.contains(&B64.encode([1u8; 32])));
+        assert!(
+            !dbg.contains("secret1")
+                && !dbg.contains("bsecret")
+                && !dbg.contains(&B64.encode([1u8; 32]))
+        );
     }
 
     #[test]
     fn rejects_bad_settings() {
-        let bad_env = |k: &str| if k == ENV_KEKS { Some("a=short".into()) } else { env(k) };
+        let bad_env = |k: &str| {
+            if k == ENV_KEKS {
+                Some("a=short".into())
+            } else {
+                env(k)
+            }
+        };
         let e = Config::load(br#"{"upstream_authority":"x"}"#, &bad_env).unwrap_err();
         assert!(e.contains("not 32 bytes"), "{e}");
         assert!(Config::load(br#"{"upstream_authority":"x","bogus":1}"#, &env).is_err());
-        let no_active = |k: &str| if k == ENV_ACTIVE_KEY_ID { Some("zzz".into()) } else { env(k) };
+        let no_active = |k: &str| {
+            if k == ENV_ACTIVE_KEY_ID {
+                Some("zzz".into())
+            } else {
+                env(k)
+            }
+        };
         assert!(Config::load(br#"{"upstream_authority":"x"}"#, &no_active).is_err());
     }
 }

@@ -87,7 +87,8 @@ fn kwp_wrap_into(kek: &[u8; KEY_LEN], data: &[u8], out: &mut [u8]) -> Result<usi
     let kw = aes_kw::KekAes256::from(*kek);
     let n = data.len().div_ceil(8) * 8 + 8;
     let out = out.get_mut(..n).ok_or(CryptoError::Unwrap)?;
-    kw.wrap_with_padding(data, out).map_err(|_| CryptoError::Unwrap)?;
+    kw.wrap_with_padding(data, out)
+        .map_err(|_| CryptoError::Unwrap)?;
     Ok(n)
 }
 
@@ -105,14 +106,21 @@ pub fn unwrap_dek(kek: &[u8; KEY_LEN], wrapped: &[u8]) -> Result<DataKey, Crypto
     }
     let kw = aes_kw::KekAes256::from(*kek);
     let mut out = [0u8; WRAPPED_DEK_LEN - 8];
-    let n = kw.unwrap_with_padding(wrapped, &mut out).map_err(|_| CryptoError::Unwrap)?.len();
+    let n = kw
+        .unwrap_with_padding(wrapped, &mut out)
+        .map_err(|_| CryptoError::Unwrap)?
+        .len();
     let mut k = [0u8; KEY_LEN];
     let ok = n == KEY_LEN;
     if ok {
         k.copy_from_slice(out.get(..KEY_LEN).ok_or(CryptoError::Unwrap)?);
     }
     out.iter_mut().for_each(|b| *b = 0);
-    if ok { Ok(DataKey(k)) } else { Err(CryptoError::Unwrap) }
+    if ok {
+        Ok(DataKey(k))
+    } else {
+        Err(CryptoError::Unwrap)
+    }
 }
 
 /// An AEAD keyed with one data key: seals and opens frames in place.
@@ -123,12 +131,19 @@ pub struct FrameAead {
 impl FrameAead {
     pub fn new(suite: Suite, dek: &DataKey) -> Self {
         match suite {
-            Suite::Aes256Gcm => FrameAead { gcm: Aes256Gcm::new((&dek.0).into()) },
+            Suite::Aes256Gcm => FrameAead {
+                gcm: Aes256Gcm::new((&dek.0).into()),
+            },
         }
     }
 
     /// Encrypts `buf` in place and returns the tag.
-    pub fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], CryptoError> {
+    pub fn seal(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], CryptoError> {
         let tag = self
             .gcm
             .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf)
@@ -138,7 +153,13 @@ impl FrameAead {
 
     /// Decrypts `buf` in place if the tag verifies; on failure `buf` is left unspecified
     /// and must not be released (the caller discards it).
-    pub fn open(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), CryptoError> {
+    pub fn open(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), CryptoError> {
         self.gcm
             .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf, Tag::from_slice(tag))
             .map_err(|_| CryptoError::Authentication)
@@ -176,7 +197,9 @@ mod tests {
     /// kwtestvectors.zip (SP 800-38F): one octet of key data under a 256-bit KEK.
     #[test]
     fn kwp_nist_vector() {
-        let k: [u8; 32] = unhex("2800f18237cf8d2ba1dfe361784fd7519b0fdb0ec73e2ab1c0b966b9173fc5b5").try_into().unwrap();
+        let k: [u8; 32] = unhex("2800f18237cf8d2ba1dfe361784fd7519b0fdb0ec73e2ab1c0b966b9173fc5b5")
+            .try_into()
+            .unwrap();
         let mut out = [0u8; 16];
         let n = kwp_wrap_into(&k, &unhex("ad"), &mut out).unwrap();
         assert_eq!(hex::encode(&out[..n]), "c1eccf2d077a385e67aaeb35552c893c");
@@ -186,7 +209,10 @@ mod tests {
     /// [PTlen = 128][AADlen = 128][Taglen = 128]).
     #[test]
     fn gcm_nist_vector() {
-        let key: [u8; 32] = unhex("92e11dcdaa866f5ce790fd24501f92509aacf4cb8b1339d50c9c1240935dd08b").try_into().unwrap();
+        let key: [u8; 32] =
+            unhex("92e11dcdaa866f5ce790fd24501f92509aacf4cb8b1339d50c9c1240935dd08b")
+                .try_into()
+                .unwrap();
         let iv: [u8; 12] = unhex("ac93a1a6145299bde902f21a").try_into().unwrap();
         let pt = unhex("2d71bcfa914e4ac045b2aa60955fad24");
         let aad = unhex("1e0889016f67601c8ebea4943bc23ad6");

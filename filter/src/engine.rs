@@ -23,7 +23,10 @@ use crate::chunked::ChunkedDecoder;
 use crate::config::Config;
 use crate::crypto::{self, DataKey};
 use crate::error::S3Error;
-use crate::format::{Envelope, FrameDecryptor, FrameEncryptor, Geometry, Layout, ENVELOPE_HEADER, MAX_SINGLE, SINGLE_FRAME, FRAME_OVERHEAD};
+use crate::format::{
+    Envelope, FrameDecryptor, FrameEncryptor, Geometry, Layout, Window, ENVELOPE_HEADER,
+    FRAME_OVERHEAD, MAX_SINGLE, SINGLE_FRAME,
+};
 use crate::headers::Headers;
 use crate::range::{self, RangeSpec};
 use crate::s3::{self, Operation, S3Request};
@@ -161,7 +164,9 @@ impl Upload {
         if let Some((c, _, _)) = self.checksum.as_mut() {
             c.update(plain);
         }
-        self.enc.push(plain, out).map_err(|_| S3Error::incomplete_body())?;
+        self.enc
+            .push(plain, out)
+            .map_err(|_| S3Error::incomplete_body())?;
         if !end {
             return Ok(());
         }
@@ -191,11 +196,14 @@ impl Upload {
                     return Err(S3Error::bad_digest());
                 }
             }
-            self.result_checksums.push((algo.header_name().to_string(), got));
+            self.result_checksums
+                .push((algo.header_name().to_string(), got));
         }
         for (k, v) in trailers {
             let k = k.to_ascii_lowercase();
-            if k.starts_with("x-amz-checksum-") && !self.result_checksums.iter().any(|(n, _)| *n == k) {
+            if k.starts_with("x-amz-checksum-")
+                && !self.result_checksums.iter().any(|(n, _)| *n == k)
+            {
                 self.result_checksums.push((k, v));
             }
         }
@@ -208,7 +216,10 @@ enum ResponseBody {
     Pass,
     Decrypt(Box<FrameDecryptor>),
     /// Drop `skip` bytes, release `take`, drop the rest (plaintext objects, ranges widened).
-    Trim { skip: u64, take: u64 },
+    Trim {
+        skip: u64,
+        take: u64,
+    },
     /// Buffer the whole (small, XML) body and rewrite it at the end.
     Xml(Vec<u8>, XmlRewrite),
     /// Send this body instead of the backend's.
@@ -262,7 +273,12 @@ const HIDDEN_REQUEST_HEADERS: &[&str] = &[
 ];
 
 impl Exchange {
-    pub fn new(cfg: Rc<Config>, stats: Rc<dyn Stats>, now_unix: i64, request_id: String) -> Exchange {
+    pub fn new(
+        cfg: Rc<Config>,
+        stats: Rc<dyn Stats>,
+        now_unix: i64,
+        request_id: String,
+    ) -> Exchange {
         Exchange {
             cfg,
             stats,
@@ -301,14 +317,20 @@ impl Exchange {
         self.resource = raw.split('?').next().unwrap_or("/").to_string();
         self.head = method == "HEAD";
         let cfg = Rc::clone(&self.cfg);
-        let verified = match sigv4::verify(&method, &raw, h, &|ak| cfg.client_secret(ak), self.now) {
+        let verified = match sigv4::verify(&method, &raw, h, &|ak| cfg.client_secret(ak), self.now)
+        {
             Ok(v) => v,
             Err(e) => {
                 self.stats.add(Counter::AuthFailures, 1);
                 return self.reject(&e);
             }
         };
-        let req = match s3::parse_request(&method, &sigv4::strip_presign_params(&raw), h, &cfg.plugin.virtual_host_suffixes) {
+        let req = match s3::parse_request(
+            &method,
+            &sigv4::strip_presign_params(&raw),
+            h,
+            &cfg.plugin.virtual_host_suffixes,
+        ) {
             Ok(r) => r,
             Err(e) => return self.reject(&e),
         };
@@ -326,6 +348,10 @@ impl Exchange {
             Operation::CopyObject => self.start_copy(h, up, &req),
             Operation::ListObjectsV1 | Operation::ListObjectsV2 | Operation::ListObjectVersions => {
                 up.remove("accept-encoding");
+                // An empty delimiter means no delimiter; some S3 servers mis-handle it.
+                if let Some(p) = up.get(":path").map(drop_empty_param_delimiter) {
+                    up.set(":path", p);
+                }
                 self.resp_body = ResponseBody::Xml(Vec::new(), XmlRewrite::ListingSizes);
                 self.pass_body(up, &verified)
             }
@@ -348,7 +374,11 @@ impl Exchange {
         let hash = match &v.payload {
             PayloadMode::Sha256(h) => h.clone(),
             PayloadMode::Unsigned => sigv4::UNSIGNED_PAYLOAD.to_string(),
-            _ => return Err(S3Error::not_implemented("s3crypt: aws-chunked bodies are only supported for PutObject")),
+            _ => {
+                return Err(S3Error::not_implemented(
+                    "s3crypt: aws-chunked bodies are only supported for PutObject",
+                ))
+            }
         };
         self.sign(&mut up, &hash);
         Ok(RequestStep::Forward(up))
@@ -369,16 +399,29 @@ impl Exchange {
         );
     }
 
-    fn start_put(&mut self, h: &Headers, up: &mut Headers, v: &VerifiedRequest, eos: bool) -> Result<RequestStep, S3Error> {
+    fn start_put(
+        &mut self,
+        h: &Headers,
+        up: &mut Headers,
+        v: &VerifiedRequest,
+        eos: bool,
+    ) -> Result<RequestStep, S3Error> {
         let chunked = matches!(
             v.payload,
-            PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer | PayloadMode::StreamingUnsignedTrailer
+            PayloadMode::StreamingSigned
+                | PayloadMode::StreamingSignedTrailer
+                | PayloadMode::StreamingUnsignedTrailer
         );
         let plain_len: u64 = if chunked {
-            h.get("x-amz-decoded-content-length").and_then(|s| s.trim().parse().ok()).ok_or_else(S3Error::missing_content_length)?
+            h.get("x-amz-decoded-content-length")
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(S3Error::missing_content_length)?
         } else {
             match h.get("content-length") {
-                Some(s) => s.trim().parse().map_err(|_| S3Error::invalid_argument("invalid Content-Length"))?,
+                Some(s) => s
+                    .trim()
+                    .parse()
+                    .map_err(|_| S3Error::invalid_argument("invalid Content-Length"))?,
                 None if eos => 0,
                 None => return Err(S3Error::missing_content_length()),
             }
@@ -387,12 +430,22 @@ impl Exchange {
             return Err(S3Error::entity_too_large());
         }
         let expected_md5 = match h.get("content-md5") {
-            Some(m) => Some(B64.decode(m.trim()).ok().and_then(|b| <[u8; 16]>::try_from(b).ok()).ok_or_else(S3Error::invalid_digest)?),
+            Some(m) => Some(
+                B64.decode(m.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                    .ok_or_else(S3Error::invalid_digest)?,
+            ),
             None => None,
         };
         let checksum = checksum_request(h)?;
         let decoder = if chunked {
-            Some(ChunkedDecoder::new(&v.payload, v.chunk_ctx.clone(), h.get("x-amz-trailer"), plain_len)?)
+            Some(ChunkedDecoder::new(
+                &v.payload,
+                v.chunk_ctx.clone(),
+                h.get("x-amz-trailer"),
+                plain_len,
+            )?)
         } else {
             None
         };
@@ -402,15 +455,28 @@ impl Exchange {
         };
 
         let dek = crypto::new_dek().map_err(|_| S3Error::internal("s3crypt: no randomness"))?;
-        let kek = self.cfg.active_kek().ok_or_else(|| S3Error::internal("s3crypt: no active key"))?;
-        let wrapped = crypto::wrap_dek(kek, &dek).map_err(|_| S3Error::internal("s3crypt: key wrap failed"))?;
+        let kek = self
+            .cfg
+            .active_kek()
+            .ok_or_else(|| S3Error::internal("s3crypt: no active key"))?;
+        let wrapped = crypto::wrap_dek(kek, &dek)
+            .map_err(|_| S3Error::internal("s3crypt: key wrap failed"))?;
         let geo = Geometry::single(plain_len);
-        let mut env = Envelope::new(Layout::Single, &self.cfg.active_key_id, wrapped, Some(plain_len));
+        let mut env = Envelope::new(
+            Layout::Single,
+            &self.cfg.active_key_id,
+            wrapped,
+            Some(plain_len),
+        );
         env.md5 = expected_md5;
         if let Some((_, algo, Some(value))) = &checksum {
-            env.checksum = Some(crate::format::StoredChecksum { header: algo.header_name().to_string(), value: value.clone() });
+            env.checksum = Some(crate::format::StoredChecksum {
+                header: algo.header_name().to_string(),
+                value: value.clone(),
+            });
         }
-        env.seal(&dek).map_err(|_| S3Error::internal("s3crypt: no randomness"))?;
+        env.seal(&dek)
+            .map_err(|_| S3Error::internal("s3crypt: no randomness"))?;
 
         strip_integrity_headers(up);
         up.set("content-length", geo.cipher_len().to_string());
@@ -441,13 +507,22 @@ impl Exchange {
         Ok(RequestStep::Forward(std::mem::take(up)))
     }
 
-    fn start_get(&mut self, h: &Headers, up: &mut Headers, req: &S3Request) -> Result<RequestStep, S3Error> {
+    fn start_get(
+        &mut self,
+        h: &Headers,
+        up: &mut Headers,
+        req: &S3Request,
+    ) -> Result<RequestStep, S3Error> {
         if req.has_param("partNumber") {
-            return Err(S3Error::not_implemented("s3crypt: partNumber reads are not enabled in this build"));
+            return Err(S3Error::not_implemented(
+                "s3crypt: partNumber reads are not enabled in this build",
+            ));
         }
         self.get.if_match = h.get("if-match").map(str::to_string);
         self.get.if_none_match = h.get("if-none-match").map(str::to_string);
-        self.get.checksum_mode = h.get("x-amz-checksum-mode").is_some_and(|v| v.eq_ignore_ascii_case("enabled"));
+        self.get.checksum_mode = h
+            .get("x-amz-checksum-mode")
+            .is_some_and(|v| v.eq_ignore_ascii_case("enabled"));
         // ETags are compared by the filter against the client-visible ETag.
         up.remove("if-match");
         up.remove("if-none-match");
@@ -462,10 +537,21 @@ impl Exchange {
         Ok(RequestStep::Forward(std::mem::take(up)))
     }
 
-    fn start_copy(&mut self, h: &Headers, up: Headers, _req: &S3Request) -> Result<RequestStep, S3Error> {
-        let src = h.get("x-amz-copy-source").ok_or_else(|| S3Error::invalid_argument("missing x-amz-copy-source"))?;
+    fn start_copy(
+        &mut self,
+        h: &Headers,
+        up: Headers,
+        _req: &S3Request,
+    ) -> Result<RequestStep, S3Error> {
+        let src = h
+            .get("x-amz-copy-source")
+            .ok_or_else(|| S3Error::invalid_argument("missing x-amz-copy-source"))?;
         let (bucket, key, version) = s3::parse_copy_source(src)?;
-        let mut path = format!("/{}/{}", s3::uri_encode(&bucket, true), s3::uri_encode(&key, false));
+        let mut path = format!(
+            "/{}/{}",
+            s3::uri_encode(&bucket, true),
+            s3::uri_encode(&key, false)
+        );
         if let Some(v) = version {
             path.push_str(&format!("?versionId={}", s3::uri_encode(&v, true)));
         }
@@ -476,7 +562,11 @@ impl Exchange {
         head.set(":scheme", "http");
         self.sign(&mut head, sigv4::EMPTY_SHA256);
         self.pending = Some(up);
-        Ok(RequestStep::CallOut(CallOut { cluster: self.cfg.plugin.upstream_cluster.clone(), headers: head.0, timeout_ms: 10_000 }))
+        Ok(RequestStep::CallOut(CallOut {
+            cluster: self.cfg.plugin.upstream_cluster.clone(),
+            headers: head.0,
+            timeout_ms: 10_000,
+        }))
     }
 
     /// The response to the call-out asked for by `on_request_headers` (`None`: it failed).
@@ -485,14 +575,29 @@ impl Exchange {
             return self.reject(&S3Error::internal("s3crypt: unexpected call-out response"));
         };
         let Some(resp) = resp else {
-            return self.reject(&S3Error::service_unavailable("s3crypt: the copy source could not be read"));
+            return self.reject(&S3Error::service_unavailable(
+                "s3crypt: the copy source could not be read",
+            ));
         };
-        let status: u16 = resp.get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status: u16 = resp
+            .get(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         match status {
             200 => {}
-            404 => return self.reject(&S3Error::new(404, "NoSuchKey", "The specified key does not exist.")),
+            404 => {
+                return self.reject(&S3Error::new(
+                    404,
+                    "NoSuchKey",
+                    "The specified key does not exist.",
+                ))
+            }
             403 => return self.reject(&S3Error::access_denied("Access Denied")),
-            _ => return self.reject(&S3Error::service_unavailable("s3crypt: the copy source could not be read")),
+            _ => {
+                return self.reject(&S3Error::service_unavailable(
+                    "s3crypt: the copy source could not be read",
+                ))
+            }
         }
         if let Some(ev) = resp.get(ENVELOPE_HEADER) {
             let env = match self.open_envelope(ev) {
@@ -500,14 +605,21 @@ impl Exchange {
                 Err(e) => return self.reject(&e),
             };
             if env.layout == Layout::Part {
-                return self.reject(&S3Error::not_implemented("s3crypt: copying multipart objects is not enabled in this build"));
+                return self.reject(&S3Error::not_implemented(
+                    "s3crypt: copying multipart objects is not enabled in this build",
+                ));
             }
-            let replace = up.get("x-amz-metadata-directive").is_some_and(|d| d.eq_ignore_ascii_case("REPLACE"));
+            let replace = up
+                .get("x-amz-metadata-directive")
+                .is_some_and(|d| d.eq_ignore_ascii_case("REPLACE"));
             if replace {
                 up.set(ENVELOPE_HEADER, env.encode());
             }
             if let Some(m) = env.md5 {
-                self.resp_body = ResponseBody::Xml(Vec::new(), XmlRewrite::CopyEtag(format!("\"{}\"", hex::encode(m))));
+                self.resp_body = ResponseBody::Xml(
+                    Vec::new(),
+                    XmlRewrite::CopyEtag(format!("\"{}\"", hex::encode(m))),
+                );
             }
         }
         let hash = match self.verified.as_ref().map(|v| v.payload.clone()) {
@@ -525,7 +637,10 @@ impl Exchange {
             S3Error::internal("s3crypt: the object's encryption envelope is unreadable")
         })?;
         let kek = self.cfg.kek(&env.key_id).ok_or_else(|| {
-            S3Error::access_denied(format!("s3crypt: the object is encrypted under key id {:?}, which is not configured", env.key_id))
+            S3Error::access_denied(format!(
+                "s3crypt: the object is encrypted under key id {:?}, which is not configured",
+                env.key_id
+            ))
         })?;
         let dek = crypto::unwrap_dek(kek, &env.wrapped_dek).map_err(|_| {
             self.stats.add(Counter::IntegrityFailures, 1);
@@ -539,7 +654,12 @@ impl Exchange {
     }
 
     /// A request body chunk; the transformed bytes are written to `out`.
-    pub fn on_request_body(&mut self, chunk: &[u8], end: bool, out: &mut Vec<u8>) -> Result<(), BodyError> {
+    pub fn on_request_body(
+        &mut self,
+        chunk: &[u8],
+        end: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), BodyError> {
         match &mut self.req_body {
             RequestBody::Pass => {
                 out.extend_from_slice(chunk);
@@ -550,7 +670,11 @@ impl Exchange {
                 Err(e) => {
                     out.clear();
                     self.stats.add(Counter::RejectedRequests, 1);
-                    Err(BodyError::Reply(Reply::error(&e, &self.resource, &self.request_id)))
+                    Err(BodyError::Reply(Reply::error(
+                        &e,
+                        &self.resource,
+                        &self.request_id,
+                    )))
                 }
             },
         }
@@ -591,7 +715,9 @@ impl Exchange {
     }
 
     fn finish_put(&mut self, status: u16, out: &mut Headers) {
-        let RequestBody::Upload(u) = &self.req_body else { return };
+        let RequestBody::Upload(u) = &self.req_body else {
+            return;
+        };
         if status != 200 {
             return;
         }
@@ -602,7 +728,8 @@ impl Exchange {
             out.set(k, v.clone());
         }
         self.stats.add(Counter::ObjectsEncrypted, 1);
-        self.stats.add(Counter::BytesEncrypted, u.enc.geometry().plain_len);
+        self.stats
+            .add(Counter::BytesEncrypted, u.enc.geometry().plain_len);
     }
 
     fn replace_response(&mut self, out: &mut Headers, e: &S3Error) {
@@ -621,12 +748,21 @@ impl Exchange {
     }
 
     fn not_modified(&mut self, out: &mut Headers, status: u16) {
-        let keep: Vec<(String, String)> =
-            out.iter().filter(|(k, _)| ["etag", "last-modified", "date", "x-amz-request-id"].contains(&k.as_str())).cloned().collect();
+        let keep: Vec<(String, String)> = out
+            .iter()
+            .filter(|(k, _)| {
+                ["etag", "last-modified", "date", "x-amz-request-id"].contains(&k.as_str())
+            })
+            .cloned()
+            .collect();
         *out = Headers(keep);
         out.set(":status", status.to_string());
         if status == 412 {
-            let r = self.reply(&S3Error::new(412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"));
+            let r = self.reply(&S3Error::new(
+                412,
+                "PreconditionFailed",
+                "At least one of the pre-conditions you specified did not hold",
+            ));
             out.set("content-type", "application/xml");
             if !self.head {
                 out.set("content-length", r.body.len().to_string());
@@ -653,13 +789,23 @@ impl Exchange {
         // What the backend sent: [start, end] of a stored object of `total` bytes.
         let (start, total) = match out.get("content-range").and_then(parse_content_range) {
             Some((s, _e, t)) if status == 206 => (s, t),
-            _ => (0, out.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0)),
+            _ => (
+                0,
+                out.get("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            ),
         };
-        let sent_len: u64 = out.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let sent_len: u64 = out
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let envelope = out.get(ENVELOPE_HEADER).map(str::to_string);
         let Some(ev) = envelope else {
             if !self.cfg.plugin.passthrough_unencrypted {
-                return Err(S3Error::access_denied("s3crypt: the object is not encrypted and unencrypted objects are not served"));
+                return Err(S3Error::access_denied(
+                    "s3crypt: the object is not encrypted and unencrypted objects are not served",
+                ));
             }
             let etag = out.get("etag").map(str::to_string);
             if let Some(st) = self.check_conditions(etag.as_deref()) {
@@ -670,12 +816,16 @@ impl Exchange {
         };
         let (env, dek) = self.open_envelope(&ev)?;
         if env.layout == Layout::Part {
-            return Err(S3Error::not_implemented("s3crypt: reading multipart objects is not enabled in this build"));
+            return Err(S3Error::not_implemented(
+                "s3crypt: reading multipart objects is not enabled in this build",
+            ));
         }
-        let geo = Geometry::single_from_cipher(total).filter(|g| Some(g.plain_len) == env.plain_len).ok_or_else(|| {
-            self.stats.add(Counter::IntegrityFailures, 1);
-            S3Error::integrity()
-        })?;
+        let geo = Geometry::single_from_cipher(total)
+            .filter(|g| Some(g.plain_len) == env.plain_len)
+            .ok_or_else(|| {
+                self.stats.add(Counter::IntegrityFailures, 1);
+                S3Error::integrity()
+            })?;
         let etag = match env.md5 {
             Some(m) => format!("\"{}\"", hex::encode(m)),
             None => out.get("etag").unwrap_or("").to_string(),
@@ -722,21 +872,29 @@ impl Exchange {
         enc: Option<(Envelope, DataKey, Geometry)>,
     ) -> Result<(), S3Error> {
         let plain_total = enc.as_ref().map(|(_, _, g)| g.plain_len).unwrap_or(total);
-        let wanted = match self.get.range {
-            None => None,
-            Some(spec) => Some(range::resolve(spec, plain_total).map_err(|_| {
-                S3Error::invalid_range("The requested range is not satisfiable")
-            })?),
-        };
+        let wanted =
+            match self.get.range {
+                None => None,
+                Some(spec) => Some(range::resolve(spec, plain_total).map_err(|_| {
+                    S3Error::invalid_range("The requested range is not satisfiable")
+                })?),
+            };
         let (first, last) = match wanted {
             Some(w) => w,
             None => (0, plain_total.saturating_sub(1)),
         };
-        let len = if plain_total == 0 { 0 } else { last - first + 1 };
+        let len = if plain_total == 0 {
+            0
+        } else {
+            last - first + 1
+        };
         match wanted {
             Some(_) => {
                 out.set(":status", "206");
-                out.set("content-range", range::content_range(first, last, plain_total));
+                out.set(
+                    "content-range",
+                    range::content_range(first, last, plain_total),
+                );
             }
             None => {
                 out.set(":status", "200");
@@ -748,9 +906,14 @@ impl Exchange {
         match enc {
             None => {
                 if first < start || (len > 0 && first + len > sent_end) {
-                    return Err(S3Error::internal("s3crypt: the backend returned an unexpected range"));
+                    return Err(S3Error::internal(
+                        "s3crypt: the backend returned an unexpected range",
+                    ));
                 }
-                self.resp_body = ResponseBody::Trim { skip: first - start, take: len };
+                self.resp_body = ResponseBody::Trim {
+                    skip: first - start,
+                    take: len,
+                };
             }
             Some((env, dek, geo)) => {
                 if len == 0 {
@@ -767,15 +930,27 @@ impl Exchange {
                     return Err(S3Error::integrity());
                 }
                 let skip = first - geo.frame_plain_start(i0);
+                let w = Window {
+                    lead: c0 - start,
+                    first: i0,
+                    last: i1,
+                    skip,
+                    take: len,
+                };
                 self.resp_body =
-                    ResponseBody::Decrypt(Box::new(FrameDecryptor::new(env.suite, &dek, geo, c0 - start, i0, i1, skip, len)));
+                    ResponseBody::Decrypt(Box::new(FrameDecryptor::new(env.suite, &dek, geo, w)));
             }
         }
         Ok(())
     }
 
     /// A response body chunk; the bytes to send downstream are written to `out`.
-    pub fn on_response_body(&mut self, chunk: &[u8], end: bool, out: &mut Vec<u8>) -> Result<(), BodyError> {
+    pub fn on_response_body(
+        &mut self,
+        chunk: &[u8],
+        end: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), BodyError> {
         match &mut self.resp_body {
             ResponseBody::Pass => out.extend_from_slice(chunk),
             ResponseBody::Trim { skip, take } => {
@@ -786,16 +961,22 @@ impl Exchange {
                 out.extend_from_slice(rest.get(..n).unwrap_or(&[]));
                 *take -= n as u64;
                 if end && *take > 0 {
-                    return Err(BodyError::Reset("s3crypt: backend response ended early".into()));
+                    return Err(BodyError::Reset(
+                        "s3crypt: backend response ended early".into(),
+                    ));
                 }
             }
             ResponseBody::Decrypt(d) => {
                 let before = out.len();
-                let r = d.push(chunk, out).and_then(|_| if end { d.finish() } else { Ok(()) });
+                let r = d
+                    .push(chunk, out)
+                    .and_then(|_| if end { d.finish() } else { Ok(()) });
                 if let Err(e) = r {
                     out.truncate(before);
                     self.stats.add(Counter::IntegrityFailures, 1);
-                    return Err(BodyError::Reset(format!("s3crypt: stored object failed verification ({e:?}); stream reset")));
+                    return Err(BodyError::Reset(format!(
+                        "s3crypt: stored object failed verification ({e:?}); stream reset"
+                    )));
                 }
                 self.released += (out.len() - before) as u64;
                 if end {
@@ -806,16 +987,20 @@ impl Exchange {
             ResponseBody::Xml(buf, how) => {
                 buf.extend_from_slice(chunk);
                 if buf.len() > 64 << 20 {
-                    return Err(BodyError::Reset("s3crypt: listing response too large".into()));
+                    return Err(BodyError::Reset(
+                        "s3crypt: listing response too large".into(),
+                    ));
                 }
                 if end {
                     let text = String::from_utf8_lossy(buf).into_owned();
                     let rewritten = match how {
-                        XmlRewrite::CopyEtag(etag) => xml::replace_element_text(&text, "ETag", etag).unwrap_or(text),
-                        XmlRewrite::ListingSizes => {
-                            xml::rewrite_sizes(&text, &mut |size, etag| crate::format::plain_size_from_listing(size, etag))
-                                .map_err(|_| BodyError::Reset("s3crypt: unparseable listing".into()))?
+                        XmlRewrite::CopyEtag(etag) => {
+                            xml::replace_element_text(&text, "ETag", etag).unwrap_or(text)
                         }
+                        XmlRewrite::ListingSizes => xml::rewrite_sizes(&text, &mut |size, etag| {
+                            crate::format::plain_size_from_listing(size, etag)
+                        })
+                        .map_err(|_| BodyError::Reset("s3crypt: unparseable listing".into()))?,
                     };
                     out.extend_from_slice(rewritten.as_bytes());
                 }
@@ -841,16 +1026,42 @@ fn upstream_path(req: &S3Request, raw: &str) -> String {
     stripped
 }
 
+/// The path without an empty `delimiter=` parameter.
+fn drop_empty_param_delimiter(path: &str) -> String {
+    let Some((p, q)) = path.split_once('?') else {
+        return path.to_string();
+    };
+    let kept: Vec<&str> = q
+        .split('&')
+        .filter(|kv| *kv != "delimiter=" && *kv != "delimiter")
+        .collect();
+    if kept.is_empty() {
+        p.to_string()
+    } else {
+        format!("{p}?{}", kept.join("&"))
+    }
+}
+
 /// Headers about the plaintext's integrity that must not reach the backend as they are
 /// (they describe plaintext, the backend receives ciphertext), and aws-chunked framing.
 fn strip_integrity_headers(up: &mut Headers) {
     up.remove("content-md5");
     strip_checksum_headers(up);
-    for n in ["x-amz-sdk-checksum-algorithm", "x-amz-checksum-algorithm", "x-amz-trailer", "x-amz-decoded-content-length", "transfer-encoding"] {
+    for n in [
+        "x-amz-sdk-checksum-algorithm",
+        "x-amz-checksum-algorithm",
+        "x-amz-trailer",
+        "x-amz-decoded-content-length",
+        "transfer-encoding",
+    ] {
         up.remove(n);
     }
     if let Some(ce) = up.get("content-encoding").map(str::to_string) {
-        let rest: Vec<&str> = ce.split(',').map(str::trim).filter(|t| !t.eq_ignore_ascii_case("aws-chunked") && !t.is_empty()).collect();
+        let rest: Vec<&str> = ce
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("aws-chunked") && !t.is_empty())
+            .collect();
         if rest.is_empty() {
             up.remove("content-encoding");
         } else {
@@ -868,7 +1079,9 @@ fn strip_checksum_headers(h: &mut Headers) {
 
 /// The checksum a PUT announces: a value header (verified against the body) or an
 /// algorithm to compute (returned to the client).
-fn checksum_request(h: &Headers) -> Result<Option<(Checksummer, ChecksumAlgorithm, Option<String>)>, S3Error> {
+fn checksum_request(
+    h: &Headers,
+) -> Result<Option<(Checksummer, ChecksumAlgorithm, Option<String>)>, S3Error> {
     let mut found = None;
     for (k, v) in h.iter() {
         if let Some(algo) = ChecksumAlgorithm::from_header_name(k) {
@@ -879,7 +1092,10 @@ fn checksum_request(h: &Headers) -> Result<Option<(Checksummer, ChecksumAlgorith
         }
     }
     if found.is_none() && h.get("x-amz-trailer").is_none() {
-        if let Some(algo) = h.get("x-amz-sdk-checksum-algorithm").and_then(ChecksumAlgorithm::from_algorithm_name) {
+        if let Some(algo) = h
+            .get("x-amz-sdk-checksum-algorithm")
+            .and_then(ChecksumAlgorithm::from_algorithm_name)
+        {
             found = Some((Checksummer::new(algo), algo, None));
         }
     }
@@ -892,7 +1108,11 @@ fn widened_range(spec: RangeSpec) -> String {
     let f = SINGLE_FRAME;
     let s = SINGLE_FRAME + FRAME_OVERHEAD;
     match spec {
-        RangeSpec::FromTo(a, b) => format!("bytes={}-{}", (a / f) * f, (b / f + 1).saturating_mul(s).saturating_sub(1).max(b)),
+        RangeSpec::FromTo(a, b) => format!(
+            "bytes={}-{}",
+            (a / f) * f,
+            (b / f + 1).saturating_mul(s).saturating_sub(1).max(b)
+        ),
         RangeSpec::From(a) => format!("bytes={}-", (a / f) * f),
         RangeSpec::Suffix(n) => format!("bytes=-{}", (n.div_ceil(f) + 1).saturating_mul(s).max(n)),
     }
@@ -903,14 +1123,24 @@ fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
     let r = v.trim().strip_prefix("bytes ")?;
     let (span, total) = r.split_once('/')?;
     let (a, b) = span.split_once('-')?;
-    Some((a.trim().parse().ok()?, b.trim().parse().ok()?, total.trim().parse().ok()?))
+    Some((
+        a.trim().parse().ok()?,
+        b.trim().parse().ok()?,
+        total.trim().parse().ok()?,
+    ))
 }
 
 /// Whether an If-Match / If-None-Match list matches an ETag (`*` matches anything).
 fn etag_list_matches(list: &str, etag: &str) -> bool {
-    let norm = |s: &str| s.trim().trim_start_matches("W/").trim_matches('"').to_string();
+    let norm = |s: &str| {
+        s.trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .to_string()
+    };
     let e = norm(etag);
-    list.split(',').any(|c| c.trim() == "*" || (!e.is_empty() && norm(c) == e))
+    list.split(',')
+        .any(|c| c.trim() == "*" || (!e.is_empty() && norm(c) == e))
 }
 
 #[cfg(test)]
@@ -921,20 +1151,57 @@ mod tests {
     fn widened_ranges_cover_both_interpretations() {
         let f = SINGLE_FRAME;
         let s = f + FRAME_OVERHEAD;
-        assert_eq!(widened_range(RangeSpec::FromTo(0, 0)), format!("bytes=0-{}", s - 1));
-        assert_eq!(widened_range(RangeSpec::FromTo(f + 5, f + 6)), format!("bytes={}-{}", f, 2 * s - 1));
-        assert_eq!(widened_range(RangeSpec::From(3 * f + 1)), format!("bytes={}-", 3 * f));
-        assert_eq!(widened_range(RangeSpec::Suffix(10)), format!("bytes=-{}", 2 * s));
-        for (a, b) in [(0u64, 10u64), (f - 1, f), (5 * f + 7, 9 * f), (12345, 12345)] {
+        assert_eq!(
+            widened_range(RangeSpec::FromTo(0, 0)),
+            format!("bytes=0-{}", s - 1)
+        );
+        assert_eq!(
+            widened_range(RangeSpec::FromTo(f + 5, f + 6)),
+            format!("bytes={}-{}", f, 2 * s - 1)
+        );
+        assert_eq!(
+            widened_range(RangeSpec::From(3 * f + 1)),
+            format!("bytes={}-", 3 * f)
+        );
+        assert_eq!(
+            widened_range(RangeSpec::Suffix(10)),
+            format!("bytes=-{}", 2 * s)
+        );
+        for (a, b) in [
+            (0u64, 10u64),
+            (f - 1, f),
+            (5 * f + 7, 9 * f),
+            (12345, 12345),
+        ] {
             let g = Geometry::single(20 * f);
-            let RangeSpec::FromTo(_, _) = RangeSpec::FromTo(a, b) else { unreachable!() };
+            let RangeSpec::FromTo(_, _) = RangeSpec::FromTo(a, b) else {
+                unreachable!()
+            };
             let w = widened_range(RangeSpec::FromTo(a, b));
             let (ws, we) = w.trim_start_matches("bytes=").split_once('-').unwrap();
             let (ws, we): (u64, u64) = (ws.parse().unwrap(), we.parse().unwrap());
             assert!(ws <= a && we >= b, "plaintext bytes covered");
             assert!(ws <= g.frame_cipher_start(g.frame_of(a)));
-            assert!(we + 1 >= g.frame_cipher_start(g.frame_of(b)) + g.frame_plain_len(g.frame_of(b)) + FRAME_OVERHEAD);
+            assert!(
+                we + 1
+                    >= g.frame_cipher_start(g.frame_of(b))
+                        + g.frame_plain_len(g.frame_of(b))
+                        + FRAME_OVERHEAD
+            );
         }
+    }
+
+    #[test]
+    fn empty_delimiter_dropped() {
+        assert_eq!(
+            drop_empty_param_delimiter("/b?delimiter=&prefix=a"),
+            "/b?prefix=a"
+        );
+        assert_eq!(
+            drop_empty_param_delimiter("/b?delimiter=%2F"),
+            "/b?delimiter=%2F"
+        );
+        assert_eq!(drop_empty_param_delimiter("/b?delimiter="), "/b");
     }
 
     #[test]

@@ -13,7 +13,11 @@ pub struct S3Error {
 
 impl S3Error {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        S3Error { status, code, message: message.into() }
+        S3Error {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     pub fn access_denied(msg: impl Into<String>) -> Self {
         Self::new(403, "AccessDenied", msg)
@@ -26,16 +30,28 @@ impl S3Error {
         )
     }
     pub fn invalid_access_key() -> Self {
-        Self::new(403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.")
+        Self::new(
+            403,
+            "InvalidAccessKeyId",
+            "The AWS Access Key Id you provided does not exist in our records.",
+        )
     }
     pub fn bad_digest() -> Self {
         Self::new(400, "BadDigest", "The Content-MD5 or checksum value that you specified did not match what the server received.")
     }
     pub fn invalid_digest() -> Self {
-        Self::new(400, "InvalidDigest", "The Content-MD5 or checksum value that you specified is not valid.")
+        Self::new(
+            400,
+            "InvalidDigest",
+            "The Content-MD5 or checksum value that you specified is not valid.",
+        )
     }
     pub fn sha256_mismatch() -> Self {
-        Self::new(400, "XAmzContentSHA256Mismatch", "The provided 'x-amz-content-sha256' header does not match what was computed.")
+        Self::new(
+            400,
+            "XAmzContentSHA256Mismatch",
+            "The provided 'x-amz-content-sha256' header does not match what was computed.",
+        )
     }
     pub fn invalid_request(msg: impl Into<String>) -> Self {
         Self::new(400, "InvalidRequest", msg)
@@ -44,13 +60,25 @@ impl S3Error {
         Self::new(400, "InvalidArgument", msg)
     }
     pub fn incomplete_body() -> Self {
-        Self::new(400, "IncompleteBody", "You did not provide the number of bytes specified by the Content-Length HTTP header.")
+        Self::new(
+            400,
+            "IncompleteBody",
+            "You did not provide the number of bytes specified by the Content-Length HTTP header.",
+        )
     }
     pub fn missing_content_length() -> Self {
-        Self::new(411, "MissingContentLength", "You must provide the Content-Length HTTP header.")
+        Self::new(
+            411,
+            "MissingContentLength",
+            "You must provide the Content-Length HTTP header.",
+        )
     }
     pub fn entity_too_large() -> Self {
-        Self::new(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed object size.")
+        Self::new(
+            400,
+            "EntityTooLarge",
+            "Your proposed upload exceeds the maximum allowed object size.",
+        )
     }
     pub fn invalid_range(msg: impl Into<String>) -> Self {
         Self::new(416, "InvalidRange", msg)
@@ -69,7 +97,11 @@ impl S3Error {
     }
     /// The stored object failed authentication (tampered, truncated or spliced).
     pub fn integrity() -> Self {
-        Self::new(500, "InternalError", "s3crypt: the stored object failed integrity verification; no data was released.")
+        Self::new(
+            500,
+            "InternalError",
+            "s3crypt: the stored object failed integrity verification; no data was released.",
+        )
     }
 
     /// The XML body S3 sends with this error.

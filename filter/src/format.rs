@@ -17,7 +17,9 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
-use crate::crypto::{self, CryptoError, DataKey, FrameAead, Suite, NONCE_LEN, TAG_LEN, WRAPPED_DEK_LEN};
+use crate::crypto::{
+    self, CryptoError, DataKey, FrameAead, Suite, NONCE_LEN, TAG_LEN, WRAPPED_DEK_LEN,
+};
 
 /// Format version written by this code.
 pub const VERSION: u8 = 1;
@@ -91,12 +93,24 @@ pub struct Geometry {
 
 impl Geometry {
     pub fn single(plain_len: u64) -> Geometry {
-        Geometry { layout: Layout::Single, part: 0, plain_len, frame_len: SINGLE_FRAME, frames: plain_len.div_ceil(SINGLE_FRAME) }
+        Geometry {
+            layout: Layout::Single,
+            part: 0,
+            plain_len,
+            frame_len: SINGLE_FRAME,
+            frames: plain_len.div_ceil(SINGLE_FRAME),
+        }
     }
 
     pub fn part(part: u32, plain_len: u64) -> Geometry {
         let frame_len = plain_len.div_ceil(PART_FRAMES).max(1);
-        Geometry { layout: Layout::Part, part, plain_len, frame_len, frames: PART_FRAMES }
+        Geometry {
+            layout: Layout::Part,
+            part,
+            plain_len,
+            frame_len,
+            frames: PART_FRAMES,
+        }
     }
 
     /// Bytes of the part header in front of the frames.
@@ -201,7 +215,9 @@ impl FrameEncryptor {
             suite,
             geo,
             index: 0,
-            buf: Vec::with_capacity(usize::try_from(geo.frame_len.min(SINGLE_FRAME * 16)).unwrap_or(0)),
+            buf: Vec::with_capacity(
+                usize::try_from(geo.frame_len.min(SINGLE_FRAME * 16)).unwrap_or(0),
+            ),
             consumed: 0,
             header_done: false,
             #[cfg(test)]
@@ -233,7 +249,8 @@ impl FrameEncryptor {
             if data.is_empty() {
                 return Ok(());
             }
-            let want = (self.geo.frame_plain_len(self.index) as usize).saturating_sub(self.buf.len());
+            let want =
+                (self.geo.frame_plain_len(self.index) as usize).saturating_sub(self.buf.len());
             if want == 0 {
                 return Err(FormatError::Length);
             }
@@ -270,7 +287,9 @@ impl FrameEncryptor {
 
     /// Seals every complete frame that is not the final one.
     fn flush_complete(&mut self, out: &mut Vec<u8>) -> Result<(), FormatError> {
-        while self.index + 1 < self.geo.frames && self.buf.len() as u64 == self.geo.frame_plain_len(self.index) {
+        while self.index + 1 < self.geo.frames
+            && self.buf.len() as u64 == self.geo.frame_plain_len(self.index)
+        {
             self.seal_current(out)?;
         }
         Ok(())
@@ -282,7 +301,8 @@ impl FrameEncryptor {
         #[cfg(test)]
         if let Some(base) = self.fixed_nonce {
             nonce = base;
-            let tail = u64::from_be_bytes(base[4..].try_into().unwrap_or_default()).wrapping_add(self.index);
+            let tail = u64::from_be_bytes(base[4..].try_into().unwrap_or_default())
+                .wrapping_add(self.index);
             nonce[4..].copy_from_slice(&tail.to_be_bytes());
         }
         let aad = frame_aad(self.suite, &self.geo, self.index);
@@ -290,12 +310,29 @@ impl FrameEncryptor {
         out.extend_from_slice(&nonce);
         let start = out.len();
         out.extend_from_slice(&self.buf);
-        let tag = self.aead.seal(&nonce, &aad, out.get_mut(start..).ok_or(FormatError::Length)?)?;
+        let tag = self.aead.seal(
+            &nonce,
+            &aad,
+            out.get_mut(start..).ok_or(FormatError::Length)?,
+        )?;
         out.extend_from_slice(&tag);
         self.buf.clear();
         self.index += 1;
         Ok(())
     }
+}
+
+/// Which frames of a stream a [`FrameDecryptor`] reads, and which plaintext it releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Stored bytes in the input before frame `first`.
+    pub lead: u64,
+    /// First and last (inclusive) frame to verify; bytes after `last` are ignored.
+    pub first: u64,
+    pub last: u64,
+    /// Plaintext bytes of the window to drop at its start, then to release.
+    pub skip: u64,
+    pub take: u64,
 }
 
 /// Decrypts a window of frames of one stream incrementally, releasing only plaintext
@@ -316,17 +353,32 @@ pub struct FrameDecryptor {
 }
 
 impl FrameDecryptor {
-    /// Decrypts frames `first..=last` of `geo`. The input starts `lead` bytes before
-    /// frame `first`; of the window's plaintext the first `skip` bytes are dropped and the
-    /// next `take` released. Bytes after frame `last` are ignored.
-    pub fn new(suite: Suite, dek: &DataKey, geo: Geometry, lead: u64, first: u64, last: u64, skip: u64, take: u64) -> Self {
-        FrameDecryptor { aead: FrameAead::new(suite, dek), suite, geo, lead, index: first, last, skip, take, buf: Vec::new() }
+    /// Decrypts the frames of `geo` that `w` names.
+    pub fn new(suite: Suite, dek: &DataKey, geo: Geometry, w: Window) -> Self {
+        FrameDecryptor {
+            aead: FrameAead::new(suite, dek),
+            suite,
+            geo,
+            lead: w.lead,
+            index: w.first,
+            last: w.last,
+            skip: w.skip,
+            take: w.take,
+            buf: Vec::new(),
+        }
     }
 
     /// The whole stream, from its first stored byte.
     pub fn whole(suite: Suite, dek: &DataKey, geo: Geometry) -> Self {
         let last = geo.frames.saturating_sub(1);
-        let mut d = Self::new(suite, dek, geo, geo.header_len(), 0, last, 0, geo.plain_len);
+        let w = Window {
+            lead: geo.header_len(),
+            first: 0,
+            last,
+            skip: 0,
+            take: geo.plain_len,
+        };
+        let mut d = Self::new(suite, dek, geo, w);
         if geo.frames == 0 {
             d.index = 1; // nothing to read
         }
@@ -368,10 +420,21 @@ impl FrameDecryptor {
 
     fn open_current(&mut self, out: &mut Vec<u8>) -> Result<(), FormatError> {
         let aad = frame_aad(self.suite, &self.geo, self.index);
-        let nonce: [u8; NONCE_LEN] = self.buf.get(..NONCE_LEN).and_then(|n| n.try_into().ok()).ok_or(FormatError::Integrity)?;
+        let nonce: [u8; NONCE_LEN] = self
+            .buf
+            .get(..NONCE_LEN)
+            .and_then(|n| n.try_into().ok())
+            .ok_or(FormatError::Integrity)?;
         let tag_at = self.buf.len() - TAG_LEN;
-        let tag: [u8; TAG_LEN] = self.buf.get(tag_at..).and_then(|t| t.try_into().ok()).ok_or(FormatError::Integrity)?;
-        let body = self.buf.get_mut(NONCE_LEN..tag_at).ok_or(FormatError::Integrity)?;
+        let tag: [u8; TAG_LEN] = self
+            .buf
+            .get(tag_at..)
+            .and_then(|t| t.try_into().ok())
+            .ok_or(FormatError::Integrity)?;
+        let body = self
+            .buf
+            .get_mut(NONCE_LEN..tag_at)
+            .ok_or(FormatError::Integrity)?;
         self.aead.open(&nonce, &aad, body, &tag)?;
         let skip = self.skip.min(body.len() as u64) as usize;
         self.skip -= skip as u64;
@@ -411,12 +474,21 @@ pub struct Envelope {
 
 /// Key ids are short and safe to log and to put in a header.
 pub fn valid_key_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 impl Envelope {
     /// A new envelope for a data key wrapped under `key_id`; `seal` fills in the tag.
-    pub fn new(layout: Layout, key_id: &str, wrapped_dek: [u8; WRAPPED_DEK_LEN], plain_len: Option<u64>) -> Envelope {
+    pub fn new(
+        layout: Layout,
+        key_id: &str,
+        wrapped_dek: [u8; WRAPPED_DEK_LEN],
+        plain_len: Option<u64>,
+    ) -> Envelope {
         Envelope {
             suite: Suite::Aes256Gcm,
             layout,
@@ -472,7 +544,11 @@ impl Envelope {
         self.seal_with_nonce(dek, nonce)
     }
 
-    pub(crate) fn seal_with_nonce(&mut self, dek: &DataKey, nonce: [u8; NONCE_LEN]) -> Result<(), FormatError> {
+    pub(crate) fn seal_with_nonce(
+        &mut self,
+        dek: &DataKey,
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<(), FormatError> {
         let tag = FrameAead::new(self.suite, dek).seal(&nonce, &self.aad(), &mut [])?;
         self.tag[..NONCE_LEN].copy_from_slice(&nonce);
         self.tag[NONCE_LEN..].copy_from_slice(&tag);
@@ -481,8 +557,16 @@ impl Envelope {
 
     /// Checks the envelope tag under the (unwrapped) data key.
     pub fn verify(&self, dek: &DataKey) -> Result<(), FormatError> {
-        let nonce: [u8; NONCE_LEN] = self.tag.get(..NONCE_LEN).and_then(|n| n.try_into().ok()).ok_or(FormatError::Envelope)?;
-        let tag: [u8; TAG_LEN] = self.tag.get(NONCE_LEN..).and_then(|n| n.try_into().ok()).ok_or(FormatError::Envelope)?;
+        let nonce: [u8; NONCE_LEN] = self
+            .tag
+            .get(..NONCE_LEN)
+            .and_then(|n| n.try_into().ok())
+            .ok_or(FormatError::Envelope)?;
+        let tag: [u8; TAG_LEN] = self
+            .tag
+            .get(NONCE_LEN..)
+            .and_then(|n| n.try_into().ok())
+            .ok_or(FormatError::Envelope)?;
         FrameAead::new(self.suite, dek).open(&nonce, &self.aad(), &mut [], &tag)?;
         Ok(())
     }
@@ -528,8 +612,17 @@ impl Envelope {
         for field in v.trim().split(';') {
             let (k, val) = field.split_once('=').ok_or(FormatError::Envelope)?;
             let dup = match k {
-                "v" => version.replace(val.parse::<u8>().map_err(|_| FormatError::Envelope)?).is_some(),
-                "s" => suite.replace(val.parse::<u8>().ok().and_then(Suite::from_id).ok_or(FormatError::Envelope)?).is_some(),
+                "v" => version
+                    .replace(val.parse::<u8>().map_err(|_| FormatError::Envelope)?)
+                    .is_some(),
+                "s" => suite
+                    .replace(
+                        val.parse::<u8>()
+                            .ok()
+                            .and_then(Suite::from_id)
+                            .ok_or(FormatError::Envelope)?,
+                    )
+                    .is_some(),
                 "t" => layout
                     .replace(match val {
                         "s" => Layout::Single,
@@ -544,13 +637,21 @@ impl Envelope {
                     key_id.replace(val.to_string()).is_some()
                 }
                 "w" => {
-                    let b: [u8; WRAPPED_DEK_LEN] =
-                        B64.decode(val).ok().and_then(|b| b.try_into().ok()).ok_or(FormatError::Envelope)?;
+                    let b: [u8; WRAPPED_DEK_LEN] = B64
+                        .decode(val)
+                        .ok()
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or(FormatError::Envelope)?;
                     wrapped.replace(b).is_some()
                 }
-                "l" => plain_len.replace(val.parse::<u64>().map_err(|_| FormatError::Envelope)?).is_some(),
+                "l" => plain_len
+                    .replace(val.parse::<u64>().map_err(|_| FormatError::Envelope)?)
+                    .is_some(),
                 "m" => {
-                    let b: [u8; 16] = hex::decode(val).ok().and_then(|b| b.try_into().ok()).ok_or(FormatError::Envelope)?;
+                    let b: [u8; 16] = hex::decode(val)
+                        .ok()
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or(FormatError::Envelope)?;
                     md5.replace(b).is_some()
                 }
                 "c" => {
@@ -558,11 +659,19 @@ impl Envelope {
                     if !h.starts_with("x-amz-checksum-") || h.len() > 64 || cv.len() > 128 {
                         return Err(FormatError::Envelope);
                     }
-                    checksum.replace(StoredChecksum { header: h.to_string(), value: cv.to_string() }).is_some()
+                    checksum
+                        .replace(StoredChecksum {
+                            header: h.to_string(),
+                            value: cv.to_string(),
+                        })
+                        .is_some()
                 }
                 "a" => {
-                    let b: [u8; NONCE_LEN + TAG_LEN] =
-                        B64.decode(val).ok().and_then(|b| b.try_into().ok()).ok_or(FormatError::Envelope)?;
+                    let b: [u8; NONCE_LEN + TAG_LEN] = B64
+                        .decode(val)
+                        .ok()
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or(FormatError::Envelope)?;
                     tag.replace(b).is_some()
                 }
                 _ => return Err(FormatError::Envelope),
@@ -637,7 +746,13 @@ mod tests {
     #[test]
     fn sizes_single() {
         let f = SINGLE_FRAME;
-        for (p, c) in [(0, 0), (1, 29), (f - 1, f + 27), (f, f + 28), (f + 1, f + 57)] {
+        for (p, c) in [
+            (0, 0),
+            (1, 29),
+            (f - 1, f + 27),
+            (f, f + 28),
+            (f + 1, f + 57),
+        ] {
             assert_eq!(Geometry::single(p).cipher_len(), c, "p={p}");
             assert_eq!(Geometry::single_from_cipher(c).unwrap().plain_len, p);
         }
@@ -657,8 +772,14 @@ mod tests {
             let total: u64 = (0..g.frames).map(|i| g.frame_plain_len(i)).sum();
             assert_eq!(total, p);
         }
-        assert_eq!(plain_size_from_listing(3 * PART_OVERHEAD + 10, "\"abc-3\""), Some(10));
-        assert_eq!(plain_size_from_listing(29, "\"d41d8cd98f00b204e9800998ecf8427e\""), Some(1));
+        assert_eq!(
+            plain_size_from_listing(3 * PART_OVERHEAD + 10, "\"abc-3\""),
+            Some(10)
+        );
+        assert_eq!(
+            plain_size_from_listing(29, "\"d41d8cd98f00b204e9800998ecf8427e\""),
+            Some(1)
+        );
     }
 
     #[test]
@@ -709,7 +830,11 @@ mod tests {
         for pos in [0, 11, 12, 500, f + 27, f + 28, ct.len() - 1] {
             let mut t = ct.clone();
             t[pos] ^= 0x80;
-            assert_eq!(decrypt_whole(g, &t, 4096), Err(FormatError::Integrity), "pos {pos}");
+            assert_eq!(
+                decrypt_whole(g, &t, 4096),
+                Err(FormatError::Integrity),
+                "pos {pos}"
+            );
         }
         // Truncation at a frame boundary: the stream stops before its final frame.
         let cut = &ct[..2 * (f + 28)];
@@ -740,7 +865,10 @@ mod tests {
         let w = crypto::wrap_dek(&[5u8; 32], &d).unwrap();
         let mut env = Envelope::new(Layout::Single, "prod-2026", w, Some(12345));
         env.md5 = Some([0xab; 16]);
-        env.checksum = Some(StoredChecksum { header: "x-amz-checksum-crc32".into(), value: "AAAAAA==".into() });
+        env.checksum = Some(StoredChecksum {
+            header: "x-amz-checksum-crc32".into(),
+            value: "AAAAAA==".into(),
+        });
         env.seal(&d).unwrap();
         let s = env.encode();
         let back = Envelope::decode(&s).unwrap();
@@ -752,7 +880,13 @@ mod tests {
         let mut t = back.clone();
         t.md5 = None;
         assert!(t.verify(&d).is_err());
-        for bad in ["", "v=2;s=1;t=s;k=a;w=AA;l=1;a=AA", &s.replace("s=1", "s=9"), &format!("{s};x=1"), &format!("{s};l=5")] {
+        for bad in [
+            "",
+            "v=2;s=1;t=s;k=a;w=AA;l=1;a=AA",
+            &s.replace("s=1", "s=9"),
+            &format!("{s};x=1"),
+            &format!("{s};l=5"),
+        ] {
             assert!(Envelope::decode(bad).is_err(), "{bad}");
         }
     }
@@ -770,13 +904,34 @@ mod tests {
         let env_nonce: [u8; 12] = std::array::from_fn(|i| 0xe0 + i as u8);
         let cases: Vec<(&str, Geometry, Vec<u8>)> = vec![
             ("single-empty", Geometry::single(0), vec![]),
-            ("single-short", Geometry::single(19), b"s3crypt test vector".to_vec()),
-            ("single-two-frames", Geometry::single(SINGLE_FRAME + 1), (0..SINGLE_FRAME + 1).map(|i| (i % 251) as u8).collect()),
-            ("part-2-of-3000", Geometry::part(2, 3000), (0..3000u64).map(|i| (i % 7) as u8).collect()),
+            (
+                "single-short",
+                Geometry::single(19),
+                b"s3crypt test vector".to_vec(),
+            ),
+            (
+                "single-two-frames",
+                Geometry::single(SINGLE_FRAME + 1),
+                (0..SINGLE_FRAME + 1).map(|i| (i % 251) as u8).collect(),
+            ),
+            (
+                "part-2-of-3000",
+                Geometry::part(2, 3000),
+                (0..3000u64).map(|i| (i % 7) as u8).collect(),
+            ),
         ];
         let mut out = String::from("{\n  \"kek_id\": \"vector-kek\",\n");
-        out.push_str(&format!("  \"kek\": \"{}\",\n  \"dek\": \"{}\",\n  \"wrapped_dek\": \"{}\",\n", hex::encode(kek), hex::encode(dek_bytes), hex::encode(wrapped)));
-        out.push_str(&format!("  \"frame_nonce_base\": \"{}\",\n  \"envelope_nonce\": \"{}\",\n  \"cases\": [\n", hex::encode(nonce_base), hex::encode(env_nonce)));
+        out.push_str(&format!(
+            "  \"kek\": \"{}\",\n  \"dek\": \"{}\",\n  \"wrapped_dek\": \"{}\",\n",
+            hex::encode(kek),
+            hex::encode(dek_bytes),
+            hex::encode(wrapped)
+        ));
+        out.push_str(&format!(
+            "  \"frame_nonce_base\": \"{}\",\n  \"envelope_nonce\": \"{}\",\n  \"cases\": [\n",
+            hex::encode(nonce_base),
+            hex::encode(env_nonce)
+        ));
         for (n, (name, geo, pt)) in cases.iter().enumerate() {
             let dek = DataKey::from_bytes(dek_bytes);
             let mut e = FrameEncryptor::new(Suite::Aes256Gcm, &dek, *geo);
@@ -786,7 +941,8 @@ mod tests {
             e.finish(&mut ct).unwrap();
             assert_eq!(decrypt_whole_with(&dek, *geo, &ct), *pt);
             let header = if geo.layout == Layout::Single {
-                let mut env = Envelope::new(Layout::Single, "vector-kek", wrapped, Some(geo.plain_len));
+                let mut env =
+                    Envelope::new(Layout::Single, "vector-kek", wrapped, Some(geo.plain_len));
                 env.md5 = Some(md5::Md5::digest(pt).into());
                 env.seal_with_nonce(&dek, env_nonce).unwrap();
                 env.encode()
@@ -795,7 +951,11 @@ mod tests {
                 env.seal_with_nonce(&dek, env_nonce).unwrap();
                 env.encode()
             };
-            let show = if ct.len() <= 256 { hex::encode(&ct) } else { format!("{}...", hex::encode(&ct[..128])) };
+            let show = if ct.len() <= 256 {
+                hex::encode(&ct)
+            } else {
+                format!("{}...", hex::encode(&ct[..128]))
+            };
             out.push_str(&format!(
                 "    {{\"name\": \"{}\", \"layout\": \"{}\", \"part\": {}, \"plaintext_len\": {}, \"plaintext_sha256\": \"{}\", \"envelope_header\": \"{}\", \"stored_len\": {}, \"stored_sha256\": \"{}\", \"stored_hex\": \"{}\"}}{}\n",
                 name,
@@ -811,12 +971,18 @@ mod tests {
             ));
         }
         out.push_str("  ]\n}\n");
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/vectors/format-v1.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/vectors/format-v1.json"
+        );
         if std::env::var("S3CRYPT_REGEN_VECTORS").is_ok() {
             std::fs::write(path, &out).unwrap();
         }
         let committed = std::fs::read_to_string(path).unwrap();
-        assert_eq!(committed, out, "docs/vectors/format-v1.json differs from what the code writes");
+        assert_eq!(
+            committed, out,
+            "docs/vectors/format-v1.json differs from what the code writes"
+        );
     }
 
     fn decrypt_whole_with(dek: &DataKey, geo: Geometry, ct: &[u8]) -> Vec<u8> {

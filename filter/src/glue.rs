@@ -29,7 +29,11 @@ impl Metrics {
     fn define() -> Metrics {
         let ids = Counter::ALL
             .iter()
-            .filter_map(|c| hostcalls::define_metric(MetricType::Counter, c.name()).ok().map(|id| (*c, id)))
+            .filter_map(|c| {
+                hostcalls::define_metric(MetricType::Counter, c.name())
+                    .ok()
+                    .map(|id| (*c, id))
+            })
             .collect();
         Metrics { ids }
     }
@@ -66,7 +70,10 @@ impl RootContext for Root {
             }
             Err(e) => {
                 // Failing configuration makes Envoy reject the plugin: fail closed.
-                log(LogLevel::Critical, &format!("s3crypt: configuration rejected: {e}"));
+                log(
+                    LogLevel::Critical,
+                    &format!("s3crypt: configuration rejected: {e}"),
+                );
                 false
             }
         }
@@ -74,9 +81,16 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let cfg = Rc::clone(self.cfg.as_ref()?);
-        let now = self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let now = self
+            .get_current_time()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
         let stats: Rc<dyn Stats> = self.metrics.clone();
-        Some(Box::new(Http { ex: Exchange::new(cfg, stats, now, String::new()), buf: Vec::new() }))
+        Some(Box::new(Http {
+            ex: Exchange::new(cfg, stats, now, String::new()),
+            buf: Vec::new(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -92,7 +106,11 @@ struct Http {
 
 impl Http {
     fn send_reply(&self, r: Reply) {
-        let hs: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let hs: Vec<(&str, &str)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         self.send_http_response(u32::from(r.status), hs, Some(&r.body));
     }
 
@@ -107,8 +125,18 @@ impl Http {
                 Action::Pause
             }
             RequestStep::CallOut(c) => {
-                let hs: Vec<(&str, &str)> = c.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                match self.dispatch_http_call(&c.cluster, hs, None, vec![], Duration::from_millis(c.timeout_ms)) {
+                let hs: Vec<(&str, &str)> = c
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                match self.dispatch_http_call(
+                    &c.cluster,
+                    hs,
+                    None,
+                    vec![],
+                    Duration::from_millis(c.timeout_ms),
+                ) {
                     Ok(_) => Action::Pause,
                     Err(_) => {
                         let step = self.ex.on_callout_response(None);
@@ -127,7 +155,11 @@ fn pairs(h: &Headers) -> Vec<(&str, &str)> {
 impl Context for Http {
     fn on_http_call_response(&mut self, _token: u32, _nh: usize, _body: usize, _nt: usize) {
         let h = Headers::from_pairs(self.get_http_call_response_headers());
-        let step = self.ex.on_callout_response(if h.get(":status").is_some() { Some(&h) } else { None });
+        let step = self.ex.on_callout_response(if h.get(":status").is_some() {
+            Some(&h)
+        } else {
+            None
+        });
         if let Action::Continue = self.apply_request_step(step) {
             self.resume_http_request();
         }
@@ -155,7 +187,13 @@ impl HttpContext for Http {
                 Action::Continue
             }
             Err(BodyError::Reply(reply)) => {
-                log(LogLevel::Info, &format!("s3crypt: request rejected: {}", String::from_utf8_lossy(&reply.body)));
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "s3crypt: request rejected: {}",
+                        String::from_utf8_lossy(&reply.body)
+                    ),
+                );
                 // Nothing more goes upstream; Envoy resets the upstream request, so the
                 // backend never receives a complete body.
                 self.set_http_request_body(0, body_size, &[]);
@@ -181,7 +219,9 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let chunk = self.get_http_response_body(0, body_size).unwrap_or_default();
+        let chunk = self
+            .get_http_response_body(0, body_size)
+            .unwrap_or_default();
         let mut out = std::mem::take(&mut self.buf);
         out.clear();
         let action = match self.ex.on_response_body(&chunk, end_of_stream, &mut out) {

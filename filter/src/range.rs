@@ -17,7 +17,13 @@ pub fn parse_range(v: &str) -> Option<RangeSpec> {
     }
     let (a, b) = spec.split_once('-')?;
     let (a, b) = (a.trim(), b.trim());
-    let num = |s: &str| if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) { s.parse::<u64>().ok() } else { None };
+    let num = |s: &str| {
+        if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) {
+            s.parse::<u64>().ok()
+        } else {
+            None
+        }
+    };
     match (a.is_empty(), b.is_empty()) {
         (true, false) => num(b).map(RangeSpec::Suffix),
         (false, true) => num(a).map(RangeSpec::From),
@@ -60,7 +66,15 @@ mod tests {
         assert_eq!(parse_range("bytes=0-9"), Some(RangeSpec::FromTo(0, 9)));
         assert_eq!(parse_range(" bytes=5- "), Some(RangeSpec::From(5)));
         assert_eq!(parse_range("bytes=-7"), Some(RangeSpec::Suffix(7)));
-        for ignored in ["bytes=0-1,3-4", "items=0-1", "bytes=9-3", "bytes=-", "bytes=a-b", "0-9", "bytes=+1-2"] {
+        for ignored in [
+            "bytes=0-1,3-4",
+            "items=0-1",
+            "bytes=9-3",
+            "bytes=-",
+            "bytes=a-b",
+            "0-9",
+            "bytes=+1-2",
+        ] {
             assert_eq!(parse_range(ignored), None, "{ignored}");
         }
     }

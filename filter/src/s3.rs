@@ -45,7 +45,10 @@ pub struct S3Request {
 
 impl S3Request {
     pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
     pub fn has_param(&self, name: &str) -> bool {
         self.query.iter().any(|(k, _)| k == name)
@@ -53,7 +56,15 @@ impl S3Request {
 }
 
 /// Object subresources that neither carry nor return object data.
-const OBJECT_SUBRESOURCES: &[&str] = &["tagging", "acl", "retention", "legal-hold", "torrent", "restore", "attributes"];
+const OBJECT_SUBRESOURCES: &[&str] = &[
+    "tagging",
+    "acl",
+    "retention",
+    "legal-hold",
+    "torrent",
+    "restore",
+    "attributes",
+];
 
 /// Percent-decodes a path or query component (`+` stays `+`).
 pub fn uri_decode(s: &str) -> Result<String, S3Error> {
@@ -62,22 +73,31 @@ pub fn uri_decode(s: &str) -> Result<String, S3Error> {
     let mut i = 0;
     while let Some(&c) = b.get(i) {
         if c == b'%' {
-            let h = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
-            out.push(h.ok_or_else(|| S3Error::new(400, "InvalidURI", "Couldn't parse the specified URI."))?);
+            let h = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            out.push(h.ok_or_else(|| {
+                S3Error::new(400, "InvalidURI", "Couldn't parse the specified URI.")
+            })?);
             i += 3;
         } else {
             out.push(c);
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| S3Error::new(400, "InvalidURI", "Couldn't parse the specified URI."))
+    String::from_utf8(out)
+        .map_err(|_| S3Error::new(400, "InvalidURI", "Couldn't parse the specified URI."))
 }
 
 /// Percent-encodes all but RFC 3986 unreserved characters (and `/` unless `encode_slash`).
 pub fn uri_encode(s: &str, encode_slash: bool) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (!encode_slash && b == b'/') {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (!encode_slash && b == b'/')
+        {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -88,7 +108,8 @@ pub fn uri_encode(s: &str, encode_slash: bool) -> String {
 
 /// `x-amz-copy-source`: `[/]bucket/key[?versionId=v]`, URL-encoded.
 pub fn parse_copy_source(v: &str) -> Result<(String, String, Option<String>), S3Error> {
-    let bad = || S3Error::invalid_argument("Invalid copy source: x-amz-copy-source must be bucket/key");
+    let bad =
+        || S3Error::invalid_argument("Invalid copy source: x-amz-copy-source must be bucket/key");
     let v = v.trim();
     let (path, query) = match v.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -99,19 +120,41 @@ pub fn parse_copy_source(v: &str) -> Result<(String, String, Option<String>), S3
     if bucket.is_empty() || key.is_empty() {
         return Err(bad());
     }
-    let version = query.and_then(|q| query_pairs(q).into_iter().find(|(k, _)| k == "versionId").map(|(_, v)| v));
+    let version = query.and_then(|q| {
+        query_pairs(q)
+            .into_iter()
+            .find(|(k, _)| k == "versionId")
+            .map(|(_, v)| v)
+    });
     Ok((bucket.to_string(), key.to_string(), version))
 }
 
 /// Parses method, `:path` and Host into an [`S3Request`].
-pub fn parse_request(method: &str, raw_path_and_query: &str, headers: &Headers, virtual_host_suffixes: &[String]) -> Result<S3Request, S3Error> {
-    let (raw_path, raw_query) = raw_path_and_query.split_once('?').unwrap_or((raw_path_and_query, ""));
+pub fn parse_request(
+    method: &str,
+    raw_path_and_query: &str,
+    headers: &Headers,
+    virtual_host_suffixes: &[String],
+) -> Result<S3Request, S3Error> {
+    let (raw_path, raw_query) = raw_path_and_query
+        .split_once('?')
+        .unwrap_or((raw_path_and_query, ""));
     let query = query_pairs(raw_query);
     let path = uri_decode(raw_path)?;
-    let host = headers.get(":authority").or_else(|| headers.get("host")).unwrap_or("");
-    let host = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|c| c.is_ascii_digit())).map(|(h, _)| h).unwrap_or(host);
+    let host = headers
+        .get(":authority")
+        .or_else(|| headers.get("host"))
+        .unwrap_or("");
+    let host = host
+        .rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|c| c.is_ascii_digit()))
+        .map(|(h, _)| h)
+        .unwrap_or(host);
     let vhost_bucket = virtual_host_suffixes.iter().find_map(|s| {
-        host.strip_suffix(s.as_str()).and_then(|b| b.strip_suffix('.')).filter(|b| !b.is_empty()).map(str::to_string)
+        host.strip_suffix(s.as_str())
+            .and_then(|b| b.strip_suffix('.'))
+            .filter(|b| !b.is_empty())
+            .map(str::to_string)
     });
     let (bucket, key, virtual_host) = match vhost_bucket {
         Some(b) => {
@@ -121,7 +164,11 @@ pub fn parse_request(method: &str, raw_path_and_query: &str, headers: &Headers, 
         None => {
             let p = path.strip_prefix('/').unwrap_or(&path);
             match p.split_once('/') {
-                Some((b, k)) => (Some(b.to_string()), (!k.is_empty()).then(|| k.to_string()), false),
+                Some((b, k)) => (
+                    Some(b.to_string()),
+                    (!k.is_empty()).then(|| k.to_string()),
+                    false,
+                ),
                 None if p.is_empty() => (None, None, false),
                 None => (Some(p.to_string()), None, false),
             }
@@ -137,7 +184,9 @@ pub fn parse_request(method: &str, raw_path_and_query: &str, headers: &Headers, 
         (Some(_), None) => match method {
             "GET" if has("uploads") => Operation::ListMultipartUploads,
             "GET" if has("versions") => Operation::ListObjectVersions,
-            "GET" if query.iter().any(|(k, v)| k == "list-type" && v == "2") => Operation::ListObjectsV2,
+            "GET" if query.iter().any(|(k, v)| k == "list-type" && v == "2") => {
+                Operation::ListObjectsV2
+            }
             "GET" if bucket_subresource(&query) => Operation::BucketOp,
             "GET" => Operation::ListObjectsV1,
             "POST" if has("delete") => Operation::DeleteObjects,
@@ -173,7 +222,13 @@ pub fn parse_request(method: &str, raw_path_and_query: &str, headers: &Headers, 
             }
         }
     };
-    Ok(S3Request { op, bucket, key, query, virtual_host })
+    Ok(S3Request {
+        op,
+        bucket,
+        key,
+        query,
+        virtual_host,
+    })
 }
 
 /// Query parameters a plain PutObject may carry (SDK markers such as `x-id=PutObject`).
@@ -183,7 +238,20 @@ fn only_harmless(q: &[(String, String)]) -> bool {
 
 /// Bucket-level GET subresources (everything but listings).
 fn bucket_subresource(q: &[(String, String)]) -> bool {
-    const LISTING: &[&str] = &["prefix", "delimiter", "marker", "max-keys", "encoding-type", "continuation-token", "fetch-owner", "start-after", "list-type", "x-id", "expected-bucket-owner", "optional-object-attributes"];
+    const LISTING: &[&str] = &[
+        "prefix",
+        "delimiter",
+        "marker",
+        "max-keys",
+        "encoding-type",
+        "continuation-token",
+        "fetch-owner",
+        "start-after",
+        "list-type",
+        "x-id",
+        "expected-bucket-owner",
+        "optional-object-attributes",
+    ];
     q.iter().any(|(k, _)| !LISTING.contains(&k.as_str()))
 }
 
@@ -246,18 +314,33 @@ mod tests {
     #[test]
     fn keys_and_virtual_hosts() {
         let r = classify("GET", "/b/a%20b/c+d/%E2%82%AC/", "127.0.0.1:8080", false);
-        assert_eq!((r.bucket.as_deref(), r.key.as_deref(), r.virtual_host), (Some("b"), Some("a b/c+d/€/"), false));
+        assert_eq!(
+            (r.bucket.as_deref(), r.key.as_deref(), r.virtual_host),
+            (Some("b"), Some("a b/c+d/€/"), false)
+        );
         let r = classify("PUT", "/dir/file", "photos.s3.local:8080", false);
-        assert_eq!((r.bucket.as_deref(), r.key.as_deref(), r.virtual_host, r.op), (Some("photos"), Some("dir/file"), true, Operation::PutObject));
+        assert_eq!(
+            (r.bucket.as_deref(), r.key.as_deref(), r.virtual_host, r.op),
+            (Some("photos"), Some("dir/file"), true, Operation::PutObject)
+        );
         let r = classify("GET", "/?list-type=2", "photos.s3.local", false);
-        assert_eq!((r.bucket.as_deref(), r.op), (Some("photos"), Operation::ListObjectsV2));
+        assert_eq!(
+            (r.bucket.as_deref(), r.op),
+            (Some("photos"), Operation::ListObjectsV2)
+        );
         assert!(parse_request("GET", "/b/%zz", &Headers::new(), &[]).is_err());
     }
 
     #[test]
     fn copy_source() {
-        assert_eq!(parse_copy_source("/b/a%20b").unwrap(), ("b".into(), "a b".into(), None));
-        assert_eq!(parse_copy_source("b/k/x?versionId=3").unwrap(), ("b".into(), "k/x".into(), Some("3".into())));
+        assert_eq!(
+            parse_copy_source("/b/a%20b").unwrap(),
+            ("b".into(), "a b".into(), None)
+        );
+        assert_eq!(
+            parse_copy_source("b/k/x?versionId=3").unwrap(),
+            ("b".into(), "k/x".into(), Some("3".into()))
+        );
         assert!(parse_copy_source("/b").is_err());
         assert_eq!(uri_encode("a b/€", false), "a%20b/%E2%82%AC");
         assert_eq!(uri_encode("a/b", true), "a%2Fb");

@@ -43,7 +43,9 @@ impl PayloadMode {
             STREAMING_SIGNED => PayloadMode::StreamingSigned,
             STREAMING_SIGNED_TRAILER => PayloadMode::StreamingSignedTrailer,
             STREAMING_UNSIGNED_TRAILER => PayloadMode::StreamingUnsignedTrailer,
-            h if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => PayloadMode::Sha256(h.to_ascii_lowercase()),
+            h if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                PayloadMode::Sha256(h.to_ascii_lowercase())
+            }
             _ => return None,
         })
     }
@@ -60,7 +62,9 @@ pub struct ChunkSigningContext {
 
 impl std::fmt::Debug for ChunkSigningContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChunkSigningContext").field("scope", &self.scope).finish_non_exhaustive()
+        f.debug_struct("ChunkSigningContext")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
     }
 }
 
@@ -172,7 +176,10 @@ pub fn query_pairs(q: &str) -> Vec<(String, String)> {
         .filter(|s| !s.is_empty())
         .map(|s| {
             let (k, v) = s.split_once('=').unwrap_or((s, ""));
-            (String::from_utf8_lossy(&percent_decode(k)).into_owned(), String::from_utf8_lossy(&percent_decode(v)).into_owned())
+            (
+                String::from_utf8_lossy(&percent_decode(k)).into_owned(),
+                String::from_utf8_lossy(&percent_decode(v)).into_owned(),
+            )
         })
         .collect()
 }
@@ -187,11 +194,18 @@ fn canonical_query(q: &str, skip_signature: bool) -> String {
             if skip_signature && kd == b"X-Amz-Signature" {
                 return None;
             }
-            Some((percent_encode(&kd, false), percent_encode(&percent_decode(v), false)))
+            Some((
+                percent_encode(&kd, false),
+                percent_encode(&percent_decode(v), false),
+            ))
         })
         .collect();
     pairs.sort();
-    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn collapse(v: &str) -> String {
@@ -200,12 +214,23 @@ fn collapse(v: &str) -> String {
 
 fn header_value(h: &Headers, name: &str) -> String {
     if name == "host" {
-        return h.get("host").or_else(|| h.get(":authority")).map(collapse).unwrap_or_default();
+        return h
+            .get("host")
+            .or_else(|| h.get(":authority"))
+            .map(collapse)
+            .unwrap_or_default();
     }
     h.get_all(name).map(collapse).collect::<Vec<_>>().join(",")
 }
 
-fn canonical_request(method: &str, raw: &str, h: &Headers, signed: &[String], payload_hash: &str, presigned: bool) -> String {
+fn canonical_request(
+    method: &str,
+    raw: &str,
+    h: &Headers,
+    signed: &[String],
+    payload_hash: &str,
+    presigned: bool,
+) -> String {
     let (path, query) = split_path_query(raw);
     let mut c = String::with_capacity(512);
     c.push_str(method);
@@ -228,7 +253,10 @@ fn canonical_request(method: &str, raw: &str, h: &Headers, signed: &[String], pa
 }
 
 fn string_to_sign(amz_date: &str, scope: &str, canonical: &str) -> String {
-    format!("{ALGORITHM}\n{amz_date}\n{scope}\n{}", sha256_hex(canonical.as_bytes()))
+    format!(
+        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
+        sha256_hex(canonical.as_bytes())
+    )
 }
 
 /// "YYYYMMDDTHHMMSSZ" for a Unix time.
@@ -236,7 +264,12 @@ pub fn amz_date(unix: i64) -> String {
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// Unix time of "YYYYMMDDTHHMMSSZ".
@@ -253,7 +286,14 @@ pub fn parse_amz_date(s: &str) -> Option<i64> {
             None
         }
     };
-    let (y, mo, d, h, mi, se) = (num(0..4)?, num(4..6)?, num(6..8)?, num(9..11)?, num(11..13)?, num(13..15)?);
+    let (y, mo, d, h, mi, se) = (
+        num(0..4)?,
+        num(4..6)?,
+        num(6..8)?,
+        num(9..11)?,
+        num(11..13)?,
+        num(13..15)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
@@ -300,11 +340,19 @@ fn parse_credential(v: &str) -> Option<Credential> {
     if term != "aws4_request" || service != "s3" || date.len() != 8 || access_key.is_empty() {
         return None;
     }
-    Some(Credential { access_key: access_key.to_string(), date: date.to_string(), region: region.to_string() })
+    Some(Credential {
+        access_key: access_key.to_string(),
+        date: date.to_string(),
+        region: region.to_string(),
+    })
 }
 
 fn malformed_header(msg: &str) -> S3Error {
-    S3Error::new(400, "AuthorizationHeaderMalformed", format!("The authorization header is malformed; {msg}"))
+    S3Error::new(
+        400,
+        "AuthorizationHeaderMalformed",
+        format!("The authorization header is malformed; {msg}"),
+    )
 }
 
 fn malformed_query(msg: &str) -> S3Error {
@@ -319,7 +367,14 @@ pub fn verify(
     secret_for: &dyn Fn(&str) -> Option<String>,
     now_unix: i64,
 ) -> Result<VerifiedRequest, S3Error> {
-    verify_with_skew(method, raw_path_and_query, headers, secret_for, now_unix, 15 * 60)
+    verify_with_skew(
+        method,
+        raw_path_and_query,
+        headers,
+        secret_for,
+        now_unix,
+        15 * 60,
+    )
 }
 
 /// [`verify`] with a configurable clock skew (seconds).
@@ -338,7 +393,9 @@ pub fn verify_with_skew(
     if let Some(auth) = headers.get("authorization") {
         let auth = auth.trim();
         let Some(rest) = auth.strip_prefix(ALGORITHM) else {
-            return Err(S3Error::invalid_request("Only AWS Signature Version 4 (AWS4-HMAC-SHA256) is supported."));
+            return Err(S3Error::invalid_request(
+                "Only AWS Signature Version 4 (AWS4-HMAC-SHA256) is supported.",
+            ));
         };
         let (mut cred, mut signed, mut sig) = (None, None, None);
         for part in rest.split(',') {
@@ -351,20 +408,38 @@ pub fn verify_with_skew(
                 sig = Some(v);
             }
         }
-        let cred = cred.and_then(parse_credential).ok_or_else(|| malformed_header("invalid Credential"))?;
-        let signed: Vec<String> = signed.ok_or_else(|| malformed_header("missing SignedHeaders"))?.split(';').map(str::to_ascii_lowercase).collect();
+        let cred = cred
+            .and_then(parse_credential)
+            .ok_or_else(|| malformed_header("invalid Credential"))?;
+        let signed: Vec<String> = signed
+            .ok_or_else(|| malformed_header("missing SignedHeaders"))?
+            .split(';')
+            .map(str::to_ascii_lowercase)
+            .collect();
         let sig = sig.ok_or_else(|| malformed_header("missing Signature"))?;
         let amz_date = headers
             .get("x-amz-date")
-            .ok_or_else(|| S3Error::access_denied("AWS authentication requires a valid Date or x-amz-date header"))?
+            .ok_or_else(|| {
+                S3Error::access_denied(
+                    "AWS authentication requires a valid Date or x-amz-date header",
+                )
+            })?
             .trim()
             .to_string();
-        let t = parse_amz_date(&amz_date).ok_or_else(|| S3Error::access_denied("AWS authentication requires a valid Date or x-amz-date header"))?;
+        let t = parse_amz_date(&amz_date).ok_or_else(|| {
+            S3Error::access_denied("AWS authentication requires a valid Date or x-amz-date header")
+        })?;
         if amz_date.get(..8) != Some(cred.date.as_str()) {
-            return Err(malformed_header("the credential date does not match x-amz-date"));
+            return Err(malformed_header(
+                "the credential date does not match x-amz-date",
+            ));
         }
         if (t - now).abs() > max_skew {
-            return Err(S3Error::new(403, "RequestTimeTooSkewed", "The difference between the request time and the current time is too large."));
+            return Err(S3Error::new(
+                403,
+                "RequestTimeTooSkewed",
+                "The difference between the request time and the current time is too large.",
+            ));
         }
         if !signed.iter().any(|s| s == "host") {
             return Err(malformed_header("the host header must be signed"));
@@ -372,7 +447,11 @@ pub fn verify_with_skew(
         let secret = secret_for(&cred.access_key).ok_or_else(S3Error::invalid_access_key)?;
         let ph = headers
             .get("x-amz-content-sha256")
-            .ok_or_else(|| S3Error::invalid_request("Missing required header for this request: x-amz-content-sha256"))?
+            .ok_or_else(|| {
+                S3Error::invalid_request(
+                    "Missing required header for this request: x-amz-content-sha256",
+                )
+            })?
             .trim()
             .to_string();
         let payload = PayloadMode::parse(&ph)
@@ -380,31 +459,57 @@ pub fn verify_with_skew(
         let scope = format!("{}/{}/s3/aws4_request", cred.date, cred.region);
         let canonical = canonical_request(method, raw, headers, &signed, &ph, false);
         let key = signing_key(&secret, &cred.date, &cred.region);
-        let expected = hex::encode(hmac(&key, string_to_sign(&amz_date, &scope, &canonical).as_bytes()));
+        let expected = hex::encode(hmac(
+            &key,
+            string_to_sign(&amz_date, &scope, &canonical).as_bytes(),
+        ));
         if !bool::from(expected.as_bytes().ct_eq(sig.trim().as_bytes())) {
             return Err(S3Error::signature_mismatch());
         }
-        let chunk_ctx = matches!(payload, PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer)
-            .then(|| ChunkSigningContext { key, amz_date, scope, seed_signature: expected });
-        return Ok(VerifiedRequest { access_key: cred.access_key, payload, presigned: false, chunk_ctx });
+        let chunk_ctx = matches!(
+            payload,
+            PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer
+        )
+        .then(|| ChunkSigningContext {
+            key,
+            amz_date,
+            scope,
+            seed_signature: expected,
+        });
+        return Ok(VerifiedRequest {
+            access_key: cred.access_key,
+            payload,
+            presigned: false,
+            chunk_ctx,
+        });
     }
 
     if let Some(alg) = qget("X-Amz-Algorithm") {
         if alg != ALGORITHM {
-            return Err(malformed_query("X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\""));
+            return Err(malformed_query(
+                "X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"",
+            ));
         }
-        let cred = qget("X-Amz-Credential").and_then(parse_credential).ok_or_else(|| malformed_query("invalid X-Amz-Credential"))?;
-        let amz_date = qget("X-Amz-Date").ok_or_else(|| malformed_query("missing X-Amz-Date"))?.to_string();
+        let cred = qget("X-Amz-Credential")
+            .and_then(parse_credential)
+            .ok_or_else(|| malformed_query("invalid X-Amz-Credential"))?;
+        let amz_date = qget("X-Amz-Date")
+            .ok_or_else(|| malformed_query("missing X-Amz-Date"))?
+            .to_string();
         let t = parse_amz_date(&amz_date).ok_or_else(|| malformed_query("invalid X-Amz-Date"))?;
         if amz_date.get(..8) != Some(cred.date.as_str()) {
-            return Err(malformed_query("the credential date does not match X-Amz-Date"));
+            return Err(malformed_query(
+                "the credential date does not match X-Amz-Date",
+            ));
         }
         let expires: i64 = qget("X-Amz-Expires")
             .and_then(|e| e.parse().ok())
             .filter(|e| *e >= 0)
             .ok_or_else(|| malformed_query("X-Amz-Expires must be a non-negative integer"))?;
         if expires > MAX_PRESIGN_EXPIRES {
-            return Err(malformed_query("X-Amz-Expires must be less than a week (in seconds) that is 604800"));
+            return Err(malformed_query(
+                "X-Amz-Expires must be less than a week (in seconds) that is 604800",
+            ));
         }
         if t - now > max_skew {
             return Err(S3Error::access_denied("Request is not valid yet"));
@@ -417,11 +522,13 @@ pub fn verify_with_skew(
             .split(';')
             .map(str::to_ascii_lowercase)
             .collect();
-        let sig = qget("X-Amz-Signature").ok_or_else(|| malformed_query("missing X-Amz-Signature"))?;
+        let sig =
+            qget("X-Amz-Signature").ok_or_else(|| malformed_query("missing X-Amz-Signature"))?;
         let secret = secret_for(&cred.access_key).ok_or_else(S3Error::invalid_access_key)?;
         let (ph, payload) = match headers.get("x-amz-content-sha256") {
             Some(v) if signed.iter().any(|s| s == "x-amz-content-sha256") => {
-                let p = PayloadMode::parse(v).ok_or_else(|| S3Error::invalid_argument("invalid x-amz-content-sha256"))?;
+                let p = PayloadMode::parse(v)
+                    .ok_or_else(|| S3Error::invalid_argument("invalid x-amz-content-sha256"))?;
                 (v.trim().to_string(), p)
             }
             _ => (UNSIGNED_PAYLOAD.to_string(), PayloadMode::Unsigned),
@@ -429,19 +536,42 @@ pub fn verify_with_skew(
         let scope = format!("{}/{}/s3/aws4_request", cred.date, cred.region);
         let canonical = canonical_request(method, raw, headers, &signed, &ph, true);
         let key = signing_key(&secret, &cred.date, &cred.region);
-        let expected = hex::encode(hmac(&key, string_to_sign(&amz_date, &scope, &canonical).as_bytes()));
+        let expected = hex::encode(hmac(
+            &key,
+            string_to_sign(&amz_date, &scope, &canonical).as_bytes(),
+        ));
         if !bool::from(expected.as_bytes().ct_eq(sig.trim().as_bytes())) {
             return Err(S3Error::signature_mismatch());
         }
-        let chunk_ctx = matches!(payload, PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer)
-            .then(|| ChunkSigningContext { key, amz_date, scope, seed_signature: expected });
-        return Ok(VerifiedRequest { access_key: cred.access_key, payload, presigned: true, chunk_ctx });
+        let chunk_ctx = matches!(
+            payload,
+            PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer
+        )
+        .then(|| ChunkSigningContext {
+            key,
+            amz_date,
+            scope,
+            seed_signature: expected,
+        });
+        return Ok(VerifiedRequest {
+            access_key: cred.access_key,
+            payload,
+            presigned: true,
+            chunk_ctx,
+        });
     }
     Err(S3Error::access_denied("Access Denied"))
 }
 
-const PRESIGN_PARAMS: &[&str] =
-    &["X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token"];
+const PRESIGN_PARAMS: &[&str] = &[
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Date",
+    "X-Amz-Expires",
+    "X-Amz-SignedHeaders",
+    "X-Amz-Signature",
+    "X-Amz-Security-Token",
+];
 
 /// The path with the presign parameters removed (the rest kept byte for byte).
 pub fn strip_presign_params(raw: &str) -> String {
@@ -468,7 +598,16 @@ pub fn strip_presign_params(raw: &str) -> String {
 /// authorization; signs host (`:authority`), every x-amz-* header, content-md5 and
 /// content-type.
 #[allow(clippy::too_many_arguments)]
-pub fn sign(method: &str, raw: &str, headers: &mut Headers, access_key: &str, secret_key: &str, region: &str, now_unix: i64, payload_hash: &str) {
+pub fn sign(
+    method: &str,
+    raw: &str,
+    headers: &mut Headers,
+    access_key: &str,
+    secret_key: &str,
+    region: &str,
+    now_unix: i64,
+    payload_hash: &str,
+) {
     headers.remove("authorization");
     let date_time = amz_date(now_unix);
     headers.set("x-amz-date", date_time.clone());
@@ -485,8 +624,17 @@ pub fn sign(method: &str, raw: &str, headers: &mut Headers, access_key: &str, se
     let scope = format!("{date}/{region}/s3/aws4_request");
     let canonical = canonical_request(method, raw, headers, &signed, payload_hash, false);
     let key = signing_key(secret_key, &date, region);
-    let sig = hex::encode(hmac(&key, string_to_sign(&date_time, &scope, &canonical).as_bytes()));
-    headers.set("authorization", format!("{ALGORITHM} Credential={access_key}/{scope}, SignedHeaders={}, Signature={sig}", signed.join(";")));
+    let sig = hex::encode(hmac(
+        &key,
+        string_to_sign(&date_time, &scope, &canonical).as_bytes(),
+    ));
+    headers.set(
+        "authorization",
+        format!(
+            "{ALGORITHM} Credential={access_key}/{scope}, SignedHeaders={}, Signature={sig}",
+            signed.join(";")
+        ),
+    );
 }
 
 #[cfg(test)]
@@ -501,7 +649,12 @@ mod tests {
     }
 
     fn hs(pairs: &[(&str, &str)]) -> Headers {
-        Headers::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Headers::from_pairs(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     fn t0() -> i64 {
@@ -521,7 +674,13 @@ mod tests {
             ("range", "bytes=0-9"),
             ("x-amz-content-sha256", EMPTY_SHA256),
             ("x-amz-date", "20130524T000000Z"),
-            ("authorization", &auth("host;range;x-amz-content-sha256;x-amz-date", "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")),
+            (
+                "authorization",
+                &auth(
+                    "host;range;x-amz-content-sha256;x-amz-date",
+                    "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41",
+                ),
+            ),
         ]);
         let v = verify("GET", "/test.txt", &h, &secret, t0()).unwrap();
         assert_eq!(v.access_key, AK);
@@ -536,10 +695,16 @@ mod tests {
             ("date", "Fri, 24 May 2013 00:00:00 GMT"),
             ("x-amz-date", "20130524T000000Z"),
             ("x-amz-storage-class", "REDUCED_REDUNDANCY"),
-            ("x-amz-content-sha256", "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072"),
+            (
+                "x-amz-content-sha256",
+                "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072",
+            ),
             (
                 "authorization",
-                &auth("date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class", "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd"),
+                &auth(
+                    "date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class",
+                    "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd",
+                ),
             ),
         ]);
         verify("PUT", "/test%24file.text", &h, &secret, t0()).unwrap();
@@ -548,12 +713,28 @@ mod tests {
     /// Same page, example GET Bucket Lifecycle and GET Bucket (List Objects).
     #[test]
     fn aws_example_lifecycle_and_list() {
-        let base = [(":authority", "examplebucket.s3.amazonaws.com"), ("x-amz-content-sha256", EMPTY_SHA256), ("x-amz-date", "20130524T000000Z")];
+        let base = [
+            (":authority", "examplebucket.s3.amazonaws.com"),
+            ("x-amz-content-sha256", EMPTY_SHA256),
+            ("x-amz-date", "20130524T000000Z"),
+        ];
         let mut h = hs(&base);
-        h.set("authorization", auth("host;x-amz-content-sha256;x-amz-date", "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"));
+        h.set(
+            "authorization",
+            auth(
+                "host;x-amz-content-sha256;x-amz-date",
+                "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543",
+            ),
+        );
         verify("GET", "/?lifecycle", &h, &secret, t0()).unwrap();
         let mut h = hs(&base);
-        h.set("authorization", auth("host;x-amz-content-sha256;x-amz-date", "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"));
+        h.set(
+            "authorization",
+            auth(
+                "host;x-amz-content-sha256;x-amz-date",
+                "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7",
+            ),
+        );
         verify("GET", "/?max-keys=2&prefix=J", &h, &secret, t0()).unwrap();
     }
 
@@ -566,26 +747,71 @@ mod tests {
         assert!(v.presigned);
         assert_eq!(v.payload, PayloadMode::Unsigned);
         // Expired a day later, not yet valid long before.
-        assert_eq!(verify("GET", path, &h, &secret, t0() + 86_401).unwrap_err().message, "Request has expired");
-        assert_eq!(verify("GET", path, &h, &secret, t0() - 3600).unwrap_err().message, "Request is not valid yet");
+        assert_eq!(
+            verify("GET", path, &h, &secret, t0() + 86_401)
+                .unwrap_err()
+                .message,
+            "Request has expired"
+        );
+        assert_eq!(
+            verify("GET", path, &h, &secret, t0() - 3600)
+                .unwrap_err()
+                .message,
+            "Request is not valid yet"
+        );
         // Any change to a signed parameter breaks it.
         let bad = path.replace("X-Amz-Expires=86400", "X-Amz-Expires=86401");
-        assert_eq!(verify("GET", &bad, &h, &secret, t0() + 10).unwrap_err().code, "SignatureDoesNotMatch");
+        assert_eq!(
+            verify("GET", &bad, &h, &secret, t0() + 10)
+                .unwrap_err()
+                .code,
+            "SignatureDoesNotMatch"
+        );
         assert_eq!(strip_presign_params(path), "/test.txt");
-        assert_eq!(strip_presign_params("/a?versionId=3&X-Amz-Date=1"), "/a?versionId=3");
+        assert_eq!(
+            strip_presign_params("/a?versionId=3&X-Amz-Date=1"),
+            "/a?versionId=3"
+        );
     }
 
     #[test]
     fn errors() {
-        let mut h = hs(&[(":authority", "h"), ("x-amz-content-sha256", EMPTY_SHA256), ("x-amz-date", "20130524T000000Z")]);
-        assert_eq!(verify("GET", "/", &h, &secret, t0()).unwrap_err().code, "AccessDenied");
-        h.set("authorization", auth("host;x-amz-content-sha256;x-amz-date", &"0".repeat(64)).replace(AK, "NOPE"));
-        assert_eq!(verify("GET", "/", &h, &secret, t0()).unwrap_err().code, "InvalidAccessKeyId");
-        h.set("authorization", auth("host;x-amz-content-sha256;x-amz-date", &"0".repeat(64)));
-        assert_eq!(verify("GET", "/", &h, &secret, t0()).unwrap_err().code, "SignatureDoesNotMatch");
-        assert_eq!(verify("GET", "/", &h, &secret, t0() + 3600).unwrap_err().code, "RequestTimeTooSkewed");
+        let mut h = hs(&[
+            (":authority", "h"),
+            ("x-amz-content-sha256", EMPTY_SHA256),
+            ("x-amz-date", "20130524T000000Z"),
+        ]);
+        assert_eq!(
+            verify("GET", "/", &h, &secret, t0()).unwrap_err().code,
+            "AccessDenied"
+        );
+        h.set(
+            "authorization",
+            auth("host;x-amz-content-sha256;x-amz-date", &"0".repeat(64)).replace(AK, "NOPE"),
+        );
+        assert_eq!(
+            verify("GET", "/", &h, &secret, t0()).unwrap_err().code,
+            "InvalidAccessKeyId"
+        );
+        h.set(
+            "authorization",
+            auth("host;x-amz-content-sha256;x-amz-date", &"0".repeat(64)),
+        );
+        assert_eq!(
+            verify("GET", "/", &h, &secret, t0()).unwrap_err().code,
+            "SignatureDoesNotMatch"
+        );
+        assert_eq!(
+            verify("GET", "/", &h, &secret, t0() + 3600)
+                .unwrap_err()
+                .code,
+            "RequestTimeTooSkewed"
+        );
         h.set("authorization", "AWS AKID:sig");
-        assert_eq!(verify("GET", "/", &h, &secret, t0()).unwrap_err().status, 400);
+        assert_eq!(
+            verify("GET", "/", &h, &secret, t0()).unwrap_err().status,
+            400
+        );
     }
 
     #[test]
@@ -600,17 +826,35 @@ mod tests {
             ("x-amz-meta-s3crypt", "v=1;s=1"),
             ("user-agent", "not signed"),
         ]);
-        sign("PUT", raw, &mut h, AK, SK, "us-east-1", now, UNSIGNED_PAYLOAD);
+        sign(
+            "PUT",
+            raw,
+            &mut h,
+            AK,
+            SK,
+            "us-east-1",
+            now,
+            UNSIGNED_PAYLOAD,
+        );
         let v = verify("PUT", raw, &h, &secret, now).unwrap();
         assert_eq!(v.payload, PayloadMode::Unsigned);
         // Unsigned headers may change; signed ones may not.
         let mut ok = h.clone();
         ok.set("user-agent", "other");
         assert!(verify("PUT", raw, &ok, &secret, now).is_ok());
-        for (name, value) in [("x-amz-meta-note", "x"), ("content-type", "a/b"), (":authority", "evil"), ("x-amz-meta-s3crypt", "v=2")] {
+        for (name, value) in [
+            ("x-amz-meta-note", "x"),
+            ("content-type", "a/b"),
+            (":authority", "evil"),
+            ("x-amz-meta-s3crypt", "v=2"),
+        ] {
             let mut t = h.clone();
             t.set(name, value);
-            assert_eq!(verify("PUT", raw, &t, &secret, now).unwrap_err().code, "SignatureDoesNotMatch", "{name}");
+            assert_eq!(
+                verify("PUT", raw, &t, &secret, now).unwrap_err().code,
+                "SignatureDoesNotMatch",
+                "{name}"
+            );
         }
         assert!(verify("PUT", "/bucket/a%20b/c+d~e?uploads", &h, &secret, now).is_err());
         assert!(verify("POST", raw, &h, &secret, now).is_err());
@@ -630,7 +874,10 @@ mod tests {
     #[test]
     fn canonical_forms() {
         assert_eq!(canonical_uri("/a b/%7e/+/x"), "/a%20b/~/%2B/x");
-        assert_eq!(canonical_query("b=2&a=&c=x%2Fy&a=1", false), "a=&a=1&b=2&c=x%2Fy");
+        assert_eq!(
+            canonical_query("b=2&a=&c=x%2Fy&a=1", false),
+            "a=&a=1&b=2&c=x%2Fy"
+        );
         assert_eq!(canonical_query("uploads", false), "uploads=");
     }
 }

@@ -25,8 +25,14 @@ pub fn unescape(s: &str) -> String {
             "gt" => Some('>'),
             "quot" => Some('"'),
             "apos" => Some('\''),
-            e if e.starts_with("#x") => e.get(2..).and_then(|h| u32::from_str_radix(h, 16).ok()).and_then(char::from_u32),
-            e if e.starts_with('#') => e.get(1..).and_then(|d| d.parse().ok()).and_then(char::from_u32),
+            e if e.starts_with("#x") => e
+                .get(2..)
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .and_then(char::from_u32),
+            e if e.starts_with('#') => e
+                .get(1..)
+                .and_then(|d| d.parse().ok())
+                .and_then(char::from_u32),
             _ => None,
         };
         match c {
@@ -52,21 +58,34 @@ fn child_text(s: &str, from: usize, to: usize, name: &str) -> Option<(usize, usi
 
 /// Rewrites `<Size>` of every `<Contents>`, `<Version>` and `<Part>` entry with
 /// `map(size, etag)` where it returns `Some`.
-pub fn rewrite_sizes(xml: &str, map: &mut dyn FnMut(u64, &str) -> Option<u64>) -> Result<String, S3Error> {
+pub fn rewrite_sizes(
+    xml: &str,
+    map: &mut dyn FnMut(u64, &str) -> Option<u64>,
+) -> Result<String, S3Error> {
     let mut out = String::with_capacity(xml.len());
     let mut pos = 0;
     loop {
         // The next entry of any of the three kinds.
         let next = ["Contents", "Version", "Part"]
             .iter()
-            .filter_map(|t| xml.get(pos..).and_then(|r| r.find(&format!("<{t}>"))).map(|i| (pos + i, *t)))
+            .filter_map(|t| {
+                xml.get(pos..)
+                    .and_then(|r| r.find(&format!("<{t}>")))
+                    .map(|i| (pos + i, *t))
+            })
             .min_by_key(|(i, _)| *i);
         let Some((start, tag)) = next else { break };
         let close = format!("</{tag}>");
-        let end = xml.get(start..).and_then(|r| r.find(&close)).map(|i| start + i).ok_or_else(malformed)?;
+        let end = xml
+            .get(start..)
+            .and_then(|r| r.find(&close))
+            .map(|i| start + i)
+            .ok_or_else(malformed)?;
         let body_start = start + tag.len() + 2;
         out.push_str(xml.get(pos..body_start).ok_or_else(malformed)?);
-        let etag = child_text(xml, body_start, end, "ETag").map(|(a, b)| unescape(xml.get(a..b).unwrap_or(""))).unwrap_or_default();
+        let etag = child_text(xml, body_start, end, "ETag")
+            .map(|(a, b)| unescape(xml.get(a..b).unwrap_or("")))
+            .unwrap_or_default();
         match child_text(xml, body_start, end, "Size") {
             Some((a, b)) => {
                 let text = xml.get(a..b).ok_or_else(malformed)?;
@@ -88,13 +107,20 @@ pub fn rewrite_sizes(xml: &str, map: &mut dyn FnMut(u64, &str) -> Option<u64>) -
 
 /// Unescaped text of the first element `name`.
 pub fn element_text(xml: &str, name: &str) -> Option<String> {
-    child_text(xml, 0, xml.len(), name).and_then(|(a, b)| xml.get(a..b)).map(unescape)
+    child_text(xml, 0, xml.len(), name)
+        .and_then(|(a, b)| xml.get(a..b))
+        .map(unescape)
 }
 
 /// `xml` with the text of the first element `name` replaced by `value` (escaped).
 pub fn replace_element_text(xml: &str, name: &str, value: &str) -> Option<String> {
     let (a, b) = child_text(xml, 0, xml.len(), name)?;
-    Some(format!("{}{}{}", xml.get(..a)?, xml_escape(value), xml.get(b..)?))
+    Some(format!(
+        "{}{}{}",
+        xml.get(..a)?,
+        xml_escape(value),
+        xml.get(b..)?
+    ))
 }
 
 #[cfg(test)]
@@ -113,8 +139,19 @@ mod tests {
             (size != 5).then_some(size + 1000)
         })
         .unwrap();
-        assert_eq!(seen, vec![(29, "\"0123\"".to_string()), (100, "\"abc-2\"".to_string()), (5, "\"x\"".to_string())]);
-        assert!(out.contains("<Size>1029</Size>") && out.contains("<Size>1100</Size>") && out.contains("<Size>5</Size>"));
+        assert_eq!(
+            seen,
+            vec![
+                (29, "\"0123\"".to_string()),
+                (100, "\"abc-2\"".to_string()),
+                (5, "\"x\"".to_string())
+            ]
+        );
+        assert!(
+            out.contains("<Size>1029</Size>")
+                && out.contains("<Size>1100</Size>")
+                && out.contains("<Size>5</Size>")
+        );
         assert!(out.contains("<Key>a&lt;Size&gt;</Key>"));
         assert_eq!(out.len(), V2.len() + 3);
     }
@@ -122,7 +159,9 @@ mod tests {
     #[test]
     fn versions_and_parts() {
         let v = "<ListVersionsResult><Version><Key>k</Key><ETag>\"e\"</ETag><Size>10</Size></Version><DeleteMarker><Key>k</Key></DeleteMarker></ListVersionsResult>";
-        assert!(rewrite_sizes(v, &mut |s, _| Some(s - 1)).unwrap().contains("<Size>9</Size>"));
+        assert!(rewrite_sizes(v, &mut |s, _| Some(s - 1))
+            .unwrap()
+            .contains("<Size>9</Size>"));
         let p = "<ListPartsResult><Part><PartNumber>1</PartNumber><ETag>\"e\"</ETag><Size>300</Size></Part><Part><PartNumber>2</PartNumber><Size>7</Size></Part></ListPartsResult>";
         let out = rewrite_sizes(p, &mut |s, _| Some(s * 2)).unwrap();
         assert!(out.contains("<Size>600</Size>") && out.contains("<Size>14</Size>"));
