@@ -75,7 +75,7 @@ def render_envoy_config(out, *, listener_port, admin_port, s3_port, wasm=True, r
     """Renders envoy/local.yaml.in. `wasm=False` gives the same listener without the filter."""
     text = TEMPLATE.read_text()
     if not wasm:
-        text = re.sub(r"# BEGIN S3CRYPT.*?# END S3CRYPT\n", "", text, flags=re.S)
+        text = re.sub(r"[ \t]*# BEGIN S3CRYPT.*?# END S3CRYPT\n", "", text, flags=re.S)
     for k, v in {
         "LISTENER_PORT": listener_port,
         "ADMIN_PORT": admin_port,

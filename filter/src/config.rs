@@ -41,6 +41,9 @@ pub struct PluginConfig {
     /// Serve objects that have no envelope unchanged (migration of plaintext buckets).
     #[serde(default = "default_true")]
     pub passthrough_unencrypted: bool,
+    /// How long an unfinished multipart upload's state is kept, seconds (7 days).
+    #[serde(default = "default_upload_ttl")]
+    pub upload_ttl_secs: i64,
     /// Maximum accepted clock skew of signed requests, seconds.
     #[serde(default = "default_skew")]
     pub max_clock_skew_secs: i64,
@@ -79,6 +82,9 @@ fn default_cluster() -> String {
 }
 fn default_true() -> bool {
     true
+}
+fn default_upload_ttl() -> i64 {
+    7 * 24 * 3600
 }
 fn default_skew() -> i64 {
     15 * 60

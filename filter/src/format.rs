@@ -448,6 +448,90 @@ impl FrameDecryptor {
     }
 }
 
+/// Decrypts a whole multipart object: its parts one after the other, each introduced by
+/// its part header. Part numbers must increase; the number of parts must match the
+/// object's part count (from its `-N` ETag). Memory: one frame plus a header.
+pub struct PartsDecryptor {
+    suite: Suite,
+    dek: DataKey,
+    header: Vec<u8>,
+    /// The current part's decryptor and the stored bytes of it still to come.
+    cur: Option<(FrameDecryptor, u64)>,
+    last_part: u32,
+    parts_seen: u64,
+    parts_expected: u64,
+}
+
+impl PartsDecryptor {
+    pub fn new(suite: Suite, dek: &DataKey, parts_expected: u64) -> Self {
+        PartsDecryptor {
+            suite,
+            dek: DataKey::from_bytes(dek.0),
+            header: Vec::with_capacity(PART_HEADER_LEN as usize),
+            cur: None,
+            last_part: 0,
+            parts_seen: 0,
+            parts_expected,
+        }
+    }
+
+    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<(), FormatError> {
+        while !data.is_empty() {
+            match self.cur.as_mut() {
+                None => {
+                    let want = PART_HEADER_LEN as usize - self.header.len();
+                    let (h, rest) = data.split_at(want.min(data.len()));
+                    self.header.extend_from_slice(h);
+                    data = rest;
+                    if self.header.len() == PART_HEADER_LEN as usize {
+                        let (part, len) =
+                            parse_part_header(&self.header).ok_or(FormatError::Integrity)?;
+                        if part <= self.last_part || self.parts_seen >= self.parts_expected {
+                            return Err(FormatError::Integrity);
+                        }
+                        self.last_part = part;
+                        self.parts_seen += 1;
+                        self.header.clear();
+                        let geo = Geometry::part(part, len);
+                        let w = Window {
+                            lead: 0,
+                            first: 0,
+                            last: geo.frames - 1,
+                            skip: 0,
+                            take: len,
+                        };
+                        let frames_len = geo.cipher_len() - PART_HEADER_LEN;
+                        self.cur = Some((
+                            FrameDecryptor::new(self.suite, &self.dek, geo, w),
+                            frames_len,
+                        ));
+                    }
+                }
+                Some((d, left)) => {
+                    let n = (*left).min(data.len() as u64) as usize;
+                    let (now, rest) = data.split_at(n);
+                    d.push(now, out)?;
+                    *left -= n as u64;
+                    data = rest;
+                    if *left == 0 {
+                        d.finish()?;
+                        self.cur = None;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(&self) -> Result<(), FormatError> {
+        if self.cur.is_none() && self.header.is_empty() && self.parts_seen == self.parts_expected {
+            Ok(())
+        } else {
+            Err(FormatError::Integrity)
+        }
+    }
+}
+
 /// Client-visible checksum recorded at upload: algorithm header name and base64 value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredChecksum {
@@ -857,6 +941,43 @@ mod tests {
         let gp = Geometry::part(1, 5000);
         let p1 = encrypt(gp, &[3u8; 5000], 100);
         assert!(decrypt_whole(Geometry::part(2, 5000), &p1, 100).is_err());
+    }
+
+    #[test]
+    fn multipart_object_decrypts_sequentially() {
+        let parts: Vec<(u32, Vec<u8>)> =
+            vec![(1, vec![1u8; 70_000]), (2, vec![2u8; 3]), (5, vec![])];
+        let mut obj = Vec::new();
+        let mut pt = Vec::new();
+        for (n, body) in &parts {
+            obj.extend(encrypt(Geometry::part(*n, body.len() as u64), body, 999));
+            pt.extend_from_slice(body);
+        }
+        assert_eq!(obj.len() as u64, pt.len() as u64 + 3 * PART_OVERHEAD);
+        assert_eq!(
+            plain_size_from_listing(obj.len() as u64, "\"x-3\""),
+            Some(pt.len() as u64)
+        );
+        for step in [1usize, 16, 1000, 1 << 20] {
+            let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), 3);
+            let mut out = Vec::new();
+            for c in obj.chunks(step) {
+                d.push(c, &mut out).unwrap();
+            }
+            d.finish().unwrap();
+            assert_eq!(out, pt);
+        }
+        // A missing part, a part count that does not match, swapped parts: all fail.
+        let p1 = Geometry::part(1, 70_000).cipher_len() as usize;
+        let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), 3);
+        d.push(&obj[..p1], &mut Vec::new()).unwrap();
+        assert!(d.finish().is_err());
+        let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), 2);
+        assert!(d.push(&obj, &mut Vec::new()).is_err());
+        let mut swapped = obj[p1..].to_vec();
+        swapped.extend_from_slice(&obj[..p1]);
+        let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), 3);
+        assert!(d.push(&swapped, &mut Vec::new()).is_err());
     }
 
     #[test]

@@ -9,7 +9,9 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 
 use crate::config::Config;
-use crate::engine::{BodyError, Counter, Exchange, Reply, RequestStep, ResponseStep, Stats};
+use crate::engine::{
+    BodyError, Counter, Exchange, Reply, RequestStep, ResponseStep, SharedStore, Stats,
+};
 use crate::headers::Headers;
 
 proxy_wasm::main! {{
@@ -44,6 +46,25 @@ impl Stats for Metrics {
         if let Some((_, id)) = self.ids.iter().find(|(k, _)| *k == c) {
             let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
         }
+    }
+}
+
+/// Envoy shared data: one key space for all workers (VMs) of the process.
+struct EnvoySharedData;
+
+impl SharedStore for EnvoySharedData {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        hostcalls::get_shared_data(key)
+            .ok()
+            .and_then(|(v, _)| v)
+            .filter(|v| !v.is_empty())
+    }
+    fn set(&self, key: &str, value: &[u8]) -> bool {
+        hostcalls::set_shared_data(key, Some(value), None).is_ok()
+    }
+    fn remove(&self, key: &str) {
+        // This ABI has no delete for shared data: an empty value reads as absent.
+        let _ = hostcalls::set_shared_data(key, Some(&[]), None);
     }
 }
 
@@ -88,7 +109,7 @@ impl RootContext for Root {
             .unwrap_or(0);
         let stats: Rc<dyn Stats> = self.metrics.clone();
         Some(Box::new(Http {
-            ex: Exchange::new(cfg, stats, now, String::new()),
+            ex: Exchange::new(cfg, stats, Rc::new(EnvoySharedData), now, String::new()),
             buf: Vec::new(),
         }))
     }
