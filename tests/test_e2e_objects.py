@@ -370,13 +370,6 @@ def test_unencrypted_objects_pass_through(stack, bucket):
         assert s3.get_object(Bucket=bucket, Key="plain", Range=rng)["Body"].read() == want, rng
 
 
-def test_multipart_is_refused_until_enabled(stack, bucket):
-    s3 = stack.s3()
-    with pytest.raises(botocore.exceptions.ClientError) as e:
-        s3.create_multipart_upload(Bucket=bucket, Key="mp")
-    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
-
-
 def test_healthz_answers_during_large_upload(stack, bucket):
     s3 = stack.s3()
     data = pattern(200 << 20, seed=50)

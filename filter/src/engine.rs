@@ -23,7 +23,7 @@ use crate::chunked::ChunkedDecoder;
 use crate::config::Config;
 use crate::crypto::{self, DataKey};
 use crate::error::S3Error;
-use crate::format::PartsDecryptor;
+use crate::format::{Decrypt, PartsDecryptor};
 use crate::format::{
     Envelope, FrameDecryptor, FrameEncryptor, Geometry, Layout, Window, ENVELOPE_HEADER,
     FRAME_OVERHEAD, MAX_SINGLE, SINGLE_FRAME,
@@ -228,9 +228,8 @@ impl Upload {
 
 enum ResponseBody {
     Pass,
-    Decrypt(Box<FrameDecryptor>),
-    /// A whole multipart object.
-    Parts(Box<PartsDecryptor>),
+    /// One stream, or a whole multipart object.
+    Decrypt(Box<dyn Decrypt>),
     /// Drop `skip` bytes, release `take`, drop the rest (plaintext objects, ranges widened).
     Trim {
         skip: u64,
@@ -1094,7 +1093,8 @@ impl Exchange {
         out.set(":status", "200");
         out.remove("content-range");
         out.set("content-length", plain.to_string());
-        self.resp_body = ResponseBody::Parts(Box::new(PartsDecryptor::new(env.suite, &dek, parts)));
+        self.resp_body =
+            ResponseBody::Decrypt(Box::new(PartsDecryptor::new(env.suite, &dek, parts)));
         Ok(())
     }
 
@@ -1219,24 +1219,6 @@ impl Exchange {
                     return Err(BodyError::Reset(
                         "s3crypt: backend response ended early".into(),
                     ));
-                }
-            }
-            ResponseBody::Parts(d) => {
-                let before = out.len();
-                let r = d
-                    .push(chunk, out)
-                    .and_then(|_| if end { d.finish() } else { Ok(()) });
-                if let Err(e) = r {
-                    out.truncate(before);
-                    self.stats.add(Counter::IntegrityFailures, 1);
-                    return Err(BodyError::Reset(format!(
-                        "s3crypt: stored object failed verification ({e:?}); stream reset"
-                    )));
-                }
-                self.released += (out.len() - before) as u64;
-                if end {
-                    self.stats.add(Counter::ObjectsDecrypted, 1);
-                    self.stats.add(Counter::BytesDecrypted, self.released);
                 }
             }
             ResponseBody::Decrypt(d) => {

@@ -486,7 +486,11 @@ impl PartsDecryptor {
                     if self.header.len() == PART_HEADER_LEN as usize {
                         let (part, len) =
                             parse_part_header(&self.header).ok_or(FormatError::Integrity)?;
-                        if part <= self.last_part || self.parts_seen >= self.parts_expected {
+                        // The length comes from storage: bound it before any size math.
+                        if part <= self.last_part
+                            || self.parts_seen >= self.parts_expected
+                            || len > MAX_SINGLE
+                        {
                             return Err(FormatError::Integrity);
                         }
                         self.last_part = part;
@@ -529,6 +533,32 @@ impl PartsDecryptor {
         } else {
             Err(FormatError::Integrity)
         }
+    }
+}
+
+/// What the response path needs of a decryptor (one stream or a whole multipart object).
+pub trait Decrypt {
+    /// Feeds stored bytes; appends verified plaintext to `out`.
+    fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), FormatError>;
+    /// Fails unless everything expected arrived and verified.
+    fn finish(&self) -> Result<(), FormatError>;
+}
+
+impl Decrypt for FrameDecryptor {
+    fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), FormatError> {
+        FrameDecryptor::push(self, data, out)
+    }
+    fn finish(&self) -> Result<(), FormatError> {
+        FrameDecryptor::finish(self)
+    }
+}
+
+impl Decrypt for PartsDecryptor {
+    fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), FormatError> {
+        PartsDecryptor::push(self, data, out)
+    }
+    fn finish(&self) -> Result<(), FormatError> {
+        PartsDecryptor::finish(self)
     }
 }
 

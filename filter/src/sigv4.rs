@@ -456,32 +456,15 @@ pub fn verify_with_skew(
             .to_string();
         let payload = PayloadMode::parse(&ph)
             .ok_or_else(|| S3Error::invalid_argument("x-amz-content-sha256 must be UNSIGNED-PAYLOAD, a STREAMING-* value or a SHA-256 hex digest"))?;
-        let scope = format!("{}/{}/s3/aws4_request", cred.date, cred.region);
-        let canonical = canonical_request(method, raw, headers, &signed, &ph, false);
-        let key = signing_key(&secret, &cred.date, &cred.region);
-        let expected = hex::encode(hmac(
-            &key,
-            string_to_sign(&amz_date, &scope, &canonical).as_bytes(),
-        ));
-        if !bool::from(expected.as_bytes().ct_eq(sig.trim().as_bytes())) {
-            return Err(S3Error::signature_mismatch());
-        }
-        let chunk_ctx = matches!(
-            payload,
-            PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer
-        )
-        .then(|| ChunkSigningContext {
-            key,
-            amz_date,
-            scope,
-            seed_signature: expected,
-        });
-        return Ok(VerifiedRequest {
-            access_key: cred.access_key,
-            payload,
+        let req = SignedRequest {
+            method,
+            raw,
+            headers,
+            signed: &signed,
+            payload_hash: &ph,
             presigned: false,
-            chunk_ctx,
-        });
+        };
+        return check_signature(&req, cred, &secret, amz_date, sig, payload);
     }
 
     if let Some(alg) = qget("X-Amz-Algorithm") {
@@ -533,34 +516,71 @@ pub fn verify_with_skew(
             }
             _ => (UNSIGNED_PAYLOAD.to_string(), PayloadMode::Unsigned),
         };
-        let scope = format!("{}/{}/s3/aws4_request", cred.date, cred.region);
-        let canonical = canonical_request(method, raw, headers, &signed, &ph, true);
-        let key = signing_key(&secret, &cred.date, &cred.region);
-        let expected = hex::encode(hmac(
-            &key,
-            string_to_sign(&amz_date, &scope, &canonical).as_bytes(),
-        ));
-        if !bool::from(expected.as_bytes().ct_eq(sig.trim().as_bytes())) {
-            return Err(S3Error::signature_mismatch());
-        }
-        let chunk_ctx = matches!(
-            payload,
-            PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer
-        )
-        .then(|| ChunkSigningContext {
-            key,
-            amz_date,
-            scope,
-            seed_signature: expected,
-        });
-        return Ok(VerifiedRequest {
-            access_key: cred.access_key,
-            payload,
+        let req = SignedRequest {
+            method,
+            raw,
+            headers,
+            signed: &signed,
+            payload_hash: &ph,
             presigned: true,
-            chunk_ctx,
-        });
+        };
+        return check_signature(&req, cred, &secret, amz_date, sig, payload);
     }
     Err(S3Error::access_denied("Access Denied"))
+}
+
+/// The parts of a request that its signature covers.
+struct SignedRequest<'a> {
+    method: &'a str,
+    raw: &'a str,
+    headers: &'a Headers,
+    signed: &'a [String],
+    payload_hash: &'a str,
+    presigned: bool,
+}
+
+/// Recomputes the signature and compares it in constant time.
+fn check_signature(
+    r: &SignedRequest<'_>,
+    cred: Credential,
+    secret: &str,
+    amz_date: String,
+    sig: &str,
+    payload: PayloadMode,
+) -> Result<VerifiedRequest, S3Error> {
+    let scope = format!("{}/{}/s3/aws4_request", cred.date, cred.region);
+    let canonical = canonical_request(
+        r.method,
+        r.raw,
+        r.headers,
+        r.signed,
+        r.payload_hash,
+        r.presigned,
+    );
+    let key = signing_key(secret, &cred.date, &cred.region);
+    let expected = hex::encode(hmac(
+        &key,
+        string_to_sign(&amz_date, &scope, &canonical).as_bytes(),
+    ));
+    if !bool::from(expected.as_bytes().ct_eq(sig.trim().as_bytes())) {
+        return Err(S3Error::signature_mismatch());
+    }
+    let chunk_ctx = matches!(
+        payload,
+        PayloadMode::StreamingSigned | PayloadMode::StreamingSignedTrailer
+    )
+    .then(|| ChunkSigningContext {
+        key,
+        amz_date,
+        scope,
+        seed_signature: expected,
+    });
+    Ok(VerifiedRequest {
+        access_key: cred.access_key,
+        payload,
+        presigned: r.presigned,
+        chunk_ctx,
+    })
 }
 
 const PRESIGN_PARAMS: &[&str] = &[
