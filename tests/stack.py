@@ -14,6 +14,7 @@ Used by conftest.py (fixtures `stack`, `bucket`) and by scripts/run-local.py.
 """
 
 import base64
+import json
 import os
 import pathlib
 import re
@@ -71,17 +72,27 @@ def tail(path, n=40):
         return ""
 
 
-def render_envoy_config(out, *, listener_port, admin_port, s3_port, wasm=True, runtime="v8", wasm_path=WASM):
-    """Renders envoy/local.yaml.in. `wasm=False` gives the same listener without the filter."""
+def render_envoy_config(out, *, listener_port, admin_port, s3_port, wasm=True, runtime="v8", wasm_path=WASM,
+                        webdis_port=None, plugin_extra=None):
+    """Renders envoy/local.yaml.in. `wasm=False` gives the same listener without the filter;
+    `webdis_port` adds the webdis cluster and selects the Redis state store."""
     text = TEMPLATE.read_text()
     if not wasm:
         text = re.sub(r"[ \t]*# BEGIN S3CRYPT.*?# END S3CRYPT\n", "", text, flags=re.S)
+    extra = dict(plugin_extra or {})
+    if webdis_port is None:
+        text = re.sub(r"[ \t]*# BEGIN REDIS.*?# END REDIS\n", "", text, flags=re.S)
+    else:
+        extra.setdefault("state_store", "redis")
+    extra_json = "".join(f", {json.dumps(k)}: {json.dumps(v)}" for k, v in extra.items())
     for k, v in {
         "LISTENER_PORT": listener_port,
         "ADMIN_PORT": admin_port,
         "S3_PORT": s3_port,
         "WASM_RUNTIME": f"envoy.wasm.runtime.{runtime}",
         "WASM_PATH": wasm_path,
+        "WEBDIS_PORT": webdis_port,
+        "PLUGIN_EXTRA": extra_json,
     }.items():
         text = text.replace("${" + k + "}", str(v))
     pathlib.Path(out).write_text(text)
@@ -94,7 +105,8 @@ def client_config():
 class Envoy:
     """One Envoy process in front of the stack's S3 server."""
 
-    def __init__(self, stack, name, *, keks, active, wasm=True, runtime="v8", concurrency=2, port=None, admin_port=None):
+    def __init__(self, stack, name, *, keks, active, wasm=True, runtime="v8", concurrency=2, port=None, admin_port=None,
+                 redis=None, plugin_extra=None):
         self.stack = stack
         self.port, self.admin_port = port or free_port(), admin_port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -102,7 +114,8 @@ class Envoy:
         d = stack.root / name
         d.mkdir(parents=True, exist_ok=True)
         cfg = d / "envoy.yaml"
-        render_envoy_config(cfg, listener_port=self.port, admin_port=self.admin_port, s3_port=stack.s3_port, wasm=wasm, runtime=runtime)
+        render_envoy_config(cfg, listener_port=self.port, admin_port=self.admin_port, s3_port=stack.s3_port, wasm=wasm,
+                            runtime=runtime, webdis_port=redis.webdis_port if redis else None, plugin_extra=plugin_extra)
         self.log = d / "envoy.log"
         env = dict(os.environ)
         env.update({
@@ -112,6 +125,14 @@ class Envoy:
             "S3CRYPT_BACKEND_ACCESS_KEY_ID": stack.backend_creds[0],
             "S3CRYPT_BACKEND_SECRET_ACCESS_KEY": stack.backend_creds[1],
         })
+        self.cmd = None
+        self._env = env
+        self._cfg = cfg
+        self.concurrency = concurrency
+        self._launch()
+
+    def _launch(self):
+        cfg, env, concurrency = self._cfg, self._env, self.concurrency
         self.proc = subprocess.Popen(
             [envoy_binary(), "-c", str(cfg), "--concurrency", str(concurrency), "--base-id", str(free_port()),
              "-l", "info", "--log-path", str(self.log)],
@@ -139,6 +160,77 @@ class Envoy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def restart(self):
+        """Stops this Envoy and starts it again on the same ports (shared data is lost)."""
+        self.stop()
+        self._launch()
+
+
+class Redis:
+    """redis-server (no persistence) with webdis in front, on loopback."""
+
+    def __init__(self, root):
+        self.dir = pathlib.Path(root)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port, self.webdis_port = free_port(), free_port()
+        self.webdis_url = f"http://127.0.0.1:{self.webdis_port}"
+        self.redis_proc = None
+        self.start_redis()
+        conf = self.dir / "webdis.json"
+        conf.write_text(json.dumps({
+            "redis_host": "127.0.0.1", "redis_port": self.port, "http_host": "127.0.0.1",
+            "http_port": self.webdis_port, "threads": 2, "pool_size": 10, "daemonize": False,
+            "websockets": False, "database": 0, "verbosity": 3, "logfile": str(self.dir / "webdis.log"),
+            "acl": [{"disabled": ["DEBUG", "FLUSHALL", "FLUSHDB", "CONFIG", "SHUTDOWN"]}],
+        }))
+        self.webdis_proc = subprocess.Popen([shutil.which("webdis") or "/usr/bin/webdis", str(conf)],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_http(self.webdis_url + "/PING", proc=self.webdis_proc, log=self.dir / "webdis.log")
+
+    def start_redis(self):
+        self.redis_proc = subprocess.Popen(
+            [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             # Persistence on, as in production: a restarted Redis still has the records.
+             "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
+            stdout=open(self.dir / "redis.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop_redis(self):
+        if self.redis_proc and self.redis_proc.poll() is None:
+            self.redis_proc.terminate()
+            self.redis_proc.wait(10)
+
+    def pause(self):
+        """Makes Redis unresponsive (SIGSTOP): connections hang, as with a slow server."""
+        self.redis_proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.redis_proc.send_signal(signal.SIGCONT)
+
+    def command(self, *args):
+        """One Redis command through webdis (for assertions)."""
+        return requests.get(self.webdis_url + "/" + "/".join(urllib.parse.quote(str(a), safe="") for a in args),
+                            timeout=5).json()
+
+    def stop(self):
+        for p in (self.webdis_proc, self.redis_proc):
+            if p and p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
 
 
 class Stack:

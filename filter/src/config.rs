@@ -19,6 +19,18 @@ pub const ENV_ACTIVE_KEY_ID: &str = "S3CRYPT_ACTIVE_KEY_ID";
 pub const ENV_CLIENT_CREDENTIALS: &str = "S3CRYPT_CLIENT_CREDENTIALS";
 pub const ENV_BACKEND_ACCESS_KEY_ID: &str = "S3CRYPT_BACKEND_ACCESS_KEY_ID";
 pub const ENV_BACKEND_SECRET_ACCESS_KEY: &str = "S3CRYPT_BACKEND_SECRET_ACCESS_KEY";
+pub const ENV_REDIS_AUTH: &str = "S3CRYPT_REDIS_AUTH";
+
+/// Where multipart upload state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StateStore {
+    /// Envoy shared data: one Envoy process (all its workers). The embedded default.
+    #[default]
+    SharedData,
+    /// Redis behind webdis, reached by HTTP call-outs; shared data is the per-pod cache.
+    Redis,
+}
 
 /// The non-secret part, as written in Envoy's filter configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +59,18 @@ pub struct PluginConfig {
     /// Maximum accepted clock skew of signed requests, seconds.
     #[serde(default = "default_skew")]
     pub max_clock_skew_secs: i64,
+    /// Multipart upload state: `shared_data` (one replica) or `redis` (several).
+    #[serde(default)]
+    pub state_store: StateStore,
+    /// Envoy cluster of the webdis endpoint (Redis mode).
+    #[serde(default = "default_redis_cluster")]
+    pub redis_cluster: String,
+    /// `:authority` of call-outs to webdis.
+    #[serde(default = "default_redis_authority")]
+    pub redis_authority: String,
+    /// Timeout of one call-out to webdis, milliseconds.
+    #[serde(default = "default_redis_timeout")]
+    pub redis_timeout_ms: u64,
     /// Environment variable names, if the defaults do not suit.
     #[serde(default)]
     pub env: EnvNames,
@@ -60,6 +84,8 @@ pub struct EnvNames {
     pub client_credentials: String,
     pub backend_access_key_id: String,
     pub backend_secret_access_key: String,
+    /// Optional `user:password` for webdis HTTP basic auth (Redis mode).
+    pub redis_auth: String,
 }
 
 impl Default for EnvNames {
@@ -70,6 +96,7 @@ impl Default for EnvNames {
             client_credentials: ENV_CLIENT_CREDENTIALS.into(),
             backend_access_key_id: ENV_BACKEND_ACCESS_KEY_ID.into(),
             backend_secret_access_key: ENV_BACKEND_SECRET_ACCESS_KEY.into(),
+            redis_auth: ENV_REDIS_AUTH.into(),
         }
     }
 }
@@ -79,6 +106,15 @@ fn default_region() -> String {
 }
 fn default_cluster() -> String {
     "s3_backend".into()
+}
+fn default_redis_cluster() -> String {
+    "redis_webdis".into()
+}
+fn default_redis_authority() -> String {
+    "webdis".into()
+}
+fn default_redis_timeout() -> u64 {
+    1000
 }
 fn default_true() -> bool {
     true
@@ -98,6 +134,8 @@ pub struct Config {
     clients: BTreeMap<String, String>,
     pub backend_access_key: String,
     backend_secret: String,
+    /// `Authorization` header value for webdis, if configured.
+    redis_authorization: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -111,6 +149,7 @@ impl std::fmt::Debug for Config {
                 &self.clients.keys().collect::<Vec<_>>(),
             )
             .field("backend_access_key", &self.backend_access_key)
+            .field("redis_auth", &self.redis_authorization.is_some())
             .finish()
     }
 }
@@ -148,6 +187,12 @@ impl Config {
         let backend_secret = env(&n.backend_secret_access_key)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| format!("{} is not set", n.backend_secret_access_key))?;
+        if plugin.redis_timeout_ms == 0 || plugin.upload_ttl_secs <= 0 {
+            return Err("redis_timeout_ms and upload_ttl_secs must be positive".into());
+        }
+        let redis_authorization = env(&n.redis_auth)
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("Basic {}", B64.encode(s.as_bytes())));
         Ok(Config {
             plugin,
             keks,
@@ -155,6 +200,7 @@ impl Config {
             clients,
             backend_access_key,
             backend_secret,
+            redis_authorization,
         })
     }
 
@@ -175,6 +221,11 @@ impl Config {
 
     pub fn backend_secret(&self) -> &str {
         &self.backend_secret
+    }
+
+    /// `Authorization` header for webdis call-outs, if configured.
+    pub fn redis_authorization(&self) -> Option<&str> {
+        self.redis_authorization.as_deref()
     }
 }
 

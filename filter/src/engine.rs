@@ -20,7 +20,7 @@ use sha2::Sha256;
 
 use crate::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::chunked::ChunkedDecoder;
-use crate::config::Config;
+use crate::config::{Config, StateStore};
 use crate::crypto::{self, DataKey};
 use crate::error::S3Error;
 use crate::format::{Decrypt, PartsDecryptor};
@@ -29,9 +29,11 @@ use crate::format::{
     FRAME_OVERHEAD, MAX_SINGLE, SINGLE_FRAME,
 };
 use crate::headers::Headers;
+use crate::parts::{PartTable, RangeDecryptor, RangePlan, Walk};
 use crate::range::{self, RangeSpec};
 use crate::s3::{self, Operation, S3Request};
 use crate::sigv4::{self, PayloadMode, VerifiedRequest};
+use crate::state::{self, UploadState, WebdisRequest};
 use crate::xml;
 
 /// Counters the filter exports (Envoy: `wasmcustom.s3crypt_*`).
@@ -102,12 +104,29 @@ impl Reply {
     }
 }
 
-/// A request the filter sends to the backend before it decides (HEAD of a copy source).
+/// A request the filter sends before it decides: to the backend (HEAD of a copy source,
+/// part headers of a multipart object) or to webdis (upload state in Redis).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallOut {
     pub cluster: String,
     pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
     pub timeout_ms: u64,
+}
+
+/// What to do once a call-out answered.
+#[derive(Debug)]
+pub enum CallOutStep {
+    /// The call-out was made from the request headers: continue the request this way.
+    Request(RequestStep),
+    /// The call-out was made from the response: release it, or reset the stream.
+    Response(ResponseResume),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseResume {
+    Continue,
+    Reset(String),
 }
 
 /// What to do with the client's request headers.
@@ -126,6 +145,8 @@ pub enum RequestStep {
 pub enum ResponseStep {
     /// Replace the response headers (status included as `:status`) with these.
     Forward(Headers),
+    /// Replace the headers, then hold the response until this call-out answered.
+    ForwardAfter(Headers, CallOut),
 }
 
 /// A body error: before the response started, an S3 error to answer; after, a reset.
@@ -250,6 +271,59 @@ struct GetPlan {
     if_match: Option<String>,
     if_none_match: Option<String>,
     checksum_mode: bool,
+    /// `?partNumber=N` of a GET or HEAD.
+    part_number: Option<u32>,
+    /// A range or part of a multipart object, planned from its part table.
+    multipart: Option<MultipartRead>,
+}
+
+/// A planned read of a multipart object.
+struct MultipartRead {
+    etag: String,
+    first: u64,
+    last: u64,
+    plain_total: u64,
+    parts: usize,
+    plan: RangePlan,
+}
+
+/// What a call-out in flight is for.
+enum Pending {
+    None,
+    /// CopyObject: the HEAD of the source; the upstream request waits.
+    CopySource(Headers),
+    /// GET/HEAD by range or part number: the HEAD of the object. `original` is the
+    /// upstream path with `partNumber` (plaintext objects go to the backend unchanged).
+    ObjectHead {
+        up: Headers,
+        original: String,
+    },
+    /// Reading the part headers of a multipart object, one call-out per part.
+    Walk {
+        up: Headers,
+        walk: Walk,
+        etag: String,
+        stored: u64,
+    },
+    /// UploadPart: the upload's record from Redis.
+    UploadState {
+        h: Headers,
+        up: Headers,
+        eos: bool,
+        number: u32,
+        upload_id: String,
+        object: String,
+    },
+    /// CreateMultipartUpload in Redis mode: is Redis there before the upload is created?
+    Ping(Headers),
+    /// CreateMultipartUpload response held until its record is in Redis.
+    Record {
+        upload_id: String,
+        value: String,
+    },
+    /// Complete/Abort response held until the record is removed (best effort: the TTL
+    /// removes it anyway).
+    Forget,
 }
 
 /// One request/response exchange.
@@ -264,8 +338,8 @@ pub struct Exchange {
     resource: String,
     req: Option<S3Request>,
     verified: Option<VerifiedRequest>,
-    /// Upstream headers waiting for a call-out.
-    pending: Option<Headers>,
+    /// The call-out in flight, if any.
+    pending: Pending,
     req_body: RequestBody,
     get: GetPlan,
     resp_body: ResponseBody,
@@ -317,7 +391,7 @@ impl Exchange {
             resource: String::new(),
             req: None,
             verified: None,
-            pending: None,
+            pending: Pending::None,
             req_body: RequestBody::Pass,
             get: GetPlan::default(),
             resp_body: ResponseBody::Pass,
@@ -590,7 +664,31 @@ impl Exchange {
         strip_integrity_headers(&mut up);
         up.set(ENVELOPE_HEADER, env.encode());
         self.resp_body = ResponseBody::Xml(Vec::new(), XmlRewrite::RecordUpload(env.encode()));
-        self.pass_body(up, v)
+        let step = self.pass_body(up, v)?;
+        match (self.cfg.plugin.state_store, step) {
+            // The record is written when the UploadId is known; the upload is only
+            // created if Redis answers now (a client gets 503, not an unusable UploadId).
+            (StateStore::Redis, RequestStep::Forward(up)) => {
+                self.pending = Pending::Ping(up);
+                Ok(RequestStep::CallOut(self.webdis(state::ping(&self.cfg))))
+            }
+            (_, step) => Ok(step),
+        }
+    }
+
+    fn webdis(&self, r: WebdisRequest) -> CallOut {
+        CallOut {
+            cluster: self.cfg.plugin.redis_cluster.clone(),
+            headers: r.headers.0,
+            body: r.body,
+            timeout_ms: self.cfg.plugin.redis_timeout_ms,
+        }
+    }
+
+    fn redis_unavailable() -> S3Error {
+        S3Error::service_unavailable(
+            "s3crypt: the multipart upload state store is unavailable; please retry",
+        )
     }
 
     /// UploadPart: the data key of the upload from its state, then the part is encrypted
@@ -612,39 +710,75 @@ impl Exchange {
                     "Part number must be an integer between 1 and 10000, inclusive",
                 )
             })?;
-        let upload_id = req.query_param("uploadId").unwrap_or("");
-        let env_text = self.upload_state(upload_id)?;
-        let (env, dek) = self.open_envelope(&env_text)?;
+        let upload_id = req.query_param("uploadId").unwrap_or("").to_string();
+        let object = Self::object_of(req);
+        self.upload_id = Some(upload_id.clone());
+        let cached = self
+            .store
+            .get(&state::shared_key(&upload_id))
+            .and_then(|v| UploadState::decode(&v));
+        match (cached, self.cfg.plugin.state_store) {
+            (Some(st), _) => self.upload_part_with(h, up, v, eos, number, &object, st),
+            (None, StateStore::Redis) => {
+                let get = state::get(&self.cfg, &state::redis_key(&upload_id));
+                self.pending = Pending::UploadState {
+                    h: h.clone(),
+                    up: std::mem::take(up),
+                    eos,
+                    number,
+                    upload_id,
+                    object,
+                };
+                Ok(RequestStep::CallOut(self.webdis(get)))
+            }
+            (None, StateStore::SharedData) => Err(no_such_upload()),
+        }
+    }
+
+    fn object_of(req: &S3Request) -> String {
+        state::object_tag(
+            req.bucket.as_deref().unwrap_or(""),
+            req.key.as_deref().unwrap_or(""),
+        )
+    }
+
+    /// UploadPart with the upload's record: checks it (TTL, same object), unwraps the data
+    /// key and starts encrypting.
+    #[allow(clippy::too_many_arguments)]
+    fn upload_part_with(
+        &mut self,
+        h: &Headers,
+        up: &mut Headers,
+        v: &VerifiedRequest,
+        eos: bool,
+        number: u32,
+        object: &str,
+        st: UploadState,
+    ) -> Result<RequestStep, S3Error> {
+        if self.now - st.created > self.cfg.plugin.upload_ttl_secs || st.object != object {
+            return Err(no_such_upload());
+        }
+        let (env, dek) = self.open_envelope(&st.envelope)?;
         if env.layout != Layout::Part {
             return Err(S3Error::internal(
                 "s3crypt: upload state is not a multipart envelope",
             ));
         }
-        self.upload_id = Some(upload_id.to_string());
         self.start_upload(h, up, v, eos, Some((number, dek)))
     }
 
-    fn state_key(upload_id: &str) -> String {
-        format!("s3crypt/mpu/{upload_id}")
-    }
-
-    /// The envelope recorded for an upload (404 NoSuchUpload when unknown or expired).
-    fn upload_state(&self, upload_id: &str) -> Result<String, S3Error> {
-        let missing = || {
-            S3Error::new(404, "NoSuchUpload", "The specified multipart upload does not exist. The upload ID might be invalid, or the multipart upload might have been aborted or completed.")
-        };
-        let raw = self
-            .store
-            .get(&Self::state_key(upload_id))
-            .ok_or_else(missing)?;
-        let text = String::from_utf8(raw).map_err(|_| missing())?;
-        let (created, env) = text.split_once('\n').ok_or_else(missing)?;
-        let created: i64 = created.parse().map_err(|_| missing())?;
-        if self.now - created > self.cfg.plugin.upload_ttl_secs {
-            self.store.remove(&Self::state_key(upload_id));
-            return Err(missing());
+    /// Forgets an upload once the backend completed or aborted it: at once in shared
+    /// data; in Redis by a call-out the response waits for.
+    fn forget_upload(&mut self) -> Option<CallOut> {
+        let id = self.upload_id.clone()?;
+        self.store.remove(&state::shared_key(&id));
+        match self.cfg.plugin.state_store {
+            StateStore::SharedData => None,
+            StateStore::Redis => {
+                self.pending = Pending::Forget;
+                Some(self.webdis(state::del(&self.cfg, &state::redis_key(&id))))
+            }
         }
-        Ok(env.to_string())
     }
 
     /// CompleteMultipartUpload: the body (the part list) is checked against the client's
@@ -681,10 +815,22 @@ impl Exchange {
         up: &mut Headers,
         req: &S3Request,
     ) -> Result<RequestStep, S3Error> {
-        if req.has_param("partNumber") {
-            return Err(S3Error::not_implemented(
-                "s3crypt: partNumber reads are not enabled in this build",
-            ));
+        if let Some(n) = req.query_param("partNumber") {
+            let n: u32 = n
+                .parse()
+                .ok()
+                .filter(|n| (1..=10_000).contains(n))
+                .ok_or_else(|| {
+                    S3Error::invalid_argument(
+                        "Part number must be an integer between 1 and 10000, inclusive",
+                    )
+                })?;
+            if h.contains("range") {
+                return Err(S3Error::invalid_request(
+                    "Cannot specify both Range header and partNumber query parameter",
+                ));
+            }
+            self.get.part_number = Some(n);
         }
         self.get.if_match = h.get("if-match").map(str::to_string);
         self.get.if_none_match = h.get("if-none-match").map(str::to_string);
@@ -701,8 +847,208 @@ impl Exchange {
         } else {
             up.remove("range");
         }
+        if self.get.range.is_none() && self.get.part_number.is_none() {
+            self.sign(up, sigv4::EMPTY_SHA256);
+            return Ok(RequestStep::Forward(std::mem::take(up)));
+        }
+        // A range or a part: the object's layout decides how it is read, so its headers
+        // come first (a multipart object needs its part table).
+        let original = up.get(":path").unwrap_or("/").to_string();
+        up.set(":path", remove_query_param(&original, "partNumber"));
         self.sign(up, sigv4::EMPTY_SHA256);
-        Ok(RequestStep::Forward(std::mem::take(up)))
+        let head = self.object_request("HEAD", req, None);
+        self.pending = Pending::ObjectHead {
+            up: std::mem::take(up),
+            original,
+        };
+        Ok(RequestStep::CallOut(self.backend_callout(head)))
+    }
+
+    /// A signed request to the backend for the client's object (same version).
+    fn object_request(&self, method: &str, req: &S3Request, range: Option<String>) -> Headers {
+        let mut path = format!(
+            "/{}/{}",
+            s3::uri_encode(req.bucket.as_deref().unwrap_or(""), true),
+            s3::uri_encode(req.key.as_deref().unwrap_or(""), false)
+        );
+        if let Some(v) = req.query_param("versionId") {
+            path.push_str(&format!("?versionId={}", s3::uri_encode(v, true)));
+        }
+        let mut h = Headers::new();
+        h.set(":method", method);
+        h.set(":path", path);
+        h.set(":authority", self.cfg.plugin.upstream_authority.clone());
+        h.set(":scheme", "http");
+        if let Some(r) = range {
+            h.set("range", r);
+        }
+        self.sign(&mut h, sigv4::EMPTY_SHA256);
+        h
+    }
+
+    fn backend_callout(&self, h: Headers) -> CallOut {
+        CallOut {
+            cluster: self.cfg.plugin.upstream_cluster.clone(),
+            headers: h.0,
+            body: None,
+            timeout_ms: 10_000,
+        }
+    }
+
+    /// The object's HEAD answered (GET/HEAD by range or part number).
+    fn after_object_head(
+        &mut self,
+        mut up: Headers,
+        original: String,
+        resp: Option<&Headers>,
+    ) -> Result<RequestStep, S3Error> {
+        let resp = resp.ok_or_else(|| {
+            S3Error::service_unavailable("s3crypt: the object could not be read; please retry")
+        })?;
+        let status = resp.get(":status").unwrap_or("");
+        let envelope = resp.get(ENVELOPE_HEADER);
+        let (Some(ev), "200") = (envelope, status) else {
+            // Errors and plaintext objects: the backend answers the request as it is.
+            if up.get(":path") != Some(original.as_str()) {
+                up.set(":path", original);
+                self.sign(&mut up, sigv4::EMPTY_SHA256);
+            }
+            return Ok(RequestStep::Forward(up));
+        };
+        let (env, _) = self.open_envelope(ev)?;
+        if env.layout == Layout::Single {
+            match self.get.part_number {
+                None => {}
+                Some(1) => {
+                    // A single-part object is its own part 1.
+                    self.get.range = Some(RangeSpec::From(0));
+                    up.set("range", widened_range(RangeSpec::From(0)));
+                }
+                Some(_) => return Err(invalid_part_number()),
+            }
+            return Ok(RequestStep::Forward(up));
+        }
+        let etag = resp.get("etag").unwrap_or("").to_string();
+        let stored: u64 = resp
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let parts = parts_in_etag(&etag).ok_or_else(|| self.integrity())?;
+        let cached = self
+            .store
+            .get(&table_key(&etag, stored))
+            .and_then(|v| PartTable::decode(&v))
+            .filter(|t| t.stored_len() == stored && t.count() as u64 == parts);
+        match cached {
+            Some(t) => self.plan_multipart(up, etag, t),
+            None => {
+                let walk = Walk::new(stored, parts);
+                self.walk_next(up, walk, etag, stored)
+            }
+        }
+    }
+
+    fn walk_next(
+        &mut self,
+        up: Headers,
+        walk: Walk,
+        etag: String,
+        stored: u64,
+    ) -> Result<RequestStep, S3Error> {
+        let Some(req) = self.req.clone() else {
+            return Err(S3Error::internal("s3crypt: no request"));
+        };
+        let o = walk.next_offset();
+        let mut h = self.object_request(
+            "GET",
+            &req,
+            Some(format!(
+                "bytes={o}-{}",
+                o + crate::format::PART_HEADER_LEN - 1
+            )),
+        );
+        h.set("if-match", etag.clone());
+        self.pending = Pending::Walk {
+            up,
+            walk,
+            etag,
+            stored,
+        };
+        Ok(RequestStep::CallOut(self.backend_callout(h)))
+    }
+
+    fn walk_step(
+        &mut self,
+        up: Headers,
+        mut walk: Walk,
+        etag: String,
+        stored: u64,
+        resp: Option<(&Headers, &[u8])>,
+    ) -> Result<RequestStep, S3Error> {
+        let Some((h, body)) = resp.filter(|(h, _)| h.get(":status") == Some("206")) else {
+            return Err(S3Error::slow_down(
+                "s3crypt: the object changed or could not be read while its part table was read; please retry",
+            ));
+        };
+        if h.get("etag") != Some(etag.as_str()) && h.get("etag").is_some() {
+            return Err(S3Error::slow_down(
+                "s3crypt: the object changed; please retry",
+            ));
+        }
+        match walk.push(body) {
+            Err(_) => Err(self.integrity()),
+            Ok(None) => self.walk_next(up, walk, etag, stored),
+            Ok(Some(t)) => {
+                // Cached per Envoy process, keyed by the object version (ETag and size).
+                self.store
+                    .set(&table_key(&etag, stored), t.encode().as_bytes());
+                self.plan_multipart(up, etag, t)
+            }
+        }
+    }
+
+    /// Reads a range or a part of a multipart object whose part table is known.
+    fn plan_multipart(
+        &mut self,
+        mut up: Headers,
+        etag: String,
+        t: PartTable,
+    ) -> Result<RequestStep, S3Error> {
+        let total = t.plain_len();
+        let (first, last) = match (self.get.part_number, self.get.range) {
+            (Some(n), _) => {
+                let (off, len) = t.part_range(n).ok_or_else(invalid_part_number)?;
+                (off, off + len - 1)
+            }
+            (None, Some(spec)) => range::resolve(spec, total)
+                .map_err(|_| S3Error::invalid_range("The requested range is not satisfiable"))?,
+            (None, None) => return Err(S3Error::internal("s3crypt: nothing to plan")),
+        };
+        let plan = t.plan(first, last).ok_or_else(|| self.integrity())?;
+        if self.head {
+            up.remove("range");
+        } else {
+            up.set(
+                "range",
+                format!("bytes={}-{}", plan.stored_first, plan.stored_last),
+            );
+        }
+        // The same version the table describes, or the backend says 412.
+        up.set("if-match", etag.clone());
+        self.get.multipart = Some(MultipartRead {
+            etag,
+            first,
+            last,
+            plain_total: total,
+            parts: t.count(),
+            plan,
+        });
+        Ok(RequestStep::Forward(up))
+    }
+
+    fn integrity(&self) -> S3Error {
+        self.stats.add(Counter::IntegrityFailures, 1);
+        S3Error::integrity()
     }
 
     fn start_copy(
@@ -729,19 +1075,89 @@ impl Exchange {
         head.set(":authority", self.cfg.plugin.upstream_authority.clone());
         head.set(":scheme", "http");
         self.sign(&mut head, sigv4::EMPTY_SHA256);
-        self.pending = Some(up);
-        Ok(RequestStep::CallOut(CallOut {
-            cluster: self.cfg.plugin.upstream_cluster.clone(),
-            headers: head.0,
-            timeout_ms: 10_000,
-        }))
+        self.pending = Pending::CopySource(up);
+        Ok(RequestStep::CallOut(self.backend_callout(head)))
     }
 
-    /// The response to the call-out asked for by `on_request_headers` (`None`: it failed).
-    pub fn on_callout_response(&mut self, resp: Option<&Headers>) -> RequestStep {
-        let Some(mut up) = self.pending.take() else {
-            return self.reject(&S3Error::internal("s3crypt: unexpected call-out response"));
+    /// The answer to the call-out in flight: its headers and body, or `None` if it failed
+    /// (connection error, timeout).
+    pub fn on_callout_response(&mut self, resp: Option<(&Headers, &[u8])>) -> CallOutStep {
+        let status: Option<u16> = resp.and_then(|(h, _)| h.get(":status")?.parse().ok());
+        let body: &[u8] = resp.map(|(_, b)| b).unwrap_or(&[]);
+        let request = |this: &mut Self, r: Result<RequestStep, S3Error>| {
+            CallOutStep::Request(match r {
+                Ok(s) => s,
+                Err(e) => this.reject(&e),
+            })
         };
+        match std::mem::replace(&mut self.pending, Pending::None) {
+            Pending::None => CallOutStep::Request(
+                self.reject(&S3Error::internal("s3crypt: unexpected call-out response")),
+            ),
+            Pending::CopySource(up) => {
+                CallOutStep::Request(self.after_copy_source(up, resp.map(|(h, _)| h)))
+            }
+            Pending::ObjectHead { up, original } => {
+                let r = self.after_object_head(up, original, resp.map(|(h, _)| h));
+                request(self, r)
+            }
+            Pending::Walk {
+                up,
+                walk,
+                etag,
+                stored,
+            } => {
+                let r = self.walk_step(up, walk, etag, stored, resp);
+                request(self, r)
+            }
+            Pending::UploadState {
+                h,
+                mut up,
+                eos,
+                number,
+                upload_id,
+                object,
+            } => {
+                let r = match state::parse_get(status, body) {
+                    Err(_) => Err(Self::redis_unavailable()),
+                    Ok(None) => Err(no_such_upload()),
+                    Ok(Some(v)) => match UploadState::decode(&v) {
+                        None => Err(no_such_upload()),
+                        Some(st) => {
+                            // Cache it for the next parts on this Envoy.
+                            self.store.set(&state::shared_key(&upload_id), &v);
+                            match self.verified.clone() {
+                                Some(ver) => self
+                                    .upload_part_with(&h, &mut up, &ver, eos, number, &object, st),
+                                None => Err(S3Error::internal("s3crypt: no verified request")),
+                            }
+                        }
+                    },
+                };
+                request(self, r)
+            }
+            Pending::Ping(up) => match state::parse_ok(status, body, "PING") {
+                Ok(()) => CallOutStep::Request(RequestStep::Forward(up)),
+                Err(_) => CallOutStep::Request(self.reject(&Self::redis_unavailable())),
+            },
+            Pending::Record { upload_id, value } => match state::parse_ok(status, body, "SETEX") {
+                Ok(()) => {
+                    self.store
+                        .set(&state::shared_key(&upload_id), value.as_bytes());
+                    CallOutStep::Response(ResponseResume::Continue)
+                }
+                // The client never sees this UploadId; the backend's upload is abandoned
+                // (an S3 lifecycle rule for incomplete uploads removes it).
+                Err(_) => CallOutStep::Response(ResponseResume::Reset(
+                    "s3crypt: could not record the upload state in Redis; response reset".into(),
+                )),
+            },
+            Pending::Forget => CallOutStep::Response(ResponseResume::Continue),
+        }
+    }
+
+    /// CopyObject: the source's HEAD answered.
+    fn after_copy_source(&mut self, mut up: Headers, resp: Option<&Headers>) -> RequestStep {
         let Some(resp) = resp else {
             return self.reject(&S3Error::service_unavailable(
                 "s3crypt: the copy source could not be read",
@@ -881,8 +1297,9 @@ impl Exchange {
             Some(Operation::UploadPart) => self.finish_part(status, &mut out),
             Some(Operation::AbortMultipartUpload) => {
                 if status == 204 || status == 404 {
-                    if let Some(id) = &self.upload_id {
-                        self.store.remove(&Self::state_key(id));
+                    if let Some(c) = self.forget_upload() {
+                        out.remove(ENVELOPE_HEADER);
+                        return ResponseStep::ForwardAfter(out, c);
                     }
                 }
             }
@@ -1071,11 +1488,10 @@ impl Exchange {
             st.add(Counter::IntegrityFailures, 1);
             S3Error::integrity()
         };
-        let parts: u64 = etag
-            .trim_matches('"')
-            .rsplit_once('-')
-            .and_then(|(_, n)| n.parse().ok())
-            .ok_or_else(|| integrity(&self.stats))?;
+        if let Some(mp) = self.get.multipart.take() {
+            return self.multipart_range(status, out, mp, env, dek);
+        }
+        let parts = parts_in_etag(&etag).ok_or_else(|| integrity(&self.stats))?;
         let plain = parts
             .checked_mul(crate::format::PART_OVERHEAD)
             .and_then(|o| total.checked_sub(o))
@@ -1095,6 +1511,47 @@ impl Exchange {
         out.set("content-length", plain.to_string());
         self.resp_body =
             ResponseBody::Decrypt(Box::new(PartsDecryptor::new(env.suite, &dek, parts)));
+        Ok(())
+    }
+
+    /// A planned range or part of a multipart object.
+    fn multipart_range(
+        &mut self,
+        status: u16,
+        out: &mut Headers,
+        mp: MultipartRead,
+        env: Envelope,
+        dek: DataKey,
+    ) -> Result<(), S3Error> {
+        if out.get("etag") != Some(mp.etag.as_str()) {
+            return Err(S3Error::slow_down(
+                "s3crypt: the object changed while it was read; please retry",
+            ));
+        }
+        if let Some(st) = self.check_conditions(Some(&mp.etag)) {
+            self.not_modified(out, st);
+            return Ok(());
+        }
+        if !self.head {
+            let sent = out.get("content-range").and_then(parse_content_range);
+            if status != 206
+                || sent.map(|(a, b, _)| (a, b)) != Some((mp.plan.stored_first, mp.plan.stored_last))
+            {
+                return Err(self.integrity());
+            }
+        }
+        strip_checksum_headers(out);
+        out.set(":status", "206");
+        out.set(
+            "content-range",
+            range::content_range(mp.first, mp.last, mp.plain_total),
+        );
+        out.set("content-length", (mp.last - mp.first + 1).to_string());
+        if self.get.part_number.is_some() {
+            out.set("x-amz-mp-parts-count", mp.parts.to_string());
+        }
+        self.resp_body =
+            ResponseBody::Decrypt(Box::new(RangeDecryptor::new(env.suite, &dek, mp.plan)));
         Ok(())
     }
 
@@ -1200,12 +1657,14 @@ impl Exchange {
     }
 
     /// A response body chunk; the bytes to send downstream are written to `out`.
+    /// `Ok(Some(call-out))` (only at the end): hold the response until it answered.
     pub fn on_response_body(
         &mut self,
         chunk: &[u8],
         end: bool,
         out: &mut Vec<u8>,
-    ) -> Result<(), BodyError> {
+    ) -> Result<Option<CallOut>, BodyError> {
+        let mut hold = None;
         match &mut self.resp_body {
             ResponseBody::Pass => out.extend_from_slice(chunk),
             ResponseBody::Trim { skip, take } => {
@@ -1259,21 +1718,46 @@ impl Exchange {
                         .map_err(|_| BodyError::Reset("s3crypt: unparseable part list".into()))?,
                         XmlRewrite::RecordUpload(env) => {
                             let id = xml::element_text(&text, "UploadId").unwrap_or_default();
-                            let value = format!("{}\n{}", self.now, env);
-                            if id.is_empty()
-                                || !self.store.set(&Self::state_key(&id), value.as_bytes())
-                            {
+                            let object = self.req.as_ref().map(Self::object_of).unwrap_or_default();
+                            let value = UploadState {
+                                created: self.now,
+                                object,
+                                envelope: env.clone(),
+                            }
+                            .encode();
+                            if id.is_empty() {
                                 return Err(BodyError::Reset(
-                                    "s3crypt: could not record the upload state".into(),
+                                    "s3crypt: no UploadId in the backend's answer".into(),
                                 ));
+                            }
+                            match self.cfg.plugin.state_store {
+                                StateStore::SharedData => {
+                                    if !self.store.set(&state::shared_key(&id), value.as_bytes()) {
+                                        return Err(BodyError::Reset(
+                                            "s3crypt: could not record the upload state".into(),
+                                        ));
+                                    }
+                                }
+                                StateStore::Redis => {
+                                    let ttl = self.cfg.plugin.upload_ttl_secs;
+                                    let r = state::setex(
+                                        &self.cfg,
+                                        &state::redis_key(&id),
+                                        ttl,
+                                        value.as_bytes(),
+                                    );
+                                    hold = Some(self.webdis(r));
+                                    self.pending = Pending::Record {
+                                        upload_id: id,
+                                        value,
+                                    };
+                                }
                             }
                             text
                         }
                         XmlRewrite::CompleteCleanup => {
                             if !text.contains("<Error>") {
-                                if let Some(id) = &self.upload_id {
-                                    self.store.remove(&Self::state_key(id));
-                                }
+                                hold = self.forget_upload();
                             }
                             text
                         }
@@ -1291,7 +1775,48 @@ impl Exchange {
                 }
             }
         }
-        Ok(())
+        Ok(hold)
+    }
+}
+
+fn no_such_upload() -> S3Error {
+    S3Error::new(404, "NoSuchUpload", "The specified multipart upload does not exist. The upload ID might be invalid, or the multipart upload might have been aborted or completed.")
+}
+
+fn invalid_part_number() -> S3Error {
+    S3Error::new(
+        416,
+        "InvalidPartNumber",
+        "The requested partnumber is not satisfiable",
+    )
+}
+
+/// The part count of a multipart ETag (`"<hex>-N"`).
+fn parts_in_etag(etag: &str) -> Option<u64> {
+    etag.trim_matches('"')
+        .rsplit_once('-')
+        .and_then(|(_, n)| n.parse().ok())
+        .filter(|n| (1..=10_000).contains(n))
+}
+
+/// Shared-data key of a multipart object's part table: one per object version.
+fn table_key(etag: &str, stored: u64) -> String {
+    format!("s3crypt/pt/{}/{stored}", etag.trim_matches('"'))
+}
+
+/// `path` without query parameter `name`.
+fn remove_query_param(path: &str, name: &str) -> String {
+    let Some((p, q)) = path.split_once('?') else {
+        return path.to_string();
+    };
+    let kept: Vec<&str> = q
+        .split('&')
+        .filter(|kv| kv.split('=').next() != Some(name))
+        .collect();
+    if kept.is_empty() {
+        p.to_string()
+    } else {
+        format!("{p}?{}", kept.join("&"))
     }
 }
 

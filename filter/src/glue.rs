@@ -10,7 +10,8 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 
 use crate::config::Config;
 use crate::engine::{
-    BodyError, Counter, Exchange, Reply, RequestStep, ResponseStep, SharedStore, Stats,
+    BodyError, CallOut, CallOutStep, Counter, Exchange, Reply, RequestStep, ResponseResume,
+    ResponseStep, SharedStore, Stats,
 };
 use crate::headers::Headers;
 
@@ -111,6 +112,7 @@ impl RootContext for Root {
         Some(Box::new(Http {
             ex: Exchange::new(cfg, stats, Rc::new(EnvoySharedData), now, String::new()),
             buf: Vec::new(),
+            response_held: false,
         }))
     }
 
@@ -121,6 +123,8 @@ impl RootContext for Root {
 
 struct Http {
     ex: Exchange,
+    /// The response waits for a call-out.
+    response_held: bool,
     /// Reused output buffer for body chunks.
     buf: Vec<u8>,
 }
@@ -146,25 +150,54 @@ impl Http {
                 Action::Pause
             }
             RequestStep::CallOut(c) => {
-                let hs: Vec<(&str, &str)> = c
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                match self.dispatch_http_call(
-                    &c.cluster,
-                    hs,
-                    None,
-                    vec![],
-                    Duration::from_millis(c.timeout_ms),
-                ) {
-                    Ok(_) => Action::Pause,
-                    Err(_) => {
-                        let step = self.ex.on_callout_response(None);
-                        self.apply_request_step(step)
-                    }
+                if self.dispatch(&c) {
+                    Action::Pause
+                } else {
+                    let step = self.ex.on_callout_response(None);
+                    self.apply_callout_step(step)
                 }
             }
+        }
+    }
+
+    fn dispatch(&self, c: &CallOut) -> bool {
+        let hs: Vec<(&str, &str)> = c
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.dispatch_http_call(
+            &c.cluster,
+            hs,
+            c.body.as_deref(),
+            vec![],
+            Duration::from_millis(c.timeout_ms),
+        )
+        .is_ok()
+    }
+
+    /// Applies what the engine decided after a call-out; `Continue` means the paused
+    /// request (or response) may go on.
+    fn apply_callout_step(&mut self, step: CallOutStep) -> Action {
+        match step {
+            CallOutStep::Request(s) => self.apply_request_step(s),
+            CallOutStep::Response(ResponseResume::Continue) => Action::Continue,
+            CallOutStep::Response(ResponseResume::Reset(msg)) => {
+                log(LogLevel::Warn, &msg);
+                self.reset_http_response();
+                Action::Pause
+            }
+        }
+    }
+
+    /// A call-out made from the response: hold the response until it answers.
+    fn hold_response_for(&mut self, c: &CallOut) -> Action {
+        if self.dispatch(c) {
+            self.response_held = true;
+            Action::Pause
+        } else {
+            let step = self.ex.on_callout_response(None);
+            self.apply_callout_step(step)
         }
     }
 }
@@ -176,13 +209,21 @@ fn pairs(h: &Headers) -> Vec<(&str, &str)> {
 impl Context for Http {
     fn on_http_call_response(&mut self, _token: u32, _nh: usize, _body: usize, _nt: usize) {
         let h = Headers::from_pairs(self.get_http_call_response_headers());
+        let body = self
+            .get_http_call_response_body(0, _body)
+            .unwrap_or_default();
         let step = self.ex.on_callout_response(if h.get(":status").is_some() {
-            Some(&h)
+            Some((&h, &body))
         } else {
             None
         });
-        if let Action::Continue = self.apply_request_step(step) {
-            self.resume_http_request();
+        let held = std::mem::replace(&mut self.response_held, false);
+        if let Action::Continue = self.apply_callout_step(step) {
+            if held {
+                self.resume_http_response();
+            } else {
+                self.resume_http_request();
+            }
         }
     }
 }
@@ -234,9 +275,16 @@ impl HttpContext for Http {
 
     fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         let h = Headers::from_pairs(self.get_http_response_headers());
-        let ResponseStep::Forward(out) = self.ex.on_response_headers(&h, end_of_stream);
-        self.set_http_response_headers(pairs(&out));
-        Action::Continue
+        match self.ex.on_response_headers(&h, end_of_stream) {
+            ResponseStep::Forward(out) => {
+                self.set_http_response_headers(pairs(&out));
+                Action::Continue
+            }
+            ResponseStep::ForwardAfter(out, c) => {
+                self.set_http_response_headers(pairs(&out));
+                self.hold_response_for(&c)
+            }
+        }
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -246,9 +294,12 @@ impl HttpContext for Http {
         let mut out = std::mem::take(&mut self.buf);
         out.clear();
         let action = match self.ex.on_response_body(&chunk, end_of_stream, &mut out) {
-            Ok(()) => {
+            Ok(hold) => {
                 self.set_http_response_body(0, body_size, &out);
-                Action::Continue
+                match hold {
+                    None => Action::Continue,
+                    Some(c) => self.hold_response_for(&c),
+                }
             }
             Err(e) => {
                 let msg = match e {

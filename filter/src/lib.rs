@@ -16,9 +16,11 @@ pub mod engine;
 pub mod error;
 pub mod format;
 pub mod headers;
+pub mod parts;
 pub mod range;
 pub mod s3;
 pub mod sigv4;
+pub mod state;
 pub mod xml;
 
 #[cfg(target_arch = "wasm32")]

@@ -1,0 +1,176 @@
+"""Redis mode: two Envoy instances (two "replicas") share multipart upload state in a real
+redis-server through a real webdis, on the session's real S3 server."""
+
+import threading
+import time
+
+import botocore.exceptions
+import pytest
+
+from stack import Redis
+from test_e2e_multipart import MiB
+from test_e2e_objects import pattern
+
+
+@pytest.fixture(scope="module")
+def redis(stack, tmp_path_factory):
+    r = Redis(tmp_path_factory.mktemp("redis"))
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def replicas(stack, redis):
+    # A short call-out timeout so that an unresponsive Redis is noticed quickly.
+    extra = {"redis_timeout_ms": 500}
+    return stack.start_envoy(redis=redis, plugin_extra=extra), stack.start_envoy(redis=redis, plugin_extra=extra)
+
+
+def mpu_keys(redis):
+    return redis.command("KEYS", "s3crypt:mpu:*")["KEYS"]
+
+
+def test_parts_spread_over_two_replicas(stack, bucket, redis, replicas):
+    a, b = replicas
+    sa, sb = a.s3(), b.s3()
+    parts = {n: pattern(5 * MiB + n, 60 + n) for n in range(1, 7)}
+    parts[7] = pattern(12345, 67)
+    data = b"".join(parts[n] for n in sorted(parts))
+    uid = sa.create_multipart_upload(Bucket=bucket, Key="rep", Metadata={"m": "1"})["UploadId"]
+    # The record is in Redis (with a TTL) before the client has the UploadId.
+    keys = mpu_keys(redis)
+    assert len(keys) == 1
+    ttl = redis.command("TTL", keys[0])["TTL"]
+    assert 0 < ttl <= 7 * 24 * 3600
+    etags, errors = {}, []
+
+    def one(n):
+        try:
+            c = (sa, sb)[n % 2]
+            etags[n] = c.upload_part(Bucket=bucket, Key="rep", UploadId=uid, PartNumber=n, Body=parts[n])["ETag"]
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    ts = [threading.Thread(target=one, args=(n,)) for n in (7, 4, 1, 6, 3, 2, 5)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors
+    sizes = {p["PartNumber"]: p["Size"] for p in sb.list_parts(Bucket=bucket, Key="rep", UploadId=uid)["Parts"]}
+    assert sizes == {n: len(p) for n, p in parts.items()}
+    sb.complete_multipart_upload(Bucket=bucket, Key="rep", UploadId=uid, MultipartUpload={
+        "Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(parts)]})
+    assert mpu_keys(redis) == []  # cleaned up once the backend completed it
+    for c in (sa, sb, stack.s3()):
+        g = c.get_object(Bucket=bucket, Key="rep")
+        assert g["Metadata"] == {"m": "1"} and g["Body"].read() == data
+        assert c.get_object(Bucket=bucket, Key="rep", PartNumber=7)["Body"].read() == parts[7]
+        r = c.get_object(Bucket=bucket, Key="rep", Range=f"bytes={5 * MiB - 3}-{10 * MiB + 20}")
+        assert r["Body"].read() == data[5 * MiB - 3:10 * MiB + 21]
+    # Completed objects never need Redis.
+    redis.stop_redis()
+    try:
+        assert sb.get_object(Bucket=bucket, Key="rep")["Body"].read() == data
+    finally:
+        redis.start_redis()
+
+
+def test_redis_down_gives_503_and_retry_succeeds(stack, bucket, redis, replicas):
+    a, b = replicas
+    sa, sb = a.s3(), b.s3()
+    committed = pattern(300_000, 70)
+    sa.put_object(Bucket=bucket, Key="committed", Body=committed)
+    uid = sa.create_multipart_upload(Bucket=bucket, Key="down")["UploadId"]
+    p1, p2 = pattern(5 * MiB, 71), pattern(3 * MiB, 72)
+    e1 = sa.upload_part(Bucket=bucket, Key="down", UploadId=uid, PartNumber=1, Body=p1)["ETag"]
+    redis.stop_redis()
+    try:
+        # b has never seen this upload: its record must come from Redis, which is down.
+        t0 = time.time()
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            sb.upload_part(Bucket=bucket, Key="down", UploadId=uid, PartNumber=2, Body=p2)
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert e.value.response["Error"]["Code"] == "ServiceUnavailable"
+        assert time.time() - t0 < 10
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            sb.create_multipart_upload(Bucket=bucket, Key="down2")
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        # Nothing was half-written: part 2 is not in the upload.
+        assert [p["PartNumber"] for p in sa.list_parts(Bucket=bucket, Key="down", UploadId=uid)["Parts"]] == [1]
+        # Single-object PUT/GET do not need Redis.
+        sb.put_object(Bucket=bucket, Key="single", Body=b"still works")
+        assert sb.get_object(Bucket=bucket, Key="single")["Body"].read() == b"still works"
+        assert sb.get_object(Bucket=bucket, Key="committed")["Body"].read() == committed
+    finally:
+        redis.start_redis()
+    # Redis is back (its data persisted): the client's retry succeeds.
+    deadline = time.time() + 20
+    while True:
+        try:
+            e2 = sb.upload_part(Bucket=bucket, Key="down", UploadId=uid, PartNumber=2, Body=p2)["ETag"]
+            break
+        except botocore.exceptions.ClientError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+    sb.complete_multipart_upload(Bucket=bucket, Key="down", UploadId=uid, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
+    assert sa.get_object(Bucket=bucket, Key="down")["Body"].read() == p1 + p2
+
+
+def test_unresponsive_redis_times_out_with_503(stack, bucket, redis, replicas):
+    a, b = replicas
+    uid = a.s3().create_multipart_upload(Bucket=bucket, Key="slow")["UploadId"]
+    redis.pause()
+    try:
+        t0 = time.time()
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            b.s3().upload_part(Bucket=bucket, Key="slow", UploadId=uid, PartNumber=1, Body=b"x" * 1000)
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert time.time() - t0 < 10
+    finally:
+        redis.resume()
+    a.s3().abort_multipart_upload(Bucket=bucket, Key="slow", UploadId=uid)
+
+
+def test_envoy_restart_between_parts(stack, bucket, redis, replicas):
+    a, _ = replicas
+    uid = a.s3().create_multipart_upload(Bucket=bucket, Key="rs")["UploadId"]
+    p1, p2 = pattern(5 * MiB, 80), pattern(100_000, 81)
+    e1 = a.s3().upload_part(Bucket=bucket, Key="rs", UploadId=uid, PartNumber=1, Body=p1)["ETag"]
+    a.restart()  # shared data (the per-pod cache) is gone; the record is in Redis
+    s = a.s3()
+    e2 = s.upload_part(Bucket=bucket, Key="rs", UploadId=uid, PartNumber=2, Body=p2)["ETag"]
+    s.complete_multipart_upload(Bucket=bucket, Key="rs", UploadId=uid, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
+    assert s.get_object(Bucket=bucket, Key="rs")["Body"].read() == p1 + p2
+
+
+def test_abort_removes_record(stack, bucket, redis, replicas):
+    a, b = replicas
+    uid = a.s3().create_multipart_upload(Bucket=bucket, Key="ab")["UploadId"]
+    assert len(mpu_keys(redis)) >= 1
+    b.s3().abort_multipart_upload(Bucket=bucket, Key="ab", UploadId=uid)
+    assert mpu_keys(redis) == []
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        b.s3().upload_part(Bucket=bucket, Key="ab", UploadId=uid, PartNumber=1, Body=b"x")
+    assert e.value.response["Error"]["Code"] == "NoSuchUpload"
+    # Replica a may still hold the record in its cache until the TTL: the backend, which
+    # no longer has the upload, refuses the part (s3s-fs answers AccessDenied, S3 NoSuchUpload).
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        a.s3().upload_part(Bucket=bucket, Key="ab", UploadId=uid, PartNumber=1, Body=b"x")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] in (403, 404)
+
+
+def test_transfer_manager_through_redis_mode(stack, bucket, redis, replicas, tmp_path):
+    from boto3.s3.transfer import TransferConfig
+
+    a, _ = replicas
+    data = pattern(11 * MiB + 7, 90)
+    f = tmp_path / "f.bin"
+    f.write_bytes(data)
+    s = a.s3()
+    s.upload_file(str(f), bucket, "tm", Config=TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB + 1))
+    assert s.get_object(Bucket=bucket, Key="tm")["Body"].read() == data
+    assert mpu_keys(redis) == []
