@@ -26,7 +26,7 @@ def venv_bin(name):
 
 def test_aws_cli_cp_round_trip_100mib(stack, bucket, tmp_path):
     env = stack.client_env()
-    # Multipart uploads are refused until they are supported: a single PUT up to 5 GiB.
+    # One single PUT of 100 MiB (multipart is covered in test_e2e_multipart.py).
     cfg = tmp_path / "aws.cfg"
     cfg.write_text("[default]\ns3 =\n  multipart_threshold = 5GB\n  multipart_chunksize = 5GB\n")
     env["AWS_CONFIG_FILE"] = str(cfg)
