@@ -45,4 +45,6 @@ if [ ! -x "$CACHE/s3s-fs-$S3S_VERSION/bin/s3s-fs" ]; then
   mkdir -p "$CACHE"
   cargo install s3s-fs --version "$S3S_VERSION" --features binary --locked --root "$CACHE/s3s-fs-$S3S_VERSION"
 fi
+# --- deployment tooling (helm, skopeo, umoci) for tests/test_deploy.py ---
+scripts/setup-helm.sh >/dev/null
 say "ok"
