@@ -291,3 +291,36 @@ def test_restic_backup_check_restore(stack, bucket, tmp_path):
     assert max(o["Size"] for o in listed) > 60 * MiB
     for k in keys:
         assert "s3crypt" in backend.head_object(Bucket=bucket, Key=k)["Metadata"]
+
+
+def test_copy_object_of_multipart_object(stack, bucket):
+    """CopyObject of a multipart object: a server-side multipart copy under the source's
+    data key; no data passes through the filter."""
+    s3 = stack.s3()
+    parts = {1: pattern(5 * MiB + 9, 31), 2: pattern(5 * MiB, 32), 3: pattern(777, 33)}
+    data = b"".join(parts[n] for n in sorted(parts))
+    upload_parts(s3, bucket, "src", parts, metadata={"a": "1"})
+    before = stack.counter("s3crypt_bytes_decrypted")
+    r = s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
+    assert r["CopyObjectResult"]["ETag"].endswith('-3"')
+    g = s3.get_object(Bucket=bucket, Key="dst")
+    assert g["Metadata"] == {"a": "1"} and g["ContentLength"] == len(data)
+    assert stack.counter("s3crypt_bytes_decrypted") == before  # nothing was decrypted to copy
+    assert g["Body"].read() == data
+    assert s3.get_object(Bucket=bucket, Key="dst", PartNumber=2)["Body"].read() == parts[2]
+    # REPLACE: the client's metadata; the data key stays the source's (in the envelope).
+    s3.copy_object(Bucket=bucket, Key="dst2", CopySource={"Bucket": bucket, "Key": "src"},
+                   MetadataDirective="REPLACE", Metadata={"b": "2"}, ContentType="text/x-test")
+    g = s3.get_object(Bucket=bucket, Key="dst2")
+    assert g["Metadata"] == {"b": "2"} and g["ContentType"] == "text/x-test"
+    assert g["Body"].read() == data
+    # The stored copy is ciphertext; a failed precondition copies nothing.
+    assert parts[1][:1000] not in stack.backend_object_path(bucket, "dst").read_bytes()
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.copy_object(Bucket=bucket, Key="dst3", CopySource={"Bucket": bucket, "Key": "src"},
+                       CopySourceIfMatch='"0123"')
+    assert e.value.response["Error"]["Code"] == "PreconditionFailed"
+    etag = s3.head_object(Bucket=bucket, Key="src")["ETag"]
+    s3.copy_object(Bucket=bucket, Key="dst4", CopySource={"Bucket": bucket, "Key": "src"}, CopySourceIfMatch=etag)
+    assert s3.get_object(Bucket=bucket, Key="dst4")["Body"].read() == data
+    assert "dst3" not in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]

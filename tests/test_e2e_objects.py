@@ -341,6 +341,12 @@ def test_copy_object_copy_and_replace(stack, bucket):
     s3.copy_object(Bucket=bucket, Key="dst-copy", CopySource={"Bucket": bucket, "Key": "src"})
     g = s3.get_object(Bucket=bucket, Key="dst-copy")
     assert g["Body"].read() == data and g["Metadata"] == {"a": "1"}
+    # ETag conditions on the source compare with the ETag clients see on HEAD.
+    md5 = s3.head_object(Bucket=bucket, Key="src")["ETag"]
+    s3.copy_object(Bucket=bucket, Key="dst-if", CopySource={"Bucket": bucket, "Key": "src"}, CopySourceIfMatch=md5)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.copy_object(Bucket=bucket, Key="dst-if2", CopySource={"Bucket": bucket, "Key": "src"}, CopySourceIfNoneMatch=md5)
+    assert e.value.response["Error"]["Code"] == "PreconditionFailed"
     s3.copy_object(Bucket=bucket, Key="dst-repl", CopySource={"Bucket": bucket, "Key": "src"},
                    MetadataDirective="REPLACE", Metadata={"b": "2"}, ContentType="text/x-new")
     g = s3.get_object(Bucket=bucket, Key="dst-repl")

@@ -287,6 +287,35 @@ struct MultipartRead {
     plan: RangePlan,
 }
 
+/// What needs a multipart object's part table once it is found.
+enum AfterWalk {
+    /// A range or part read: the upstream request waits.
+    Read(Headers),
+    /// A copy of the object.
+    Copy(Box<MultipartCopy>),
+}
+
+/// CopyObject of a multipart object: a multipart upload of the destination under the
+/// source's envelope (same data key), whose parts are UploadPartCopy of the source's
+/// stored parts byte for byte, with the same part numbers. Each part stays a valid
+/// part-layout stream (its AAD names its number and length, not its object), no data
+/// passes through the filter, and the destination's `-N` ETag keeps sizes exact.
+struct MultipartCopy {
+    /// Upstream path of the destination object (no query).
+    dest: String,
+    /// `x-amz-copy-source` as the client sent it.
+    copy_source: String,
+    /// `x-amz-copy-source-if-*` conditions of the client, applied to every part.
+    conditions: Vec<(String, String)>,
+    /// CreateMultipartUpload headers (metadata, content headers, envelope).
+    create: Headers,
+    src_etag: String,
+    table: Option<PartTable>,
+    upload_id: String,
+    next: usize,
+    etags: Vec<(u32, String)>,
+}
+
 /// What a call-out in flight is for.
 enum Pending {
     None,
@@ -298,13 +327,20 @@ enum Pending {
         up: Headers,
         original: String,
     },
-    /// Reading the part headers of a multipart object, one call-out per part.
+    /// Reading the part headers of a multipart object (at `path`), one call-out per part.
     Walk {
-        up: Headers,
+        then: AfterWalk,
+        path: String,
         walk: Walk,
         etag: String,
         stored: u64,
     },
+    /// CopyObject of a multipart object, done server-side as a multipart copy.
+    CopyCreate(Box<MultipartCopy>),
+    CopyPart(Box<MultipartCopy>),
+    CopyComplete(Box<MultipartCopy>),
+    /// The copy failed after its upload was created: abort it, then answer this error.
+    CopyAbort(S3Error),
     /// UploadPart: the upload's record from Redis.
     UploadState {
         h: Headers,
@@ -866,6 +902,10 @@ impl Exchange {
 
     /// A signed request to the backend for the client's object (same version).
     fn object_request(&self, method: &str, req: &S3Request, range: Option<String>) -> Headers {
+        self.request_at(method, Self::object_path(req), range)
+    }
+
+    fn object_path(req: &S3Request) -> String {
         let mut path = format!(
             "/{}/{}",
             s3::uri_encode(req.bucket.as_deref().unwrap_or(""), true),
@@ -874,6 +914,11 @@ impl Exchange {
         if let Some(v) = req.query_param("versionId") {
             path.push_str(&format!("?versionId={}", s3::uri_encode(v, true)));
         }
+        path
+    }
+
+    /// A signed body-less request to the backend.
+    fn request_at(&self, method: &str, path: String, range: Option<String>) -> Headers {
         let mut h = Headers::new();
         h.set(":method", method);
         h.set(":path", path);
@@ -943,25 +988,24 @@ impl Exchange {
             Some(t) => self.plan_multipart(up, etag, t),
             None => {
                 let walk = Walk::new(stored, parts);
-                self.walk_next(up, walk, etag, stored)
+                let path = self.req.as_ref().map(Self::object_path).unwrap_or_default();
+                self.walk_next(AfterWalk::Read(up), path, walk, etag, stored)
             }
         }
     }
 
     fn walk_next(
         &mut self,
-        up: Headers,
+        then: AfterWalk,
+        path: String,
         walk: Walk,
         etag: String,
         stored: u64,
     ) -> Result<RequestStep, S3Error> {
-        let Some(req) = self.req.clone() else {
-            return Err(S3Error::internal("s3crypt: no request"));
-        };
         let o = walk.next_offset();
-        let mut h = self.object_request(
+        let mut h = self.request_at(
             "GET",
-            &req,
+            path.clone(),
             Some(format!(
                 "bytes={o}-{}",
                 o + crate::format::PART_HEADER_LEN - 1
@@ -969,7 +1013,8 @@ impl Exchange {
         );
         h.set("if-match", etag.clone());
         self.pending = Pending::Walk {
-            up,
+            then,
+            path,
             walk,
             etag,
             stored,
@@ -979,7 +1024,8 @@ impl Exchange {
 
     fn walk_step(
         &mut self,
-        up: Headers,
+        then: AfterWalk,
+        path: String,
         mut walk: Walk,
         etag: String,
         stored: u64,
@@ -997,12 +1043,18 @@ impl Exchange {
         }
         match walk.push(body) {
             Err(_) => Err(self.integrity()),
-            Ok(None) => self.walk_next(up, walk, etag, stored),
+            Ok(None) => self.walk_next(then, path, walk, etag, stored),
             Ok(Some(t)) => {
                 // Cached per Envoy process, keyed by the object version (ETag and size).
                 self.store
                     .set(&table_key(&etag, stored), t.encode().as_bytes());
-                self.plan_multipart(up, etag, t)
+                match then {
+                    AfterWalk::Read(up) => self.plan_multipart(up, etag, t),
+                    AfterWalk::Copy(mut mc) => {
+                        mc.table = Some(t);
+                        self.copy_create(mc)
+                    }
+                }
             }
         }
     }
@@ -1102,14 +1154,28 @@ impl Exchange {
                 request(self, r)
             }
             Pending::Walk {
-                up,
+                then,
+                path,
                 walk,
                 etag,
                 stored,
             } => {
-                let r = self.walk_step(up, walk, etag, stored, resp);
+                let r = self.walk_step(then, path, walk, etag, stored, resp);
                 request(self, r)
             }
+            Pending::CopyCreate(mc) => {
+                let r = self.copy_created(mc, status, body);
+                request(self, r)
+            }
+            Pending::CopyPart(mc) => {
+                let r = self.copy_part_done(mc, status, body);
+                request(self, r)
+            }
+            Pending::CopyComplete(mc) => {
+                let r = self.copy_completed(mc, status, body);
+                request(self, r)
+            }
+            Pending::CopyAbort(e) => CallOutStep::Request(self.reject(&e)),
             Pending::UploadState {
                 h,
                 mut up,
@@ -1183,15 +1249,41 @@ impl Exchange {
                 ))
             }
         }
+        // ETag conditions on the source are evaluated here, against the ETag clients see
+        // (for single-part objects the backend's ETag is that of the ciphertext).
+        let visible_etag = resp
+            .get(ENVELOPE_HEADER)
+            .and_then(|ev| Envelope::decode(ev).ok())
+            .and_then(|env| env.md5)
+            .map(|m| format!("\"{}\"", hex::encode(m)))
+            .or_else(|| resp.get("etag").map(str::to_string))
+            .unwrap_or_default();
+        let if_match = up.get("x-amz-copy-source-if-match").map(str::to_string);
+        let if_none = up
+            .get("x-amz-copy-source-if-none-match")
+            .map(str::to_string);
+        up.remove("x-amz-copy-source-if-match");
+        up.remove("x-amz-copy-source-if-none-match");
+        if if_match.is_some_and(|m| !etag_list_matches(&m, &visible_etag))
+            || if_none.is_some_and(|m| etag_list_matches(&m, &visible_etag))
+        {
+            return self.reject(&S3Error::new(
+                412,
+                "PreconditionFailed",
+                "At least one of the pre-conditions you specified did not hold",
+            ));
+        }
         if let Some(ev) = resp.get(ENVELOPE_HEADER) {
             let env = match self.open_envelope(ev) {
                 Ok((env, _)) => env,
                 Err(e) => return self.reject(&e),
             };
             if env.layout == Layout::Part {
-                return self.reject(&S3Error::not_implemented(
-                    "s3crypt: copying multipart objects is not enabled in this build",
-                ));
+                let r = self.start_multipart_copy(up, resp, ev.to_string());
+                return match r {
+                    Ok(s) => s,
+                    Err(e) => self.reject(&e),
+                };
             }
             let replace = up
                 .get("x-amz-metadata-directive")
@@ -1212,6 +1304,245 @@ impl Exchange {
         };
         self.sign(&mut up, &hash);
         RequestStep::Forward(up)
+    }
+
+    fn start_multipart_copy(
+        &mut self,
+        up: Headers,
+        src: &Headers,
+        envelope: String,
+    ) -> Result<RequestStep, S3Error> {
+        let etag = src.get("etag").unwrap_or("").to_string();
+        let stored: u64 = src
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let parts = parts_in_etag(&etag).ok_or_else(|| self.integrity())?;
+        let copy_source = up.get("x-amz-copy-source").unwrap_or("").to_string();
+        let (sb, sk, sv) = s3::parse_copy_source(&copy_source)?;
+        let mut src_path = format!(
+            "/{}/{}",
+            s3::uri_encode(&sb, true),
+            s3::uri_encode(&sk, false)
+        );
+        if let Some(v) = sv {
+            src_path.push_str(&format!("?versionId={}", s3::uri_encode(&v, true)));
+        }
+        let dest = up
+            .get(":path")
+            .unwrap_or("/")
+            .split('?')
+            .next()
+            .unwrap_or("/")
+            .to_string();
+        // The destination's metadata: the client's (REPLACE) or the source's (COPY).
+        let replace = up
+            .get("x-amz-metadata-directive")
+            .is_some_and(|d| d.eq_ignore_ascii_case("REPLACE"));
+        let meta_from = if replace { &up } else { src };
+        let mut create = Headers::new();
+        create.set(":method", "POST");
+        create.set(":path", format!("{dest}?uploads"));
+        create.set(":authority", self.cfg.plugin.upstream_authority.clone());
+        create.set(":scheme", "http");
+        for (k, v) in meta_from.iter() {
+            let k = k.to_ascii_lowercase();
+            let standard = [
+                "content-type",
+                "cache-control",
+                "content-disposition",
+                "content-encoding",
+                "content-language",
+                "expires",
+            ];
+            if (k.starts_with("x-amz-meta-") && !k.starts_with(ENVELOPE_HEADER))
+                || standard.contains(&k.as_str())
+            {
+                create.set(&k, v.clone());
+            }
+        }
+        for k in ["x-amz-storage-class", "x-amz-tagging", "x-amz-acl"] {
+            if let Some(v) = up.get(k) {
+                create.set(k, v.to_string());
+            }
+        }
+        create.set(ENVELOPE_HEADER, envelope);
+        let conditions = up
+            .iter()
+            .filter(|(k, _)| k.to_ascii_lowercase().starts_with("x-amz-copy-source-if-"))
+            .cloned()
+            .collect();
+        let mc = Box::new(MultipartCopy {
+            dest,
+            copy_source,
+            conditions,
+            create,
+            src_etag: etag.clone(),
+            table: None,
+            upload_id: String::new(),
+            next: 0,
+            etags: Vec::new(),
+        });
+        let cached = self
+            .store
+            .get(&table_key(&etag, stored))
+            .and_then(|v| PartTable::decode(&v))
+            .filter(|t| t.stored_len() == stored && t.count() as u64 == parts);
+        match cached {
+            Some(t) => {
+                let mut mc = mc;
+                mc.table = Some(t);
+                self.copy_create(mc)
+            }
+            None => {
+                let walk = Walk::new(stored, parts);
+                self.walk_next(AfterWalk::Copy(mc), src_path, walk, etag, stored)
+            }
+        }
+    }
+
+    fn copy_create(&mut self, mc: Box<MultipartCopy>) -> Result<RequestStep, S3Error> {
+        let mut h = mc.create.clone();
+        self.sign(&mut h, sigv4::EMPTY_SHA256);
+        self.pending = Pending::CopyCreate(mc);
+        Ok(RequestStep::CallOut(self.backend_callout(h)))
+    }
+
+    fn copy_created(
+        &mut self,
+        mut mc: Box<MultipartCopy>,
+        status: Option<u16>,
+        body: &[u8],
+    ) -> Result<RequestStep, S3Error> {
+        let text = String::from_utf8_lossy(body);
+        let id = xml::element_text(&text, "UploadId").unwrap_or_default();
+        if status != Some(200) || id.is_empty() {
+            return Err(copy_failed(status, &text));
+        }
+        mc.upload_id = id;
+        self.copy_next_part(mc)
+    }
+
+    fn copy_next_part(&mut self, mc: Box<MultipartCopy>) -> Result<RequestStep, S3Error> {
+        let Some(t) = mc.table.as_ref() else {
+            return Err(S3Error::internal("s3crypt: no part table"));
+        };
+        let Some(&(number, len, offset)) = t.stored_parts().get(mc.next) else {
+            return self.copy_complete(mc);
+        };
+        let mut h = self.request_at(
+            "PUT",
+            format!(
+                "{}?partNumber={number}&uploadId={}",
+                mc.dest,
+                s3::uri_encode(&mc.upload_id, true)
+            ),
+            None,
+        );
+        h.set("x-amz-copy-source", mc.copy_source.clone());
+        h.set(
+            "x-amz-copy-source-range",
+            format!("bytes={offset}-{}", offset + len - 1),
+        );
+        h.set("x-amz-copy-source-if-match", mc.src_etag.clone());
+        for (k, v) in &mc.conditions {
+            h.set(k, v.clone());
+        }
+        self.sign(&mut h, sigv4::EMPTY_SHA256);
+        self.pending = Pending::CopyPart(mc);
+        Ok(RequestStep::CallOut(self.backend_callout(h)))
+    }
+
+    fn copy_part_done(
+        &mut self,
+        mut mc: Box<MultipartCopy>,
+        status: Option<u16>,
+        body: &[u8],
+    ) -> Result<RequestStep, S3Error> {
+        let text = String::from_utf8_lossy(body);
+        // S3 may answer 200 with an error document to a copy.
+        let etag = xml::element_text(&text, "ETag").filter(|_| !text.contains("<Error>"));
+        let number = mc
+            .table
+            .as_ref()
+            .and_then(|t| t.stored_parts().get(mc.next).map(|p| p.0));
+        match (status, etag, number) {
+            (Some(200), Some(e), Some(n)) => {
+                mc.etags.push((n, e));
+                mc.next += 1;
+                self.copy_next_part(mc)
+            }
+            _ => self.copy_abort(&mc, copy_failed(status, &text)),
+        }
+    }
+
+    fn copy_complete(&mut self, mc: Box<MultipartCopy>) -> Result<RequestStep, S3Error> {
+        let mut body = String::from("<CompleteMultipartUpload>");
+        for (n, e) in &mc.etags {
+            body.push_str(&format!(
+                "<Part><PartNumber>{n}</PartNumber><ETag>{}</ETag></Part>",
+                crate::error::xml_escape(e)
+            ));
+        }
+        body.push_str("</CompleteMultipartUpload>");
+        let mut h = self.request_at(
+            "POST",
+            format!(
+                "{}?uploadId={}",
+                mc.dest,
+                s3::uri_encode(&mc.upload_id, true)
+            ),
+            None,
+        );
+        h.set("content-type", "application/xml");
+        h.set("content-length", body.len().to_string());
+        self.sign(&mut h, &hex::encode(Sha256::digest(body.as_bytes())));
+        self.pending = Pending::CopyComplete(mc);
+        let mut c = self.backend_callout(h);
+        c.body = Some(body.into_bytes());
+        c.timeout_ms = 60_000;
+        Ok(RequestStep::CallOut(c))
+    }
+
+    fn copy_completed(
+        &mut self,
+        mc: Box<MultipartCopy>,
+        status: Option<u16>,
+        body: &[u8],
+    ) -> Result<RequestStep, S3Error> {
+        let text = String::from_utf8_lossy(body);
+        let etag = xml::element_text(&text, "ETag").filter(|_| !text.contains("<Error>"));
+        let Some(etag) = etag.filter(|_| status == Some(200)) else {
+            return self.copy_abort(&mc, copy_failed(status, &text));
+        };
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{}</LastModified><ETag>{}</ETag></CopyObjectResult>",
+            iso8601(self.now),
+            crate::error::xml_escape(&etag)
+        );
+        Ok(RequestStep::Reply(Reply {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "application/xml".into()),
+                ("x-amz-request-id".into(), self.request_id.clone()),
+            ],
+            body: xml.into_bytes(),
+        }))
+    }
+
+    /// Aborts the destination's upload (nothing half-written stays), then answers `e`.
+    fn copy_abort(&mut self, mc: &MultipartCopy, e: S3Error) -> Result<RequestStep, S3Error> {
+        let h = self.request_at(
+            "DELETE",
+            format!(
+                "{}?uploadId={}",
+                mc.dest,
+                s3::uri_encode(&mc.upload_id, true)
+            ),
+            None,
+        );
+        self.pending = Pending::CopyAbort(e);
+        Ok(RequestStep::CallOut(self.backend_callout(h)))
     }
 
     /// Parses the envelope, unwraps the data key and verifies the envelope tag.
@@ -1779,6 +2110,37 @@ impl Exchange {
     }
 }
 
+/// A failed step of a multipart copy: the backend's S3 error if it sent one.
+fn copy_failed(status: Option<u16>, body: &str) -> S3Error {
+    match (status, xml::element_text(body, "Code")) {
+        (Some(412), _) => S3Error::new(
+            412,
+            "PreconditionFailed",
+            "At least one of the pre-conditions you specified did not hold",
+        ),
+        (Some(404), _) => S3Error::new(404, "NoSuchKey", "The specified key does not exist."),
+        (Some(403), _) => S3Error::access_denied("Access Denied"),
+        _ => S3Error::service_unavailable(
+            "s3crypt: the multipart copy failed at the backend; please retry",
+        ),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.000Z`
+fn iso8601(unix: i64) -> String {
+    let d = sigv4::amz_date(unix); // YYYYMMDDTHHMMSSZ
+    let g = |a: usize, b: usize| d.get(a..b).unwrap_or("00");
+    format!(
+        "{}-{}-{}T{}:{}:{}.000Z",
+        g(0, 4),
+        g(4, 6),
+        g(6, 8),
+        g(9, 11),
+        g(11, 13),
+        g(13, 15)
+    )
+}
+
 fn no_such_upload() -> S3Error {
     S3Error::new(404, "NoSuchUpload", "The specified multipart upload does not exist. The upload ID might be invalid, or the multipart upload might have been aborted or completed.")
 }
@@ -2041,6 +2403,26 @@ mod tests {
             "/b?delimiter=%2F"
         );
         assert_eq!(drop_empty_param_delimiter("/b?delimiter="), "/b");
+    }
+
+    #[test]
+    fn helpers_for_part_reads_and_copies() {
+        assert_eq!(
+            remove_query_param("/b/k?partNumber=3", "partNumber"),
+            "/b/k"
+        );
+        assert_eq!(
+            remove_query_param("/b/k?versionId=v&partNumber=3&x=1", "partNumber"),
+            "/b/k?versionId=v&x=1"
+        );
+        assert_eq!(remove_query_param("/b/k", "partNumber"), "/b/k");
+        assert_eq!(parts_in_etag("\"abc-12\""), Some(12));
+        assert_eq!(parts_in_etag("\"abc\""), None);
+        assert_eq!(parts_in_etag("\"abc-0\""), None);
+        assert_eq!(parts_in_etag("\"abc-10001\""), None);
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(1_700_000_000), "2023-11-14T22:13:20.000Z");
+        assert_eq!(table_key("\"e-2\"", 5), "s3crypt/pt/e-2/5");
     }
 
     #[test]

@@ -72,6 +72,19 @@ impl PartTable {
         None
     }
 
+    /// (part number, stored length, stored offset) of each part.
+    pub fn stored_parts(&self) -> Vec<(u32, u64, u64)> {
+        let mut off = 0;
+        self.parts
+            .iter()
+            .map(|&(n, l)| {
+                let r = (n, l + PART_OVERHEAD, off);
+                off += l + PART_OVERHEAD;
+                r
+            })
+            .collect()
+    }
+
     /// Cache encoding: `number:len` pairs separated by commas.
     pub fn encode(&self) -> String {
         let v: Vec<String> = self.parts.iter().map(|(n, l)| format!("{n}:{l}")).collect();
