@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 WASM  := target/wasm32-wasip1/release/s3crypt.wasm
 
-.PHONY: setup wasm oci chart-test unit lint e2e test run bench clean
+.PHONY: setup wasm oci chart-test unit crypto-test-wasm lint e2e test run bench crypto-bench clean
 
 setup:
 	@scripts/setup.sh
@@ -24,21 +24,33 @@ chart-test: wasm
 unit:
 	cargo test -p s3crypt --release
 
+# The fast AES-256-GCM's tests (NIST, Wycheproof, differential vs RustCrypto) compiled to
+# wasm32-wasip1 with SIMD128 and run in V8 (node's WASI), where the filter uses it.
+crypto-test-wasm: setup
+	bench/crypto_test_wasm.sh
+
 lint:
 	cargo clippy -p s3crypt --all-targets -- -D warnings
 	cargo clippy -p s3crypt --target wasm32-wasip1 -- -D warnings
+	cargo clippy -p cryptobench --all-targets -- -D warnings
+	cargo clippy -p cryptobench --all-targets --target wasm32-wasip1 -- -D warnings
 	cargo fmt --check
 
 e2e: wasm oci
 	$(PY) -m pytest -v tests/
 
-test: setup unit lint wasm e2e
+test: setup unit crypto-test-wasm lint wasm e2e
 
 run: wasm
 	$(PY) scripts/run-local.py
 
+# End to end (docs/BENCHMARKS.md "make bench" section), then the frame AEADs in V8 and natively.
 bench: wasm
 	$(PY) bench/bench.py
+	$(PY) bench/crypto_bench.py --write
+
+crypto-bench: setup
+	$(PY) bench/crypto_bench.py --write
 
 clean:
 	cargo clean

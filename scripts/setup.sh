@@ -30,7 +30,7 @@ then
 fi
 
 missing=()
-for pkg_bin in rclone:rclone restic:restic redis-server:redis-server webdis:webdis curl:curl; do
+for pkg_bin in rclone:rclone restic:restic redis-server:redis-server webdis:webdis curl:curl nodejs:node; do
   command -v "${pkg_bin#*:}" >/dev/null 2>&1 || missing+=("${pkg_bin%%:*}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
