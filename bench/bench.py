@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """`make bench`: throughput of one large object, PUT and GET, through
   (a) the S3 server directly, (b) Envoy without the filter, (c) Envoy + s3crypt (V8),
-  (d) Envoy + s3crypt (wasmtime);
+  (d) Envoy + s3crypt (wasmtime) when the Envoy build has that runtime (else the reason);
 median MB/s over several runs and the ratio to Envoy passthrough measured in the same run,
-then /healthz latency while uploads keep every worker busy, and Envoy's peak RSS.
-Results are printed and written to docs/BENCHMARKS.md.
+then /healthz latency while uploads keep every worker busy (filtered and passthrough Envoy,
+same load), and memory: Envoy RSS and the filter's wasm linear memory (gauge
+`s3crypt_wasm_memory_bytes`, summed over the workers' VMs) with 1, 10 and 100 concurrent
+uploads in flight. Results are printed and written to docs/BENCHMARKS.md.
 
 Requests are presigned (UNSIGNED-PAYLOAD) and streamed from/to disk with `requests`, so the
 client hashes nothing and the numbers show the proxy, not the client.
-Environment: BENCH_SIZE_MIB (default 256), BENCH_RUNS (default 3), BENCH_STREAMS (default 2).
+Environment: BENCH_SIZE_MIB (default 256), BENCH_RUNS (default 3), BENCH_STREAMS (default 2),
+BENCH_MEM_MIB (size of each upload in the memory runs, default 24).
 """
 
 import datetime
+import json
 import os
 import pathlib
 import platform
@@ -31,6 +35,8 @@ from stack import Stack  # noqa: E402
 SIZE = int(os.environ.get("BENCH_SIZE_MIB", 256)) << 20
 RUNS = int(os.environ.get("BENCH_RUNS", 3))
 STREAMS = int(os.environ.get("BENCH_STREAMS", 2))
+MEM_SIZE = int(os.environ.get("BENCH_MEM_MIB", 24)) << 20
+MEM_STREAMS = (1, 10, 100)
 MB = 1e6
 
 
@@ -39,9 +45,9 @@ def presign(client, method, bucket, key):
     return client.generate_presigned_url(op, Params={"Bucket": bucket, "Key": key}, ExpiresIn=3600)
 
 
-def put(url, path):
+def put(url, path, size=SIZE):
     with open(path, "rb") as f:
-        r = requests.put(url, data=f, headers={"content-length": str(SIZE)}, timeout=600)
+        r = requests.put(url, data=f, headers={"content-length": str(size)}, timeout=600)
     r.raise_for_status()
 
 
@@ -81,6 +87,66 @@ def parallel(fn, argsets):
     return time.perf_counter() - t
 
 
+def rss_mib(pid):
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def health_under_load(envoy, client, src, uploads=STREAMS * 2):
+    """/healthz latency (p50, p99, max ms, probes) while `uploads` uploads run through
+    `envoy`, probed every 10 ms from another process on a new connection each time (as
+    the kubelet does), so the client's own threads do not delay the prober."""
+    prober = subprocess.Popen([sys.executable, str(ROOT / "bench" / "probe.py"), envoy.endpoint + "/healthz", "10"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        parallel(put, [(presign(client, "PUT", "bench", f"load-{j}"), src) for j in range(uploads)])
+    finally:
+        out, _ = prober.communicate("", timeout=30)
+    if prober.returncode != 0:
+        raise RuntimeError(f"/healthz prober failed ({prober.returncode})")
+    lat = sorted(json.loads(out))
+    q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]  # noqa: E731
+    return q(0.5), q(0.99), lat[-1], len(lat)
+
+
+def memory_under_load(envoy, client, src, n, wasm):
+    """Peak Envoy RSS and wasm linear memory (MiB) sampled while n uploads are in flight."""
+    stop = threading.Event()
+    peak = {"rss": 0.0, "wasm": 0.0}
+
+    def sample():
+        while not stop.is_set():
+            peak["rss"] = max(peak["rss"], rss_mib(envoy.proc.pid))
+            if wasm:
+                peak["wasm"] = max(peak["wasm"], envoy.counter("s3crypt_wasm_memory_bytes") / 2**20)
+            time.sleep(0.05)
+
+    sm = threading.Thread(target=sample)
+    sm.start()
+    try:
+        secs = parallel(put, [(presign(client, "PUT", "bench", f"mem-{n}-{j}"), src, MEM_SIZE) for j in range(n)])
+    finally:
+        stop.set()
+        sm.join()
+    return peak["rss"], peak["wasm"], n * MEM_SIZE / MB / secs
+
+
+def wasmtime_reason(st):
+    """Starts Envoy with the wasmtime runtime; returns None if it runs, else Envoy's reason."""
+    try:
+        e = st.start_envoy(runtime="wasmtime")
+    except RuntimeError as err:
+        for line in str(err).splitlines():
+            if "compiled without support" in line or "Failed to create Wasm VM" in line:
+                return line.split("] ", 1)[-1].split("] ", 1)[-1].strip()
+        return "Envoy did not start with envoy.wasm.runtime.wasmtime"
+    e.stop()
+    return None
+
+
 def rss_peak_mib(pid):
     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -104,6 +170,9 @@ def main():
             "Envoy passthrough": (via_passthrough, passthrough),
             "Envoy + s3crypt (V8)": (None, st.main),
         }
+        no_wasmtime = wasmtime_reason(st)
+        if no_wasmtime is None:
+            paths["Envoy + s3crypt (wasmtime)"] = (None, st.start_envoy(runtime="wasmtime"))
         st.backend_s3().create_bucket(Bucket="bench")
         rows = {}
         for name, (client, envoy) in paths.items():
@@ -119,29 +188,21 @@ def main():
             rows[name] = [statistics.median(x) for x in (put_s, get_s, par_put, par_get)]
             print(f"{name:28s} PUT {rows[name][0]:8.1f}  GET {rows[name][1]:8.1f}  PUT x{STREAMS} {rows[name][2]:8.1f}  GET x{STREAMS} {rows[name][3]:8.1f} MB/s", flush=True)
 
-        # /healthz while uploads saturate every worker of the filtered Envoy.
-        e = st.main
-        c = e.s3()
-        stop = threading.Event()
-        lat = []
+        # /healthz while uploads saturate every worker, filtered and passthrough (control).
+        health = health_under_load(st.main, st.main.s3(), src)
+        health_pt = health_under_load(passthrough, via_passthrough, src)
 
-        def probe():
-            s = requests.Session()
-            while not stop.is_set():
-                t = time.perf_counter()
-                r = s.get(e.endpoint + "/healthz", timeout=5)
-                lat.append((time.perf_counter() - t) * 1000)
-                assert r.status_code == 200
-                time.sleep(0.01)
-
-        pr = threading.Thread(target=probe)
-        pr.start()
-        parallel(put, [(presign(c, "PUT", "bench", f"load-{j}"), src) for j in range(STREAMS * 2)])
-        stop.set()
-        pr.join()
-        lat.sort()
-        q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]  # noqa: E731
-        health = (q(0.5), q(0.99), lat[-1], len(lat))
+        # Memory with 1, 10, 100 uploads in flight.
+        mem_src = tmp / "mem.bin"
+        with open(src, "rb") as f, open(mem_src, "wb") as g:
+            g.write(f.read(MEM_SIZE))
+        mem = {}
+        for label, envoy, client, wasm in (("Envoy + s3crypt (V8)", st.main, st.main.s3(), True),
+                                           ("Envoy passthrough", passthrough, via_passthrough, False)):
+            idle = rss_mib(envoy.proc.pid)
+            rows_m = [memory_under_load(envoy, client, mem_src, n, wasm) for n in MEM_STREAMS]
+            mem[label] = (idle, rows_m)
+            print(label, "idle RSS", idle, rows_m, flush=True)
         rss = {name: rss_peak_mib(env.proc.pid) for name, (_, env) in paths.items() if env}
     finally:
         st.stop()
@@ -160,12 +221,30 @@ def main():
     for name, r in rows.items():
         cells = " | ".join(f"{v:.0f} | {v / b:.2f}" for v, b in zip(r, base))
         lines.append(f"| {name} | {cells} |")
+    if no_wasmtime:
+        lines += ["", f"Envoy + s3crypt (wasmtime): not measured, this Envoy build has no wasmtime runtime (Envoy: \"{no_wasmtime}\")."]
     lines += [
         "",
-        f"`/healthz` on the filtered Envoy (V8) while {STREAMS * 2} uploads run: p50 {health[0]:.2f} ms, p99 {health[1]:.2f} ms, "
-        f"max {health[2]:.2f} ms over {health[3]} probes.",
+        f"`/healthz` latency while {STREAMS * 2} uploads run on {STREAMS} workers (a prober process opens a new connection every 10 ms, like the kubelet; same listener as the uploads):",
         "",
-        "Envoy peak RSS (VmHWM) after the runs: " + ", ".join(f"{k}: {v:.0f} MiB" for k, v in rss.items()) + ".",
+        "| Envoy | p50 ms | p99 ms | max ms | probes |",
+        "|---|---:|---:|---:|---:|",
+        f"| + s3crypt (V8) | {health[0]:.1f} | {health[1]:.1f} | {health[2]:.1f} | {health[3]} |",
+        f"| passthrough (control, same load) | {health_pt[0]:.1f} | {health_pt[1]:.1f} | {health_pt[2]:.1f} | {health_pt[3]} |",
+        "",
+        f"Memory with N concurrent uploads of {MEM_SIZE >> 20} MiB each in flight (peak sampled every 50 ms; "
+        "wasm = linear memory of all the filter's VMs, gauge `s3crypt_wasm_memory_bytes`, never shrinks):",
+        "",
+        "| Envoy | idle RSS MiB | " + " | ".join(f"N={n}: RSS MiB | wasm MiB | MB/s" for n in MEM_STREAMS) + " | RSS per extra stream (N=10→100) |",
+        "|---|---:|" + "---:|---:|---:|" * len(MEM_STREAMS) + "---:|",
+    ]
+    for label, (idle, rm) in mem.items():
+        cells = " | ".join(f"{r:.0f} | {w:.1f} | {t:.0f}" if label.endswith("(V8)") else f"{r:.0f} | – | {t:.0f}" for r, w, t in rm)
+        per = (rm[2][0] - rm[1][0]) * 1024 / (MEM_STREAMS[2] - MEM_STREAMS[1])
+        lines.append(f"| {label} | {idle:.0f} | {cells} | {per:.0f} KiB |")
+    lines += [
+        "",
+        "Envoy peak RSS (VmHWM) after all runs: " + ", ".join(f"{k}: {v:.0f} MiB" for k, v in rss.items()) + ".",
     ]
     text = "\n".join(lines)
     print("\n" + text)

@@ -3,6 +3,7 @@
 
 import hashlib
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -413,3 +414,7 @@ def test_prometheus_counters(stack, bucket):
         assert name in text, name
     assert stack.counter("s3crypt_objects_encrypted") >= 1
     assert stack.counter("s3crypt_bytes_decrypted") >= 3
+    # Linear memory of the filter's VMs (one per worker, 2 here), summed: whole wasm pages.
+    assert re.search(r"# TYPE \S*s3crypt_wasm_memory_bytes gauge", text), text[:2000]
+    mem = stack.counter("s3crypt_wasm_memory_bytes")
+    assert mem >= 2 * 65536 and mem % 65536 == 0 and mem < 1 << 30, mem

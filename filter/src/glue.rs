@@ -1,6 +1,7 @@
 //! proxy-wasm glue: moves headers and body bytes between Envoy and [`crate::engine`].
 //! Kept thin on purpose; all decisions are made (and tested natively) in the engine.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -22,10 +23,16 @@ proxy_wasm::main! {{
     });
 }}
 
-/// Envoy counters, defined once per VM.
+/// Name of the gauge of wasm linear memory, summed over the plugin's VMs (one per worker).
+const MEMORY_GAUGE: &str = "s3crypt_wasm_memory_bytes";
+
+/// Envoy counters, defined once per VM, and the linear-memory gauge.
 #[derive(Default)]
 struct Metrics {
     ids: Vec<(Counter, u32)>,
+    memory: Option<u32>,
+    /// What this VM has added to the memory gauge so far.
+    memory_reported: Cell<u64>,
 }
 
 impl Metrics {
@@ -38,7 +45,23 @@ impl Metrics {
                     .map(|id| (*c, id))
             })
             .collect();
-        Metrics { ids }
+        let memory = hostcalls::define_metric(MetricType::Gauge, MEMORY_GAUGE).ok();
+        Metrics {
+            ids,
+            memory,
+            memory_reported: Cell::new(0),
+        }
+    }
+
+    /// Adds this VM's linear-memory growth since the last report to the shared gauge, so
+    /// the gauge is the sum over all VMs (linear memory never shrinks).
+    fn report_memory(&self) {
+        let Some(id) = self.memory else { return };
+        let now = core::arch::wasm32::memory_size(0) as u64 * 65536;
+        let delta = now.saturating_sub(self.memory_reported.get());
+        if delta > 0 && hostcalls::increment_metric(id, i64::try_from(delta).unwrap_or(0)).is_ok() {
+            self.memory_reported.set(now);
+        }
     }
 }
 
@@ -88,6 +111,8 @@ impl RootContext for Root {
                 log(LogLevel::Info, &format!("s3crypt: configured: {c:?}"));
                 self.cfg = Some(Rc::new(c));
                 self.metrics = Rc::new(Metrics::define());
+                self.metrics.report_memory();
+                self.set_tick_period(Duration::from_secs(1));
                 true
             }
             Err(e) => {
@@ -101,7 +126,12 @@ impl RootContext for Root {
         }
     }
 
+    fn on_tick(&mut self) {
+        self.metrics.report_memory();
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        self.metrics.report_memory();
         let cfg = Rc::clone(self.cfg.as_ref()?);
         let now = self
             .get_current_time()
