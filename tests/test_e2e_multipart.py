@@ -324,3 +324,127 @@ def test_copy_object_of_multipart_object(stack, bucket):
     s3.copy_object(Bucket=bucket, Key="dst4", CopySource={"Bucket": bucket, "Key": "src"}, CopySourceIfMatch=etag)
     assert s3.get_object(Bucket=bucket, Key="dst4")["Body"].read() == data
     assert "dst3" not in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def test_upload_part_copy(stack, bucket, tmp_path):
+    """UploadPartCopy from a single-part, a multipart and a plaintext source, with and
+    without x-amz-copy-source-range: the filter reads, decrypts and re-encrypts the range
+    under the destination upload's data key."""
+    s3 = stack.s3()
+    single = pattern(300_000, 41)
+    s3.put_object(Bucket=bucket, Key="single", Body=single)
+    mparts = {1: pattern(5 * MiB + 3, 42), 2: pattern(5 * MiB, 43), 3: pattern(1000, 44)}
+    multi = b"".join(mparts[n] for n in sorted(mparts))
+    upload_parts(s3, bucket, "multi", mparts)
+    plain = pattern(70_000, 45)
+    stack.backend_s3().put_object(Bucket=bucket, Key="plain", Body=plain)  # no envelope
+
+    def copy_upload(key, copies):
+        """One multipart upload made of UploadPartCopy parts; checks and returns its object."""
+        uid = s3.create_multipart_upload(Bucket=bucket, Key=key, Metadata={"k": "v"})["UploadId"]
+        etags = {}
+        for n, src, rng, _ in copies:
+            kw = {"CopySourceRange": rng} if rng else {}
+            r = s3.upload_part_copy(Bucket=bucket, Key=key, UploadId=uid, PartNumber=n,
+                                    CopySource={"Bucket": bucket, "Key": src}, **kw)
+            etags[n] = r["CopyPartResult"]["ETag"]
+        sizes = {p["PartNumber"]: p["Size"] for p in s3.list_parts(Bucket=bucket, Key=key, UploadId=uid)["Parts"]}
+        assert sizes == {n: len(want) for n, _, _, want in copies}
+        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=uid, MultipartUpload={
+            "Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]})
+        want = b"".join(w for _, _, _, w in copies)
+        g = s3.get_object(Bucket=bucket, Key=key)
+        assert g["Metadata"] == {"k": "v"} and g["ContentLength"] == len(want)
+        assert g["Body"].read() == want
+        for n, _, _, w in copies:
+            assert s3.get_object(Bucket=bucket, Key=key, PartNumber=n)["Body"].read() == w
+        return stack.backend_object_path(bucket, key).read_bytes()
+
+    before = stack.counter("s3crypt_bytes_decrypted")
+    stored = copy_upload("dst", [  # (part number, source, range, expected bytes)
+        (1, "multi", f"bytes={5 * MiB - 10}-{10 * MiB + 10}", multi[5 * MiB - 10:10 * MiB + 11]),
+        (2, "multi", None, multi),
+        (3, "single", None, single),
+    ])
+    assert stack.counter("s3crypt_bytes_decrypted") > before  # the data went through the filter
+    assert single[:1000] not in stored and mparts[2][:1000] not in stored
+    copy_upload("dst-single-range", [(1, "single", "bytes=65535-65537", single[65535:65538])])
+    stored = copy_upload("dst-plain", [(1, "plain", "bytes=1-69999", plain[1:])])
+    assert plain[1:1001] not in stored
+    # Re-copying a part number replaces the part.
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="re")["UploadId"]
+    for rng in ("bytes=0-99", "bytes=100-299"):
+        r = s3.upload_part_copy(Bucket=bucket, Key="re", UploadId=uid, PartNumber=1,
+                                CopySource={"Bucket": bucket, "Key": "single"}, CopySourceRange=rng)
+    s3.complete_multipart_upload(Bucket=bucket, Key="re", UploadId=uid, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": r["CopyPartResult"]["ETag"]}]})
+    assert s3.get_object(Bucket=bucket, Key="re")["Body"].read() == single[100:300]
+
+
+def test_upload_part_copy_errors_store_nothing(stack, bucket):
+    s3 = stack.s3()
+    s3.put_object(Bucket=bucket, Key="src", Body=pattern(100_000, 46))
+    etag = s3.head_object(Bucket=bucket, Key="src")["ETag"]
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]
+
+    def copy(**kw):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.upload_part_copy(Bucket=bucket, Key="dst", UploadId=uid, PartNumber=1, **kw)
+        return e.value.response["ResponseMetadata"]["HTTPStatusCode"], e.value.response["Error"]["Code"]
+
+    src = {"Bucket": bucket, "Key": "src"}
+    assert copy(CopySource=src, CopySourceRange="bytes=0-100000") == (400, "InvalidArgument")
+    assert copy(CopySource=src, CopySourceIfMatch='"0123"') == (412, "PreconditionFailed")
+    assert copy(CopySource=src, CopySourceIfNoneMatch=etag) == (412, "PreconditionFailed")
+    assert copy(CopySource={"Bucket": bucket, "Key": "nope"}) == (404, "NoSuchKey")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.upload_part_copy(Bucket=bucket, Key="dst", UploadId="not-an-upload", PartNumber=1, CopySource=src)
+    assert e.value.response["Error"]["Code"] == "NoSuchUpload"
+    # A tampered source: integrity error, nothing stored, no plaintext anywhere.
+    p = stack.backend_object_path(bucket, "src")
+    b = bytearray(p.read_bytes())
+    b[70_000] ^= 1
+    p.write_bytes(bytes(b))
+    status, code = copy(CopySource=src)
+    assert status == 500 and code == "InternalError"
+    assert s3.list_parts(Bucket=bucket, Key="dst", UploadId=uid).get("Parts", []) == []
+    # Parts above max_copy_part_bytes are refused with a clear error.
+    small = stack.start_envoy(plugin_extra={"max_copy_part_bytes": 65536})
+    s3s = small.s3()
+    s3s.put_object(Bucket=bucket, Key="src2", Body=pattern(65537, 47))
+    uid2 = s3s.create_multipart_upload(Bucket=bucket, Key="dst2")["UploadId"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3s.upload_part_copy(Bucket=bucket, Key="dst2", UploadId=uid2, PartNumber=1,
+                             CopySource={"Bucket": bucket, "Key": "src2"})
+    assert e.value.response["Error"]["Code"] == "EntityTooLarge"
+    assert "max_copy_part_bytes" in e.value.response["Error"]["Message"]
+    r = s3s.upload_part_copy(Bucket=bucket, Key="dst2", UploadId=uid2, PartNumber=1,
+                             CopySource={"Bucket": bucket, "Key": "src2"}, CopySourceRange="bytes=1-65536")
+    s3s.complete_multipart_upload(Bucket=bucket, Key="dst2", UploadId=uid2, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": r["CopyPartResult"]["ETag"]}]})
+    assert s3.get_object(Bucket=bucket, Key="dst2")["Body"].read() == pattern(65537, 47)[1:]
+    small.stop()
+
+
+def test_aws_cli_copy_of_large_object(stack, bucket, tmp_path):
+    """`aws s3 cp s3://… s3://…` above the multipart threshold: CreateMultipartUpload +
+    UploadPartCopy of 8 MiB ranges + Complete, all through the filter."""
+    env = stack.client_env()
+    cfg = tmp_path / "aws.cfg"
+    cfg.write_text("[default]\ns3 =\n  multipart_threshold = 8MB\n  multipart_chunksize = 8MB\n  max_concurrent_requests = 4\n")
+    env["AWS_CONFIG_FILE"] = str(cfg)
+    data = pattern(30 * MiB + 5, 48)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    aws = [venv_bin("aws"), "--endpoint-url", stack.endpoint]
+    run(aws + ["s3", "cp", str(src), f"s3://{bucket}/a.bin"], env)
+    before = stack.counter("s3crypt_bytes_decrypted")
+    run(aws + ["s3", "cp", f"s3://{bucket}/a.bin", f"s3://{bucket}/b.bin"], env)
+    # UploadPartCopy re-encrypted every byte (CopyObject would have decrypted nothing).
+    assert stack.counter("s3crypt_bytes_decrypted") - before == len(data)
+    s3 = stack.s3()
+    head = s3.head_object(Bucket=bucket, Key="b.bin")
+    assert head["ETag"].endswith('-4"') and head["ContentLength"] == len(data)
+    back = tmp_path / "back.bin"
+    run(aws + ["s3", "cp", f"s3://{bucket}/b.bin", str(back)], env)
+    assert hashlib.sha256(back.read_bytes()).digest() == hashlib.sha256(data).digest()

@@ -174,3 +174,29 @@ def test_transfer_manager_through_redis_mode(stack, bucket, redis, replicas, tmp
     s.upload_file(str(f), bucket, "tm", Config=TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB + 1))
     assert s.get_object(Bucket=bucket, Key="tm")["Body"].read() == data
     assert mpu_keys(redis) == []
+
+
+def test_upload_part_copy_on_another_replica(stack, bucket, redis, replicas):
+    """UploadPartCopy finds the upload's data key in Redis on a replica that has not seen
+    the upload, and answers 503 while Redis is down."""
+    a, b = replicas
+    sa, sb = a.s3(), b.s3()
+    src = pattern(5 * MiB + 77, 70)
+    sa.put_object(Bucket=bucket, Key="src", Body=src)
+    uid = sa.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]
+    redis.stop_redis()
+    try:
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            sb.upload_part_copy(Bucket=bucket, Key="dst", UploadId=uid, PartNumber=1,
+                                CopySource={"Bucket": bucket, "Key": "src"})
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    finally:
+        redis.start_redis()
+    e1 = sb.upload_part_copy(Bucket=bucket, Key="dst", UploadId=uid, PartNumber=1,
+                             CopySource={"Bucket": bucket, "Key": "src"})["CopyPartResult"]["ETag"]
+    e2 = sa.upload_part_copy(Bucket=bucket, Key="dst", UploadId=uid, PartNumber=2,
+                             CopySource={"Bucket": bucket, "Key": "src"},
+                             CopySourceRange="bytes=10-99")["CopyPartResult"]["ETag"]
+    sb.complete_multipart_upload(Bucket=bucket, Key="dst", UploadId=uid, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
+    assert sa.get_object(Bucket=bucket, Key="dst")["Body"].read() == src + src[10:100]

@@ -71,6 +71,10 @@ pub struct PluginConfig {
     /// Timeout of one call-out to webdis, milliseconds.
     #[serde(default = "default_redis_timeout")]
     pub redis_timeout_ms: u64,
+    /// Largest part UploadPartCopy accepts, bytes (64 MiB): the copied range is
+    /// re-encrypted by the filter and held until it is sent upstream as one UploadPart.
+    #[serde(default = "default_max_copy_part")]
+    pub max_copy_part_bytes: u64,
     /// Environment variable names, if the defaults do not suit.
     #[serde(default)]
     pub env: EnvNames,
@@ -121,6 +125,9 @@ fn default_true() -> bool {
 }
 fn default_upload_ttl() -> i64 {
     7 * 24 * 3600
+}
+fn default_max_copy_part() -> u64 {
+    64 << 20
 }
 fn default_skew() -> i64 {
     15 * 60
@@ -187,8 +194,13 @@ impl Config {
         let backend_secret = env(&n.backend_secret_access_key)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| format!("{} is not set", n.backend_secret_access_key))?;
-        if plugin.redis_timeout_ms == 0 || plugin.upload_ttl_secs <= 0 {
-            return Err("redis_timeout_ms and upload_ttl_secs must be positive".into());
+        if plugin.redis_timeout_ms == 0
+            || plugin.upload_ttl_secs <= 0
+            || plugin.max_copy_part_bytes == 0
+        {
+            return Err(
+                "redis_timeout_ms, upload_ttl_secs and max_copy_part_bytes must be positive".into(),
+            );
         }
         let redis_authorization = env(&n.redis_auth)
             .filter(|s| !s.is_empty())
@@ -329,5 +341,12 @@ mod tests {
             }
         };
         assert!(Config::load(br#"{"upstream_authority":"x"}"#, &no_active).is_err());
+        assert!(Config::load(
+            br#"{"upstream_authority":"x","max_copy_part_bytes":0}"#,
+            &env
+        )
+        .is_err());
+        let c = Config::load(br#"{"upstream_authority":"x"}"#, &env).unwrap();
+        assert_eq!(c.plugin.max_copy_part_bytes, 64 << 20);
     }
 }
