@@ -136,15 +136,20 @@ def test_boto3_transfer_manager_odd_part_size(stack, bucket, tmp_path):
     assert s3.get_object(Bucket=bucket, Key="tm")["Body"].read() == data
 
 
-def test_aws_cli_multipart_upload_100mib(stack, bucket, tmp_path):
+def aws_cli_8mb_parts(stack, tmp_path):
+    """The aws CLI command and environment, with 8 MB multipart threshold and parts."""
     env = stack.client_env()
     cfg = tmp_path / "aws.cfg"
     cfg.write_text("[default]\ns3 =\n  multipart_threshold = 8MB\n  multipart_chunksize = 8MB\n  max_concurrent_requests = 4\n")
     env["AWS_CONFIG_FILE"] = str(cfg)
+    return [venv_bin("aws"), "--endpoint-url", stack.endpoint], env
+
+
+def test_aws_cli_multipart_upload_100mib(stack, bucket, tmp_path):
+    aws, env = aws_cli_8mb_parts(stack, tmp_path)
     src = tmp_path / "cli.bin"
     data = pattern(100 * MiB, 12)
     src.write_bytes(data)
-    aws = [venv_bin("aws"), "--endpoint-url", stack.endpoint]
     run(aws + ["s3", "cp", str(src), f"s3://{bucket}/cli.bin"], env)
     s3 = stack.s3()
     head = s3.head_object(Bucket=bucket, Key="cli.bin")
@@ -429,14 +434,10 @@ def test_upload_part_copy_errors_store_nothing(stack, bucket):
 def test_aws_cli_copy_of_large_object(stack, bucket, tmp_path):
     """`aws s3 cp s3://… s3://…` above the multipart threshold: CreateMultipartUpload +
     UploadPartCopy of 8 MiB ranges + Complete, all through the filter."""
-    env = stack.client_env()
-    cfg = tmp_path / "aws.cfg"
-    cfg.write_text("[default]\ns3 =\n  multipart_threshold = 8MB\n  multipart_chunksize = 8MB\n  max_concurrent_requests = 4\n")
-    env["AWS_CONFIG_FILE"] = str(cfg)
+    aws, env = aws_cli_8mb_parts(stack, tmp_path)
     data = pattern(30 * MiB + 5, 48)
     src = tmp_path / "src.bin"
     src.write_bytes(data)
-    aws = [venv_bin("aws"), "--endpoint-url", stack.endpoint]
     run(aws + ["s3", "cp", str(src), f"s3://{bucket}/a.bin"], env)
     before = stack.counter("s3crypt_bytes_decrypted")
     run(aws + ["s3", "cp", f"s3://{bucket}/a.bin", f"s3://{bucket}/b.bin"], env)

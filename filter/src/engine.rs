@@ -605,7 +605,7 @@ impl Exchange {
                 self.resp_body = ResponseBody::Xml(Vec::new(), XmlRewrite::ListingSizes);
                 self.pass_body(up, &verified)
             }
-            Operation::UploadPartCopy => self.start_upload_part_copy(h, &up, &req),
+            Operation::UploadPartCopy => self.start_upload_part(h, &mut up, &verified, &req, true),
             Operation::Unsupported => Err(S3Error::not_implemented(
                 "s3crypt: this operation would bypass encryption and is refused",
             )),
@@ -821,7 +821,8 @@ impl Exchange {
     }
 
     /// UploadPart: the data key of the upload from its state, then the part is encrypted
-    /// as an independent stream (part layout) under it.
+    /// as an independent stream (part layout) under it. UploadPartCopy: the same data key,
+    /// then the copy source (see [`PartCopy`]).
     fn start_upload_part(
         &mut self,
         h: &Headers,
@@ -847,6 +848,9 @@ impl Exchange {
             .get(&state::shared_key(&upload_id))
             .and_then(|v| UploadState::decode(&v));
         match (cached, self.cfg.plugin.state_store) {
+            (Some(st), _) if req.op == Operation::UploadPartCopy => {
+                self.part_copy_with(h, up, number, &object, st)
+            }
             (Some(st), _) => self.upload_part_with(h, up, v, eos, number, &object, st),
             (None, StateStore::Redis) => {
                 let get = state::get(&self.cfg, &state::redis_key(&upload_id));
@@ -1583,6 +1587,18 @@ impl Exchange {
         Ok(RequestStep::CallOut(c))
     }
 
+    /// A 200 answer with an XML body made by the filter.
+    fn xml_reply(&self, xml: String) -> RequestStep {
+        RequestStep::Reply(Reply {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "application/xml".into()),
+                ("x-amz-request-id".into(), self.request_id.clone()),
+            ],
+            body: xml.into_bytes(),
+        })
+    }
+
     fn copy_completed(
         &mut self,
         mc: Box<MultipartCopy>,
@@ -1599,14 +1615,7 @@ impl Exchange {
             iso8601(self.now),
             crate::error::xml_escape(&etag)
         );
-        Ok(RequestStep::Reply(Reply {
-            status: 200,
-            headers: vec![
-                ("content-type".into(), "application/xml".into()),
-                ("x-amz-request-id".into(), self.request_id.clone()),
-            ],
-            body: xml.into_bytes(),
-        }))
+        Ok(self.xml_reply(xml))
     }
 
     /// Aborts the destination's upload (nothing half-written stays), then answers `e`.
@@ -1622,48 +1631,6 @@ impl Exchange {
         );
         self.pending = Pending::CopyAbort(e);
         Ok(RequestStep::CallOut(self.backend_callout(h)))
-    }
-
-    /// UploadPartCopy: the destination upload's data key (as for UploadPart), then the
-    /// source's HEAD.
-    fn start_upload_part_copy(
-        &mut self,
-        h: &Headers,
-        up: &Headers,
-        req: &S3Request,
-    ) -> Result<RequestStep, S3Error> {
-        let number: u32 = req
-            .query_param("partNumber")
-            .and_then(|n| n.parse().ok())
-            .filter(|n| (1..=10_000).contains(n))
-            .ok_or_else(|| {
-                S3Error::invalid_argument(
-                    "Part number must be an integer between 1 and 10000, inclusive",
-                )
-            })?;
-        let upload_id = req.query_param("uploadId").unwrap_or("").to_string();
-        let object = Self::object_of(req);
-        self.upload_id = Some(upload_id.clone());
-        let cached = self
-            .store
-            .get(&state::shared_key(&upload_id))
-            .and_then(|v| UploadState::decode(&v));
-        match (cached, self.cfg.plugin.state_store) {
-            (Some(st), _) => self.part_copy_with(h, up, number, &object, st),
-            (None, StateStore::Redis) => {
-                let get = state::get(&self.cfg, &state::redis_key(&upload_id));
-                self.pending = Pending::UploadState {
-                    h: h.clone(),
-                    up: up.clone(),
-                    eos: true,
-                    number,
-                    upload_id,
-                    object,
-                };
-                Ok(RequestStep::CallOut(self.webdis(get)))
-            }
-            (None, StateStore::SharedData) => Err(no_such_upload()),
-        }
     }
 
     fn part_copy_with(
@@ -1930,14 +1897,7 @@ impl Exchange {
             iso8601(self.now),
             crate::error::xml_escape(&etag)
         );
-        Ok(RequestStep::Reply(Reply {
-            status: 200,
-            headers: vec![
-                ("content-type".into(), "application/xml".into()),
-                ("x-amz-request-id".into(), self.request_id.clone()),
-            ],
-            body: xml.into_bytes(),
-        }))
+        Ok(self.xml_reply(xml))
     }
 
     /// Parses the envelope, unwraps the data key and verifies the envelope tag.
