@@ -47,7 +47,7 @@ SECRET_KEYS = [
     "S3CRYPT_BACKEND_ACCESS_KEY_ID", "S3CRYPT_BACKEND_SECRET_ACCESS_KEY", "S3CRYPT_REDIS_AUTH",
 ]
 PLUGIN_KEYS = {
-    "upstream_authority", "upstream_cluster", "region", "virtual_host_suffixes", "passthrough_unencrypted",
+    "upstream_authority", "upstream_cluster", "region", "virtual_host_suffixes", "suite", "passthrough_unencrypted",
     "upload_ttl_secs", "max_clock_skew_secs", "state_store", "redis_cluster", "redis_authority", "redis_timeout_ms",
     "max_copy_part_bytes",
 }
@@ -489,10 +489,17 @@ def test_chart_refuses_several_replicas_without_redis(helm):
 
 
 @pytest.mark.parametrize("bad", ["stateStore.type=mongo", "secrets.keks.k1=too-short", "module.source=ftp",
-                                 "unknownValue=1"])
+                                 "unknownValue=1", "filter.suite=aes-128-gcm"])
 def test_chart_schema_rejects_bad_values(helm, bad):
     r = helm("template", "rel", str(CHART), *values_file("inline-secrets-values.yaml"), "--set", bad, check=False)
     assert r.returncode != 0 and "values don't meet the specifications of the schema" in r.stderr, r.stderr
+
+
+def test_chart_cipher_suite(helm):
+    base = values_file("inline-secrets-values.yaml")
+    assert plugin_config(chart_bootstrap(render(helm, *base)))["suite"] == "aes-256-gcm"
+    cfg = chart_bootstrap(render(helm, *base, "--set", "filter.suite=chacha20-poly1305"))
+    assert plugin_config(cfg)["suite"] == "chacha20-poly1305"
 
 
 @pytest.mark.parametrize("name", VALUE_SETS)

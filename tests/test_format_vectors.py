@@ -11,12 +11,18 @@ import pathlib
 import struct
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 from cryptography.exceptions import InvalidTag
 
 VECTORS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "vectors" / "format-v1.json"
 F, M, O, H = 65536, 1024, 28, 16
+# Cipher suites (envelope `s`): 1 AES-256-GCM, 2 ChaCha20-Poly1305 (RFC 8439).
+SUITES = {1: AESGCM, 2: ChaCha20Poly1305}
+
+
+def aead(suite, dek):
+    return SUITES[suite](dek)
 
 
 def parse_envelope(value):
@@ -39,12 +45,12 @@ def envelope_aad(env):
     return aad
 
 
-def frame_aad(layout, part, i, frames, plen):
-    return b"s3crypt" + bytes([1, 1, layout]) + struct.pack(">IQ", part, i) + bytes([i + 1 == frames]) + struct.pack(">Q", plen)
+def frame_aad(suite, layout, part, i, frames, plen):
+    return b"s3crypt" + bytes([1, suite, layout]) + struct.pack(">IQ", part, i) + bytes([i + 1 == frames]) + struct.pack(">Q", plen)
 
 
-def decrypt_stream(dek, layout, part, plen, stored):
-    gcm = AESGCM(dek)
+def decrypt_stream(suite, dek, layout, part, plen, stored):
+    gcm = aead(suite, dek)
     if layout == "single":
         frames, flen, pos, lay = -(-plen // F), F, 0, 0
     else:
@@ -55,7 +61,7 @@ def decrypt_stream(dek, layout, part, plen, stored):
     for i in range(frames):
         n = max(0, min(flen, plen - i * flen))
         frame = stored[pos : pos + O + n]
-        out += gcm.decrypt(frame[:12], frame[12:], frame_aad(lay, part, i, frames, plen))
+        out += gcm.decrypt(frame[:12], frame[12:], frame_aad(suite, lay, part, i, frames, plen))
         pos += O + n
     assert pos == len(stored)
     return out
@@ -75,10 +81,11 @@ def test_cases_decrypt_independently(vectors):
     kek = bytes.fromhex(vectors["kek"])
     for case in vectors["cases"]:
         env = parse_envelope(case["envelope_header"])
-        assert env["v"] == "1" and env["s"] == "1" and env["k"] == vectors["kek_id"]
+        suite = case["suite"]
+        assert env["v"] == "1" and env["s"] == str(suite) and env["k"] == vectors["kek_id"]
         dek = aes_key_unwrap_with_padding(kek, base64.b64decode(env["w"]))
         tag = base64.b64decode(env["a"])
-        AESGCM(dek).decrypt(tag[:12], tag[12:], envelope_aad(env))  # raises if wrong
+        aead(suite, dek).decrypt(tag[:12], tag[12:], envelope_aad(env))  # raises if wrong
         plen = case["plaintext_len"]
         if case["layout"] == "single":
             assert int(env["l"]) == plen
@@ -87,34 +94,45 @@ def test_cases_decrypt_independently(vectors):
             assert case["stored_len"] == plen + H + M * O
         # Rebuild the stored bytes from the documented nonce rule and compare.
         base = bytes.fromhex(vectors["frame_nonce_base"])
-        gcm = AESGCM(dek)
+        gcm = aead(suite, dek)
         layout = 0 if case["layout"] == "single" else 1
         part = case["part"]
         if layout == 0:
             frames, flen, stored = -(-plen // F), F, b""
         else:
             frames, flen, stored = M, max(1, -(-plen // M)), b"s3cP" + struct.pack(">IQ", part, plen)
-        pt = bytes(i % 251 for i in range(plen)) if case["name"] == "single-two-frames" else (
+        pt = bytes(i % 251 for i in range(plen)) if case["name"].endswith("single-two-frames") else (
             bytes(i % 7 for i in range(plen)) if layout else b"s3crypt test vector"[:plen])
         assert hashlib.sha256(pt).hexdigest() == case["plaintext_sha256"]
         for i in range(frames):
             nonce = base[:4] + struct.pack(">Q", (int.from_bytes(base[4:], "big") + i) % 2**64)
             chunk = pt[min(i * flen, plen): min((i + 1) * flen, plen)]
-            stored += nonce + gcm.encrypt(nonce, chunk, frame_aad(layout, part, i, frames, plen))
+            stored += nonce + gcm.encrypt(nonce, chunk, frame_aad(suite, layout, part, i, frames, plen))
         assert len(stored) == case["stored_len"]
         assert hashlib.sha256(stored).hexdigest() == case["stored_sha256"]
         assert case["stored_hex"].rstrip(".") == stored.hex()[: len(case["stored_hex"].rstrip("."))]
-        assert decrypt_stream(dek, case["layout"], part, plen, stored) == pt
+        assert decrypt_stream(suite, dek, case["layout"], part, plen, stored) == pt
+        # The other suite's AEAD does not open these frames.
+        if plen:
+            with pytest.raises(InvalidTag):
+                decrypt_stream(3 - suite, dek, case["layout"], part, plen, stored)
         if "m" in env:
             assert env["m"] == hashlib.md5(pt).hexdigest()
 
 
-def test_tampering_is_detected(vectors):
+def test_both_suites_have_vectors(vectors):
+    names = {(c["suite"], c["name"].split("/")[-1]) for c in vectors["cases"]}
+    for base in ["single-empty", "single-short", "single-two-frames", "part-2-of-3000"]:
+        assert {(1, base), (2, base)} <= names
+
+
+@pytest.mark.parametrize("name", ["single-short", "chacha20-poly1305/single-short"])
+def test_tampering_is_detected(vectors, name):
     kek = bytes.fromhex(vectors["kek"])
-    case = next(c for c in vectors["cases"] if c["name"] == "single-short")
+    case = next(c for c in vectors["cases"] if c["name"] == name)
     env = parse_envelope(case["envelope_header"])
     dek = aes_key_unwrap_with_padding(kek, base64.b64decode(env["w"]))
     stored = bytearray(bytes.fromhex(case["stored_hex"]))
     stored[20] ^= 1
     with pytest.raises(InvalidTag):
-        decrypt_stream(dek, "single", 0, case["plaintext_len"], bytes(stored))
+        decrypt_stream(case["suite"], dek, "single", 0, case["plaintext_len"], bytes(stored))

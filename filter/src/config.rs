@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::crypto::KEY_LEN;
+use crate::crypto::{Suite, KEY_LEN};
 use crate::format::valid_key_id;
 
 /// Environment variable names (the defaults; each can be renamed in the config).
@@ -50,6 +50,10 @@ pub struct PluginConfig {
     /// Key id used for new objects when S3CRYPT_ACTIVE_KEY_ID is not set.
     #[serde(default)]
     pub active_key_id: Option<String>,
+    /// Cipher suite of new objects: `aes-256-gcm` (the default) or `chacha20-poly1305`.
+    /// Objects of either suite are always readable (the envelope names the suite).
+    #[serde(default = "default_suite")]
+    pub suite: String,
     /// Serve objects that have no envelope unchanged (migration of plaintext buckets).
     #[serde(default = "default_true")]
     pub passthrough_unencrypted: bool,
@@ -105,6 +109,9 @@ impl Default for EnvNames {
     }
 }
 
+fn default_suite() -> String {
+    Suite::Aes256Gcm.name().into()
+}
 fn default_region() -> String {
     "us-east-1".into()
 }
@@ -136,6 +143,8 @@ fn default_skew() -> i64 {
 /// Everything the filter needs at run time.
 pub struct Config {
     pub plugin: PluginConfig,
+    /// Cipher suite of new objects (from `plugin.suite`).
+    pub suite: Suite,
     keks: BTreeMap<String, [u8; KEY_LEN]>,
     pub active_key_id: String,
     clients: BTreeMap<String, String>,
@@ -170,6 +179,14 @@ impl Config {
         if plugin.upstream_authority.is_empty() {
             return Err("upstream_authority must be set".into());
         }
+        let suite = Suite::from_name(&plugin.suite).ok_or_else(|| {
+            format!(
+                "suite {:?} is not supported (use \"{}\" or \"{}\")",
+                plugin.suite,
+                Suite::Aes256Gcm.name(),
+                Suite::ChaCha20Poly1305.name()
+            )
+        })?;
         let n = &plugin.env;
         let keks = parse_keks(&env(&n.keks).ok_or_else(|| format!("{} is not set", n.keks))?)
             .map_err(|e| format!("{}: {e}", n.keks))?;
@@ -207,6 +224,7 @@ impl Config {
             .map(|s| format!("Basic {}", B64.encode(s.as_bytes())));
         Ok(Config {
             plugin,
+            suite,
             keks,
             active_key_id,
             clients,
@@ -348,5 +366,28 @@ mod tests {
         .is_err());
         let c = Config::load(br#"{"upstream_authority":"x"}"#, &env).unwrap();
         assert_eq!(c.plugin.max_copy_part_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn suite_setting() {
+        let c = Config::load(br#"{"upstream_authority":"x"}"#, &env).unwrap();
+        assert_eq!(c.suite, Suite::Aes256Gcm);
+        let c = Config::load(br#"{"upstream_authority":"x","suite":"aes-256-gcm"}"#, &env).unwrap();
+        assert_eq!(c.suite, Suite::Aes256Gcm);
+        let c = Config::load(
+            br#"{"upstream_authority":"x","suite":"chacha20-poly1305"}"#,
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.suite, Suite::ChaCha20Poly1305);
+        for bad in [
+            r#"{"upstream_authority":"x","suite":"aes-128-gcm"}"#,
+            r#"{"upstream_authority":"x","suite":"ChaCha20-Poly1305"}"#,
+            r#"{"upstream_authority":"x","suite":""}"#,
+        ] {
+            let e = Config::load(bad.as_bytes(), &env).unwrap_err();
+            assert!(e.contains("suite"), "{bad}: {e}");
+        }
+        assert!(Config::load(br#"{"upstream_authority":"x","suite":2}"#, &env).is_err());
     }
 }

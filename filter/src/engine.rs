@@ -655,7 +655,7 @@ impl Exchange {
         up: &mut Headers,
         v: &VerifiedRequest,
         eos: bool,
-        part: Option<(u32, DataKey)>,
+        part: Option<(u32, Suite, DataKey)>,
     ) -> Result<RequestStep, S3Error> {
         let chunked = matches!(
             v.payload,
@@ -706,8 +706,8 @@ impl Exchange {
         };
 
         strip_integrity_headers(up);
-        let (dek, geo) = match part {
-            Some((number, dek)) => {
+        let (suite, dek, geo) = match part {
+            Some((number, suite, dek)) => {
                 if eos || plain_len == 0 {
                     // A part always has a header and frames; Envoy cannot add a body to
                     // a request that has none.
@@ -715,7 +715,7 @@ impl Exchange {
                         "s3crypt: empty parts are not supported",
                     ));
                 }
-                (dek, Geometry::part(number, plain_len))
+                (suite, dek, Geometry::part(number, plain_len))
             }
             None => {
                 let (dek, mut env) = self.new_envelope(Layout::Single, Some(plain_len))?;
@@ -729,7 +729,7 @@ impl Exchange {
                 env.seal(&dek)
                     .map_err(|_| S3Error::internal("s3crypt: no randomness"))?;
                 up.set(ENVELOPE_HEADER, env.encode());
-                (dek, Geometry::single(plain_len))
+                (env.suite, dek, Geometry::single(plain_len))
             }
         };
         up.set("content-length", geo.cipher_len().to_string());
@@ -741,7 +741,7 @@ impl Exchange {
             md5: Md5::new(),
             expected_md5,
             checksum,
-            enc: FrameEncryptor::new(crate::crypto::Suite::Aes256Gcm, &dek, geo),
+            enc: FrameEncryptor::new(suite, &dek, geo),
             plain: Vec::new(),
             result_md5: None,
             result_checksums: Vec::new(),
@@ -759,7 +759,8 @@ impl Exchange {
         Ok(RequestStep::Forward(std::mem::take(up)))
     }
 
-    /// A fresh data key wrapped under the active KEK, in an unsealed envelope.
+    /// A fresh data key wrapped under the active KEK, in an unsealed envelope of the
+    /// configured suite.
     fn new_envelope(
         &self,
         layout: Layout,
@@ -774,7 +775,13 @@ impl Exchange {
             .map_err(|_| S3Error::internal("s3crypt: key wrap failed"))?;
         Ok((
             dek,
-            Envelope::new(layout, &self.cfg.active_key_id, wrapped, plain_len),
+            Envelope::new(
+                self.cfg.suite,
+                layout,
+                &self.cfg.active_key_id,
+                wrapped,
+                plain_len,
+            ),
         ))
     }
 
@@ -897,7 +904,9 @@ impl Exchange {
                 "s3crypt: upload state is not a multipart envelope",
             ));
         }
-        self.start_upload(h, up, v, eos, Some((number, dek)))
+        // The upload's suite, from its envelope: not the configuration, which may have
+        // changed since the upload was created (or differ on another replica).
+        self.start_upload(h, up, v, eos, Some((number, env.suite, dek)))
     }
 
     /// Forgets an upload once the backend completed or aborted it: at once in shared

@@ -582,7 +582,8 @@ pub struct Envelope {
     pub md5: Option<[u8; 16]>,
     /// The client's full-object checksum, when known before upload.
     pub checksum: Option<StoredChecksum>,
-    /// nonce ‖ tag of an empty GCM message whose AAD is the fields above.
+    /// nonce ‖ tag of an empty message under the suite's AEAD whose AAD is the fields
+    /// above.
     pub tag: [u8; NONCE_LEN + TAG_LEN],
 }
 
@@ -598,13 +599,14 @@ pub fn valid_key_id(id: &str) -> bool {
 impl Envelope {
     /// A new envelope for a data key wrapped under `key_id`; `seal` fills in the tag.
     pub fn new(
+        suite: Suite,
         layout: Layout,
         key_id: &str,
         wrapped_dek: [u8; WRAPPED_DEK_LEN],
         plain_len: Option<u64>,
     ) -> Envelope {
         Envelope {
-            suite: Suite::Aes256Gcm,
+            suite,
             layout,
             key_id: key_id.to_string(),
             wrapped_dek,
@@ -838,7 +840,11 @@ mod tests {
     }
 
     fn encrypt(geo: Geometry, pt: &[u8], chunk: usize) -> Vec<u8> {
-        let mut e = FrameEncryptor::new(Suite::Aes256Gcm, &dek(), geo);
+        encrypt_with(Suite::Aes256Gcm, geo, pt, chunk)
+    }
+
+    fn encrypt_with(suite: Suite, geo: Geometry, pt: &[u8], chunk: usize) -> Vec<u8> {
+        let mut e = FrameEncryptor::new(suite, &dek(), geo);
         let mut out = Vec::new();
         for c in pt.chunks(chunk.max(1)) {
             e.push(c, &mut out).unwrap();
@@ -848,7 +854,16 @@ mod tests {
     }
 
     fn decrypt_whole(geo: Geometry, ct: &[u8], chunk: usize) -> Result<Vec<u8>, FormatError> {
-        let mut d = FrameDecryptor::whole(Suite::Aes256Gcm, &dek(), geo);
+        decrypt_whole_with_suite(Suite::Aes256Gcm, geo, ct, chunk)
+    }
+
+    fn decrypt_whole_with_suite(
+        suite: Suite,
+        geo: Geometry,
+        ct: &[u8],
+        chunk: usize,
+    ) -> Result<Vec<u8>, FormatError> {
+        let mut d = FrameDecryptor::whole(suite, &dek(), geo);
         let mut out = Vec::new();
         for c in ct.chunks(chunk.max(1)) {
             d.push(c, &mut out)?;
@@ -1014,7 +1029,13 @@ mod tests {
     fn envelope_round_trip_and_tamper() {
         let d = dek();
         let w = crypto::wrap_dek(&[5u8; 32], &d).unwrap();
-        let mut env = Envelope::new(Layout::Single, "prod-2026", w, Some(12345));
+        let mut env = Envelope::new(
+            Suite::Aes256Gcm,
+            Layout::Single,
+            "prod-2026",
+            w,
+            Some(12345),
+        );
         env.md5 = Some([0xab; 16]);
         env.checksum = Some(StoredChecksum {
             header: "x-amz-checksum-crc32".into(),
@@ -1040,6 +1061,90 @@ mod tests {
         ] {
             assert!(Envelope::decode(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Suite 2 (ChaCha20-Poly1305): same sizes, round trips in both layouts, and
+    /// tampering, truncation, reordering and a suite mix-up are all detected.
+    #[test]
+    fn chacha_round_trip_and_tamper() {
+        let c = Suite::ChaCha20Poly1305;
+        let f = SINGLE_FRAME as usize;
+        for n in [0, 1, f - 1, f, f + 1, 3 * f + 5] {
+            let pt: Vec<u8> = (0..n).map(|i| (i * 13 % 251) as u8).collect();
+            let g = Geometry::single(n as u64);
+            let ct = encrypt_with(c, g, &pt, 4099);
+            assert_eq!(ct.len() as u64, g.cipher_len());
+            assert_eq!(decrypt_whole_with_suite(c, g, &ct, 1000).unwrap(), pt);
+            if n > 0 {
+                if n >= 64 {
+                    assert_ne!(ct[NONCE_LEN..NONCE_LEN + 64], pt[..64]);
+                }
+                // Read with the other suite: every frame fails.
+                assert_eq!(
+                    decrypt_whole_with_suite(Suite::Aes256Gcm, g, &ct, 1000),
+                    Err(FormatError::Integrity)
+                );
+                assert_eq!(
+                    decrypt_whole_with_suite(c, g, &encrypt(g, &pt, 4099), 1000),
+                    Err(FormatError::Integrity)
+                );
+            }
+            let gp = Geometry::part(7, n as u64);
+            let ct = encrypt_with(c, gp, &pt, 777);
+            assert_eq!(ct.len() as u64, gp.cipher_len());
+            assert_eq!(decrypt_whole_with_suite(c, gp, &ct, 5000).unwrap(), pt);
+        }
+        let pt = vec![9u8; 2 * f + 100];
+        let g = Geometry::single(pt.len() as u64);
+        let ct = encrypt_with(c, g, &pt, f);
+        for pos in [0, 11, 12, 500, f + 27, f + 28, ct.len() - 1] {
+            let mut t = ct.clone();
+            t[pos] ^= 0x80;
+            assert_eq!(
+                decrypt_whole_with_suite(c, g, &t, 4096),
+                Err(FormatError::Integrity),
+                "pos {pos}"
+            );
+        }
+        let cut = &ct[..2 * (f + 28)];
+        assert!(decrypt_whole_with_suite(c, g, cut, 4096).is_err());
+        let g2 = Geometry::single_from_cipher(cut.len() as u64).unwrap();
+        assert!(decrypt_whole_with_suite(c, g2, cut, 4096).is_err());
+        let mut sw = ct.clone();
+        let (a, b) = sw.split_at_mut(f + 28);
+        a.swap_with_slice(&mut b[..f + 28]);
+        assert!(decrypt_whole_with_suite(c, g, &sw, 4096).is_err());
+        // A multipart object of suite 2.
+        let mut obj = encrypt_with(c, Geometry::part(1, 70_000), &[1u8; 70_000], 999);
+        obj.extend(encrypt_with(c, Geometry::part(3, 5), &[2u8; 5], 999));
+        let mut d = PartsDecryptor::new(c, &dek(), 2);
+        let mut out = Vec::new();
+        d.push(&obj, &mut out).unwrap();
+        d.finish().unwrap();
+        assert_eq!(out.len(), 70_005);
+        let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), 2);
+        assert!(d.push(&obj, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn chacha_envelope_round_trip_and_tamper() {
+        let d = dek();
+        let w = crypto::wrap_dek(&[5u8; 32], &d).unwrap();
+        let mut env = Envelope::new(Suite::ChaCha20Poly1305, Layout::Part, "k2", w, None);
+        env.seal(&d).unwrap();
+        let s = env.encode();
+        assert!(s.starts_with("v=1;s=2;t=m;k=k2;"), "{s}");
+        let back = Envelope::decode(&s).unwrap();
+        assert_eq!(back.suite, Suite::ChaCha20Poly1305);
+        assert_eq!(back, env);
+        back.verify(&d).unwrap();
+        // The suite is authenticated: relabelled as suite 1 it no longer verifies.
+        let relabelled = Envelope::decode(&s.replace("s=2", "s=1")).unwrap();
+        assert!(relabelled.verify(&d).is_err());
+        let mut t = back.clone();
+        t.tag[NONCE_LEN] ^= 1;
+        assert!(t.verify(&d).is_err());
+        assert!(back.verify(&DataKey::from_bytes([0x12; 32])).is_err());
     }
 
     /// The committed test vectors (docs/vectors/format-v1.json) are what this code
@@ -1083,33 +1188,53 @@ mod tests {
             hex::encode(nonce_base),
             hex::encode(env_nonce)
         ));
-        for (n, (name, geo, pt)) in cases.iter().enumerate() {
+        let suites = [Suite::Aes256Gcm, Suite::ChaCha20Poly1305];
+        let total = suites.len() * cases.len();
+        let mut doc_example = None;
+        for (n, (suite, (name, geo, pt))) in suites
+            .iter()
+            .flat_map(|s| cases.iter().map(move |c| (*s, c)))
+            .enumerate()
+        {
+            let name = match suite {
+                Suite::Aes256Gcm => name.to_string(),
+                _ => format!("{}/{name}", suite.name()),
+            };
             let dek = DataKey::from_bytes(dek_bytes);
-            let mut e = FrameEncryptor::new(Suite::Aes256Gcm, &dek, *geo);
+            let mut e = FrameEncryptor::new(suite, &dek, *geo);
             e.fixed_nonce = Some(nonce_base);
             let mut ct = Vec::new();
             e.push(pt, &mut ct).unwrap();
             e.finish(&mut ct).unwrap();
-            assert_eq!(decrypt_whole_with(&dek, *geo, &ct), *pt);
+            assert_eq!(decrypt_whole_with(suite, &dek, *geo, &ct), *pt);
             let header = if geo.layout == Layout::Single {
-                let mut env =
-                    Envelope::new(Layout::Single, "vector-kek", wrapped, Some(geo.plain_len));
+                let mut env = Envelope::new(
+                    suite,
+                    Layout::Single,
+                    "vector-kek",
+                    wrapped,
+                    Some(geo.plain_len),
+                );
                 env.md5 = Some(md5::Md5::digest(pt).into());
                 env.seal_with_nonce(&dek, env_nonce).unwrap();
                 env.encode()
             } else {
-                let mut env = Envelope::new(Layout::Part, "vector-kek", wrapped, None);
+                let mut env = Envelope::new(suite, Layout::Part, "vector-kek", wrapped, None);
                 env.seal_with_nonce(&dek, env_nonce).unwrap();
                 env.encode()
             };
+            if name == "chacha20-poly1305/single-short" {
+                doc_example = Some((header.clone(), hex::encode(&ct)));
+            }
             let show = if ct.len() <= 256 {
                 hex::encode(&ct)
             } else {
                 format!("{}...", hex::encode(&ct[..128]))
             };
             out.push_str(&format!(
-                "    {{\"name\": \"{}\", \"layout\": \"{}\", \"part\": {}, \"plaintext_len\": {}, \"plaintext_sha256\": \"{}\", \"envelope_header\": \"{}\", \"stored_len\": {}, \"stored_sha256\": \"{}\", \"stored_hex\": \"{}\"}}{}\n",
+                "    {{\"name\": \"{}\", \"suite\": {}, \"layout\": \"{}\", \"part\": {}, \"plaintext_len\": {}, \"plaintext_sha256\": \"{}\", \"envelope_header\": \"{}\", \"stored_len\": {}, \"stored_sha256\": \"{}\", \"stored_hex\": \"{}\"}}{}\n",
                 name,
+                suite.id(),
                 if geo.layout == Layout::Single { "single" } else { "part" },
                 geo.part,
                 pt.len(),
@@ -1118,7 +1243,7 @@ mod tests {
                 ct.len(),
                 hex::encode(Sha256::digest(&ct)),
                 show,
-                if n + 1 < cases.len() { "," } else { "" }
+                if n + 1 < total { "," } else { "" }
             ));
         }
         out.push_str("  ]\n}\n");
@@ -1134,10 +1259,18 @@ mod tests {
             committed, out,
             "docs/vectors/format-v1.json differs from what the code writes"
         );
+        // The suite-2 example printed in docs/FORMAT.md ("Test vectors").
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md"))
+                .unwrap();
+        let (header, stored) = doc_example.unwrap();
+        assert!(doc.contains(&format!("\nenvelope  {header}\n")));
+        let line = doc.lines().find(|l| l.starts_with("stored    ")).unwrap();
+        assert_eq!(line["stored".len()..].replace(' ', ""), stored);
     }
 
-    fn decrypt_whole_with(dek: &DataKey, geo: Geometry, ct: &[u8]) -> Vec<u8> {
-        let mut d = FrameDecryptor::whole(Suite::Aes256Gcm, dek, geo);
+    fn decrypt_whole_with(suite: Suite, dek: &DataKey, geo: Geometry, ct: &[u8]) -> Vec<u8> {
+        let mut d = FrameDecryptor::whole(suite, dek, geo);
         let mut out = Vec::new();
         d.push(ct, &mut out).unwrap();
         d.finish().unwrap();
