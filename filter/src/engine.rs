@@ -1840,7 +1840,9 @@ impl Exchange {
         let end = pc.last.min(pc.next + COPY_READ_CHUNK - 1);
         let (s0, s1, dec) = pc.from.read(pc.next, end).ok_or_else(|| self.integrity())?;
         let mut h = self.request_at("GET", pc.src_path.clone(), Some(format!("bytes={s0}-{s1}")));
-        h.set("if-match", pc.src_etag.clone());
+        if !pc.src_etag.is_empty() {
+            h.set("if-match", pc.src_etag.clone());
+        }
         self.sign(&mut h, sigv4::EMPTY_SHA256);
         self.pending = Pending::PartCopyRead(pc, s1 - s0 + 1, dec);
         Ok(RequestStep::CallOut(self.backend_callout(h)))
