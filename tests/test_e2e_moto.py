@@ -72,3 +72,16 @@ def test_listing_sizes_of_multipart_and_single_objects(moto):
         g = s3.get_object(Bucket="lst", Key="dir/multi", PartNumber=n)
         assert g["PartsCount"] == 3 and g["Body"].read() == p
     assert s3.get_object(Bucket="lst", Key="dir/multi")["Body"].read() == data
+
+
+def test_list_multipart_uploads_passes_through(moto):
+    """ListMultipartUploads (s3s-fs answers 501) lists uploads in progress, and abort cleans up."""
+    s3 = moto.s3()
+    s3.create_bucket(Bucket="mpu")
+    uid = s3.create_multipart_upload(Bucket="mpu", Key="k")["UploadId"]
+    s3.upload_part(Bucket="mpu", Key="k", UploadId=uid, PartNumber=1, Body=b"x" * 100)
+    ups = s3.list_multipart_uploads(Bucket="mpu").get("Uploads", [])
+    assert [(u["Key"], u["UploadId"]) for u in ups] == [("k", uid)]
+    assert [p["Size"] for p in s3.list_parts(Bucket="mpu", Key="k", UploadId=uid)["Parts"]] == [100]
+    s3.abort_multipart_upload(Bucket="mpu", Key="k", UploadId=uid)
+    assert s3.list_multipart_uploads(Bucket="mpu").get("Uploads", []) == []
