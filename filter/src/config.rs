@@ -79,6 +79,10 @@ pub struct PluginConfig {
     /// re-encrypted by the filter and held until it is sent upstream as one UploadPart.
     #[serde(default = "default_max_copy_part")]
     pub max_copy_part_bytes: u64,
+    /// Memory all UploadPartCopy parts being re-encrypted may hold at once, per Envoy
+    /// worker, bytes (256 MiB); a copy that would exceed it answers 503 SlowDown.
+    #[serde(default = "default_max_copy_buffer")]
+    pub max_copy_buffer_bytes: u64,
     /// Environment variable names, if the defaults do not suit.
     #[serde(default)]
     pub env: EnvNames,
@@ -135,6 +139,9 @@ fn default_upload_ttl() -> i64 {
 }
 fn default_max_copy_part() -> u64 {
     64 << 20
+}
+fn default_max_copy_buffer() -> u64 {
+    256 << 20
 }
 fn default_skew() -> i64 {
     15 * 60
@@ -218,6 +225,9 @@ impl Config {
             return Err(
                 "redis_timeout_ms, upload_ttl_secs and max_copy_part_bytes must be positive".into(),
             );
+        }
+        if plugin.max_copy_buffer_bytes < plugin.max_copy_part_bytes {
+            return Err("max_copy_buffer_bytes must be at least max_copy_part_bytes".into());
         }
         let redis_authorization = env(&n.redis_auth)
             .filter(|s| !s.is_empty())
@@ -364,8 +374,14 @@ mod tests {
             &env
         )
         .is_err());
+        assert!(Config::load(
+            br#"{"upstream_authority":"x","max_copy_part_bytes":10,"max_copy_buffer_bytes":9}"#,
+            &env
+        )
+        .is_err());
         let c = Config::load(br#"{"upstream_authority":"x"}"#, &env).unwrap();
         assert_eq!(c.plugin.max_copy_part_bytes, 64 << 20);
+        assert_eq!(c.plugin.max_copy_buffer_bytes, 256 << 20);
     }
 
     #[test]

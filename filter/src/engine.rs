@@ -371,6 +371,31 @@ impl CopyFrom {
     }
 }
 
+thread_local! {
+    /// Bytes held by UploadPartCopy buffers in this VM (one VM per Envoy worker thread).
+    static COPY_BYTES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A share of the per-VM UploadPartCopy memory budget, given back when dropped.
+struct CopyReservation(u64);
+
+impl CopyReservation {
+    /// Reserves `bytes` if the VM's copies then hold at most `limit`.
+    fn try_new(bytes: u64, limit: u64) -> Option<CopyReservation> {
+        COPY_BYTES.with(|c| {
+            let now = c.get().checked_add(bytes).filter(|&n| n <= limit)?;
+            c.set(now);
+            Some(CopyReservation(bytes))
+        })
+    }
+}
+
+impl Drop for CopyReservation {
+    fn drop(&mut self) {
+        COPY_BYTES.with(|c| c.set(c.get().saturating_sub(self.0)));
+    }
+}
+
 /// Plaintext bytes of the copy source read (and decrypted) per call-out: bounds the
 /// crypto done in one callback, like the 64 KiB connection buffers do for uploads.
 const COPY_READ_CHUNK: u64 = 256 << 10;
@@ -403,6 +428,8 @@ struct PartCopy {
     next: u64,
     enc: Option<FrameEncryptor>,
     body: Vec<u8>,
+    /// This copy's share of `max_copy_buffer_bytes`, held until the copy ends.
+    budget: Option<CopyReservation>,
 }
 
 /// What a call-out in flight is for.
@@ -1701,6 +1728,7 @@ impl Exchange {
             next: 0,
             enc: None,
             body: Vec::new(),
+            budget: None,
         });
         self.pending = Pending::PartCopySource(pc);
         Ok(RequestStep::CallOut(self.backend_callout(head)))
@@ -1801,6 +1829,12 @@ impl Exchange {
             ));
         }
         let geo = Geometry::part(pc.number, len);
+        let budget = self.cfg.plugin.max_copy_buffer_bytes;
+        pc.budget = Some(CopyReservation::try_new(len, budget).ok_or_else(|| {
+            S3Error::slow_down(
+                "s3crypt: too many part copies in progress on this proxy; please retry",
+            )
+        })?);
         let mut body = Vec::new();
         if body.try_reserve_exact(geo.cipher_len() as usize).is_err() {
             return Err(S3Error::slow_down(
@@ -2978,5 +3012,18 @@ mod tests {
         let mut d = dec.unwrap();
         let mut out = Vec::new();
         assert!(d.push(&bytes, &mut out).is_err() || d.finish().is_err());
+    }
+
+    #[test]
+    fn copy_budget_is_shared_and_given_back() {
+        let a = CopyReservation::try_new(60, 100).unwrap();
+        assert!(CopyReservation::try_new(41, 100).is_none());
+        let b = CopyReservation::try_new(40, 100).unwrap();
+        assert!(CopyReservation::try_new(1, 100).is_none());
+        drop(a);
+        let c = CopyReservation::try_new(60, 100).unwrap();
+        drop((b, c));
+        assert!(CopyReservation::try_new(100, 100).is_some());
+        assert!(CopyReservation::try_new(101, 100).is_none());
     }
 }
