@@ -104,9 +104,10 @@ def test_range_on_empty_object_is_416(stack, bucket):
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
 
 
-def _read_all_or_error(stack, bucket, key):
-    """GET through Envoy with a raw HTTP client: (status, bytes received, completed)."""
-    url = stack.presigned_get(bucket, key)
+def read_all_or_error(envoy, bucket, key):
+    """GET through `envoy` (an Envoy or the stack: its main Envoy) with a raw HTTP client:
+    (status, bytes received, completed)."""
+    url = envoy.s3().generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=300)
     try:
         with requests.get(url, stream=True, timeout=30) as r:
             got = b""
@@ -141,7 +142,7 @@ def test_flipped_byte_releases_no_unauthenticated_plaintext(stack, bucket, where
         return b
 
     _tamper_file(stack, bucket, "t", flip)
-    status, got, complete = _read_all_or_error(stack, bucket, "t")
+    status, got, complete = read_all_or_error(stack, bucket, "t")
     assert not complete
     # Whatever arrived is a prefix of the true plaintext made of whole verified frames
     # that precede the damaged one.
@@ -156,7 +157,7 @@ def test_truncated_object_fails(stack, bucket):
     data = pattern(2 * F + 10, seed=4)
     s3.put_object(Bucket=bucket, Key="t", Body=data)
     _tamper_file(stack, bucket, "t", lambda b: b[: F + O])  # exactly one whole frame left
-    status, got, complete = _read_all_or_error(stack, bucket, "t")
+    status, got, complete = read_all_or_error(stack, bucket, "t")
     # The stored size no longer matches the envelope: refused before any body is sent.
     assert status == 500 and b"failed integrity verification" in got
     assert data[:100] not in got
@@ -172,7 +173,7 @@ def test_swapped_bodies_fail(stack, bucket):
     open(pa, "wb").write(db)
     open(pb, "wb").write(da)
     for key in ["a", "b"]:
-        status, got, complete = _read_all_or_error(stack, bucket, key)
+        status, got, complete = read_all_or_error(stack, bucket, key)
         assert not complete and got == b""
 
 

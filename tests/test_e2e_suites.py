@@ -7,12 +7,11 @@ import base64
 
 import botocore.exceptions
 import pytest
-import requests
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 
 from stack import Redis
 from test_e2e_multipart import MiB, PART_OVERHEAD, upload_parts
-from test_e2e_objects import F, O, cipher_len, pattern, raw
+from test_e2e_objects import F, O, cipher_len, pattern, raw, read_all_or_error
 from test_format_vectors import aead, decrypt_stream, envelope_aad, parse_envelope
 
 CHACHA = {"suite": "chacha20-poly1305"}
@@ -31,23 +30,6 @@ def envelope(stack, bucket, key):
 
 def get(s3, bucket, key, **kw):
     return s3.get_object(Bucket=bucket, Key=key, **kw)["Body"].read()
-
-
-def read_all_or_error(envoy, bucket, key):
-    """GET through `envoy` with a raw HTTP client: (status, bytes received, completed)."""
-    url = envoy.s3().generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=300)
-    try:
-        with requests.get(url, stream=True, timeout=30) as r:
-            got = b""
-            try:
-                for chunk in r.iter_content(65536):
-                    got += chunk
-                complete = "content-length" in r.headers and len(got) == int(r.headers["content-length"])
-            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
-                complete = False
-            return r.status_code, got, complete
-    except requests.exceptions.ConnectionError:
-        return None, b"", False
 
 
 @pytest.mark.parametrize("size", [0, 1, F + 1, 10 * MiB])
