@@ -293,8 +293,8 @@ enum AfterWalk {
     Read(Headers),
     /// A copy of the object.
     Copy(Box<MultipartCopy>),
-    /// The source of an UploadPartCopy.
-    PartCopy(Box<PartCopy>),
+    /// The multipart source of an UploadPartCopy, with its suite and data key.
+    PartCopy(Box<PartCopy>, Suite, DataKey),
 }
 
 /// CopyObject of a multipart object: a multipart upload of the destination under the
@@ -312,7 +312,8 @@ struct MultipartCopy {
     /// CreateMultipartUpload headers (metadata, content headers, envelope).
     create: Headers,
     src_etag: String,
-    table: Option<PartTable>,
+    /// (part number, stored length, stored offset) of the source's parts.
+    parts: Vec<(u32, u64, u64)>,
     upload_id: String,
     next: usize,
     etags: Vec<(u32, String)>,
@@ -320,8 +321,8 @@ struct MultipartCopy {
 
 /// The plaintext source of an UploadPartCopy.
 enum CopyFrom {
-    /// An object without an envelope: its bytes are the plaintext.
-    Plain,
+    /// An object without an envelope (of this length): its bytes are the plaintext.
+    Plain { len: u64 },
     /// A single-layout s3crypt object.
     Single {
         suite: Suite,
@@ -340,10 +341,19 @@ enum CopyFrom {
 type StoredRead = (u64, u64, Option<Box<dyn Decrypt>>);
 
 impl CopyFrom {
+    /// Plaintext length of the source.
+    fn len(&self) -> u64 {
+        match self {
+            CopyFrom::Plain { len } => *len,
+            CopyFrom::Single { geo, .. } => geo.plain_len,
+            CopyFrom::Multi { table, .. } => table.plain_len(),
+        }
+    }
+
     /// The stored bytes holding plaintext `a..=b` and how to turn them into it.
     fn read(&self, a: u64, b: u64) -> Option<StoredRead> {
         match self {
-            CopyFrom::Plain => Some((a, b, None)),
+            CopyFrom::Plain { .. } => Some((a, b, None)),
             CopyFrom::Single { suite, dek, geo } => {
                 let (i0, i1) = (geo.frame_of(a), geo.frame_of(b));
                 let c0 = geo.frame_cipher_start(i0);
@@ -428,8 +438,17 @@ struct PartCopy {
     next: u64,
     enc: Option<FrameEncryptor>,
     body: Vec<u8>,
+    /// Decrypted plaintext of the current chunk (reused).
+    plain: Vec<u8>,
     /// This copy's share of `max_copy_buffer_bytes`, held until the copy ends.
     budget: Option<CopyReservation>,
+}
+
+impl PartCopy {
+    /// Last plaintext byte of the chunk that starts at `next`.
+    fn chunk_end(&self) -> u64 {
+        self.last.min(self.next + COPY_READ_CHUNK - 1)
+    }
 }
 
 /// What a call-out in flight is for.
@@ -1112,12 +1131,7 @@ impl Exchange {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let parts = parts_in_etag(&etag).ok_or_else(|| self.integrity())?;
-        let cached = self
-            .store
-            .get(&table_key(&etag, stored))
-            .and_then(|v| PartTable::decode(&v))
-            .filter(|t| t.stored_len() == stored && t.count() as u64 == parts);
-        match cached {
+        match self.cached_table(&etag, stored, parts) {
             Some(t) => self.plan_multipart(up, etag, t),
             None => {
                 let walk = Walk::new(stored, parts);
@@ -1125,6 +1139,14 @@ impl Exchange {
                 self.walk_next(AfterWalk::Read(up), path, walk, etag, stored)
             }
         }
+    }
+
+    /// The part table of an object version cached by an earlier walk, if it fits.
+    fn cached_table(&self, etag: &str, stored: u64, parts: u64) -> Option<PartTable> {
+        self.store
+            .get(&table_key(etag, stored))
+            .and_then(|v| PartTable::decode(&v))
+            .filter(|t| t.stored_len() == stored && t.count() as u64 == parts)
     }
 
     fn walk_next(
@@ -1184,13 +1206,15 @@ impl Exchange {
                 match then {
                     AfterWalk::Read(up) => self.plan_multipart(up, etag, t),
                     AfterWalk::Copy(mut mc) => {
-                        mc.table = Some(t);
+                        mc.parts = t.stored_parts();
                         self.copy_create(mc)
                     }
-                    AfterWalk::PartCopy(mut pc) => {
-                        if let CopyFrom::Multi { table, .. } = &mut pc.from {
-                            *table = t;
-                        }
+                    AfterWalk::PartCopy(mut pc, suite, dek) => {
+                        pc.from = CopyFrom::Multi {
+                            suite,
+                            dek,
+                            table: t,
+                        };
                         self.part_copy_plan(pc)
                     }
                 }
@@ -1248,24 +1272,7 @@ impl Exchange {
         up: Headers,
         _req: &S3Request,
     ) -> Result<RequestStep, S3Error> {
-        let src = h
-            .get("x-amz-copy-source")
-            .ok_or_else(|| S3Error::invalid_argument("missing x-amz-copy-source"))?;
-        let (bucket, key, version) = s3::parse_copy_source(src)?;
-        let mut path = format!(
-            "/{}/{}",
-            s3::uri_encode(&bucket, true),
-            s3::uri_encode(&key, false)
-        );
-        if let Some(v) = version {
-            path.push_str(&format!("?versionId={}", s3::uri_encode(&v, true)));
-        }
-        let mut head = Headers::new();
-        head.set(":method", "HEAD");
-        head.set(":path", path);
-        head.set(":authority", self.cfg.plugin.upstream_authority.clone());
-        head.set(":scheme", "http");
-        self.sign(&mut head, sigv4::EMPTY_SHA256);
+        let head = self.request_at("HEAD", copy_source_path(h)?, None);
         self.pending = Pending::CopySource(up);
         Ok(RequestStep::CallOut(self.backend_callout(head)))
     }
@@ -1438,15 +1445,7 @@ impl Exchange {
             .unwrap_or(0);
         let parts = parts_in_etag(&etag).ok_or_else(|| self.integrity())?;
         let copy_source = up.get("x-amz-copy-source").unwrap_or("").to_string();
-        let (sb, sk, sv) = s3::parse_copy_source(&copy_source)?;
-        let mut src_path = format!(
-            "/{}/{}",
-            s3::uri_encode(&sb, true),
-            s3::uri_encode(&sk, false)
-        );
-        if let Some(v) = sv {
-            src_path.push_str(&format!("?versionId={}", s3::uri_encode(&v, true)));
-        }
+        let src_path = copy_source_path(&up)?;
         let dest = up
             .get(":path")
             .unwrap_or("/")
@@ -1497,20 +1496,15 @@ impl Exchange {
             conditions,
             create,
             src_etag: etag.clone(),
-            table: None,
+            parts: Vec::new(),
             upload_id: String::new(),
             next: 0,
             etags: Vec::new(),
         });
-        let cached = self
-            .store
-            .get(&table_key(&etag, stored))
-            .and_then(|v| PartTable::decode(&v))
-            .filter(|t| t.stored_len() == stored && t.count() as u64 == parts);
-        match cached {
+        match self.cached_table(&etag, stored, parts) {
             Some(t) => {
                 let mut mc = mc;
-                mc.table = Some(t);
+                mc.parts = t.stored_parts();
                 self.copy_create(mc)
             }
             None => {
@@ -1536,17 +1530,14 @@ impl Exchange {
         let text = String::from_utf8_lossy(body);
         let id = xml::element_text(&text, "UploadId").unwrap_or_default();
         if status != Some(200) || id.is_empty() {
-            return Err(copy_failed(status, &text));
+            return Err(copy_failed(status));
         }
         mc.upload_id = id;
         self.copy_next_part(mc)
     }
 
     fn copy_next_part(&mut self, mc: Box<MultipartCopy>) -> Result<RequestStep, S3Error> {
-        let Some(t) = mc.table.as_ref() else {
-            return Err(S3Error::internal("s3crypt: no part table"));
-        };
-        let Some(&(number, len, offset)) = t.stored_parts().get(mc.next) else {
+        let Some(&(number, len, offset)) = mc.parts.get(mc.next) else {
             return self.copy_complete(mc);
         };
         let mut h = self.request_at(
@@ -1581,17 +1572,14 @@ impl Exchange {
         let text = String::from_utf8_lossy(body);
         // S3 may answer 200 with an error document to a copy.
         let etag = xml::element_text(&text, "ETag").filter(|_| !text.contains("<Error>"));
-        let number = mc
-            .table
-            .as_ref()
-            .and_then(|t| t.stored_parts().get(mc.next).map(|p| p.0));
+        let number = mc.parts.get(mc.next).map(|p| p.0);
         match (status, etag, number) {
             (Some(200), Some(e), Some(n)) => {
                 mc.etags.push((n, e));
                 mc.next += 1;
                 self.copy_next_part(mc)
             }
-            _ => self.copy_abort(&mc, copy_failed(status, &text)),
+            _ => self.copy_abort(&mc, copy_failed(status)),
         }
     }
 
@@ -1644,7 +1632,7 @@ impl Exchange {
         let text = String::from_utf8_lossy(body);
         let etag = xml::element_text(&text, "ETag").filter(|_| !text.contains("<Error>"));
         let Some(etag) = etag.filter(|_| status == Some(200)) else {
-            return self.copy_abort(&mc, copy_failed(status, &text));
+            return self.copy_abort(&mc, copy_failed(status));
         };
         let xml = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{}</LastModified><ETag>{}</ETag></CopyObjectResult>",
@@ -1686,18 +1674,7 @@ impl Exchange {
                 "s3crypt: upload state is not a multipart envelope",
             ));
         }
-        let src = h
-            .get("x-amz-copy-source")
-            .ok_or_else(|| S3Error::invalid_argument("missing x-amz-copy-source"))?;
-        let (bucket, key, version) = s3::parse_copy_source(src)?;
-        let mut src_path = format!(
-            "/{}/{}",
-            s3::uri_encode(&bucket, true),
-            s3::uri_encode(&key, false)
-        );
-        if let Some(v) = version {
-            src_path.push_str(&format!("?versionId={}", s3::uri_encode(&v, true)));
-        }
+        let src_path = copy_source_path(h)?;
         let mut head = self.request_at("HEAD", src_path.clone(), None);
         // Date conditions go to the backend with the HEAD (304/412 mean 412 for a copy).
         for (k, to) in [
@@ -1722,12 +1699,13 @@ impl Exchange {
             if_match: h.get("x-amz-copy-source-if-match").map(str::to_string),
             if_none_match: h.get("x-amz-copy-source-if-none-match").map(str::to_string),
             src_etag: String::new(),
-            from: CopyFrom::Plain,
+            from: CopyFrom::Plain { len: 0 },
             first: 0,
             last: 0,
             next: 0,
             enc: None,
             body: Vec::new(),
+            plain: Vec::new(),
             budget: None,
         });
         self.pending = Pending::PartCopySource(pc);
@@ -1749,8 +1727,7 @@ impl Exchange {
                 S3Error::service_unavailable("s3crypt: the copy source could not be read")
             })?;
         let Some(ev) = resp.get(ENVELOPE_HEADER) else {
-            pc.from = CopyFrom::Plain;
-            pc.last = stored; // the size, until planned
+            pc.from = CopyFrom::Plain { len: stored };
             return self.part_copy_plan(pc);
         };
         let (env, dek) = self.open_envelope(ev)?;
@@ -1770,12 +1747,7 @@ impl Exchange {
             }
             Layout::Part => {
                 let parts = parts_in_etag(&pc.src_etag).ok_or_else(|| self.integrity())?;
-                let cached = self
-                    .store
-                    .get(&table_key(&pc.src_etag, stored))
-                    .and_then(|v| PartTable::decode(&v))
-                    .filter(|t| t.stored_len() == stored && t.count() as u64 == parts);
-                match cached {
+                match self.cached_table(&pc.src_etag, stored, parts) {
                     Some(table) => {
                         pc.from = CopyFrom::Multi {
                             suite: env.suite,
@@ -1785,17 +1757,10 @@ impl Exchange {
                         self.part_copy_plan(pc)
                     }
                     None => {
-                        // A placeholder table, replaced by the walk's.
-                        let table = PartTable::new(vec![(1, 1)])
-                            .ok_or_else(|| S3Error::internal("s3crypt: part table"))?;
-                        pc.from = CopyFrom::Multi {
-                            suite: env.suite,
-                            dek,
-                            table,
-                        };
                         let (path, etag) = (pc.src_path.clone(), pc.src_etag.clone());
                         let walk = Walk::new(stored, parts);
-                        self.walk_next(AfterWalk::PartCopy(pc), path, walk, etag, stored)
+                        let then = AfterWalk::PartCopy(pc, env.suite, dek);
+                        self.walk_next(then, path, walk, etag, stored)
                     }
                 }
             }
@@ -1805,11 +1770,7 @@ impl Exchange {
     /// UploadPartCopy: the plaintext range to copy, checked against the source's size and
     /// the part size limit; then the reads start.
     fn part_copy_plan(&mut self, mut pc: Box<PartCopy>) -> Result<RequestStep, S3Error> {
-        let size = match &pc.from {
-            CopyFrom::Plain => pc.last,
-            CopyFrom::Single { geo, .. } => geo.plain_len,
-            CopyFrom::Multi { table, .. } => table.plain_len(),
-        };
+        let size = pc.from.len();
         let (first, last) = match pc.range.as_deref() {
             Some(r) => copy_source_range(r, size)?,
             None if size == 0 => {
@@ -1871,7 +1832,7 @@ impl Exchange {
             c.timeout_ms = 120_000;
             return Ok(RequestStep::CallOut(c));
         }
-        let end = pc.last.min(pc.next + COPY_READ_CHUNK - 1);
+        let end = pc.chunk_end();
         let (s0, s1, dec) = pc.from.read(pc.next, end).ok_or_else(|| self.integrity())?;
         let mut h = self.request_at("GET", pc.src_path.clone(), Some(format!("bytes={s0}-{s1}")));
         if !pc.src_etag.is_empty() {
@@ -1900,22 +1861,27 @@ impl Exchange {
                 ))
             }
         }
-        let end = pc.last.min(pc.next + COPY_READ_CHUNK - 1);
-        let mut plain = Vec::new();
+        let (next, end) = (pc.next, pc.chunk_end());
+        let PartCopy {
+            enc,
+            body: out,
+            plain: scratch,
+            ..
+        } = &mut *pc;
+        scratch.clear();
         let plain: &[u8] = match dec {
             None => body,
             Some(mut d) => {
-                if d.push(body, &mut plain).is_err() || d.finish().is_err() {
+                if d.push(body, scratch).is_err() || d.finish().is_err() {
                     return Err(self.integrity());
                 }
-                &plain
+                scratch
             }
         };
-        if plain.len() as u64 != end - pc.next + 1 {
+        if plain.len() as u64 != end - next + 1 {
             return Err(self.integrity());
         }
         self.stats.add(Counter::BytesDecrypted, plain.len() as u64);
-        let PartCopy { enc, body: out, .. } = &mut *pc;
         enc.as_mut()
             .ok_or_else(|| S3Error::internal("s3crypt: no encryptor"))?
             .push(plain, out)
@@ -2511,15 +2477,11 @@ impl Exchange {
 }
 
 /// A failed step of a multipart copy: the backend's S3 error if it sent one.
-fn copy_failed(status: Option<u16>, body: &str) -> S3Error {
-    match (status, xml::element_text(body, "Code")) {
-        (Some(412), _) => S3Error::new(
-            412,
-            "PreconditionFailed",
-            "At least one of the pre-conditions you specified did not hold",
-        ),
-        (Some(404), _) => S3Error::new(404, "NoSuchKey", "The specified key does not exist."),
-        (Some(403), _) => S3Error::access_denied("Access Denied"),
+fn copy_failed(status: Option<u16>) -> S3Error {
+    match status {
+        Some(412) => precondition_failed(),
+        Some(404) => no_such_key(),
+        Some(403) => S3Error::access_denied("Access Denied"),
         _ => S3Error::service_unavailable(
             "s3crypt: the multipart copy failed at the backend; please retry",
         ),
@@ -2541,6 +2503,23 @@ fn iso8601(unix: i64) -> String {
     )
 }
 
+/// Upstream path of the object named by `x-amz-copy-source` (with its versionId).
+fn copy_source_path(h: &Headers) -> Result<String, S3Error> {
+    let src = h
+        .get("x-amz-copy-source")
+        .ok_or_else(|| S3Error::invalid_argument("missing x-amz-copy-source"))?;
+    let (bucket, key, version) = s3::parse_copy_source(src)?;
+    let mut path = format!(
+        "/{}/{}",
+        s3::uri_encode(&bucket, true),
+        s3::uri_encode(&key, false)
+    );
+    if let Some(v) = version {
+        path.push_str(&format!("?versionId={}", s3::uri_encode(&v, true)));
+    }
+    Ok(path)
+}
+
 /// The HEAD of a copy source: its status, then the client's ETag conditions evaluated
 /// against the ETag clients see (for single-part objects the backend's ETag is that of
 /// the ciphertext; the envelope keeps the plaintext MD5 when there is one).
@@ -2554,13 +2533,7 @@ fn copy_source_ok<'a>(
     })?;
     match resp.get(":status").unwrap_or("") {
         "200" => {}
-        "404" => {
-            return Err(S3Error::new(
-                404,
-                "NoSuchKey",
-                "The specified key does not exist.",
-            ))
-        }
+        "404" => return Err(no_such_key()),
         "403" => return Err(S3Error::access_denied("Access Denied")),
         "304" | "412" => return Err(precondition_failed()),
         _ => {
@@ -2582,6 +2555,10 @@ fn copy_source_ok<'a>(
         return Err(precondition_failed());
     }
     Ok(resp)
+}
+
+fn no_such_key() -> S3Error {
+    S3Error::new(404, "NoSuchKey", "The specified key does not exist.")
 }
 
 fn precondition_failed() -> S3Error {
@@ -2961,7 +2938,12 @@ mod tests {
         let table = PartTable::new(vec![(1, sizes[0]), (2, sizes[1]), (3, sizes[2])]).unwrap();
 
         let sources = [
-            (CopyFrom::Plain, plain.clone()),
+            (
+                CopyFrom::Plain {
+                    len: plain.len() as u64,
+                },
+                plain.clone(),
+            ),
             (
                 CopyFrom::Single {
                     suite,

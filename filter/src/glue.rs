@@ -110,7 +110,11 @@ impl RootContext for Root {
             Ok(c) => {
                 log(LogLevel::Info, &format!("s3crypt: configured: {c:?}"));
                 self.cfg = Some(Rc::new(c));
+                // A reconfigured VM keeps its share of the memory gauge (the gauge is
+                // shared by name, so its id stays the same).
+                let reported = self.metrics.memory_reported.get();
                 self.metrics = Rc::new(Metrics::define());
+                self.metrics.memory_reported.set(reported);
                 self.metrics.report_memory();
                 self.set_tick_period(Duration::from_secs(1));
                 true
