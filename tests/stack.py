@@ -7,6 +7,7 @@ and temporary directories.
     stack.backend_s3()                 # boto3 client straight to the S3 server
     stack.backend_object_path(b, k)    # the stored (ciphertext) file on disk
     stack.start_envoy(keks={...})      # another Envoy on the same backend, other keys
+    stack.start_envoy(s3_port=p)       # another Envoy in front of another backend
     stack.counter("s3crypt_...")       # a filter counter from /stats/prometheus
     stack.stop()
 
@@ -106,7 +107,7 @@ class Envoy:
     """One Envoy process in front of the stack's S3 server."""
 
     def __init__(self, stack, name, *, keks, active, wasm=True, runtime="v8", concurrency=2, port=None, admin_port=None,
-                 redis=None, plugin_extra=None):
+                 redis=None, plugin_extra=None, s3_port=None):
         self.stack = stack
         self.port, self.admin_port = port or free_port(), admin_port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -114,7 +115,7 @@ class Envoy:
         d = stack.root / name
         d.mkdir(parents=True, exist_ok=True)
         cfg = d / "envoy.yaml"
-        render_envoy_config(cfg, listener_port=self.port, admin_port=self.admin_port, s3_port=stack.s3_port, wasm=wasm,
+        render_envoy_config(cfg, listener_port=self.port, admin_port=self.admin_port, s3_port=s3_port or stack.s3_port, wasm=wasm,
                             runtime=runtime, webdis_port=redis.webdis_port if redis else None, plugin_extra=plugin_extra)
         self.log = d / "envoy.log"
         env = dict(os.environ)
@@ -135,7 +136,7 @@ class Envoy:
         cfg, env, concurrency = self._cfg, self._env, self.concurrency
         self.proc = subprocess.Popen(
             [envoy_binary(), "-c", str(cfg), "--concurrency", str(concurrency), "--base-id", str(free_port()),
-             "-l", "info", "--log-path", str(self.log)],
+             "-l", os.environ.get("S3CRYPT_ENVOY_LOG_LEVEL", "info"), "--log-path", str(self.log)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
         )
         wait_http(self.endpoint + "/healthz", proc=self.proc, log=self.log)

@@ -31,7 +31,7 @@ use crate::format::{
 use crate::headers::Headers;
 use crate::parts::{PartTable, RangeDecryptor, RangePlan, Walk};
 use crate::range::{self, RangeSpec};
-use crate::s3::{self, Operation, S3Request};
+use crate::s3::{self, Body, Doc, Operation, Response, S3Request};
 use crate::sigv4::{self, PayloadMode, VerifiedRequest};
 use crate::state::{self, UploadState, WebdisRequest};
 use crate::xml;
@@ -157,13 +157,18 @@ pub enum BodyError {
 }
 
 enum RequestBody {
-    Pass,
+    /// The operation has no body: any body byte refuses the request.
+    Nothing,
     Upload(Box<Upload>),
-    /// A CompleteMultipartUpload part list: buffered (it is small), checked against the
-    /// client's hash, forwarded with the part checksums blanked out.
-    CompleteList {
+    /// A small document (a part list, a delete list, a configuration): buffered up to
+    /// [`MAX_XML_BODY`], checked against the client's hash and against what the operation
+    /// accepts, then forwarded; a CompleteMultipartUpload part list with its (plaintext)
+    /// part checksums blanked out.
+    Document {
         buf: Vec<u8>,
         expected: Option<String>,
+        doc: Doc,
+        complete: bool,
     },
 }
 
@@ -543,12 +548,98 @@ enum XmlRewrite {
 /// Largest XML response body the filter buffers to rewrite.
 const MAX_XML_BODY: usize = 8 << 20;
 
+/// Signed client headers the filter replaces with its own when it signs upstream.
 const HIDDEN_REQUEST_HEADERS: &[&str] = &[
     "authorization",
     "x-amz-date",
     "x-amz-content-sha256",
     "x-amz-security-token",
 ];
+
+/// Standard (non-`x-amz-*`) request headers with a meaning in S3 that go upstream when
+/// the client signed them. Every other header (signed or not) stays here.
+const FORWARDED_STANDARD_HEADERS: &[&str] = &[
+    "content-length",
+    "content-type",
+    "content-md5",
+    "content-encoding",
+    "content-language",
+    "content-disposition",
+    "cache-control",
+    "expires",
+    "range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+];
+
+/// Envoy's own routing header: its router finds no route for a request without it. Set
+/// by Envoy's connection manager before any filter runs; it goes upstream only as
+/// `http` or `https`.
+const ENVOY_ROUTING_HEADER: &str = "x-forwarded-proto";
+
+/// The request as far as its signature covers it: the pseudo-headers (`:path` and
+/// `:authority` are covered as the canonical URI and `host`), `content-length` (framing,
+/// enforced by Envoy and checked against the body), and the signed headers. Nothing else
+/// is ever read by the filter. A signed header that appears twice is refused: the
+/// filter and the backend could each act on another copy.
+fn verified_view(h: &Headers, v: &VerifiedRequest) -> Result<Headers, S3Error> {
+    let mut view = Headers::new();
+    for (k, val) in h.iter() {
+        let name = k.to_ascii_lowercase();
+        let keep =
+            name.starts_with(':') || name == "content-length" || v.signed_headers.contains(&name);
+        if !keep {
+            continue;
+        }
+        if !name.starts_with(':') && view.contains(&name) {
+            return Err(S3Error::invalid_argument(format!(
+                "s3crypt: header {name} appears more than once"
+            )));
+        }
+        view.0.push((name, val.clone()));
+    }
+    Ok(view)
+}
+
+/// The upstream request, rebuilt from the verified view: its pseudo-headers with the
+/// canonical path of what was parsed and the backend's authority, signed `x-amz-*`
+/// headers (but those the filter signs itself), the signed standard headers of
+/// [`FORWARDED_STANDARD_HEADERS`] and Envoy's [`ENVOY_ROUTING_HEADER`]. A copy source is
+/// re-encoded canonically.
+fn upstream_headers(
+    raw: &Headers,
+    view: &Headers,
+    req: &S3Request,
+    authority: &str,
+) -> Result<Headers, S3Error> {
+    let mut up = Headers::new();
+    for (k, v) in view.iter() {
+        let forward = matches!(k.as_str(), ":method" | ":scheme")
+            || (k.starts_with("x-amz-") && !HIDDEN_REQUEST_HEADERS.contains(&k.as_str()))
+            || FORWARDED_STANDARD_HEADERS.contains(&k.as_str());
+        if forward {
+            up.0.push((k.clone(), v.clone()));
+        }
+    }
+    up.set(":path", req.upstream_path());
+    up.set(":authority", authority.to_string());
+    if let Some(p) = raw
+        .get(ENVOY_ROUTING_HEADER)
+        .filter(|p| *p == "http" || *p == "https")
+    {
+        up.set(ENVOY_ROUTING_HEADER, p.to_string());
+    }
+    if let Some(src) = view.get("x-amz-copy-source") {
+        let (b, k, ver) = s3::parse_copy_source(src)?;
+        up.set(
+            "x-amz-copy-source",
+            s3::copy_source_value(&b, &k, ver.as_deref()),
+        );
+    }
+    Ok(up)
+}
 
 impl Exchange {
     pub fn new(
@@ -569,7 +660,7 @@ impl Exchange {
             req: None,
             verified: None,
             pending: Pending::None,
-            req_body: RequestBody::Pass,
+            req_body: RequestBody::Nothing,
             get: GetPlan::default(),
             resp_body: ResponseBody::Pass,
             head: false,
@@ -592,56 +683,73 @@ impl Exchange {
     }
 
     /// The client's request headers. `end_of_stream`: the request has no body.
-    pub fn on_request_headers(&mut self, h: &Headers, end_of_stream: bool) -> RequestStep {
-        let method = h.get(":method").unwrap_or("").to_string();
-        let raw = h.get(":path").unwrap_or("/").to_string();
+    pub fn on_request_headers(
+        &mut self,
+        raw_headers: &Headers,
+        end_of_stream: bool,
+    ) -> RequestStep {
+        let method = raw_headers.get(":method").unwrap_or("").to_string();
+        let raw = raw_headers.get(":path").unwrap_or("/").to_string();
         self.resource = raw.split('?').next().unwrap_or("/").to_string();
         self.head = method == "HEAD";
         let cfg = Rc::clone(&self.cfg);
         let secret = |ak: &str| cfg.client_secret(ak);
         let skew = cfg.plugin.max_clock_skew_secs;
-        let verified = match sigv4::verify_with_skew(&method, &raw, h, &secret, self.now, skew) {
-            Ok(v) => v,
-            Err(e) => {
-                self.stats.add(Counter::AuthFailures, 1);
-                return self.reject(&e);
-            }
+        let verified =
+            match sigv4::verify_with_skew(&method, &raw, raw_headers, &secret, self.now, skew) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.stats.add(Counter::AuthFailures, 1);
+                    return self.reject(&e);
+                }
+            };
+        // From here on the filter reads only what the client signed.
+        let h = match verified_view(raw_headers, &verified) {
+            Ok(h) => h,
+            Err(e) => return self.reject(&e),
         };
         let req = match s3::parse_request(
             &method,
             &sigv4::strip_presign_params(&raw),
-            h,
+            &h,
             &cfg.plugin.virtual_host_suffixes,
         ) {
             Ok(r) => r,
             Err(e) => return self.reject(&e),
         };
-        let mut up = h.clone();
-        for n in HIDDEN_REQUEST_HEADERS {
-            up.remove(n);
+        // The envelope's name is reserved: a client may not write or forge it.
+        if h.contains(ENVELOPE_HEADER) {
+            return self.reject(&S3Error::invalid_argument(format!(
+                "s3crypt: the metadata name {ENVELOPE_HEADER} is reserved"
+            )));
         }
-        up.set(":path", upstream_path(&req, &raw));
-        up.set(":authority", cfg.plugin.upstream_authority.clone());
-        // A client may not write or forge the envelope.
-        up.0.retain(|(k, _)| !k.to_ascii_lowercase().starts_with(ENVELOPE_HEADER));
+        let mut up = match upstream_headers(raw_headers, &h, &req, &cfg.plugin.upstream_authority) {
+            Ok(up) => up,
+            Err(e) => return self.reject(&e),
+        };
         let step = match req.op {
-            Operation::PutObject => self.start_upload(h, &mut up, &verified, end_of_stream, None),
-            Operation::CreateMultipartUpload => self.start_create_upload(up, &verified),
+            Operation::PutObject => self.start_upload(&h, &mut up, &verified, end_of_stream, None),
+            Operation::CreateMultipartUpload => {
+                self.start_create_upload(up, &verified, &req, end_of_stream)
+            }
             Operation::UploadPart => {
-                self.start_upload_part(h, &mut up, &verified, &req, end_of_stream)
+                self.start_upload_part(&h, &mut up, &verified, &req, end_of_stream)
             }
-            Operation::CompleteMultipartUpload => self.start_complete(up, &verified, &req),
-            Operation::AbortMultipartUpload => {
-                self.upload_id = req.query_param("uploadId").map(str::to_string);
-                self.pass_body(up, &verified)
+            Operation::CompleteMultipartUpload => {
+                self.start_complete(up, &verified, &req, end_of_stream)
             }
+            Operation::AbortMultipartUpload => self.start_abort(up, &verified, &req, end_of_stream),
             Operation::ListParts => {
                 up.remove("accept-encoding");
                 self.resp_body = ResponseBody::Xml(Vec::new(), XmlRewrite::PartSizes);
-                self.pass_body(up, &verified)
+                self.pass_body(up, &verified, &req, end_of_stream)
             }
-            Operation::GetObject | Operation::HeadObject => self.start_get(h, &mut up, &req),
-            Operation::CopyObject => self.start_copy(h, up, &req),
+            Operation::GetObject | Operation::HeadObject => self
+                .no_body(&h, end_of_stream)
+                .and_then(|()| self.start_get(&h, &mut up, &req)),
+            Operation::CopyObject => self
+                .no_body(&h, end_of_stream)
+                .and_then(|()| self.start_copy(&h, up, &req)),
             Operation::ListObjectsV1 | Operation::ListObjectsV2 | Operation::ListObjectVersions => {
                 up.remove("accept-encoding");
                 // An empty delimiter means no delimiter; some S3 servers mis-handle it.
@@ -649,13 +757,17 @@ impl Exchange {
                     up.set(":path", p);
                 }
                 self.resp_body = ResponseBody::Xml(Vec::new(), XmlRewrite::ListingSizes);
-                self.pass_body(up, &verified)
+                self.pass_body(up, &verified, &req, end_of_stream)
             }
-            Operation::UploadPartCopy => self.start_upload_part(h, &mut up, &verified, &req, true),
-            Operation::Unsupported => Err(S3Error::not_implemented(
-                "s3crypt: this operation would bypass encryption and is refused",
-            )),
-            _ => self.pass_body(up, &verified),
+            Operation::UploadPartCopy => self
+                .no_body(&h, end_of_stream)
+                .and_then(|()| self.start_upload_part(&h, &mut up, &verified, &req, true)),
+            Operation::ListBuckets
+            | Operation::BucketOp
+            | Operation::ListMultipartUploads
+            | Operation::DeleteObjects
+            | Operation::DeleteObject
+            | Operation::ObjectSubresource => self.pass_body(up, &verified, &req, end_of_stream),
         };
         self.req = Some(req);
         self.verified = Some(verified);
@@ -665,17 +777,76 @@ impl Exchange {
         }
     }
 
-    /// Requests whose body (if any) goes upstream unchanged, covered by the client's hash.
-    fn pass_body(&mut self, mut up: Headers, v: &VerifiedRequest) -> Result<RequestStep, S3Error> {
-        let hash = match &v.payload {
-            PayloadMode::Sha256(h) => h.clone(),
-            PayloadMode::Unsigned => sigv4::UNSIGNED_PAYLOAD.to_string(),
-            _ => {
-                return Err(S3Error::not_implemented(
-                    "s3crypt: aws-chunked bodies are only supported for PutObject",
+    /// An operation without a body: a declared body refuses it now; any body byte that
+    /// arrives anyway refuses it then ([`RequestBody::Nothing`]).
+    fn no_body(&mut self, h: &Headers, eos: bool) -> Result<(), S3Error> {
+        self.req_body = RequestBody::Nothing;
+        let declared: u64 = h
+            .get("content-length")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if !eos && declared > 0 {
+            return Err(S3Error::invalid_request(
+                "s3crypt: this operation takes no request body",
+            ));
+        }
+        Ok(())
+    }
+
+    /// How a document body is expected: its size checked now, its bytes at the end.
+    fn expect_document(
+        &mut self,
+        h: &Headers,
+        v: &VerifiedRequest,
+        doc: Doc,
+        eos: bool,
+        complete: bool,
+    ) -> Result<(), S3Error> {
+        let expected = document_hash(v)?;
+        let declared: u64 = h
+            .get("content-length")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if declared > MAX_XML_BODY as u64 {
+            return Err(malformed_document(doc));
+        }
+        if eos {
+            // No body callback will come: the (empty) document is checked now.
+            check_document(doc, &[])?;
+            if let Some(e) = &expected {
+                if e != sigv4::EMPTY_SHA256 {
+                    return Err(S3Error::sha256_mismatch());
+                }
+            }
+        }
+        self.req_body = RequestBody::Document {
+            buf: Vec::new(),
+            expected,
+            doc,
+            complete,
+        };
+        Ok(())
+    }
+
+    /// Requests whose body, if the operation has one, is a document forwarded unchanged
+    /// (covered by the client's hash), signed upstream.
+    fn pass_body(
+        &mut self,
+        mut up: Headers,
+        v: &VerifiedRequest,
+        req: &S3Request,
+        eos: bool,
+    ) -> Result<RequestStep, S3Error> {
+        let hash = document_hash(v)?.unwrap_or_else(|| sigv4::UNSIGNED_PAYLOAD.to_string());
+        match req.spec.body {
+            Body::Document(doc) => self.expect_document(&up, v, doc, eos, false)?,
+            Body::None => self.no_body(&up, eos)?,
+            Body::Encrypt => {
+                return Err(S3Error::internal(
+                    "s3crypt: object data on the pass-through path",
                 ))
             }
-        };
+        }
         self.sign(&mut up, &hash);
         Ok(RequestStep::Forward(up))
     }
@@ -838,6 +1009,8 @@ impl Exchange {
         &mut self,
         mut up: Headers,
         v: &VerifiedRequest,
+        req: &S3Request,
+        eos: bool,
     ) -> Result<RequestStep, S3Error> {
         let (dek, mut env) = self.new_envelope(Layout::Part, None)?;
         env.seal(&dek)
@@ -846,7 +1019,7 @@ impl Exchange {
         strip_integrity_headers(&mut up);
         up.set(ENVELOPE_HEADER, env.encode());
         self.resp_body = ResponseBody::Xml(Vec::new(), XmlRewrite::RecordUpload(env.encode()));
-        let step = self.pass_body(up, v)?;
+        let step = self.pass_body(up, v, req, eos)?;
         match (self.cfg.plugin.state_store, step) {
             // The record is written when the UploadId is known; the upload is only
             // created if Redis answers now (a client gets 503, not an unusable UploadId).
@@ -955,6 +1128,28 @@ impl Exchange {
         self.start_upload(h, up, v, eos, Some((number, env.suite, dek)))
     }
 
+    /// AbortMultipartUpload: an upload this Envoy knows to belong to another object is not
+    /// this request's to abort (404, the backend untouched); otherwise the backend decides,
+    /// and the state is forgotten only when it confirmed the abort.
+    fn start_abort(
+        &mut self,
+        up: Headers,
+        v: &VerifiedRequest,
+        req: &S3Request,
+        eos: bool,
+    ) -> Result<RequestStep, S3Error> {
+        let id = req.query_param("uploadId").unwrap_or("").to_string();
+        let known = self
+            .store
+            .get(&state::shared_key(&id))
+            .and_then(|v| UploadState::decode(&v));
+        if known.is_some_and(|st| st.object != Self::object_of(req)) {
+            return Err(no_such_upload());
+        }
+        self.upload_id = Some(id);
+        self.pass_body(up, v, req, eos)
+    }
+
     /// Forgets an upload once the backend completed or aborted it: at once in shared
     /// data; in Redis by a call-out the response waits for.
     fn forget_upload(&mut self) -> Option<CallOut> {
@@ -976,21 +1171,13 @@ impl Exchange {
         mut up: Headers,
         v: &VerifiedRequest,
         req: &S3Request,
+        eos: bool,
     ) -> Result<RequestStep, S3Error> {
         strip_integrity_headers(&mut up);
-        let expected = match &v.payload {
-            PayloadMode::Sha256(h) => Some(h.clone()),
-            PayloadMode::Unsigned => None,
-            _ => {
-                return Err(S3Error::not_implemented(
-                    "s3crypt: aws-chunked bodies are only supported for uploads",
-                ))
-            }
+        let Body::Document(doc) = req.spec.body else {
+            return Err(S3Error::internal("s3crypt: no part list expected"));
         };
-        self.req_body = RequestBody::CompleteList {
-            buf: Vec::new(),
-            expected,
-        };
+        self.expect_document(&up, v, doc, eos, true)?;
         self.upload_id = req.query_param("uploadId").map(str::to_string);
         self.resp_body = ResponseBody::Xml(Vec::new(), XmlRewrite::CompleteCleanup);
         self.sign(&mut up, sigv4::UNSIGNED_PAYLOAD);
@@ -1473,7 +1660,7 @@ impl Exchange {
                 "content-language",
                 "expires",
             ];
-            if (k.starts_with("x-amz-meta-") && !k.starts_with(ENVELOPE_HEADER))
+            if (k.starts_with("x-amz-meta-") && k != ENVELOPE_HEADER)
                 || standard.contains(&k.as_str())
             {
                 create.set(&k, v.clone());
@@ -1941,30 +2128,48 @@ impl Exchange {
         end: bool,
         out: &mut Vec<u8>,
     ) -> Result<(), BodyError> {
+        let fail = |e: S3Error| {
+            self.stats.add(Counter::RejectedRequests, 1);
+            Err(BodyError::Reply(Reply::error(
+                &e,
+                &self.resource,
+                &self.request_id,
+            )))
+        };
         match &mut self.req_body {
-            RequestBody::Pass => {
-                out.extend_from_slice(chunk);
-                Ok(())
-            }
-            RequestBody::CompleteList { buf, expected } => {
-                buf.extend_from_slice(chunk);
-                let fail = |e: S3Error| {
-                    Err(BodyError::Reply(Reply::error(
-                        &e,
-                        &self.resource,
-                        &self.request_id,
-                    )))
-                };
-                if buf.len() > MAX_XML_BODY {
-                    return fail(S3Error::new(400, "MalformedXML", "The XML you provided was not well-formed or did not validate against our published schema."));
+            RequestBody::Nothing => {
+                if chunk.is_empty() {
+                    Ok(())
+                } else {
+                    fail(S3Error::invalid_request(
+                        "s3crypt: this operation takes no request body",
+                    ))
                 }
+            }
+            RequestBody::Document {
+                buf,
+                expected,
+                doc,
+                complete,
+            } => {
+                if buf.len().saturating_add(chunk.len()) > MAX_XML_BODY {
+                    return fail(malformed_document(*doc));
+                }
+                buf.extend_from_slice(chunk);
                 if end {
                     if let Some(e) = expected {
                         if hex::encode(Sha256::digest(&buf[..])) != *e {
                             return fail(S3Error::sha256_mismatch());
                         }
                     }
-                    out.extend_from_slice(&blank_part_checksums(buf));
+                    if let Err(e) = check_document(*doc, buf) {
+                        return fail(e);
+                    }
+                    if *complete {
+                        out.extend_from_slice(&blank_part_checksums(buf));
+                    } else {
+                        out.extend_from_slice(buf);
+                    }
                 }
                 Ok(())
             }
@@ -1993,7 +2198,9 @@ impl Exchange {
             Some(Operation::PutObject) => self.finish_put(status, &mut out),
             Some(Operation::UploadPart) => self.finish_part(status, &mut out),
             Some(Operation::AbortMultipartUpload) => {
-                if status == 204 || status == 404 {
+                // Only an abort the backend confirmed ends the upload: a 404 (say, the
+                // right UploadId with another key) leaves its state alone.
+                if status == 204 {
                     if let Some(c) = self.forget_upload() {
                         out.remove(ENVELOPE_HEADER);
                         return ResponseStep::ForwardAfter(out, c);
@@ -2006,7 +2213,21 @@ impl Exchange {
                 }
             }
             _ => {
-                if let ResponseBody::Xml(..) = self.resp_body {
+                // An operation that returns no object data answered with an object: the
+                // backend routed it elsewhere (to GetObject); nothing of it is released.
+                let no_data = self
+                    .req
+                    .as_ref()
+                    .is_some_and(|r| r.spec.response == Response::NoObjectData);
+                if no_data && h.contains(ENVELOPE_HEADER) {
+                    self.stats.add(Counter::RejectedRequests, 1);
+                    self.replace_response(
+                        &mut out,
+                        &S3Error::internal(
+                            "s3crypt: the backend answered this operation with object data; refused",
+                        ),
+                    );
+                } else if let ResponseBody::Xml(..) = self.resp_body {
                     if status == 200 {
                         out.remove("content-length");
                     } else {
@@ -2639,15 +2860,48 @@ fn remove_query_param(path: &str, name: &str) -> String {
     }
 }
 
-/// The upstream path: path style, without presign parameters.
-fn upstream_path(req: &S3Request, raw: &str) -> String {
-    let stripped = sigv4::strip_presign_params(raw);
-    if req.virtual_host {
-        if let Some(b) = &req.bucket {
-            return format!("/{}{}", s3::uri_encode(b, true), stripped);
-        }
+/// The SHA-256 a document body (or an empty body) was signed with, `None` for
+/// `UNSIGNED-PAYLOAD`; aws-chunked framing is only decoded for uploads.
+fn document_hash(v: &VerifiedRequest) -> Result<Option<String>, S3Error> {
+    match &v.payload {
+        PayloadMode::Sha256(h) => Ok(Some(h.clone())),
+        PayloadMode::Unsigned => Ok(None),
+        _ => Err(S3Error::not_implemented(
+            "s3crypt: aws-chunked bodies are only supported for uploads",
+        )),
     }
-    stripped
+}
+
+/// The error for a document body the operation does not accept.
+fn malformed_document(doc: Doc) -> S3Error {
+    match doc {
+        Doc::Json => S3Error::new(400, "MalformedPolicy", "Policies must be valid JSON objects."),
+        Doc::Xml { .. } => S3Error::new(400, "MalformedXML", "The XML you provided was not well-formed or did not validate against our published schema."),
+    }
+}
+
+/// A document body is what its operation accepts: a JSON object, or XML with one of the
+/// expected root elements (or nothing, where the operation allows no body). Anything
+/// else (object data sent to a configuration endpoint) is never forwarded.
+fn check_document(doc: Doc, body: &[u8]) -> Result<(), S3Error> {
+    let ok = match doc {
+        Doc::Json => matches!(
+            serde_json::from_slice::<serde_json::Value>(body),
+            Ok(serde_json::Value::Object(_))
+        ),
+        Doc::Xml { roots, empty_ok } => {
+            if body.iter().all(u8::is_ascii_whitespace) {
+                empty_ok
+            } else {
+                xml::root_element(body).is_some_and(|r| roots.contains(&r))
+            }
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(malformed_document(doc))
+    }
 }
 
 /// The part list of a CompleteMultipartUpload with every `<ChecksumXXX>` element replaced by
@@ -2800,6 +3054,9 @@ fn etag_list_matches(list: &str, etag: &str) -> bool {
     list.split(',')
         .any(|c| c.trim() == "*" || (!e.is_empty() && norm(c) == e))
 }
+
+#[cfg(test)]
+mod boundary_tests;
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,10 @@ use crate::headers::Headers;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
+    // A panic aborts the VM (panic = "abort"); say why first, at the level operators alert on.
+    std::panic::set_hook(Box::new(|info| {
+        log(LogLevel::Critical, &format!("s3crypt: panic: {info}"));
+    }));
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
         Box::new(Root { cfg: None, metrics: Rc::new(Metrics::default()) })
     });
@@ -136,7 +140,11 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         self.metrics.report_memory();
-        let cfg = Rc::clone(self.cfg.as_ref()?);
+        let Some(cfg) = self.cfg.as_ref().map(Rc::clone) else {
+            // Without a configuration nothing can be verified or encrypted: every request
+            // gets 503 (returning no context would abort the VM).
+            return Some(Box::new(Unconfigured));
+        };
         let now = self
             .get_current_time()
             .duration_since(UNIX_EPOCH)
@@ -152,6 +160,26 @@ impl RootContext for Root {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+/// The HTTP context of a plugin that has no configuration: refuses every request.
+struct Unconfigured;
+
+impl Context for Unconfigured {}
+
+impl HttpContext for Unconfigured {
+    fn on_http_request_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+        let body = crate::error::S3Error::service_unavailable(
+            "s3crypt: the filter is not configured; no request is served",
+        )
+        .to_xml("/", "");
+        self.send_http_response(
+            503,
+            vec![("content-type", "application/xml")],
+            Some(body.as_bytes()),
+        );
+        Action::Pause
     }
 }
 

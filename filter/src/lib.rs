@@ -2,7 +2,8 @@
 //!
 //! Everything except `glue` is plain Rust that knows nothing of proxy-wasm and is tested
 //! natively: the object format and its crypto (`format`, `crypto`), SigV4 and aws-chunked
-//! (`sigv4`, `chunked`, `checksum`), S3 request parsing and XML (`s3`, `xml`), range math
+//! (`sigv4`, `chunked`, `checksum`), the operation table, the one percent-codec and S3
+//! request parsing (`s3`), XML (`xml`), range math
 //! (`range`), configuration (`config`) and the per-request state machines (`engine`).
 //! `glue` (wasm32 only) moves headers and body bytes between Envoy and `engine`.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -11,6 +11,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::S3Error;
 use crate::headers::Headers;
+use crate::s3::uri;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -88,6 +89,8 @@ pub struct VerifiedRequest {
     pub presigned: bool,
     /// Present for the signed streaming modes.
     pub chunk_ctx: Option<ChunkSigningContext>,
+    /// The names the signature covers (lower case; `host` among them).
+    pub signed_headers: Vec<String>,
 }
 
 fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
@@ -113,51 +116,6 @@ pub fn signing_key(secret: &str, date: &str, region: &str) -> [u8; 32] {
     hmac(&k, b"aws4_request")
 }
 
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
-}
-
-/// Percent-decodes to bytes; malformed escapes are kept literally (as S3 does not
-/// reject them in canonicalisation, the signature simply has to match).
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hexval(b[i + 1]), hexval(b[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
-}
-
-fn hexval(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-fn percent_encode(bytes: &[u8], keep_slash: bool) -> String {
-    let mut out = String::with_capacity(bytes.len() * 3);
-    for &b in bytes {
-        if is_unreserved(b) || (keep_slash && b == b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn split_path_query(raw: &str) -> (&str, &str) {
     match raw.split_once('?') {
         Some((p, q)) => (p, q),
@@ -165,47 +123,30 @@ fn split_path_query(raw: &str) -> (&str, &str) {
     }
 }
 
-fn canonical_uri(path: &str) -> String {
+fn canonical_uri(path: &str) -> Result<String, S3Error> {
     let p = if path.is_empty() { "/" } else { path };
-    percent_encode(&percent_decode(p), true)
+    Ok(uri::encode_bytes(&uri::decode_bytes(p)?, false))
 }
 
-/// Decoded (name, value) pairs of a raw query string, in order.
-pub fn query_pairs(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            let (k, v) = s.split_once('=').unwrap_or((s, ""));
-            (
-                String::from_utf8_lossy(&percent_decode(k)).into_owned(),
-                String::from_utf8_lossy(&percent_decode(v)).into_owned(),
-            )
-        })
-        .collect()
-}
-
-fn canonical_query(q: &str, skip_signature: bool) -> String {
-    let mut pairs: Vec<(String, String)> = q
-        .split('&')
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| {
-            let (k, v) = s.split_once('=').unwrap_or((s, ""));
-            let kd = percent_decode(k);
-            if skip_signature && kd == b"X-Amz-Signature" {
-                return None;
-            }
-            Some((
-                percent_encode(&kd, false),
-                percent_encode(&percent_decode(v), false),
-            ))
-        })
-        .collect();
+fn canonical_query(q: &str, skip_signature: bool) -> Result<String, S3Error> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for s in q.split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = s.split_once('=').unwrap_or((s, ""));
+        let kd = uri::decode_bytes(k)?;
+        if skip_signature && kd == b"X-Amz-Signature" {
+            continue;
+        }
+        pairs.push((
+            uri::encode_bytes(&kd, true),
+            uri::encode_bytes(&uri::decode_bytes(v)?, true),
+        ));
+    }
     pairs.sort();
-    pairs
+    Ok(pairs
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
-        .join("&")
+        .join("&"))
 }
 
 fn collapse(v: &str) -> String {
@@ -230,14 +171,14 @@ fn canonical_request(
     signed: &[String],
     payload_hash: &str,
     presigned: bool,
-) -> String {
+) -> Result<String, S3Error> {
     let (path, query) = split_path_query(raw);
     let mut c = String::with_capacity(512);
     c.push_str(method);
     c.push('\n');
-    c.push_str(&canonical_uri(path));
+    c.push_str(&canonical_uri(path)?);
     c.push('\n');
-    c.push_str(&canonical_query(query, presigned));
+    c.push_str(&canonical_query(query, presigned)?);
     c.push('\n');
     for name in signed {
         c.push_str(name);
@@ -249,7 +190,7 @@ fn canonical_request(
     c.push_str(&signed.join(";"));
     c.push('\n');
     c.push_str(payload_hash);
-    c
+    Ok(c)
 }
 
 fn string_to_sign(amz_date: &str, scope: &str, canonical: &str) -> String {
@@ -387,7 +328,10 @@ pub fn verify_with_skew(
     max_skew: i64,
 ) -> Result<VerifiedRequest, S3Error> {
     let (_, query) = split_path_query(raw);
-    let q = query_pairs(query);
+    let q = uri::query_pairs(query)?;
+    // A repeated parameter (two signatures, two expiries, two part numbers) could be read
+    // one way here and another way by the backend.
+    uri::check_unique(&q)?;
     let qget = |n: &str| q.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
 
     if let Some(auth) = headers.get("authorization") {
@@ -444,6 +388,7 @@ pub fn verify_with_skew(
         if !signed.iter().any(|s| s == "host") {
             return Err(malformed_header("the host header must be signed"));
         }
+        check_all_amz_signed(headers, &signed)?;
         let secret = secret_for(&cred.access_key).ok_or_else(S3Error::invalid_access_key)?;
         let ph = headers
             .get("x-amz-content-sha256")
@@ -487,8 +432,8 @@ pub fn verify_with_skew(
         }
         let expires: i64 = qget("X-Amz-Expires")
             .and_then(|e| e.parse().ok())
-            .filter(|e| *e >= 0)
-            .ok_or_else(|| malformed_query("X-Amz-Expires must be a non-negative integer"))?;
+            .filter(|e| *e >= 1)
+            .ok_or_else(|| malformed_query("X-Amz-Expires must be a positive integer"))?;
         if expires > MAX_PRESIGN_EXPIRES {
             return Err(malformed_query(
                 "X-Amz-Expires must be less than a week (in seconds) that is 604800",
@@ -505,11 +450,15 @@ pub fn verify_with_skew(
             .split(';')
             .map(str::to_ascii_lowercase)
             .collect();
+        if !signed.iter().any(|s| s == "host") {
+            return Err(malformed_query("X-Amz-SignedHeaders must contain host"));
+        }
+        check_all_amz_signed(headers, &signed)?;
         let sig =
             qget("X-Amz-Signature").ok_or_else(|| malformed_query("missing X-Amz-Signature"))?;
         let secret = secret_for(&cred.access_key).ok_or_else(S3Error::invalid_access_key)?;
         let (ph, payload) = match headers.get("x-amz-content-sha256") {
-            Some(v) if signed.iter().any(|s| s == "x-amz-content-sha256") => {
+            Some(v) => {
                 let p = PayloadMode::parse(v)
                     .ok_or_else(|| S3Error::invalid_argument("invalid x-amz-content-sha256"))?;
                 (v.trim().to_string(), p)
@@ -527,6 +476,26 @@ pub fn verify_with_skew(
         return check_signature(&req, cred, &secret, amz_date, sig, payload);
     }
     Err(S3Error::access_denied("Access Denied"))
+}
+
+/// AWS's rule: every `x-amz-*` header present must be among the signed headers (403
+/// AccessDenied, naming them), so that nothing the filter or the backend acts on can be
+/// added to a captured or presigned request.
+fn check_all_amz_signed(headers: &Headers, signed: &[String]) -> Result<(), S3Error> {
+    let mut unsigned: Vec<String> = headers
+        .iter()
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .filter(|k| k.starts_with("x-amz-") && !signed.contains(k))
+        .collect();
+    if unsigned.is_empty() {
+        return Ok(());
+    }
+    unsigned.sort();
+    unsigned.dedup();
+    Err(S3Error::access_denied(format!(
+        "There were headers present in the request which were not signed: {}",
+        unsigned.join(", ")
+    )))
 }
 
 /// The parts of a request that its signature covers.
@@ -556,7 +525,7 @@ fn check_signature(
         r.signed,
         r.payload_hash,
         r.presigned,
-    );
+    )?;
     let key = signing_key(secret, &cred.date, &cred.region);
     let expected = hex::encode(hmac(
         &key,
@@ -580,6 +549,7 @@ fn check_signature(
         payload,
         presigned: r.presigned,
         chunk_ctx,
+        signed_headers: r.signed.to_vec(),
     })
 }
 
@@ -603,7 +573,7 @@ pub fn strip_presign_params(raw: &str) -> String {
         .split('&')
         .filter(|s| {
             let k = s.split_once('=').map(|(k, _)| k).unwrap_or(s);
-            let k = String::from_utf8_lossy(&percent_decode(k)).into_owned();
+            let k = uri::decode(k).unwrap_or_default();
             !s.is_empty() && !PRESIGN_PARAMS.contains(&k.as_str())
         })
         .collect();
@@ -642,7 +612,10 @@ pub fn sign(
     signed.dedup();
     let date = date_time.get(..8).unwrap_or("").to_string();
     let scope = format!("{date}/{region}/s3/aws4_request");
-    let canonical = canonical_request(method, raw, headers, &signed, payload_hash, false);
+    // Upstream paths are built by the filter's own encoder and always decode; were one
+    // not to, the empty canonical request gives a signature the backend refuses.
+    let canonical =
+        canonical_request(method, raw, headers, &signed, payload_hash, false).unwrap_or_default();
     let key = signing_key(secret_key, &date, region);
     let sig = hex::encode(hmac(
         &key,
@@ -893,11 +866,111 @@ mod tests {
 
     #[test]
     fn canonical_forms() {
-        assert_eq!(canonical_uri("/a b/%7e/+/x"), "/a%20b/~/%2B/x");
+        assert_eq!(canonical_uri("/a b/%7e/+/x").unwrap(), "/a%20b/~/%2B/x");
         assert_eq!(
-            canonical_query("b=2&a=&c=x%2Fy&a=1", false),
+            canonical_query("b=2&a=&c=x%2Fy&a=1", false).unwrap(),
             "a=&a=1&b=2&c=x%2Fy"
         );
-        assert_eq!(canonical_query("uploads", false), "uploads=");
+        assert_eq!(canonical_query("uploads", false).unwrap(), "uploads=");
+        // Malformed escapes are errors (one decoder for the whole filter), not literals.
+        assert!(canonical_uri("/a%zz").is_err());
+        assert!(canonical_query("a=%2", false).is_err());
+    }
+
+    fn presigned_path(signed: &str, expires: &str, now: i64) -> String {
+        let date = amz_date(now);
+        let params = format!(
+            "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={AK}%2F{}%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date={date}&X-Amz-Expires={expires}&X-Amz-SignedHeaders={}",
+            &date[..8],
+            signed.replace(';', "%3B")
+        );
+        let raw = format!("/b/k?{params}");
+        let h = hs(&[(":authority", "h")]);
+        let signed: Vec<String> = signed.split(';').map(str::to_string).collect();
+        let canonical =
+            canonical_request("PUT", &raw, &h, &signed, UNSIGNED_PAYLOAD, true).unwrap();
+        let scope = format!("{}/us-east-1/s3/aws4_request", &date[..8]);
+        let key = signing_key(SK, &date[..8], "us-east-1");
+        let sig = hex::encode(hmac(
+            &key,
+            string_to_sign(&date, &scope, &canonical).as_bytes(),
+        ));
+        format!("{raw}&X-Amz-Signature={sig}")
+    }
+
+    /// Every x-amz-* header present must be signed, in header auth and presigned URLs
+    /// alike: a captured or presigned request cannot gain a copy source, metadata, tags.
+    #[test]
+    fn unsigned_amz_headers_are_refused() {
+        let now = 1_700_000_000;
+        let raw = "/b/k";
+        let mut h = hs(&[(":authority", "h"), ("x-amz-meta-a", "1")]);
+        sign(
+            "PUT",
+            raw,
+            &mut h,
+            AK,
+            SK,
+            "us-east-1",
+            now,
+            UNSIGNED_PAYLOAD,
+        );
+        let ok = verify("PUT", raw, &h, &secret, now).unwrap();
+        assert!(ok.signed_headers.contains(&"x-amz-meta-a".to_string()));
+        for extra in [
+            "x-amz-copy-source",
+            "x-amz-meta-b",
+            "x-amz-tagging",
+            "x-amz-website-redirect-location",
+            "X-Amz-Acl",
+        ] {
+            let mut t = h.clone();
+            t.0.push((extra.to_string(), "/b/secret".into()));
+            let e = verify("PUT", raw, &t, &secret, now).unwrap_err();
+            assert_eq!((e.status, e.code), (403, "AccessDenied"), "{extra}");
+            assert!(
+                e.message.contains(&extra.to_ascii_lowercase()),
+                "{}",
+                e.message
+            );
+        }
+        // Unsigned non-x-amz headers do not break the signature (they are ignored later).
+        let mut t = h.clone();
+        t.set("user-agent", "x");
+        assert!(verify("PUT", raw, &t, &secret, now).is_ok());
+
+        let p = presigned_path("host", "300", now);
+        let h = hs(&[(":authority", "h")]);
+        assert!(verify("PUT", &p, &h, &secret, now).is_ok());
+        for extra in ["x-amz-copy-source", "x-amz-meta-x", "x-amz-content-sha256"] {
+            let mut t = h.clone();
+            t.set(extra, "/b/secret");
+            let e = verify("PUT", &p, &t, &secret, now).unwrap_err();
+            assert_eq!((e.status, e.code), (403, "AccessDenied"), "{extra}");
+        }
+    }
+
+    #[test]
+    fn presigned_urls_must_sign_host_and_expire_sanely() {
+        let now = 1_700_000_000;
+        let h = hs(&[(":authority", "h"), ("x-amz-meta-a", "1")]);
+        // Signed correctly, but host is not among the signed headers.
+        let p = presigned_path("x-amz-meta-a", "300", now);
+        assert_eq!(verify("PUT", &p, &h, &secret, now).unwrap_err().status, 400);
+        for bad in ["0", "-1", "604801", "x", ""] {
+            let p = presigned_path("host", bad, now);
+            let e = verify("PUT", &p, &hs(&[(":authority", "h")]), &secret, now).unwrap_err();
+            assert_eq!(e.code, "AuthorizationQueryParametersError", "{bad}");
+        }
+        let p = presigned_path("host", "604800", now);
+        assert!(verify("PUT", &p, &hs(&[(":authority", "h")]), &secret, now).is_ok());
+        // Two signatures (or two of any parameter): refused before anything is checked.
+        let twice = format!("{p}&X-Amz-Signature=00");
+        assert_eq!(
+            verify("PUT", &twice, &hs(&[(":authority", "h")]), &secret, now)
+                .unwrap_err()
+                .code,
+            "InvalidArgument"
+        );
     }
 }

@@ -123,6 +123,36 @@ pub fn replace_element_text(xml: &str, name: &str, value: &str) -> Option<String
     ))
 }
 
+/// The local name of a document's root element (after an optional BOM, XML declaration,
+/// comments and white space), or `None` if the text does not start like XML.
+pub fn root_element(doc: &[u8]) -> Option<&str> {
+    let mut rest = doc.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(doc);
+    loop {
+        let start = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+        rest = rest.get(start..)?;
+        if rest.starts_with(b"<?") {
+            let end = find(rest, b"?>")?;
+            rest = rest.get(end + 2..)?;
+        } else if rest.starts_with(b"<!--") {
+            let end = find(rest, b"-->")?;
+            rest = rest.get(end + 3..)?;
+        } else {
+            break;
+        }
+    }
+    let name = rest.strip_prefix(b"<")?;
+    let len = name
+        .iter()
+        .position(|b| b.is_ascii_whitespace() || matches!(b, b'>' | b'/'))?;
+    let qname = std::str::from_utf8(name.get(..len)?).ok()?;
+    let local = qname.rsplit_once(':').map_or(qname, |(_, l)| l);
+    (!local.is_empty()).then_some(local)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +216,31 @@ mod tests {
             }
             x.push_str("</ListBucketResult>");
             prop_assert_eq!(rewrite_sizes(&x, &mut |s, _| Some(s)).unwrap(), x);
+        }
+    }
+
+    #[test]
+    fn root_elements() {
+        let cases: [(&[u8], Option<&str>); 8] = [
+            (b"<Tagging><TagSet/></Tagging>", Some("Tagging")),
+            (
+                b"\xEF\xBB\xBF<?xml version=\"1.0\"?>\n<!-- c --> <Delete xmlns=\"x\">",
+                Some("Delete"),
+            ),
+            (b"<s3:Retention>", Some("Retention")),
+            (b"<Tagging/>", Some("Tagging")),
+            (b"plain text", None),
+            (b"", None),
+            (b"<?xml never closed", None),
+            (b"<", None),
+        ];
+        for (doc, want) in cases {
+            assert_eq!(
+                root_element(doc),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(doc)
+            );
         }
     }
 }

@@ -1,0 +1,290 @@
+//! The request boundary driven natively through [`Exchange`]: what goes upstream is
+//! rebuilt from what the client signed, unknown operations and unsigned `x-amz-*`
+//! headers never get there, and upload state is only forgotten when the backend
+//! confirmed an abort.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use base64::engine::general_purpose::STANDARD as B64;
+
+use super::*;
+use crate::config::{
+    ENV_ACTIVE_KEY_ID, ENV_BACKEND_ACCESS_KEY_ID, ENV_BACKEND_SECRET_ACCESS_KEY,
+    ENV_CLIENT_CREDENTIALS, ENV_KEKS,
+};
+
+const NOW: i64 = 1_700_000_000;
+
+#[derive(Default)]
+struct MemStore(RefCell<HashMap<String, Vec<u8>>>);
+
+impl SharedStore for MemStore {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.0.borrow().get(key).cloned()
+    }
+    fn set(&self, key: &str, value: &[u8]) -> bool {
+        self.0.borrow_mut().insert(key.to_string(), value.to_vec());
+        true
+    }
+    fn remove(&self, key: &str) {
+        self.0.borrow_mut().remove(key);
+    }
+}
+
+struct NoStats;
+
+impl Stats for NoStats {
+    fn add(&self, _c: Counter, _n: u64) {}
+}
+
+fn config() -> Rc<Config> {
+    let env = |k: &str| match k {
+        ENV_KEKS => Some(format!("k1={}", B64.encode([7u8; 32]))),
+        ENV_ACTIVE_KEY_ID => Some("k1".into()),
+        ENV_CLIENT_CREDENTIALS => Some("AK1:secret1".into()),
+        ENV_BACKEND_ACCESS_KEY_ID => Some("BK".into()),
+        ENV_BACKEND_SECRET_ACCESS_KEY => Some("bsecret".into()),
+        _ => None,
+    };
+    Rc::new(Config::load(br#"{"upstream_authority":"backend:9000"}"#, &env).unwrap())
+}
+
+fn exchange(store: &Rc<MemStore>) -> Exchange {
+    let store: Rc<dyn SharedStore> = store.clone();
+    Exchange::new(config(), Rc::new(NoStats), store, NOW, "req".into())
+}
+
+/// A request signed by the client (every `x-amz-*`, content-type and host signed), then
+/// `unsigned` headers added.
+fn request(
+    method: &str,
+    path: &str,
+    signed: &[(&str, &str)],
+    unsigned: &[(&str, &str)],
+) -> Headers {
+    request_with(method, path, signed, unsigned, sigv4::EMPTY_SHA256)
+}
+
+fn request_with(
+    method: &str,
+    path: &str,
+    signed: &[(&str, &str)],
+    unsigned: &[(&str, &str)],
+    payload: &str,
+) -> Headers {
+    let mut h = Headers::new();
+    h.set(":method", method);
+    h.set(":path", path);
+    h.set(":authority", "s3.local:8080");
+    h.set(":scheme", "http");
+    h.set("x-forwarded-proto", "http");
+    for (k, v) in signed {
+        h.0.push((k.to_string(), v.to_string()));
+    }
+    sigv4::sign(
+        method,
+        path,
+        &mut h,
+        "AK1",
+        "secret1",
+        "us-east-1",
+        NOW,
+        payload,
+    );
+    for (k, v) in unsigned {
+        h.0.push((k.to_string(), v.to_string()));
+    }
+    h
+}
+
+fn forwarded(step: RequestStep) -> Headers {
+    match step {
+        RequestStep::Forward(h) => h,
+        other => panic!("expected Forward, got {other:?}"),
+    }
+}
+
+fn replied(step: RequestStep) -> Reply {
+    match step {
+        RequestStep::Reply(r) => r,
+        other => panic!("expected Reply, got {other:?}"),
+    }
+}
+
+fn names(h: &Headers) -> Vec<String> {
+    let mut v: Vec<String> = h.iter().map(|(k, _)| k.clone()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn upstream_is_rebuilt_from_signed_headers() {
+    let store = Rc::new(MemStore::default());
+    let h = request(
+        "GET",
+        "/b/a%20b/c?versionId=1",
+        &[("x-amz-meta-x", "1"), ("range", "bytes=0-1")],
+        &[
+            ("user-agent", "ua"),
+            ("if-none-match", "*"),
+            ("cache-control", "no-cache"),
+            ("x-evil", "1"),
+            ("cookie", "c"),
+        ],
+    );
+    let up = forwarded(exchange(&store).on_request_headers(&h, true));
+    assert_eq!(up.get(":path"), Some("/b/a%20b/c?versionId=1"));
+    assert_eq!(up.get(":authority"), Some("backend:9000"));
+    // The filter's own signature, the signed headers, Envoy's routing header: no more.
+    assert_eq!(
+        names(&up),
+        [
+            ":authority",
+            ":method",
+            ":path",
+            ":scheme",
+            "authorization",
+            "x-amz-content-sha256",
+            "x-amz-date",
+            "x-amz-meta-x",
+            "x-forwarded-proto",
+        ]
+    );
+    assert!(up
+        .get("authorization")
+        .is_some_and(|a| a.contains("Credential=BK/")));
+}
+
+#[test]
+fn unsigned_amz_headers_and_unknown_operations_never_go_upstream() {
+    let store = Rc::new(MemStore::default());
+    let h = request("PUT", "/b/k", &[], &[("x-amz-copy-source", "/b/secret")]);
+    let r = replied(exchange(&store).on_request_headers(&h, false));
+    assert_eq!(r.status, 403);
+    assert!(String::from_utf8_lossy(&r.body).contains("x-amz-copy-source"));
+    for p in [
+        "/b/k?torrent",
+        "/b/k?restore",
+        "/b/k?x-id=PutObject&torrent",
+        "/b/k?foo=1",
+    ] {
+        let h = request("PUT", p, &[], &[]);
+        assert_eq!(
+            replied(exchange(&store).on_request_headers(&h, false)).status,
+            501,
+            "{p}"
+        );
+    }
+    for p in ["/b/x/../k", "/b/./k", "/other/../b/k", "/b/%2e%2E/k"] {
+        let h = request("GET", p, &[], &[]);
+        assert_eq!(
+            replied(exchange(&store).on_request_headers(&h, true)).status,
+            400,
+            "{p}"
+        );
+    }
+    let h = request("PUT", "/b/k", &[(ENVELOPE_HEADER, "v=1;forged")], &[]);
+    assert_eq!(
+        replied(exchange(&store).on_request_headers(&h, false)).status,
+        400
+    );
+    // A signed header given twice (the signature covers both values, joined).
+    let h = request(
+        "PUT",
+        "/b/k",
+        &[("x-amz-meta-a", "1"), ("x-amz-meta-a", "2")],
+        &[],
+    );
+    let e = replied(exchange(&store).on_request_headers(&h, false));
+    assert_eq!(e.status, 400);
+    assert!(String::from_utf8_lossy(&e.body).contains("more than once"));
+}
+
+#[test]
+fn bodies_of_unknown_meaning_are_refused() {
+    let store = Rc::new(MemStore::default());
+    // GET with a body.
+    let mut ex = exchange(&store);
+    let h = request("GET", "/b/k", &[], &[]);
+    forwarded(ex.on_request_headers(&h, false));
+    let mut out = Vec::new();
+    assert!(matches!(
+        ex.on_request_body(b"data", true, &mut out),
+        Err(BodyError::Reply(r)) if r.status == 400
+    ));
+    assert!(out.is_empty());
+    // Object data sent as a tagging document: held back, then refused.
+    let mut ex = exchange(&store);
+    let h = request_with(
+        "PUT",
+        "/b/k?tagging",
+        &[],
+        &[("content-length", "9")],
+        sigv4::UNSIGNED_PAYLOAD,
+    );
+    forwarded(ex.on_request_headers(&h, false));
+    let mut out = Vec::new();
+    assert!(ex.on_request_body(b"plain", false, &mut out).is_ok());
+    assert!(
+        out.is_empty(),
+        "nothing is forwarded before the document is checked"
+    );
+    assert!(matches!(
+        ex.on_request_body(b"text", true, &mut out),
+        Err(BodyError::Reply(r)) if r.status == 400
+    ));
+    // A real tagging document is forwarded as it came.
+    let mut ex = exchange(&store);
+    forwarded(ex.on_request_headers(&h, false));
+    let doc = b"<Tagging><TagSet></TagSet></Tagging>";
+    let mut out = Vec::new();
+    ex.on_request_body(doc, true, &mut out).unwrap();
+    assert_eq!(out, doc);
+}
+
+#[test]
+fn abort_forgets_state_only_when_the_backend_confirmed() {
+    let store = Rc::new(MemStore::default());
+    let st = UploadState {
+        created: NOW,
+        object: state::object_tag("b", "k"),
+        envelope: "e".into(),
+    };
+    let key = state::shared_key("u1");
+    store.set(&key, st.encode().as_bytes());
+    let status = |s: &str| Headers(vec![(":status".into(), s.into())]);
+    for (code, kept) in [("404", true), ("403", true), ("500", true), ("204", false)] {
+        let mut ex = exchange(&store);
+        let h = request("DELETE", "/b/k?uploadId=u1", &[], &[]);
+        forwarded(ex.on_request_headers(&h, true));
+        ex.on_response_headers(&status(code), true);
+        assert_eq!(store.get(&key).is_some(), kept, "{code}");
+        store.set(&key, st.encode().as_bytes());
+    }
+    // The right UploadId with another key: refused here, the backend is not asked.
+    let h = request("DELETE", "/b/other?uploadId=u1", &[], &[]);
+    let r = replied(exchange(&store).on_request_headers(&h, true));
+    assert_eq!(r.status, 404);
+    assert!(store.get(&key).is_some());
+}
+
+#[test]
+fn object_data_in_a_non_data_response_is_refused() {
+    let store = Rc::new(MemStore::default());
+    let mut ex = exchange(&store);
+    let h = request("GET", "/b/k?acl", &[], &[]);
+    forwarded(ex.on_request_headers(&h, true));
+    let resp = Headers(vec![
+        (":status".into(), "200".into()),
+        (ENVELOPE_HEADER.into(), "v=1;...".into()),
+        ("content-length".into(), "100".into()),
+    ]);
+    let ResponseStep::Forward(out) = ex.on_response_headers(&resp, false) else {
+        panic!("expected Forward");
+    };
+    assert_eq!(out.get(":status"), Some("500"));
+    let mut body = Vec::new();
+    ex.on_response_body(&[0xAA; 100], true, &mut body).unwrap();
+    assert!(!body.contains(&0xAA));
+}
