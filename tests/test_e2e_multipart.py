@@ -344,7 +344,7 @@ def test_upload_part_copy(stack, bucket, tmp_path):
     plain = pattern(70_000, 45)
     stack.backend_s3().put_object(Bucket=bucket, Key="plain", Body=plain)  # no envelope
 
-    def copy_upload(key, copies):
+    def copy_upload(key, copies, s3=s3):
         """One multipart upload made of UploadPartCopy parts; checks and returns its object."""
         uid = s3.create_multipart_upload(Bucket=bucket, Key=key, Metadata={"k": "v"})["UploadId"]
         etags = {}
@@ -374,8 +374,18 @@ def test_upload_part_copy(stack, bucket, tmp_path):
     assert stack.counter("s3crypt_bytes_decrypted") > before  # the data went through the filter
     assert single[:1000] not in stored and mparts[2][:1000] not in stored
     copy_upload("dst-single-range", [(1, "single", "bytes=65535-65537", single[65535:65538])])
-    stored = copy_upload("dst-plain", [(1, "plain", "bytes=1-69999", plain[1:])])
+    # A plaintext source is copied (and encrypted) only from a passthrough scope; without
+    # one it is an integrity error, as a read of it would be.
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="dst-refused")["UploadId"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.upload_part_copy(Bucket=bucket, Key="dst-refused", UploadId=uid, PartNumber=1,
+                            CopySource={"Bucket": bucket, "Key": "plain"})
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    assert s3.list_parts(Bucket=bucket, Key="dst-refused", UploadId=uid).get("Parts", []) == []
+    scoped = stack.start_envoy(plugin_extra={"passthrough_unencrypted": [f"{bucket}/plain"]})
+    stored = copy_upload("dst-plain", [(1, "plain", "bytes=1-69999", plain[1:])], s3=scoped.s3())
     assert plain[1:1001] not in stored
+    scoped.stop()
     # Re-copying a part number replaces the part.
     uid = s3.create_multipart_upload(Bucket=bucket, Key="re")["UploadId"]
     for rng in ("bytes=0-99", "bytes=100-299"):

@@ -376,13 +376,18 @@ def test_delete_and_delete_objects(stack, bucket):
 
 
 def test_unencrypted_objects_pass_through(stack, bucket):
+    """Objects without an envelope are served only inside a configured passthrough scope
+    (test_e2e_provider.py shows they are integrity errors everywhere else)."""
     data = pattern(3 * F + 5, seed=40)
     stack.backend_s3().put_object(Bucket=bucket, Key="plain", Body=data, Metadata={"x": "y"})
-    s3 = stack.s3()
+    scoped = stack.start_envoy(plugin_extra={"passthrough_unencrypted": [bucket]})
+    s3 = scoped.s3()
     g = s3.get_object(Bucket=bucket, Key="plain")
     assert g["Body"].read() == data and g["Metadata"] == {"x": "y"}
     for rng, want in [("bytes=5-9", data[5:10]), ("bytes=70000-", data[70000:]), ("bytes=-3", data[-3:]), (f"bytes={F - 2}-{F + 2}", data[F - 2:F + 3])]:
         assert s3.get_object(Bucket=bucket, Key="plain", Range=rng)["Body"].read() == want, rng
+    assert scoped.counter("s3crypt_plaintext_served") >= 5
+    scoped.stop()
 
 
 def test_healthz_answers_during_large_upload(stack, bucket):

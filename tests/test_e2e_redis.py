@@ -200,3 +200,45 @@ def test_upload_part_copy_on_another_replica(stack, bucket, redis, replicas):
     sb.complete_multipart_upload(Bucket=bucket, Key="dst", UploadId=uid, MultipartUpload={
         "Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
     assert sa.get_object(Bucket=bucket, Key="dst")["Body"].read() == src + src[10:100]
+
+
+def test_forged_and_swapped_records_are_refused(stack, bucket, redis, replicas):
+    """Whoever can write Redis cannot point an upload at another object's envelope: a
+    record swapped in from another upload, a record rewritten without the KEK (other
+    object, other envelope) and an unauthenticated version 1 record are all refused by a
+    replica that reads them (404 NoSuchUpload), and nothing is stored."""
+    import hashlib
+
+    a, b = replicas
+    sa = a.s3()
+    victim = sa.create_multipart_upload(Bucket=bucket, Key="victim")["UploadId"]
+    mine = sa.create_multipart_upload(Bucket=bucket, Key="mine")["UploadId"]
+    rkey = lambda uid: "s3crypt:mpu:" + hashlib.sha256(uid.encode()).hexdigest()[:40]  # noqa: E731
+    victim_rec = redis.command("GET", rkey(victim))["GET"]
+    mine_rec = redis.command("GET", rkey(mine))["GET"]
+    assert victim_rec.startswith("2\n") and mine_rec.startswith("2\n")
+    key_id, created, obj, env, mac = mine_rec.split("\n")[1:]
+    v_env = victim_rec.split("\n")[4]
+    forged = [
+        victim_rec,  # swapped in from the victim's upload
+        "\n".join(["2", key_id, created, obj, v_env, mac]),  # another envelope, old MAC
+        "\n".join(["2", key_id, str(int(created) + 1), obj, env, mac]),  # another time
+        "\n".join(["1", created, obj, v_env]),  # version 1: no MAC
+    ]
+    for n, rec in enumerate(forged):
+        # A fresh replica has no cached copy: it reads what is in Redis.
+        fresh = stack.start_envoy(redis=redis)
+        redis.command("SET", rkey(mine), rec)
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            fresh.s3().upload_part(Bucket=bucket, Key="mine", UploadId=mine, PartNumber=1, Body=b"chosen")
+        assert e.value.response["Error"]["Code"] == "NoSuchUpload", n
+        assert fresh.counter("s3crypt_integrity_failures") >= 1
+        fresh.stop()
+    assert sa.list_parts(Bucket=bucket, Key="mine", UploadId=mine).get("Parts", []) == []
+    # The genuine record still works.
+    redis.command("SET", rkey(mine), mine_rec)
+    fresh = stack.start_envoy(redis=redis)
+    fresh.s3().upload_part(Bucket=bucket, Key="mine", UploadId=mine, PartNumber=1, Body=b"genuine")
+    fresh.stop()
+    for uid, key in ((victim, "victim"), (mine, "mine")):
+        sa.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=uid)

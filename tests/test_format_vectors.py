@@ -9,13 +9,16 @@ import hashlib
 import json
 import pathlib
 import struct
+import zlib
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 from cryptography.exceptions import InvalidTag
 
-VECTORS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "vectors" / "format-v1.json"
+VECTOR_DIR = pathlib.Path(__file__).resolve().parent.parent / "docs" / "vectors"
+VECTOR_FILES = {1: VECTOR_DIR / "format-v1.json", 2: VECTOR_DIR / "format-v2.json"}
+SECRETS_LEN = 128
 F, M, O, H = 65536, 1024, 28, 16
 # Cipher suites (envelope `s`): 1 AES-256-GCM, 2 ChaCha20-Poly1305 (RFC 8439).
 SUITES = {1: AESGCM, 2: ChaCha20Poly1305}
@@ -27,15 +30,20 @@ def aead(suite, dek):
 
 def parse_envelope(value):
     fields = [f.split("=", 1) for f in value.split(";")]
-    assert [k for k, _ in fields] == [k for k in "v s t k w l m c a".split() if k in dict(fields)], "field order"
-    return dict(fields)
+    assert [k for k, _ in fields] == [k for k in "v s t k w l m c a e".split() if k in dict(fields)], "field order"
+    env = dict(fields)
+    assert ("e" in env) == (env["v"] == "2") and ("a" in env) == (env["v"] == "1")
+    return env
 
 
 def envelope_aad(env):
-    aad = b"s3crypt-envelope" + bytes([1, int(env["s"]), 0 if env["t"] == "s" else 1])
+    version = int(env["v"])
+    aad = b"s3crypt-envelope" + bytes([version, int(env["s"]), 0 if env["t"] == "s" else 1])
     kid = env["k"].encode()
     aad += bytes([len(kid)]) + kid + base64.b64decode(env["w"])
     aad += (b"\x01" + struct.pack(">Q", int(env["l"]))) if "l" in env else b"\x00"
+    if version == 2:
+        return aad
     aad += (b"\x01" + bytes.fromhex(env["m"])) if "m" in env else b"\x00"
     if "c" in env:
         h, v = env["c"].split(":", 1)
@@ -67,9 +75,28 @@ def decrypt_stream(suite, dek, layout, part, plen, stored):
     return out
 
 
-@pytest.fixture(scope="module")
-def vectors():
-    return json.loads(VECTORS.read_text())
+def open_envelope(suite, dek, env):
+    """Checks the envelope under the DEK; returns its digests {"md5": hex, "checksum": (h, v)}
+    (version 2: decrypted from the sealed block; version 1: the clear fields)."""
+    if env["v"] == "1":
+        tag = base64.b64decode(env["a"])
+        assert aead(suite, dek).decrypt(tag[:12], tag[12:], envelope_aad(env)) == b""  # raises if wrong
+        return {"md5": env.get("m"), "checksum": tuple(env["c"].split(":", 1)) if "c" in env else None}
+    e = base64.b64decode(env["e"])
+    assert len(e) == 12 + SECRETS_LEN + 16
+    secrets = aead(suite, dek).decrypt(e[:12], e[12:], envelope_aad(env))
+    flags, md5 = secrets[0], secrets[1:17]
+    hl = secrets[17]
+    h = secrets[18:18 + hl]
+    vl = secrets[18 + hl]
+    v = secrets[19 + hl:19 + hl + vl]
+    assert flags in (0, 1, 2, 3) and not any(secrets[19 + hl + vl:])
+    return {"md5": md5.hex() if flags & 1 else None, "checksum": (h.decode(), v.decode()) if flags & 2 else None}
+
+
+@pytest.fixture(scope="module", params=[1, 2])
+def vectors(request):
+    return json.loads(VECTOR_FILES[request.param].read_text())
 
 
 def test_key_wrap(vectors):
@@ -82,10 +109,9 @@ def test_cases_decrypt_independently(vectors):
     for case in vectors["cases"]:
         env = parse_envelope(case["envelope_header"])
         suite = case["suite"]
-        assert env["v"] == "1" and env["s"] == str(suite) and env["k"] == vectors["kek_id"]
+        assert env["s"] == str(suite) and env["k"] == vectors["kek_id"]
         dek = aes_key_unwrap_with_padding(kek, base64.b64decode(env["w"]))
-        tag = base64.b64decode(env["a"])
-        aead(suite, dek).decrypt(tag[:12], tag[12:], envelope_aad(env))  # raises if wrong
+        digests = open_envelope(suite, dek, env)
         plen = case["plaintext_len"]
         if case["layout"] == "single":
             assert int(env["l"]) == plen
@@ -116,8 +142,16 @@ def test_cases_decrypt_independently(vectors):
         if plen:
             with pytest.raises(InvalidTag):
                 decrypt_stream(3 - suite, dek, case["layout"], part, plen, stored)
-        if "m" in env:
-            assert env["m"] == hashlib.md5(pt).hexdigest()
+        if case["layout"] == "single":
+            assert digests["md5"] == hashlib.md5(pt).hexdigest()
+            if env["v"] == "2":
+                crc = base64.b64encode(zlib.crc32(pt).to_bytes(4, "big")).decode()
+                assert digests["checksum"] == ("x-amz-checksum-crc32", crc)
+                # Nothing of the plaintext's digests is in the clear header.
+                assert hashlib.md5(pt).hexdigest() not in case["envelope_header"]
+                assert crc not in case["envelope_header"]
+        else:
+            assert digests == {"md5": None, "checksum": None}
 
 
 def test_both_suites_have_vectors(vectors):
@@ -136,3 +170,11 @@ def test_tampering_is_detected(vectors, name):
     stored[20] ^= 1
     with pytest.raises(InvalidTag):
         decrypt_stream(case["suite"], dek, "single", 0, case["plaintext_len"], bytes(stored))
+    # The envelope itself: a flipped bit of its sealed block or of a clear field fails.
+    if env["v"] == "2":
+        e = bytearray(base64.b64decode(env["e"]))
+        e[20] ^= 1
+        with pytest.raises(InvalidTag):
+            open_envelope(case["suite"], dek, {**env, "e": base64.b64encode(bytes(e)).decode()})
+        with pytest.raises(InvalidTag):
+            open_envelope(case["suite"], dek, {**env, "l": str(case["plaintext_len"] + 1)})

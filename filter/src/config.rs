@@ -54,9 +54,18 @@ pub struct PluginConfig {
     /// Objects of either suite are always readable (the envelope names the suite).
     #[serde(default = "default_suite")]
     pub suite: String,
-    /// Serve objects that have no envelope unchanged (migration of plaintext buckets).
-    #[serde(default = "default_true")]
-    pub passthrough_unencrypted: bool,
+    /// Where objects without an envelope are served unchanged (migration of plaintext
+    /// buckets): `false` (the default: nowhere, such an object is an integrity error) or a
+    /// list of `bucket` or `bucket/key-prefix` scopes. `true` is refused: the scope must
+    /// be named.
+    #[serde(default)]
+    pub passthrough_unencrypted: PassthroughSetting,
+    /// Accept upload records without a MAC (version 1, written by the release before
+    /// records were authenticated). Off: such records are refused (the upload gets 404
+    /// NoSuchUpload). Turn on only while uploads begun before an upgrade finish (at most
+    /// `upload_ttl_secs`), in Redis mode: anyone who can write Redis can forge them.
+    #[serde(default)]
+    pub accept_unauthenticated_upload_state: bool,
     /// How long an unfinished multipart upload's state is kept, seconds (7 days).
     #[serde(default = "default_upload_ttl")]
     pub upload_ttl_secs: i64,
@@ -86,6 +95,54 @@ pub struct PluginConfig {
     /// Environment variable names, if the defaults do not suit.
     #[serde(default)]
     pub env: EnvNames,
+}
+
+/// `passthrough_unencrypted` as written: a boolean or a list of scopes.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum PassthroughSetting {
+    Enabled(bool),
+    Scopes(Vec<String>),
+}
+
+impl Default for PassthroughSetting {
+    fn default() -> Self {
+        PassthroughSetting::Enabled(false)
+    }
+}
+
+/// One place where plaintext (envelope-less) objects may be served: a bucket, or a key
+/// prefix in a bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassthroughScope {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+fn parse_passthrough(s: &PassthroughSetting) -> Result<Vec<PassthroughScope>, String> {
+    let scopes = match s {
+        PassthroughSetting::Enabled(false) => return Ok(Vec::new()),
+        PassthroughSetting::Enabled(true) => {
+            return Err("passthrough_unencrypted must name where plaintext objects may be served: a list of \"bucket\" or \"bucket/prefix\" scopes (true is not accepted)".into())
+        }
+        PassthroughSetting::Scopes(v) => v,
+    };
+    if scopes.is_empty() {
+        return Err("passthrough_unencrypted: an empty list; use false".into());
+    }
+    scopes
+        .iter()
+        .map(|s| {
+            let (bucket, prefix) = s.split_once('/').unwrap_or((s, ""));
+            if bucket.is_empty() {
+                return Err(format!("passthrough_unencrypted: {s:?} names no bucket"));
+            }
+            Ok(PassthroughScope {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,9 +188,6 @@ fn default_redis_authority() -> String {
 fn default_redis_timeout() -> u64 {
     1000
 }
-fn default_true() -> bool {
-    true
-}
 fn default_upload_ttl() -> i64 {
     7 * 24 * 3600
 }
@@ -159,6 +213,8 @@ pub struct Config {
     backend_secret: String,
     /// `Authorization` header value for webdis, if configured.
     redis_authorization: Option<String>,
+    /// Where envelope-less objects may be served (from `plugin.passthrough_unencrypted`).
+    pub passthrough: Vec<PassthroughScope>,
 }
 
 impl std::fmt::Debug for Config {
@@ -229,6 +285,7 @@ impl Config {
         if plugin.max_copy_buffer_bytes < plugin.max_copy_part_bytes {
             return Err("max_copy_buffer_bytes must be at least max_copy_part_bytes".into());
         }
+        let passthrough = parse_passthrough(&plugin.passthrough_unencrypted)?;
         let redis_authorization = env(&n.redis_auth)
             .filter(|s| !s.is_empty())
             .map(|s| format!("Basic {}", B64.encode(s.as_bytes())));
@@ -241,7 +298,16 @@ impl Config {
             backend_access_key,
             backend_secret,
             redis_authorization,
+            passthrough,
         })
+    }
+
+    /// Whether an object without an envelope may be served (or copied) as it is: only
+    /// inside a configured passthrough scope.
+    pub fn passthrough_allowed(&self, bucket: &str, key: &str) -> bool {
+        self.passthrough
+            .iter()
+            .any(|s| s.bucket == bucket && key.starts_with(s.prefix.as_str()))
     }
 
     /// The key-encryption key with this id.
@@ -405,5 +471,28 @@ mod tests {
             assert!(e.contains("suite"), "{bad}: {e}");
         }
         assert!(Config::load(br#"{"upstream_authority":"x","suite":2}"#, &env).is_err());
+    }
+
+    #[test]
+    fn passthrough_is_off_by_default_and_scoped() {
+        let c = Config::load(br#"{"upstream_authority":"x"}"#, &env).unwrap();
+        assert!(c.passthrough.is_empty());
+        assert!(!c.passthrough_allowed("b", "k"));
+        let c = Config::load(
+            br#"{"upstream_authority":"x","passthrough_unencrypted":["legacy","b/old/"]}"#,
+            &env,
+        )
+        .unwrap();
+        assert!(c.passthrough_allowed("legacy", "any/key"));
+        assert!(c.passthrough_allowed("b", "old/x"));
+        assert!(!c.passthrough_allowed("b", "new/x"));
+        assert!(!c.passthrough_allowed("legacy2", "k"));
+        for bad in [
+            r#"{"upstream_authority":"x","passthrough_unencrypted":true}"#,
+            r#"{"upstream_authority":"x","passthrough_unencrypted":[]}"#,
+            r#"{"upstream_authority":"x","passthrough_unencrypted":["/k"]}"#,
+        ] {
+            assert!(Config::load(bad.as_bytes(), &env).is_err(), "{bad}");
+        }
     }
 }

@@ -23,7 +23,7 @@ use crate::chunked::ChunkedDecoder;
 use crate::config::{Config, StateStore};
 use crate::crypto::{self, DataKey, Suite};
 use crate::error::S3Error;
-use crate::format::{Decrypt, PartsDecryptor};
+use crate::format::{Decrypt, FormatError, PartsDecryptor};
 use crate::format::{
     Envelope, FrameDecryptor, FrameEncryptor, Geometry, Layout, Window, ENVELOPE_HEADER,
     FRAME_OVERHEAD, MAX_SINGLE, SINGLE_FRAME,
@@ -33,7 +33,7 @@ use crate::parts::{PartTable, RangeDecryptor, RangePlan, Walk};
 use crate::range::{self, RangeSpec};
 use crate::s3::{self, Body, Doc, Operation, Response, S3Request};
 use crate::sigv4::{self, PayloadMode, VerifiedRequest};
-use crate::state::{self, UploadState, WebdisRequest};
+use crate::state::{self, StateError, UploadState, WebdisRequest};
 use crate::xml;
 
 /// Counters the filter exports (Envoy: `wasmcustom.s3crypt_*`).
@@ -46,10 +46,12 @@ pub enum Counter {
     AuthFailures,
     IntegrityFailures,
     RejectedRequests,
+    /// Envelope-less objects served inside a passthrough scope.
+    PlaintextServed,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 8] = [
         Counter::ObjectsEncrypted,
         Counter::BytesEncrypted,
         Counter::ObjectsDecrypted,
@@ -57,6 +59,7 @@ impl Counter {
         Counter::AuthFailures,
         Counter::IntegrityFailures,
         Counter::RejectedRequests,
+        Counter::PlaintextServed,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -67,6 +70,7 @@ impl Counter {
             Counter::AuthFailures => "s3crypt_auth_failures",
             Counter::IntegrityFailures => "s3crypt_integrity_failures",
             Counter::RejectedRequests => "s3crypt_rejected_requests",
+            Counter::PlaintextServed => "s3crypt_plaintext_served",
         }
     }
 }
@@ -74,6 +78,8 @@ impl Counter {
 /// Where counters go (Envoy metrics in the glue, a map in tests).
 pub trait Stats {
     fn add(&self, c: Counter, n: u64);
+    /// An event worth a log line (Envoy's log at info level in the glue). Never secrets.
+    fn note(&self, _msg: &str) {}
 }
 
 /// A store shared by every worker of one Envoy process (Envoy shared data in the glue).
@@ -254,8 +260,9 @@ impl Upload {
 
 enum ResponseBody {
     Pass,
-    /// One stream, or a whole multipart object.
-    Decrypt(Box<dyn Decrypt>),
+    /// One stream, or a whole multipart object; the last promised byte is held back
+    /// until everything verified.
+    Decrypt(Box<dyn Decrypt>, Holdback),
     /// Drop `skip` bytes, release `take`, drop the rest (plaintext objects, ranges widened).
     Trim {
         skip: u64,
@@ -428,6 +435,9 @@ struct PartCopy {
     dest_dek: DataKey,
     /// Upstream path of the source object (with its versionId).
     src_path: String,
+    /// The source lies in a passthrough scope: without an envelope it is copied (and
+    /// encrypted on the way); otherwise an envelope-less source is an integrity error.
+    src_plain_ok: bool,
     /// `x-amz-copy-source-range` as sent.
     range: Option<String>,
     /// `x-amz-copy-source-if-match` / `-if-none-match`, evaluated against the ETag
@@ -528,6 +538,45 @@ pub struct Exchange {
     head: bool,
     /// Bytes of plaintext released so far (GET), for the counters.
     released: u64,
+}
+
+/// Holds back the last byte the response promised (its `Content-Length`) until the whole
+/// stream verified, so that a stored object that is shorter than it claims (a truncated
+/// last part, whose size the listing-style arithmetic cannot see) never looks complete to
+/// the client: it gets at most the verified prefix, one byte short, then a reset. Also
+/// refuses more plaintext than was promised.
+#[derive(Debug, Default)]
+struct Holdback {
+    /// The promised length; `None` (unknown) holds nothing back.
+    announced: Option<u64>,
+    released: u64,
+    held: Vec<u8>,
+}
+
+impl Holdback {
+    /// `out[from..]` is new verified plaintext: releases what may go, keeps the rest.
+    fn apply(&mut self, out: &mut Vec<u8>, from: usize, end: bool) -> Result<(), FormatError> {
+        let Some(announced) = self.announced else {
+            return Ok(());
+        };
+        let mut fresh = out.split_off(from);
+        let mut all = std::mem::take(&mut self.held);
+        all.append(&mut fresh);
+        let total = self.released.saturating_add(all.len() as u64);
+        if total > announced || (end && total != announced) {
+            return Err(FormatError::Integrity);
+        }
+        let may = if end {
+            all.len()
+        } else {
+            let limit = announced.saturating_sub(1).saturating_sub(self.released);
+            all.len().min(usize::try_from(limit).unwrap_or(usize::MAX))
+        };
+        self.held = all.split_off(may);
+        self.released = self.released.saturating_add(may as u64);
+        out.extend_from_slice(&all);
+        Ok(())
+    }
 }
 
 /// How a buffered XML response is rewritten.
@@ -1069,15 +1118,18 @@ impl Exchange {
         let upload_id = req.query_param("uploadId").unwrap_or("").to_string();
         let object = Self::object_of(req);
         self.upload_id = Some(upload_id.clone());
-        let cached = self
-            .store
-            .get(&state::shared_key(&upload_id))
-            .and_then(|v| UploadState::decode(&v));
+        let cached = match self.store.get(&state::shared_key(&upload_id)) {
+            Some(raw) => Some(
+                self.state_of(&upload_id, &raw, &object)
+                    .map_err(|_| no_such_upload())?,
+            ),
+            None => None,
+        };
         match (cached, self.cfg.plugin.state_store) {
             (Some(st), _) if req.op == Operation::UploadPartCopy => {
-                self.part_copy_with(h, up, number, &object, st)
+                self.part_copy_with(h, up, number, st)
             }
-            (Some(st), _) => self.upload_part_with(h, up, v, eos, number, &object, st),
+            (Some(st), _) => self.upload_part_with(h, up, v, eos, number, st),
             (None, StateStore::Redis) => {
                 let get = state::get(&self.cfg, &state::redis_key(&upload_id));
                 self.pending = Pending::UploadState {
@@ -1094,6 +1146,33 @@ impl Exchange {
         }
     }
 
+    /// An upload's stored record, checked: authenticated for this UploadId, for this
+    /// object, not expired and not from the future. A refusal is logged and (but for a
+    /// record of another object, which a client can ask for by mistake) counted.
+    fn state_of(
+        &self,
+        upload_id: &str,
+        raw: &[u8],
+        object: &str,
+    ) -> Result<UploadState, StateError> {
+        let kek = |id: &str| self.cfg.kek(id).copied();
+        let accept_v1 = self.cfg.plugin.accept_unauthenticated_upload_state;
+        let p = &self.cfg.plugin;
+        let r = UploadState::open(raw, upload_id, &kek, accept_v1).and_then(|st| {
+            st.check(object, self.now, p.upload_ttl_secs, p.max_clock_skew_secs)
+                .map(|()| st)
+        });
+        if let Err(e) = r {
+            if e != StateError::WrongObject {
+                self.stats.add(Counter::IntegrityFailures, 1);
+            }
+            self.stats.note(&format!(
+                "s3crypt: the state record of upload {upload_id:?} was refused: {e:?}"
+            ));
+        }
+        r
+    }
+
     fn object_of(req: &S3Request) -> String {
         state::object_tag(
             req.bucket.as_deref().unwrap_or(""),
@@ -1101,8 +1180,8 @@ impl Exchange {
         )
     }
 
-    /// UploadPart with the upload's record: checks it (TTL, same object), unwraps the data
-    /// key and starts encrypting.
+    /// UploadPart with the upload's (checked) record: unwraps the data key and starts
+    /// encrypting.
     #[allow(clippy::too_many_arguments)]
     fn upload_part_with(
         &mut self,
@@ -1111,12 +1190,8 @@ impl Exchange {
         v: &VerifiedRequest,
         eos: bool,
         number: u32,
-        object: &str,
         st: UploadState,
     ) -> Result<RequestStep, S3Error> {
-        if self.now - st.created > self.cfg.plugin.upload_ttl_secs || st.object != object {
-            return Err(no_such_upload());
-        }
         let (env, dek) = self.open_envelope(&st.envelope)?;
         if env.layout != Layout::Part {
             return Err(S3Error::internal(
@@ -1139,12 +1214,10 @@ impl Exchange {
         eos: bool,
     ) -> Result<RequestStep, S3Error> {
         let id = req.query_param("uploadId").unwrap_or("").to_string();
-        let known = self
-            .store
-            .get(&state::shared_key(&id))
-            .and_then(|v| UploadState::decode(&v));
-        if known.is_some_and(|st| st.object != Self::object_of(req)) {
-            return Err(no_such_upload());
+        if let Some(raw) = self.store.get(&state::shared_key(&id)) {
+            if self.state_of(&id, &raw, &Self::object_of(req)) == Err(StateError::WrongObject) {
+                return Err(no_such_upload());
+            }
         }
         self.upload_id = Some(id);
         self.pass_body(up, v, req, eos)
@@ -1330,10 +1403,17 @@ impl Exchange {
 
     /// The part table of an object version cached by an earlier walk, if it fits.
     fn cached_table(&self, etag: &str, stored: u64, parts: u64) -> Option<PartTable> {
+        let (slot, version) = table_slot(etag, stored);
+        let v = self.store.get(&slot)?;
+        let table = v.strip_prefix(version.as_bytes())?.strip_prefix(b"\n")?;
+        PartTable::decode(table).filter(|t| t.stored_len() == stored && t.count() as u64 == parts)
+    }
+
+    /// Caches a walked part table in its slot (replacing whatever version was there).
+    fn cache_table(&self, etag: &str, stored: u64, t: &PartTable) {
+        let (slot, version) = table_slot(etag, stored);
         self.store
-            .get(&table_key(etag, stored))
-            .and_then(|v| PartTable::decode(&v))
-            .filter(|t| t.stored_len() == stored && t.count() as u64 == parts)
+            .set(&slot, format!("{version}\n{}", t.encode()).as_bytes());
     }
 
     fn walk_next(
@@ -1388,8 +1468,7 @@ impl Exchange {
             Ok(None) => self.walk_next(then, path, walk, etag, stored),
             Ok(Some(t)) => {
                 // Cached per Envoy process, keyed by the object version (ETag and size).
-                self.store
-                    .set(&table_key(&etag, stored), t.encode().as_bytes());
+                self.cache_table(&etag, stored, &t);
                 match then {
                     AfterWalk::Read(up) => self.plan_multipart(up, etag, t),
                     AfterWalk::Copy(mut mc) => {
@@ -1532,9 +1611,9 @@ impl Exchange {
                 let r = match state::parse_get(status, body) {
                     Err(_) => Err(Self::redis_unavailable()),
                     Ok(None) => Err(no_such_upload()),
-                    Ok(Some(v)) => match UploadState::decode(&v) {
-                        None => Err(no_such_upload()),
-                        Some(st) => {
+                    Ok(Some(v)) => match self.state_of(&upload_id, &v, &object) {
+                        Err(_) => Err(no_such_upload()),
+                        Ok(st) => {
                             // Cache it for the next parts on this Envoy.
                             self.store.set(&state::shared_key(&upload_id), &v);
                             let copy = self
@@ -1542,11 +1621,10 @@ impl Exchange {
                                 .as_ref()
                                 .is_some_and(|r| r.op == Operation::UploadPartCopy);
                             match self.verified.clone() {
-                                Some(_) if copy => {
-                                    self.part_copy_with(&h, &up, number, &object, st)
+                                Some(_) if copy => self.part_copy_with(&h, &up, number, st),
+                                Some(ver) => {
+                                    self.upload_part_with(&h, &mut up, &ver, eos, number, st)
                                 }
-                                Some(ver) => self
-                                    .upload_part_with(&h, &mut up, &ver, eos, number, &object, st),
                                 None => Err(S3Error::internal("s3crypt: no verified request")),
                             }
                         }
@@ -1582,10 +1660,27 @@ impl Exchange {
             .map(str::to_string);
         up.remove("x-amz-copy-source-if-match");
         up.remove("x-amz-copy-source-if-none-match");
-        let resp = match copy_source_ok(resp, if_match.as_deref(), if_none.as_deref()) {
+        let opened = |ev: &str| self.open_envelope(ev).ok().and_then(|(e, _)| e.md5);
+        let resp = match copy_source_ok(resp, if_match.as_deref(), if_none.as_deref(), &opened) {
             Ok(r) => r,
             Err(e) => return self.reject(&e),
         };
+        if resp.get(ENVELOPE_HEADER).is_none() {
+            // A plaintext source stays plaintext in a server-side copy: only from and to a
+            // passthrough scope (a migration inside it); otherwise the source is an
+            // integrity error, as a read of it would be.
+            let dest_ok = self.req.as_ref().is_some_and(|r| {
+                self.cfg.passthrough_allowed(
+                    r.bucket.as_deref().unwrap_or(""),
+                    r.key.as_deref().unwrap_or(""),
+                )
+            });
+            match self.copy_source_in_scope(&up) {
+                Ok(true) if dest_ok => {}
+                Ok(_) => return self.reject(&self.integrity()),
+                Err(e) => return self.reject(&e),
+            }
+        }
         if let Some(ev) = resp.get(ENVELOPE_HEADER) {
             let env = match self.open_envelope(ev) {
                 Ok((env, _)) => env,
@@ -1849,12 +1944,8 @@ impl Exchange {
         h: &Headers,
         up: &Headers,
         number: u32,
-        object: &str,
         st: UploadState,
     ) -> Result<RequestStep, S3Error> {
-        if self.now - st.created > self.cfg.plugin.upload_ttl_secs || st.object != object {
-            return Err(no_such_upload());
-        }
         let (env, dek) = self.open_envelope(&st.envelope)?;
         if env.layout != Layout::Part {
             return Err(S3Error::internal(
@@ -1862,6 +1953,7 @@ impl Exchange {
             ));
         }
         let src_path = copy_source_path(h)?;
+        let src_plain_ok = self.copy_source_in_scope(h)?;
         let mut head = self.request_at("HEAD", src_path.clone(), None);
         // Date conditions go to the backend with the HEAD (304/412 mean 412 for a copy).
         for (k, to) in [
@@ -1882,6 +1974,7 @@ impl Exchange {
             dest_suite: env.suite,
             dest_dek: dek,
             src_path,
+            src_plain_ok,
             range: h.get("x-amz-copy-source-range").map(str::to_string),
             if_match: h.get("x-amz-copy-source-if-match").map(str::to_string),
             if_none_match: h.get("x-amz-copy-source-if-none-match").map(str::to_string),
@@ -1899,13 +1992,28 @@ impl Exchange {
         Ok(RequestStep::CallOut(self.backend_callout(head)))
     }
 
+    /// Whether the object named by `x-amz-copy-source` lies in a passthrough scope.
+    fn copy_source_in_scope(&self, h: &Headers) -> Result<bool, S3Error> {
+        let src = h
+            .get("x-amz-copy-source")
+            .ok_or_else(|| S3Error::invalid_argument("missing x-amz-copy-source"))?;
+        let (bucket, key, _) = s3::parse_copy_source(src)?;
+        Ok(self.cfg.passthrough_allowed(&bucket, &key))
+    }
+
     /// UploadPartCopy: the source's HEAD answered; find its layout (and part table).
     fn part_copy_source(
         &mut self,
         mut pc: Box<PartCopy>,
         resp: Option<&Headers>,
     ) -> Result<RequestStep, S3Error> {
-        let resp = copy_source_ok(resp, pc.if_match.as_deref(), pc.if_none_match.as_deref())?;
+        let opened = |ev: &str| self.open_envelope(ev).ok().and_then(|(e, _)| e.md5);
+        let resp = copy_source_ok(
+            resp,
+            pc.if_match.as_deref(),
+            pc.if_none_match.as_deref(),
+            &opened,
+        )?;
         pc.src_etag = resp.get("etag").unwrap_or("").to_string();
         let stored: u64 = resp
             .get("content-length")
@@ -1914,6 +2022,9 @@ impl Exchange {
                 S3Error::service_unavailable("s3crypt: the copy source could not be read")
             })?;
         let Some(ev) = resp.get(ENVELOPE_HEADER) else {
+            if !pc.src_plain_ok {
+                return Err(self.integrity());
+            }
             pc.from = CopyFrom::Plain { len: stored };
             return self.part_copy_plan(pc);
         };
@@ -2100,7 +2211,7 @@ impl Exchange {
 
     /// Parses the envelope, unwraps the data key and verifies the envelope tag.
     fn open_envelope(&self, v: &str) -> Result<(Envelope, DataKey), S3Error> {
-        let env = Envelope::decode(v).map_err(|_| {
+        let mut env = Envelope::decode(v).map_err(|_| {
             self.stats.add(Counter::IntegrityFailures, 1);
             S3Error::internal("s3crypt: the object's encryption envelope is unreadable")
         })?;
@@ -2114,7 +2225,7 @@ impl Exchange {
             self.stats.add(Counter::IntegrityFailures, 1);
             S3Error::internal(format!("s3crypt: the data key could not be unwrapped with key id {:?} (wrong key material?)", env.key_id))
         })?;
-        env.verify(&dek).map_err(|_| {
+        env.open(&dek).map_err(|_| {
             self.stats.add(Counter::IntegrityFailures, 1);
             S3Error::integrity()
         })?;
@@ -2237,6 +2348,11 @@ impl Exchange {
             }
         }
         out.remove(ENVELOPE_HEADER);
+        if let ResponseBody::Decrypt(_, hold) = &mut self.resp_body {
+            hold.announced = out
+                .get("content-length")
+                .and_then(|v| v.trim().parse().ok());
+        }
         if end_of_stream {
             // No body callback will come: a replacement body cannot be sent.
             if let ResponseBody::Replace(Some(_)) = self.resp_body {
@@ -2333,6 +2449,11 @@ impl Exchange {
     }
 
     fn prepare_get_inner(&mut self, status: u16, out: &mut Headers) -> Result<(), S3Error> {
+        if (200..300).contains(&status) && status != 200 && status != 206 {
+            // A success without object data the filter can check (203, 204, ...): nothing
+            // of it is released.
+            return Err(self.integrity());
+        }
         if status != 200 && status != 206 {
             return Ok(()); // errors, 304 from date conditions: as the backend says
         }
@@ -2352,11 +2473,21 @@ impl Exchange {
             .unwrap_or(0);
         let envelope = out.get(ENVELOPE_HEADER).map(str::to_string);
         let Some(ev) = envelope else {
-            if !self.cfg.plugin.passthrough_unencrypted {
-                return Err(S3Error::access_denied(
-                    "s3crypt: the object is not encrypted and unencrypted objects are not served",
-                ));
+            // No envelope: a plaintext object being migrated, or one whose envelope the
+            // provider stripped. Only served inside a configured passthrough scope.
+            let (bucket, key) = self.req.as_ref().map_or(("", ""), |r| {
+                (
+                    r.bucket.as_deref().unwrap_or(""),
+                    r.key.as_deref().unwrap_or(""),
+                )
+            });
+            if !self.cfg.passthrough_allowed(bucket, key) {
+                return Err(self.integrity());
             }
+            self.stats.add(Counter::PlaintextServed, 1);
+            self.stats.note(&format!(
+                "s3crypt: serving unencrypted object {bucket}/{key} (passthrough scope)"
+            ));
             let etag = out.get("etag").map(str::to_string);
             if let Some(st) = self.check_conditions(etag.as_deref()) {
                 self.not_modified(out, st);
@@ -2427,8 +2558,10 @@ impl Exchange {
         out.set(":status", "200");
         out.remove("content-range");
         out.set("content-length", plain.to_string());
-        self.resp_body =
-            ResponseBody::Decrypt(Box::new(PartsDecryptor::new(env.suite, &dek, parts)));
+        self.resp_body = ResponseBody::Decrypt(
+            Box::new(PartsDecryptor::new(env.suite, &dek, parts)),
+            Holdback::default(),
+        );
         Ok(())
     }
 
@@ -2468,8 +2601,10 @@ impl Exchange {
         if self.get.part_number.is_some() {
             out.set("x-amz-mp-parts-count", mp.parts.to_string());
         }
-        self.resp_body =
-            ResponseBody::Decrypt(Box::new(RangeDecryptor::new(env.suite, &dek, mp.plan)));
+        self.resp_body = ResponseBody::Decrypt(
+            Box::new(RangeDecryptor::new(env.suite, &dek, mp.plan)),
+            Holdback::default(),
+        );
         Ok(())
     }
 
@@ -2567,8 +2702,10 @@ impl Exchange {
                     skip,
                     take: len,
                 };
-                self.resp_body =
-                    ResponseBody::Decrypt(Box::new(FrameDecryptor::new(env.suite, &dek, geo, w)));
+                self.resp_body = ResponseBody::Decrypt(
+                    Box::new(FrameDecryptor::new(env.suite, &dek, geo, w)),
+                    Holdback::default(),
+                );
             }
         }
         Ok(())
@@ -2598,11 +2735,12 @@ impl Exchange {
                     ));
                 }
             }
-            ResponseBody::Decrypt(d) => {
+            ResponseBody::Decrypt(d, hold) => {
                 let before = out.len();
                 let r = d
                     .push(chunk, out)
-                    .and_then(|_| if end { d.finish() } else { Ok(()) });
+                    .and_then(|_| if end { d.finish() } else { Ok(()) })
+                    .and_then(|()| hold.apply(out, before, end));
                 if let Err(e) = r {
                     out.truncate(before);
                     self.stats.add(Counter::IntegrityFailures, 1);
@@ -2637,12 +2775,16 @@ impl Exchange {
                         XmlRewrite::RecordUpload(env) => {
                             let id = xml::element_text(&text, "UploadId").unwrap_or_default();
                             let object = self.req.as_ref().map(Self::object_of).unwrap_or_default();
+                            let kek = self
+                                .cfg
+                                .active_kek()
+                                .ok_or_else(|| BodyError::Reset("s3crypt: no active key".into()))?;
                             let value = UploadState {
                                 created: self.now,
                                 object,
                                 envelope: env.clone(),
                             }
-                            .encode();
+                            .seal(&id, &self.cfg.active_key_id, kek);
                             if id.is_empty() {
                                 return Err(BodyError::Reset(
                                     "s3crypt: no UploadId in the backend's answer".into(),
@@ -2743,11 +2885,13 @@ fn copy_source_path(h: &Headers) -> Result<String, S3Error> {
 
 /// The HEAD of a copy source: its status, then the client's ETag conditions evaluated
 /// against the ETag clients see (for single-part objects the backend's ETag is that of
-/// the ciphertext; the envelope keeps the plaintext MD5 when there is one).
+/// the ciphertext; the envelope keeps the plaintext MD5 when there is one, sealed: `md5_of`
+/// opens it).
 fn copy_source_ok<'a>(
     resp: Option<&'a Headers>,
     if_match: Option<&str>,
     if_none: Option<&str>,
+    md5_of: &dyn Fn(&str) -> Option<[u8; 16]>,
 ) -> Result<&'a Headers, S3Error> {
     let resp = resp.ok_or_else(|| {
         S3Error::service_unavailable("s3crypt: the copy source could not be read")
@@ -2765,8 +2909,7 @@ fn copy_source_ok<'a>(
     }
     let visible_etag = resp
         .get(ENVELOPE_HEADER)
-        .and_then(|ev| Envelope::decode(ev).ok())
-        .and_then(|env| env.md5)
+        .and_then(md5_of)
         .map(|m| format!("\"{}\"", hex::encode(m)))
         .or_else(|| resp.get("etag").map(str::to_string))
         .unwrap_or_default();
@@ -2840,8 +2983,18 @@ fn parts_in_etag(etag: &str) -> Option<u64> {
 }
 
 /// Shared-data key of a multipart object's part table: one per object version.
-fn table_key(etag: &str, stored: u64) -> String {
-    format!("s3crypt/pt/{}/{stored}", etag.trim_matches('"'))
+/// Slots of the part-table cache per Envoy process: a table lives in the slot its object
+/// version hashes to, so the cache holds at most this many tables (each at most about
+/// 150 KB, for 10,000 parts; typically well under 1 KB) whatever is read.
+const TABLE_SLOTS: u64 = 256;
+
+/// Shared-data key of the cache slot for an object version (ETag and stored size), and
+/// the version tag stored in it.
+fn table_slot(etag: &str, stored: u64) -> (String, String) {
+    let version = format!("{}/{stored}", etag.trim_matches('"'));
+    let h = Sha256::digest(version.as_bytes());
+    let n = u64::from_be_bytes(h[..8].try_into().unwrap_or([0; 8])) % TABLE_SLOTS;
+    (format!("s3crypt/pt/{n}"), version)
 }
 
 /// `path` without query parameter `name`.
@@ -3136,7 +3289,15 @@ mod tests {
         assert_eq!(parts_in_etag("\"abc-10001\""), None);
         assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso8601(1_700_000_000), "2023-11-14T22:13:20.000Z");
-        assert_eq!(table_key("\"e-2\"", 5), "s3crypt/pt/e-2/5");
+        let (slot, version) = table_slot("\"e-2\"", 5);
+        assert_eq!(version, "e-2/5");
+        let n: u64 = slot.strip_prefix("s3crypt/pt/").unwrap().parse().unwrap();
+        assert!(n < TABLE_SLOTS);
+        // However many versions are read, the cache has at most TABLE_SLOTS keys.
+        let slots: std::collections::HashSet<String> = (0..10_000)
+            .map(|i| table_slot(&format!("\"{i:032x}-3\""), 1 << 20).0)
+            .collect();
+        assert!(slots.len() as u64 <= TABLE_SLOTS && slots.len() > 200);
     }
 
     #[test]
@@ -3251,6 +3412,40 @@ mod tests {
         let mut d = dec.unwrap();
         let mut out = Vec::new();
         assert!(d.push(&bytes, &mut out).is_err() || d.finish().is_err());
+    }
+
+    #[test]
+    fn holdback_keeps_the_last_promised_byte_until_verified() {
+        let run = |announced: u64, chunks: &[&[u8]], end_ok: bool| {
+            let mut h = Holdback {
+                announced: Some(announced),
+                ..Holdback::default()
+            };
+            let mut got = Vec::new();
+            let n = chunks.len();
+            for (i, c) in chunks.iter().enumerate() {
+                let mut out = b"xx".to_vec(); // bytes already in the buffer stay
+                out.extend_from_slice(c);
+                let end = i + 1 == n && end_ok;
+                h.apply(&mut out, 2, end)?;
+                assert_eq!(&out[..2], b"xx");
+                got.extend_from_slice(&out[2..]);
+            }
+            Ok::<_, FormatError>(got)
+        };
+        // Complete and verified: everything, the last byte only at the end.
+        assert_eq!(run(6, &[b"abc", b"def"], true).unwrap(), b"abcdef");
+        // The stream stops early (a truncated object): one byte short of the promise.
+        assert_eq!(run(6, &[b"abc", b"def"], false).unwrap(), b"abcde");
+        assert_eq!(run(10, &[b"abc", b"def"], false).unwrap(), b"abcdef");
+        // Shorter or longer than promised at the end: refused.
+        assert!(run(10, &[b"abc", b"def"], true).is_err());
+        assert!(run(4, &[b"abc", b"def"], false).is_err());
+        // Nothing announced (no Content-Length): nothing held.
+        let mut h = Holdback::default();
+        let mut out = b"abc".to_vec();
+        h.apply(&mut out, 0, false).unwrap();
+        assert_eq!(out, b"abc");
     }
 
     #[test]

@@ -75,6 +75,9 @@ impl Stats for Metrics {
             let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
+    fn note(&self, msg: &str) {
+        log(LogLevel::Info, msg);
+    }
 }
 
 /// Envoy shared data: one key space for all workers (VMs) of the process.

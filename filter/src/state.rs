@@ -12,7 +12,9 @@
 //! data caches records on each replica. Completed objects never need either: everything
 //! a read needs is in the object (envelope header, part headers).
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 use crate::headers::Headers;
@@ -29,28 +31,135 @@ pub struct UploadState {
     pub envelope: String,
 }
 
+/// Why a stored record was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateError {
+    /// Not a record (or a version the reader does not take).
+    Malformed,
+    /// A version 1 record (no MAC) while those are not accepted.
+    Unauthenticated,
+    /// Its MAC names a key that is not configured.
+    UnknownKey,
+    /// The MAC does not verify: forged, or another upload's record.
+    BadMac,
+    /// The record is for another object.
+    WrongObject,
+    /// Created in the future (beyond the clock skew) or older than the TTL.
+    BadTime,
+}
+
+/// Version of the records written now: authenticated by a MAC keyed from a KEK.
+const RECORD_VERSION: &str = "2";
+const MAC_LABEL: &[u8] = b"s3crypt upload-state MAC key v2";
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    match HmacSha256::new_from_slice(key) {
+        Ok(mut m) => {
+            for p in parts {
+                m.update(p);
+            }
+            m.finalize().into_bytes().into()
+        }
+        // HMAC takes keys of any length.
+        Err(_) => [0; 32],
+    }
+}
+
 impl UploadState {
-    pub fn encode(&self) -> String {
-        format!("1\n{}\n{}\n{}", self.created, self.object, self.envelope)
+    /// The MAC of a record: HMAC-SHA256 under `HMAC-SHA256(KEK, MAC_LABEL)`, over the
+    /// UploadId it is stored under, the key id, the created time, the object and the
+    /// envelope (each field length-prefixed). Anyone with a configured KEK (every replica)
+    /// can check it; nobody without one can forge it or move it to another UploadId.
+    fn mac(&self, upload_id: &str, key_id: &str, kek: &[u8; 32]) -> [u8; 32] {
+        let k = hmac(kek, &[MAC_LABEL]);
+        let created = self.created.to_string();
+        let fields: [&[u8]; 5] = [
+            upload_id.as_bytes(),
+            key_id.as_bytes(),
+            created.as_bytes(),
+            self.object.as_bytes(),
+            self.envelope.as_bytes(),
+        ];
+        let mut msg = Vec::with_capacity(256);
+        for f in fields {
+            msg.extend_from_slice(&(f.len() as u64).to_be_bytes());
+            msg.extend_from_slice(f);
+        }
+        hmac(&k, &[&msg])
     }
 
-    pub fn decode(v: &[u8]) -> Option<UploadState> {
-        let text = std::str::from_utf8(v).ok()?;
-        let mut it = text.splitn(4, '\n');
-        if it.next()? != "1" {
-            return None;
+    /// The stored record (version 2):
+    /// `2\n<key id>\n<created>\n<object>\n<envelope>\n<hex MAC>`.
+    pub fn seal(&self, upload_id: &str, key_id: &str, kek: &[u8; 32]) -> String {
+        format!(
+            "{RECORD_VERSION}\n{key_id}\n{}\n{}\n{}\n{}",
+            self.created,
+            self.object,
+            self.envelope,
+            hex::encode(self.mac(upload_id, key_id, kek))
+        )
+    }
+
+    /// Parses and authenticates a stored record for `upload_id`. Version 1 records (no
+    /// MAC, written by the previous release) are taken only if `accept_v1`.
+    pub fn open(
+        v: &[u8],
+        upload_id: &str,
+        kek: &dyn Fn(&str) -> Option<[u8; 32]>,
+        accept_v1: bool,
+    ) -> Result<UploadState, StateError> {
+        let text = std::str::from_utf8(v).map_err(|_| StateError::Malformed)?;
+        let fields: Vec<&str> = text.split('\n').collect();
+        match fields.as_slice() {
+            ["1", created, object, envelope] => {
+                if !accept_v1 {
+                    return Err(StateError::Unauthenticated);
+                }
+                Self::from_fields(created, object, envelope)
+            }
+            [RECORD_VERSION, key_id, created, object, envelope, mac] => {
+                let st = Self::from_fields(created, object, envelope)?;
+                let kek = kek(key_id).ok_or(StateError::UnknownKey)?;
+                let mac = hex::decode(mac).map_err(|_| StateError::Malformed)?;
+                let want = st.mac(upload_id, key_id, &kek);
+                if bool::from(want.as_slice().ct_eq(&mac)) {
+                    Ok(st)
+                } else {
+                    Err(StateError::BadMac)
+                }
+            }
+            _ => Err(StateError::Malformed),
         }
-        let created = it.next()?.parse().ok()?;
-        let object = it.next()?.to_string();
-        let envelope = it.next()?.to_string();
-        if envelope.is_empty() || envelope.contains('\n') {
-            return None;
+    }
+
+    fn from_fields(created: &str, object: &str, envelope: &str) -> Result<UploadState, StateError> {
+        let created = created.parse().map_err(|_| StateError::Malformed)?;
+        if envelope.is_empty() || object.is_empty() {
+            return Err(StateError::Malformed);
         }
-        Some(UploadState {
+        Ok(UploadState {
             created,
-            object,
-            envelope,
+            object: object.to_string(),
+            envelope: envelope.to_string(),
         })
+    }
+
+    /// The record is for `object` and alive at `now`: created no later than `now + skew`
+    /// and no earlier than `now - ttl` (checked arithmetic: no time wraps).
+    pub fn check(&self, object: &str, now: i64, ttl: i64, skew: i64) -> Result<(), StateError> {
+        if self.object != object {
+            return Err(StateError::WrongObject);
+        }
+        let too_new = now
+            .checked_add(skew)
+            .is_none_or(|limit| self.created > limit);
+        let too_old = now.checked_sub(self.created).is_none_or(|age| age > ttl);
+        if too_new || too_old {
+            return Err(StateError::BadTime);
+        }
+        Ok(())
     }
 }
 
@@ -195,20 +304,120 @@ mod tests {
         .unwrap()
     }
 
+    fn keks(id: &str) -> Option<[u8; 32]> {
+        match id {
+            "k1" => Some([1; 32]),
+            "k2" => Some([2; 32]),
+            _ => None,
+        }
+    }
+
+    fn record() -> UploadState {
+        UploadState {
+            created: 1_700_000_000,
+            object: object_tag("b", "k"),
+            envelope: "v=2;s=1;t=m;k=k1;w=abc;e=def".into(),
+        }
+    }
+
     #[test]
-    fn record_round_trip_and_rejects_garbage() {
-        let s = UploadState {
-            created: 1700000000,
-            object: object_tag("b", "k\nwith newline"),
-            envelope: "v=1;s=1;t=m;k=x;w=abc;a=def".into(),
-        };
-        assert_eq!(UploadState::decode(s.encode().as_bytes()), Some(s.clone()));
-        assert_eq!(UploadState::decode(b""), None);
-        assert_eq!(UploadState::decode(b"2\n1\nx\ny"), None);
-        assert_eq!(UploadState::decode(b"1\nnot-a-number\nx\ny"), None);
-        assert_eq!(UploadState::decode(b"1\n5\nx\n"), None);
-        assert_eq!(UploadState::decode(&[0xff, 0xfe]), None);
+    fn records_are_authenticated() {
+        let s = record();
+        let v = s.seal("upload-1", "k1", &[1; 32]);
+        assert!(v.starts_with("2\nk1\n1700000000\n"), "{v}");
+        assert_eq!(
+            UploadState::open(v.as_bytes(), "upload-1", &keks, false),
+            Ok(s.clone())
+        );
+        // Another UploadId (a record copied to another key), another KEK, a changed field.
+        assert_eq!(
+            UploadState::open(v.as_bytes(), "upload-2", &keks, false),
+            Err(StateError::BadMac)
+        );
+        let forged = s.seal("upload-1", "k1", &[9; 32]);
+        assert_eq!(
+            UploadState::open(forged.as_bytes(), "upload-1", &keks, false),
+            Err(StateError::BadMac)
+        );
+        for (from, to) in [
+            ("1700000000", "1700000001"),
+            (&s.object[..4], "ffff"),
+            ("e=def", "e=deg"),
+            ("\nk1\n", "\nk2\n"),
+        ] {
+            let t = v.replacen(from, to, 1);
+            assert_ne!(t, v);
+            assert_eq!(
+                UploadState::open(t.as_bytes(), "upload-1", &keks, false),
+                Err(StateError::BadMac),
+                "{from}"
+            );
+        }
+        let unknown = s.seal("upload-1", "k3", &[3; 32]);
+        assert_eq!(
+            UploadState::open(unknown.as_bytes(), "upload-1", &keks, false),
+            Err(StateError::UnknownKey)
+        );
+        for bad in [
+            &b""[..],
+            b"2\n1\nx\ny",
+            b"1\nnot-a-number\nx\ny",
+            &[0xff, 0xfe],
+        ] {
+            assert!(UploadState::open(bad, "upload-1", &keks, true).is_err());
+        }
         assert_ne!(object_tag("a", "bc"), object_tag("ab", "c"));
+    }
+
+    #[test]
+    fn version_1_records_only_when_allowed() {
+        let v1 = format!(
+            "1\n1700000000\n{}\nv=2;s=1;t=m;k=k1;w=abc;e=def",
+            object_tag("b", "k")
+        );
+        assert_eq!(
+            UploadState::open(v1.as_bytes(), "u", &keks, false),
+            Err(StateError::Unauthenticated)
+        );
+        assert_eq!(
+            UploadState::open(v1.as_bytes(), "u", &keks, true),
+            Ok(record())
+        );
+    }
+
+    #[test]
+    fn record_times_and_objects_are_checked() {
+        let s = record();
+        let (ttl, skew) = (3600, 900);
+        let obj = object_tag("b", "k");
+        assert!(s.check(&obj, s.created, ttl, skew).is_ok());
+        assert!(s.check(&obj, s.created + ttl, ttl, skew).is_ok());
+        assert_eq!(
+            s.check(&obj, s.created + ttl + 1, ttl, skew),
+            Err(StateError::BadTime)
+        );
+        assert!(s.check(&obj, s.created - skew, ttl, skew).is_ok());
+        assert_eq!(
+            s.check(&obj, s.created - skew - 1, ttl, skew),
+            Err(StateError::BadTime)
+        );
+        assert_eq!(
+            s.check(&object_tag("b", "other"), s.created, ttl, skew),
+            Err(StateError::WrongObject)
+        );
+        // Forged extreme times cannot wrap the arithmetic.
+        for created in [i64::MIN, i64::MAX, -1] {
+            let t = UploadState {
+                created,
+                ..s.clone()
+            };
+            assert_eq!(
+                t.check(&obj, 1_700_000_000, ttl, skew),
+                Err(StateError::BadTime)
+            );
+        }
+        assert_eq!(s.check(&obj, i64::MAX, ttl, skew), Err(StateError::BadTime));
+        assert_eq!(s.check(&obj, i64::MIN, ttl, skew), Err(StateError::BadTime));
     }
 
     #[test]

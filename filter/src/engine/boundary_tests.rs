@@ -252,7 +252,7 @@ fn abort_forgets_state_only_when_the_backend_confirmed() {
         envelope: "e".into(),
     };
     let key = state::shared_key("u1");
-    store.set(&key, st.encode().as_bytes());
+    store.set(&key, st.seal("u1", "k1", &[7u8; 32]).as_bytes());
     let status = |s: &str| Headers(vec![(":status".into(), s.into())]);
     for (code, kept) in [("404", true), ("403", true), ("500", true), ("204", false)] {
         let mut ex = exchange(&store);
@@ -260,7 +260,7 @@ fn abort_forgets_state_only_when_the_backend_confirmed() {
         forwarded(ex.on_request_headers(&h, true));
         ex.on_response_headers(&status(code), true);
         assert_eq!(store.get(&key).is_some(), kept, "{code}");
-        store.set(&key, st.encode().as_bytes());
+        store.set(&key, st.seal("u1", "k1", &[7u8; 32]).as_bytes());
     }
     // The right UploadId with another key: refused here, the backend is not asked.
     let h = request("DELETE", "/b/other?uploadId=u1", &[], &[]);
@@ -287,4 +287,54 @@ fn object_data_in_a_non_data_response_is_refused() {
     let mut body = Vec::new();
     ex.on_response_body(&[0xAA; 100], true, &mut body).unwrap();
     assert!(!body.contains(&0xAA));
+}
+
+/// Upload records are authenticated: a record forged without the KEK, one moved from
+/// another UploadId, a version 1 record (no MAC) and one with an impossible time are all
+/// refused (404 NoSuchUpload), and nothing is encrypted under the envelope they name.
+#[test]
+fn forged_or_swapped_upload_records_are_refused() {
+    let cfg = config();
+    let dek = crypto::new_dek().unwrap();
+    let wrapped = crypto::wrap_dek(cfg.active_kek().unwrap(), &dek).unwrap();
+    let mut env = Envelope::new(Suite::Aes256Gcm, Layout::Part, "k1", wrapped, None);
+    env.seal(&dek).unwrap();
+    let st = |created: i64| UploadState {
+        created,
+        object: state::object_tag("b", "k"),
+        envelope: env.encode(),
+    };
+    let put = |store: &Rc<MemStore>| {
+        let h = request_with(
+            "PUT",
+            "/b/k?partNumber=1&uploadId=u1",
+            &[("content-length", "5")],
+            &[],
+            sigv4::UNSIGNED_PAYLOAD,
+        );
+        exchange(store).on_request_headers(&h, false)
+    };
+    let key = state::shared_key("u1");
+    // The genuine record works.
+    let store = Rc::new(MemStore::default());
+    store.set(&key, st(NOW).seal("u1", "k1", &[7u8; 32]).as_bytes());
+    forwarded(put(&store));
+    for bad in [
+        st(NOW).seal("u1", "k1", &[8u8; 32]), // forged: another key
+        st(NOW).seal("u2", "k1", &[7u8; 32]), // another upload's record
+        format!(
+            "1\n{NOW}\n{}\n{}",
+            state::object_tag("b", "k"),
+            env.encode()
+        ), // v1
+        st(NOW + 100_000).seal("u1", "k1", &[7u8; 32]), // from the future
+        st(i64::MIN).seal("u1", "k1", &[7u8; 32]), // would wrap `now - created`
+        st(NOW - 8 * 86_400).seal("u1", "k1", &[7u8; 32]), // past the TTL
+    ] {
+        let store = Rc::new(MemStore::default());
+        store.set(&key, bad.as_bytes());
+        let r = replied(put(&store));
+        assert_eq!(r.status, 404, "{bad}");
+        assert!(String::from_utf8_lossy(&r.body).contains("NoSuchUpload"));
+    }
 }

@@ -195,7 +195,19 @@ const BUCKET_CONFIGS: &[(&str, &[&str], bool)] = &[
 /// Every operation the filter knows, except the bucket configurations of
 /// [`BUCKET_CONFIGS`] (see [`all`]).
 pub const TABLE: &[OpSpec] = &[
-    op("ListBuckets", O::ListBuckets, "GET", Service, &[], &[]),
+    op(
+        "ListBuckets",
+        O::ListBuckets,
+        "GET",
+        Service,
+        &[],
+        &[
+            "max-buckets",
+            "continuation-token",
+            "prefix",
+            "bucket-region",
+        ],
+    ),
     // Buckets.
     with_body(
         op("CreateBucket", O::BucketOp, "PUT", Bucket, &[], &[]),
