@@ -1391,10 +1391,11 @@ impl Exchange {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let parts = parts_in_etag(&etag).ok_or_else(|| self.integrity())?;
-        match self.cached_table(&etag, stored, parts) {
+        let numbered = env.version >= 2;
+        match self.cached_table(&etag, stored, parts, numbered) {
             Some(t) => self.plan_multipart(up, etag, t),
             None => {
-                let walk = Walk::new(stored, parts);
+                let walk = Walk::new(stored, parts, numbered);
                 let path = self.req.as_ref().map(Self::object_path).unwrap_or_default();
                 self.walk_next(AfterWalk::Read(up), path, walk, etag, stored)
             }
@@ -1402,11 +1403,22 @@ impl Exchange {
     }
 
     /// The part table of an object version cached by an earlier walk, if it fits.
-    fn cached_table(&self, etag: &str, stored: u64, parts: u64) -> Option<PartTable> {
+    /// `numbered`: the object's parts must be numbered 1..N (version 2 envelopes).
+    fn cached_table(
+        &self,
+        etag: &str,
+        stored: u64,
+        parts: u64,
+        numbered: bool,
+    ) -> Option<PartTable> {
         let (slot, version) = table_slot(etag, stored);
         let v = self.store.get(&slot)?;
         let table = v.strip_prefix(version.as_bytes())?.strip_prefix(b"\n")?;
-        PartTable::decode(table).filter(|t| t.stored_len() == stored && t.count() as u64 == parts)
+        PartTable::decode(table).filter(|t| {
+            t.stored_len() == stored
+                && t.count() as u64 == parts
+                && (!numbered || t.numbered_from_one())
+        })
     }
 
     /// Caches a walked part table in its slot (replacing whatever version was there).
@@ -1783,14 +1795,16 @@ impl Exchange {
             next: 0,
             etags: Vec::new(),
         });
-        match self.cached_table(&etag, stored, parts) {
+        let numbered = Envelope::decode(mc.create.get(ENVELOPE_HEADER).unwrap_or_default())
+            .map_or(true, |e| e.version >= 2);
+        match self.cached_table(&etag, stored, parts, numbered) {
             Some(t) => {
                 let mut mc = mc;
                 mc.parts = t.stored_parts();
                 self.copy_create(mc)
             }
             None => {
-                let walk = Walk::new(stored, parts);
+                let walk = Walk::new(stored, parts, numbered);
                 self.walk_next(AfterWalk::Copy(mc), src_path, walk, etag, stored)
             }
         }
@@ -2045,7 +2059,8 @@ impl Exchange {
             }
             Layout::Part => {
                 let parts = parts_in_etag(&pc.src_etag).ok_or_else(|| self.integrity())?;
-                match self.cached_table(&pc.src_etag, stored, parts) {
+                let numbered = env.version >= 2;
+                match self.cached_table(&pc.src_etag, stored, parts, numbered) {
                     Some(table) => {
                         pc.from = CopyFrom::Multi {
                             suite: env.suite,
@@ -2056,7 +2071,7 @@ impl Exchange {
                     }
                     None => {
                         let (path, etag) = (pc.src_path.clone(), pc.src_etag.clone());
-                        let walk = Walk::new(stored, parts);
+                        let walk = Walk::new(stored, parts, numbered);
                         let then = AfterWalk::PartCopy(pc, env.suite, dek);
                         self.walk_next(then, path, walk, etag, stored)
                     }
@@ -2275,6 +2290,11 @@ impl Exchange {
                     }
                     if let Err(e) = check_document(*doc, buf) {
                         return fail(e);
+                    }
+                    if *complete {
+                        if let Err(e) = check_part_numbering(buf) {
+                            return fail(e);
+                        }
                     }
                     if *complete {
                         out.extend_from_slice(&blank_part_checksums(buf));
@@ -2559,7 +2579,12 @@ impl Exchange {
         out.remove("content-range");
         out.set("content-length", plain.to_string());
         self.resp_body = ResponseBody::Decrypt(
-            Box::new(PartsDecryptor::new(env.suite, &dek, parts)),
+            Box::new(PartsDecryptor::new(
+                env.suite,
+                &dek,
+                parts,
+                env.version >= 2,
+            )),
             Holdback::default(),
         );
         Ok(())
@@ -3022,6 +3047,28 @@ fn document_hash(v: &VerifiedRequest) -> Result<Option<String>, S3Error> {
         _ => Err(S3Error::not_implemented(
             "s3crypt: aws-chunked bodies are only supported for uploads",
         )),
+    }
+}
+
+/// A CompleteMultipartUpload part list must number its parts 1, 2, 3, … without gaps:
+/// readers of the object check that numbering (docs/FORMAT.md), so that a swapped,
+/// duplicated or missing part is found before any of it is released.
+fn check_part_numbering(list: &[u8]) -> Result<(), S3Error> {
+    let text = String::from_utf8_lossy(list);
+    let numbers = xml::element_texts(&text, "PartNumber");
+    let ok = !numbers.is_empty()
+        && numbers
+            .iter()
+            .zip(1u32..)
+            .all(|(n, want)| n.trim().parse::<u32>() == Ok(want));
+    if ok {
+        Ok(())
+    } else {
+        Err(S3Error::new(
+            400,
+            "InvalidPartOrder",
+            "s3crypt: the parts of a multipart upload must be numbered 1, 2, 3, ... without gaps, in ascending order",
+        ))
     }
 }
 

@@ -465,10 +465,15 @@ pub struct PartsDecryptor {
     last_part: u32,
     parts_seen: u64,
     parts_expected: u64,
+    /// Part numbers must be 1, 2, 3, … (version 2 envelopes): a swapped, duplicated or
+    /// missing part fails before any of it is released.
+    numbered: bool,
 }
 
 impl PartsDecryptor {
-    pub fn new(suite: Suite, dek: &DataKey, parts_expected: u64) -> Self {
+    /// `numbered`: the parts must be numbered 1..N without gaps (version 2 envelopes;
+    /// version 1 objects only need increasing numbers).
+    pub fn new(suite: Suite, dek: &DataKey, parts_expected: u64, numbered: bool) -> Self {
         PartsDecryptor {
             suite,
             dek: DataKey::from_bytes(dek.0),
@@ -477,6 +482,7 @@ impl PartsDecryptor {
             last_part: 0,
             parts_seen: 0,
             parts_expected,
+            numbered,
         }
     }
 
@@ -493,6 +499,7 @@ impl PartsDecryptor {
                             parse_part_header(&self.header).ok_or(FormatError::Integrity)?;
                         // The length comes from storage: bound it before any size math.
                         if part <= self.last_part
+                            || (self.numbered && Some(part) != self.last_part.checked_add(1))
                             || self.parts_seen >= self.parts_expected
                             || len > MAX_SINGLE
                         {
@@ -1100,6 +1107,39 @@ mod tests {
     }
 
     #[test]
+    /// Version 2 objects number their parts 1..N: a swapped pair of equal parts, a
+    /// duplicated part or a gap fails at the first wrong header, before any of that part
+    /// is released (version 1 only needed increasing numbers).
+    fn numbered_parts_release_only_a_true_prefix() {
+        let part = |n: u32, b: u8| encrypt(Geometry::part(n, 1000), &[b; 1000], 77);
+        let (p1, p2, p3) = (part(1, 1), part(2, 2), part(3, 3));
+        let run = |obj: Vec<u8>, numbered: bool| {
+            let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), 3, numbered);
+            let mut out = Vec::new();
+            let r = d.push(&obj, &mut out).and_then(|()| d.finish());
+            (r, out)
+        };
+        let ok = [p1.clone(), p2.clone(), p3.clone()].concat();
+        assert_eq!(run(ok, true).0, Ok(()));
+        for (name, obj, released) in [
+            ("swap", [p2.clone(), p1.clone(), p3.clone()].concat(), 0),
+            ("dup", [p1.clone(), p1.clone(), p3.clone()].concat(), 1000),
+            ("gap", [p1.clone(), p3.clone(), p3.clone()].concat(), 1000),
+        ] {
+            let (r, out) = run(obj, true);
+            assert!(r.is_err(), "{name}");
+            assert_eq!(out.len(), released, "{name}");
+            assert!(out.iter().all(|&b| b == 1), "{name}: only part 1's bytes");
+        }
+        // Unnumbered (version 1): a swap that keeps numbers increasing is not caught here.
+        let (r, _) = run([p2.clone(), p3.clone()].concat(), false);
+        assert!(r.is_err()); // (two parts where three were expected)
+        let mut w = crate::parts::Walk::new(2 * p1.len() as u64, 2, true);
+        assert!(w.push(&p1[..16]).unwrap().is_none());
+        assert!(w.push(&p3[..16]).is_err());
+    }
+
+    #[test]
     fn multipart_object_decrypts_sequentially() {
         let parts: Vec<(u32, Vec<u8>)> =
             vec![(1, vec![1u8; 70_000]), (2, vec![2u8; 3]), (5, vec![])];
@@ -1115,7 +1155,7 @@ mod tests {
             Some(pt.len() as u64)
         );
         for step in [1usize, 16, 1000, 1 << 20] {
-            let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), 3);
+            let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), 3, false);
             let mut out = Vec::new();
             for c in obj.chunks(step) {
                 d.push(c, &mut out).unwrap();
@@ -1125,14 +1165,14 @@ mod tests {
         }
         // A missing part, a part count that does not match, swapped parts: all fail.
         let p1 = Geometry::part(1, 70_000).cipher_len() as usize;
-        let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), 3);
+        let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), 3, false);
         d.push(&obj[..p1], &mut Vec::new()).unwrap();
         assert!(d.finish().is_err());
-        let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), 2);
+        let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), 2, false);
         assert!(d.push(&obj, &mut Vec::new()).is_err());
         let mut swapped = obj[p1..].to_vec();
         swapped.extend_from_slice(&obj[..p1]);
-        let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), 3);
+        let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), 3, false);
         assert!(d.push(&swapped, &mut Vec::new()).is_err());
     }
 
@@ -1272,12 +1312,12 @@ mod tests {
         // A multipart object of suite 2.
         let mut obj = encrypt_with(c, Geometry::part(1, 70_000), &[1u8; 70_000], 999);
         obj.extend(encrypt_with(c, Geometry::part(3, 5), &[2u8; 5], 999));
-        let mut d = PartsDecryptor::new(c, &dek(), 2);
+        let mut d = PartsDecryptor::new(c, &dek(), 2, false);
         let mut out = Vec::new();
         d.push(&obj, &mut out).unwrap();
         d.finish().unwrap();
         assert_eq!(out.len(), 70_005);
-        let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), 2);
+        let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), 2, false);
         assert!(d.push(&obj, &mut Vec::new()).is_err());
     }
 

@@ -52,6 +52,14 @@ impl PartTable {
         self.parts.len()
     }
 
+    /// The parts are numbered 1, 2, 3, … without gaps.
+    pub fn numbered_from_one(&self) -> bool {
+        self.parts
+            .iter()
+            .zip(1u32..)
+            .all(|(&(n, _), want)| n == want)
+    }
+
     pub fn plain_len(&self) -> u64 {
         self.parts.iter().map(|p| p.1).sum()
     }
@@ -161,16 +169,20 @@ impl PartTable {
 pub struct Walk {
     stored_len: u64,
     parts_expected: u64,
+    /// Part numbers must be 1, 2, 3, … (objects with version 2 envelopes).
+    numbered: bool,
     next: u64,
     parts: Vec<(u32, u64)>,
 }
 
 impl Walk {
-    /// An object of `stored_len` bytes with `parts_expected` parts (from its `-N` ETag).
-    pub fn new(stored_len: u64, parts_expected: u64) -> Walk {
+    /// An object of `stored_len` bytes with `parts_expected` parts (from its `-N` ETag);
+    /// `numbered`: its parts must be numbered 1..N without gaps (version 2 envelopes).
+    pub fn new(stored_len: u64, parts_expected: u64, numbered: bool) -> Walk {
         Walk {
             stored_len,
             parts_expected,
+            numbered,
             next: 0,
             parts: Vec::new(),
         }
@@ -188,9 +200,11 @@ impl Walk {
             return Err(FormatError::Integrity);
         }
         let (n, len) = parse_part_header(header).ok_or(FormatError::Integrity)?;
+        let expected_number = self.parts.last().map_or(1, |&(p, _)| p.saturating_add(1));
         if len == 0
             || len > MAX_SINGLE
             || self.parts.last().is_some_and(|&(p, _)| p >= n)
+            || (self.numbered && n != expected_number)
             || self.parts.len() as u64 >= self.parts_expected
         {
             return Err(FormatError::Integrity);
@@ -291,7 +305,7 @@ mod tests {
     }
 
     fn walk(stored: &[u8], n: u64) -> Result<PartTable, FormatError> {
-        let mut w = Walk::new(stored.len() as u64, n);
+        let mut w = Walk::new(stored.len() as u64, n, false);
         loop {
             let o = w.next_offset() as usize;
             let h = stored.get(o..o + 16).ok_or(FormatError::Integrity)?;

@@ -112,6 +112,17 @@ pub fn element_text(xml: &str, name: &str) -> Option<String> {
         .map(unescape)
 }
 
+/// Unescaped texts of every element `name`, in document order.
+pub fn element_texts(xml: &str, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some((a, b)) = child_text(xml, pos, xml.len(), name) {
+        out.push(xml.get(a..b).map(unescape).unwrap_or_default());
+        pos = b;
+    }
+    out
+}
+
 /// `xml` with the text of the first element `name` replaced by `value` (escaped).
 pub fn replace_element_text(xml: &str, name: &str, value: &str) -> Option<String> {
     let (a, b) = child_text(xml, 0, xml.len(), name)?;
@@ -242,5 +253,12 @@ mod tests {
                 String::from_utf8_lossy(doc)
             );
         }
+    }
+
+    #[test]
+    fn all_element_texts() {
+        let x = "<C><Part><PartNumber>1</PartNumber></Part><Part><PartNumber> 2 </PartNumber></Part></C>";
+        assert_eq!(element_texts(x, "PartNumber"), ["1", " 2 "]);
+        assert!(element_texts(x, "ETag").is_empty());
     }
 }
