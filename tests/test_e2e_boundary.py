@@ -127,6 +127,10 @@ def test_documents_of_unknown_meaning_are_not_forwarded(stack, bucket):
         status, _, got = send(stack, "PUT", path, params_of(sub) if sub else [], body=data)
         assert status == 400, (sub, status, got)
         assert b"MalformedXML" in got or b"MalformedPolicy" in got, got
+    # The right root element followed by anything else is not that document either.
+    doc = b"<Tagging><TagSet></TagSet></Tagging>" + data
+    status, _, got = send(stack, "PUT", f"/{bucket}/o", [("tagging", "")], body=doc)
+    assert status == 400 and b"MalformedXML" in got, got
     # Bodies on operations that take none are refused too.
     status, _, got = send(stack, "DELETE", f"/{bucket}/o", body=data)
     assert status == 400 and b"takes no request body" in got
@@ -386,3 +390,35 @@ def test_misconfigured_filter_never_serves(stack, tmp_path):
             p.kill()
         p.wait()
     assert "configuration rejected: S3CRYPT_KEKS is not set" in log.read_text()
+
+
+def test_keys_in_documents_and_listings_follow_the_key_rules(stack, bucket):
+    """DeleteObjects keys and listing parameters that name keys may not walk out of the
+    bucket with dot segments (a backend that maps keys to paths could follow them)."""
+    s3 = stack.s3()
+    s3.put_object(Bucket=bucket, Key="keep", Body=b"keep")
+    body = b"<Delete><Object><Key>../other/k</Key></Object></Delete>"
+    import base64
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    status, _, got = send(stack, "POST", f"/{bucket}", [("delete", "")], headers={"content-md5": md5}, body=body)
+    assert status == 400, got
+    for params in ([("prefix", "../")], [("list-type", "2"), ("start-after", "a/../../b")], [("marker", "..")]):
+        status, _, got = send(stack, "GET", f"/{bucket}", params)
+        assert status == 400, (params, got)
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="kee")["Contents"]] == ["keep"]
+
+
+def test_unrecognised_part_checksum_elements_are_refused(stack, bucket):
+    """A part checksum the filter could not blank (an element with attributes) would carry
+    a plaintext digest to the backend: the part list is refused instead."""
+    s3 = stack.s3()
+    up = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    p = s3.upload_part(Bucket=bucket, Key="mp", UploadId=up, PartNumber=1, Body=b"part")
+    body = (f'<CompleteMultipartUpload><Part><ETag>{p["ETag"]}</ETag><ChecksumCRC32 a="1">AAAAAA==</ChecksumCRC32>'
+            '<PartNumber>1</PartNumber></Part></CompleteMultipartUpload>').encode()
+    status, _, got = send(stack, "POST", f"/{bucket}/mp", [("uploadId", up)], body=body)
+    assert status == 400 and b"MalformedXML" in got, got
+    # The upload is untouched and completes normally.
+    s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=up,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": p["ETag"]}]})
+    assert s3.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"part"

@@ -104,10 +104,11 @@ def test_range_on_empty_object_is_416(stack, bucket):
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
 
 
-def read_all_or_error(envoy, bucket, key):
+def read_all_or_error(envoy, bucket, key, **params):
     """GET through `envoy` (an Envoy or the stack: its main Envoy) with a raw HTTP client:
-    (status, bytes received, completed)."""
-    url = envoy.s3().generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=300)
+    (status, bytes received, completed). `params`: more GetObject parameters (PartNumber)."""
+    url = envoy.s3().generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key, **params},
+                                            ExpiresIn=300)
     try:
         with requests.get(url, stream=True, timeout=30) as r:
             got = b""

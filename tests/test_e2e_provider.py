@@ -204,7 +204,6 @@ def test_truncated_multipart_object_never_looks_complete(stack, bucket, cut):
 def read_all(envoy, bucket, key, **params):
     """A raw GET (range as `Range=`, or `PartNumber=`): (status, bytes, complete)."""
     range_ = params.pop("Range", None)
-    p = {"Bucket": bucket, "Key": key, **params}
     if range_:
         # A presigned URL signs only host, and the filter ignores unsigned headers: the
         # Range goes in a header-signed request.
@@ -219,19 +218,10 @@ def read_all(envoy, bucket, key, **params):
             return 0, b"", False
         complete = "content-length" in headers and len(body) == int(headers["content-length"])
         return status, body, complete
-    url = envoy.s3().generate_presigned_url("get_object", Params=p, ExpiresIn=300)
-    try:
-        with requests.get(url, stream=True, timeout=30) as r:
-            got = b""
-            try:
-                for chunk in r.iter_content(65536):
-                    got += chunk
-                complete = "content-length" in r.headers and len(got) == int(r.headers["content-length"])
-            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
-                complete = False
-            return r.status_code, got, complete
-    except requests.exceptions.ConnectionError:
-        return 0, b"", False
+    from test_e2e_objects import read_all_or_error
+
+    status, got, complete = read_all_or_error(envoy, bucket, key, **params)
+    return status or 0, got, complete
 
 
 def set_backend_etag(stack, bucket, key, etag):

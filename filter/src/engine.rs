@@ -642,6 +642,15 @@ fn verified_view(h: &Headers, v: &VerifiedRequest) -> Result<Headers, S3Error> {
         if !keep {
             continue;
         }
+        if name == "host"
+            && h.get(":authority")
+                .is_some_and(|a| !a.eq_ignore_ascii_case(val.trim()))
+        {
+            // SigV4 canonicalises `host`, routing reads `:authority`: they must agree.
+            return Err(S3Error::invalid_request(
+                "s3crypt: the Host header and :authority differ",
+            ));
+        }
         if !name.starts_with(':') && view.contains(&name) {
             return Err(S3Error::invalid_argument(format!(
                 "s3crypt: header {name} appears more than once"
@@ -2295,10 +2304,21 @@ impl Exchange {
                         if let Err(e) = check_part_numbering(buf) {
                             return fail(e);
                         }
-                    }
-                    if *complete {
-                        out.extend_from_slice(&blank_part_checksums(buf));
+                        let blanked = blank_part_checksums(buf);
+                        // A checksum element the blanking did not recognise (attributes,
+                        // a prefix) would carry a plaintext digest upstream: refused.
+                        if blanked.windows(8).any(|w| w == b"Checksum") {
+                            return fail(S3Error::new(
+                                400,
+                                "MalformedXML",
+                                "s3crypt: part checksums must be plain <ChecksumXXX> elements",
+                            ));
+                        }
+                        out.extend_from_slice(&blanked);
                     } else {
+                        if let Err(e) = check_delete_keys(*doc, buf) {
+                            return fail(e);
+                        }
                         out.extend_from_slice(buf);
                     }
                 }
@@ -3072,6 +3092,20 @@ fn check_part_numbering(list: &[u8]) -> Result<(), S3Error> {
     }
 }
 
+/// The keys of a DeleteObjects document follow the same rules as request keys.
+fn check_delete_keys(doc: Doc, body: &[u8]) -> Result<(), S3Error> {
+    if let Doc::Xml {
+        roots: ["Delete"], ..
+    } = doc
+    {
+        let text = String::from_utf8_lossy(body);
+        for k in xml::element_texts(&text, "Key") {
+            s3::check_key(&k)?;
+        }
+    }
+    Ok(())
+}
+
 /// The error for a document body the operation does not accept.
 fn malformed_document(doc: Doc) -> S3Error {
     match doc {
@@ -3093,7 +3127,9 @@ fn check_document(doc: Doc, body: &[u8]) -> Result<(), S3Error> {
             if body.iter().all(u8::is_ascii_whitespace) {
                 empty_ok
             } else {
-                xml::root_element(body).is_some_and(|r| roots.contains(&r))
+                // The expected root, and nothing after its end.
+                xml::root_element(body)
+                    .is_some_and(|r| roots.contains(&r) && xml::ends_with_root(body, r))
             }
         }
     };
@@ -3199,6 +3235,11 @@ fn checksum_request(
         if let Some(algo) = ChecksumAlgorithm::from_header_name(k) {
             if found.is_some() {
                 return Err(S3Error::invalid_request("Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."));
+            }
+            // Base64 of at most a SHA-256: longer values cannot be right (and would not
+            // fit the envelope's sealed block).
+            if v.trim().len() > 64 {
+                return Err(S3Error::invalid_digest());
             }
             found = Some((Checksummer::new(algo), algo, Some(v.trim().to_string())));
         }

@@ -338,6 +338,34 @@ impl HttpContext for Http {
         action
     }
 
+    /// HTTP trailers carry nothing S3 defines (aws-chunked trailers are inside the body) and
+    /// are not signed: a request with any is refused, and nothing of it completes upstream
+    /// (an upload's final frame is only sent at the end of its body, which trailers delay).
+    fn on_http_request_trailers(&mut self, num_trailers: usize) -> Action {
+        if num_trailers == 0 {
+            return Action::Continue;
+        }
+        self.set_http_request_trailers(vec![]);
+        let e = crate::error::S3Error::invalid_request(
+            "s3crypt: HTTP trailers are not supported (aws-chunked trailers go in the body)",
+        );
+        log(LogLevel::Info, &format!("s3crypt: request rejected: {e}"));
+        self.send_reply(Reply {
+            status: e.status,
+            headers: vec![("content-type".into(), "application/xml".into())],
+            body: e.to_xml("", "").into_bytes(),
+        });
+        Action::Pause
+    }
+
+    /// Response trailers from the backend are not passed on.
+    fn on_http_response_trailers(&mut self, num_trailers: usize) -> Action {
+        if num_trailers > 0 {
+            self.set_http_response_trailers(vec![]);
+        }
+        Action::Continue
+    }
+
     fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         let h = Headers::from_pairs(self.get_http_response_headers());
         match self.ex.on_response_headers(&h, end_of_stream) {

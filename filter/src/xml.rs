@@ -160,6 +160,37 @@ pub fn root_element(doc: &[u8]) -> Option<&str> {
     (!local.is_empty()).then_some(local)
 }
 
+/// Whether a document ends with the end of its root element (`</Name>`, any prefix, or a
+/// self-closing root), white space aside: nothing may follow the document.
+pub fn ends_with_root(doc: &[u8], root: &str) -> bool {
+    let end = doc
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    let body = doc.get(..end).unwrap_or(&[]);
+    let Some(open) = body.iter().rposition(|&b| b == b'<') else {
+        return false;
+    };
+    if body.ends_with(b"/>") {
+        // A self-closing root: `<Root .../>` is the last (and only) element.
+        let tag = body.get(open + 1..).unwrap_or(&[]);
+        let len = tag
+            .iter()
+            .position(|b| b.is_ascii_whitespace() || *b == b'/')
+            .unwrap_or(tag.len());
+        let name = std::str::from_utf8(tag.get(..len).unwrap_or(&[])).unwrap_or("");
+        return name.rsplit_once(':').map_or(name, |(_, l)| l) == root;
+    }
+    let Some(tag) = body.get(open..).and_then(|t| t.strip_prefix(b"</")) else {
+        return false;
+    };
+    let Some(name) = tag.strip_suffix(b">") else {
+        return false;
+    };
+    let name = std::str::from_utf8(name).unwrap_or("").trim_end();
+    name.rsplit_once(':').map_or(name, |(_, l)| l) == root
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -260,5 +291,19 @@ mod tests {
         let x = "<C><Part><PartNumber>1</PartNumber></Part><Part><PartNumber> 2 </PartNumber></Part></C>";
         assert_eq!(element_texts(x, "PartNumber"), ["1", " 2 "]);
         assert!(element_texts(x, "ETag").is_empty());
+    }
+
+    #[test]
+    fn documents_end_with_their_root() {
+        assert!(ends_with_root(b"<Tagging><TagSet/></Tagging>\n", "Tagging"));
+        assert!(ends_with_root(b"<s3:Tagging></s3:Tagging>", "Tagging"));
+        assert!(ends_with_root(b"<Tagging/>", "Tagging"));
+        assert!(!ends_with_root(
+            b"<Tagging></Tagging>plaintext after it",
+            "Tagging"
+        ));
+        assert!(!ends_with_root(b"<Tagging>plaintext", "Tagging"));
+        assert!(!ends_with_root(b"<Tagging></Other>", "Tagging"));
+        assert!(!ends_with_root(b"<Tagging><x/>", "Tagging"));
     }
 }

@@ -338,3 +338,16 @@ fn forged_or_swapped_upload_records_are_refused() {
         assert!(String::from_utf8_lossy(&r.body).contains("NoSuchUpload"));
     }
 }
+
+/// SigV4 canonicalises `host`, routing reads `:authority`: a request whose two differ
+/// (possible over HTTP/2) is refused rather than signed for one bucket and sent to another.
+#[test]
+fn host_and_authority_must_agree() {
+    let store = Rc::new(MemStore::default());
+    let mut h = request("GET", "/k", &[("host", "a.s3.local:8080")], &[]);
+    h.set(":authority", "b.s3.local:8080");
+    let r = replied(exchange(&store).on_request_headers(&h, true));
+    assert_eq!(r.status, 400);
+    let h = request("GET", "/b/k", &[("host", "S3.LOCAL:8080")], &[]);
+    forwarded(exchange(&store).on_request_headers(&h, true));
+}

@@ -109,6 +109,19 @@ pub fn check_key(key: &str) -> Result<(), S3Error> {
     Ok(())
 }
 
+/// A listing parameter that names keys (`prefix`, `marker`, `start-after`, `key-marker`):
+/// no `.` or `..` segment (complete or final) and no control character, so that a
+/// backend that maps keys to paths cannot be walked out of the bucket.
+pub fn check_key_prefix(p: &str) -> Result<(), S3Error> {
+    if p.chars().any(|c| c.is_control()) || p.split('/').any(|s| s == "." || s == "..") {
+        return Err(unsafe_key());
+    }
+    Ok(())
+}
+
+/// Listing parameters that hold (parts of) keys.
+const KEY_PARAMS: &[&str] = &["prefix", "marker", "start-after", "key-marker"];
+
 /// A bucket name the filter can place in a path unambiguously: 1–255 of `[A-Za-z0-9._-]`
 /// (S3's rules, with the legacy upper case and underscore), not `.` or `..`.
 pub fn check_bucket(bucket: &str) -> Result<(), S3Error> {
@@ -190,8 +203,10 @@ pub fn parse_request(
         .filter(|(_, p)| p.bytes().all(|c| c.is_ascii_digit()))
         .map(|(h, _)| h)
         .unwrap_or(host);
+    // Host names compare case-insensitively.
+    let host = host.to_ascii_lowercase();
     let vhost_bucket = virtual_host_suffixes.iter().find_map(|s| {
-        host.strip_suffix(s.as_str())
+        host.strip_suffix(s.to_ascii_lowercase().as_str())
             .and_then(|b| b.strip_suffix('.'))
             .filter(|b| !b.is_empty())
             .map(str::to_string)
@@ -229,6 +244,11 @@ pub fn parse_request(
             "s3crypt: this operation is not supported by the encryption proxy and was refused",
         )
     })?;
+    for (k, v) in &query {
+        if KEY_PARAMS.contains(&k.as_str()) {
+            check_key_prefix(v)?;
+        }
+    }
     if spec.op == Operation::ListObjectsV2
         && query.iter().any(|(k, v)| k == "list-type" && v != "2")
     {
@@ -440,6 +460,33 @@ mod tests {
         assert_eq!(
             copy_source_value("b", "a b/€", Some("v 1")),
             "/b/a%20b/%E2%82%AC?versionId=v%201"
+        );
+    }
+
+    #[test]
+    fn listing_prefixes_cannot_walk_out() {
+        for p in [
+            "/b?prefix=../other",
+            "/b?list-type=2&start-after=a/../../x",
+            "/b?marker=.",
+            "/b?versions&key-marker=x/..",
+            "/b?prefix=a%00b",
+        ] {
+            assert_eq!(parse("GET", p, "h", false).unwrap_err().status, 400, "{p}");
+        }
+        for p in [
+            "/b?prefix=.hidden/",
+            "/b?prefix=a..b/",
+            "/b?prefix=dir/.x",
+            "/b?prefix=",
+        ] {
+            assert!(parse("GET", p, "h", false).is_ok(), "{p}");
+        }
+        // Virtual-hosted names compare case-insensitively.
+        let r = classify("GET", "/k", "PHOTOS.S3.Local:8080", false);
+        assert_eq!(
+            (r.bucket.as_deref(), r.key.as_deref()),
+            (Some("photos"), Some("k"))
         );
     }
 }
