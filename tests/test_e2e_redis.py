@@ -242,3 +242,28 @@ def test_forged_and_swapped_records_are_refused(stack, bucket, redis, replicas):
     fresh.stop()
     for uid, key in ((victim, "victim"), (mine, "mine")):
         sa.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=uid)
+
+
+def test_abort_of_another_key_on_a_replica_without_the_record(stack, bucket, redis, replicas):
+    """A replica that never saw the upload reads its record from Redis before an abort: the
+    right UploadId with another key is refused (404) and the backend is not asked (s3s-fs
+    would abort by UploadId alone), so the upload goes on; the right key aborts."""
+    a, _ = replicas
+    uid = a.s3().create_multipart_upload(Bucket=bucket, Key="mine")["UploadId"]
+    fresh = stack.start_envoy(redis=redis)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        fresh.s3().abort_multipart_upload(Bucket=bucket, Key="other", UploadId=uid)
+    assert e.value.response["Error"]["Code"] == "NoSuchUpload"
+    p = a.s3().upload_part(Bucket=bucket, Key="mine", UploadId=uid, PartNumber=1, Body=b"still here")
+    fresh.stop()
+    fresh = stack.start_envoy(redis=redis)
+    fresh.s3().abort_multipart_upload(Bucket=bucket, Key="mine", UploadId=uid)
+    fresh.stop()
+    assert "ETag" in p
+    # Aborted for real: the record is gone from Redis, and the backend refuses the upload
+    # (s3s-fs answers 403 for an aborted upload, S3 404).
+    import hashlib
+    assert "s3crypt:mpu:" + hashlib.sha256(uid.encode()).hexdigest()[:40] not in mpu_keys(redis)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        a.s3().upload_part(Bucket=bucket, Key="mine", UploadId=uid, PartNumber=2, Body=b"too late")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] in (403, 404)

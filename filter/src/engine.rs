@@ -506,6 +506,13 @@ enum Pending {
         upload_id: String,
         object: String,
     },
+    /// AbortMultipartUpload in Redis mode, no cached record: the record decides whether
+    /// the upload belongs to the request's object. `up` is the signed abort to forward.
+    AbortState {
+        up: Headers,
+        upload_id: String,
+        object: String,
+    },
     /// CreateMultipartUpload in Redis mode: is Redis there before the upload is created?
     Ping(Headers),
     /// CreateMultipartUpload response held until its record is in Redis.
@@ -1223,13 +1230,28 @@ impl Exchange {
         eos: bool,
     ) -> Result<RequestStep, S3Error> {
         let id = req.query_param("uploadId").unwrap_or("").to_string();
-        if let Some(raw) = self.store.get(&state::shared_key(&id)) {
-            if self.state_of(&id, &raw, &Self::object_of(req)) == Err(StateError::WrongObject) {
+        let object = Self::object_of(req);
+        let cached = self.store.get(&state::shared_key(&id));
+        if let Some(raw) = &cached {
+            if self.state_of(&id, raw, &object) == Err(StateError::WrongObject) {
                 return Err(no_such_upload());
             }
         }
-        self.upload_id = Some(id);
-        self.pass_body(up, v, req, eos)
+        self.upload_id = Some(id.clone());
+        let step = self.pass_body(up, v, req, eos)?;
+        match (cached, self.cfg.plugin.state_store, step) {
+            // Another replica's upload: its record in Redis says which object it is for.
+            (None, StateStore::Redis, RequestStep::Forward(up)) => {
+                let get = state::get(&self.cfg, &state::redis_key(&id));
+                self.pending = Pending::AbortState {
+                    up,
+                    upload_id: id,
+                    object,
+                };
+                Ok(RequestStep::CallOut(self.webdis(get)))
+            }
+            (_, _, step) => Ok(step),
+        }
     }
 
     /// Forgets an upload once the backend completed or aborted it: at once in shared
@@ -1653,6 +1675,20 @@ impl Exchange {
                 };
                 request(self, r)
             }
+            Pending::AbortState {
+                up,
+                upload_id,
+                object,
+            } => match state::parse_get(status, body) {
+                Err(_) => CallOutStep::Request(self.reject(&Self::redis_unavailable())),
+                Ok(Some(v))
+                    if self.state_of(&upload_id, &v, &object) == Err(StateError::WrongObject) =>
+                {
+                    CallOutStep::Request(self.reject(&no_such_upload()))
+                }
+                // No record (the backend decides) or this object's: the abort goes on.
+                Ok(_) => CallOutStep::Request(RequestStep::Forward(up)),
+            },
             Pending::Ping(up) => match state::parse_ok(status, body, "PING") {
                 Ok(()) => CallOutStep::Request(RequestStep::Forward(up)),
                 Err(_) => CallOutStep::Request(self.reject(&Self::redis_unavailable())),
