@@ -202,10 +202,22 @@ class Redis:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as c:
                     c.sendall(b"PING\r\n")
                     if c.recv(16).startswith(b"+PONG"):
-                        return
+                        break
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        else:
+            raise RuntimeError("redis-server did not start")
+        # After a restart, webdis reconnects on its own time: wait until it reaches Redis.
+        while getattr(self, "webdis_proc", None) is not None and time.time() < deadline:
+            try:
+                if "PONG" in str(requests.get(self.webdis_url + "/PING", timeout=1).json()):
+                    return
+            except (requests.exceptions.RequestException, ValueError):
+                pass
+            time.sleep(0.05)
+        if getattr(self, "webdis_proc", None) is None:
+            return
+        raise RuntimeError("webdis did not reconnect to redis-server")
 
     def stop_redis(self):
         if self.redis_proc and self.redis_proc.poll() is None:
