@@ -176,28 +176,49 @@ def test_version_1_objects_stay_readable(stack, bucket):
     assert get_raw(stack, bucket, "v1-forged").status_code == 500
 
 
-@pytest.mark.parametrize("cut", ["inside-frame", "whole-frames", "most-of-last-part"])
+TRUNCATIONS = ["inside-frame", "whole-frames", "frame-boundary-of-5-MiB-part", "most-of-last-part",
+               "whole-end-marker", "whole-last-part"]
+
+
+@pytest.mark.parametrize("cut", TRUNCATIONS)
 def test_truncated_multipart_object_never_looks_complete(stack, bucket, cut):
     """The provider cuts the tail of a multipart object's stored file (nothing else). The
-    Content-Length the filter can compute shrinks with it, so the filter holds back the
-    last promised byte until the stream verified: the client gets a verified prefix of
-    the true object, one byte or more short of what was announced, then a reset."""
-    from test_e2e_multipart import MiB, upload_parts
-    from test_e2e_objects import pattern, read_all_or_error
+    Content-Length the filter can compute shrinks with it, so a whole GET holds back the
+    last promised byte until the stream verified (the client gets a verified prefix of the
+    true object, short of what was announced, then a reset), and range and part reads find
+    no consistent part table: every read form fails, releasing only true prefixes."""
+    from test_e2e_multipart import MiB, PART_OVERHEAD, upload_parts
+    from test_e2e_objects import pattern
 
     s3 = stack.s3()
-    parts = {1: pattern(5 * MiB, 90), 2: pattern(5 * MiB if cut == "whole-frames" else 10_000, 91)}
+    # A 5 MiB last part can be followed, so the filter ends that object with an empty end
+    # marker; a 10,000-byte last part is itself the final part.
+    big_last = cut in ("whole-frames", "frame-boundary-of-5-MiB-part", "whole-end-marker")
+    parts = {1: pattern(5 * MiB, 90), 2: pattern(5 * MiB if big_last else 10_000, 91)}
     data = parts[1] + parts[2]
     upload_parts(s3, bucket, "t", parts)
     path = stack.backend_object_path(bucket, "t")
     stored = path.read_bytes()
+    assert len(stored) == len(data) + (3 if big_last else 2) * PART_OVERHEAD
     frame = -(-len(parts[2]) // 1024) + 28  # stored length of one frame of part 2
-    n = {"inside-frame": 5000, "whole-frames": 3 * frame, "most-of-last-part": len(parts[2])}[cut]
+    marker = PART_OVERHEAD if big_last else 0
+    n = {"inside-frame": 5000, "whole-frames": marker + 3 * frame,
+         "frame-boundary-of-5-MiB-part": marker + 1, "most-of-last-part": len(parts[2]),
+         "whole-end-marker": marker, "whole-last-part": len(parts[2]) + PART_OVERHEAD}[cut]
     path.write_bytes(stored[:-n])
     before = stack.counter("s3crypt_integrity_failures")
-    status, got, complete = read_all_or_error(stack, bucket, "t")
-    assert status == 200 and not complete, (len(got), cut)
-    assert got == data[:len(got)], "only a true prefix was released"
+    for form, params, want in [
+        ("whole", {}, data),
+        ("range", {"Range": f"bytes={5 * MiB - 10}-{5 * MiB + 10}"}, data[5 * MiB - 10:5 * MiB + 11]),
+        ("suffix", {"Range": "bytes=-100"}, data[-100:]),
+        ("part 1", {"PartNumber": 1}, parts[1]),
+        ("part 2", {"PartNumber": 2}, parts[2]),
+    ]:
+        status, got, complete = read_all(stack, bucket, "t", **params)
+        assert not (status in (200, 206) and complete), (form, cut, len(got))
+        assert status >= 400 or got == want[:len(got)], (form, cut, "only a true prefix")
+        if form == "whole":
+            assert status == 200 and len(got) < len(data)
     assert stack.counter("s3crypt_integrity_failures") > before
 
 
@@ -237,9 +258,8 @@ def set_backend_etag(stack, bucket, key, etag):
     path.write_text(json.dumps(meta))
 
 
-MP_TAMPERS = ["swap", "duplicate", "drop-middle", "drop-middle-and-rewrite-etag",
-              pytest.param("drop-last-and-rewrite-etag", marks=pytest.mark.xfail(
-                  strict=True, reason="known gap: the part count is not authenticated yet (README, Known limits)"))]
+MP_TAMPERS = ["swap", "duplicate", "drop-middle", "drop-middle-and-rewrite-etag", "drop-last-and-rewrite-etag",
+              "drop-end-marker-and-rewrite-etag", "shift-by-rewritten-headers", "append-a-part"]
 
 
 @pytest.mark.parametrize("tamper", MP_TAMPERS)
@@ -251,24 +271,41 @@ def test_tampered_multipart_object_releases_only_a_true_prefix(stack, bucket, ta
     from test_e2e_objects import pattern
 
     s3 = stack.s3()
-    parts = {1: pattern(5 * MiB, 95), 2: pattern(5 * MiB, 96), 3: pattern(10_000, 97)}
+    # Part 1 longer than part 2, so that a part moved to another slot changes offsets;
+    # the third part is 10,000 bytes (a final part) or, for the end-marker case, 5 MiB
+    # (then the filter adds an empty final part 4).
+    marked = tamper == "drop-end-marker-and-rewrite-etag"
+    parts = {1: pattern(5 * MiB + 4096, 95), 2: pattern(5 * MiB, 96), 3: pattern(5 * MiB if marked else 10_000, 97)}
     data = parts[1] + parts[2] + parts[3]
     upload_parts(s3, bucket, "mp", parts)
     path = stack.backend_object_path(bucket, "mp")
     stored = path.read_bytes()
-    n = 5 * MiB + PART_OVERHEAD
-    s1, s2, s3_ = stored[:n], stored[n:2 * n], stored[2 * n:]
+    n1, n2 = len(parts[1]) + PART_OVERHEAD, len(parts[2]) + PART_OVERHEAD
+    s1, s2, s3_ = stored[:n1], stored[n1:n1 + n2], stored[n1 + n2:]
     etag = stack.backend_s3().head_object(Bucket=bucket, Key="mp")["ETag"].strip('"')
+    assert etag.endswith("-4" if marked else "-3")
+    # Part 1 again in part 2's slot, its header rewritten to say "part 2": a walk of the
+    # headers alone would place part 3 4 KiB too far and release its bytes there.
+    relabelled = s1[:4] + (2).to_bytes(4, "big") + s1[8:]
     new = {"swap": s2 + s1 + s3_, "duplicate": s1 + s1 + s3_, "drop-middle": s1 + s3_,
-           "drop-middle-and-rewrite-etag": s1 + s3_, "drop-last-and-rewrite-etag": s1 + s2}[tamper]
+           "drop-middle-and-rewrite-etag": s1 + s3_, "drop-last-and-rewrite-etag": s1 + s2,
+           "drop-end-marker-and-rewrite-etag": stored[:-PART_OVERHEAD],
+           "shift-by-rewritten-headers": s1 + relabelled + s3_,
+           "append-a-part": stored + s2}[tamper]
     path.write_bytes(new)
     if tamper.endswith("rewrite-etag"):
-        set_backend_etag(stack, bucket, "mp", etag.rsplit("-", 1)[0] + "-2")
+        set_backend_etag(stack, bucket, "mp", etag.rsplit("-", 1)[0] + ("-3" if marked else "-2"))
+    if tamper == "append-a-part":
+        set_backend_etag(stack, bucket, "mp", etag.rsplit("-", 1)[0] + "-4")
     failures = []
+    p3 = len(parts[1]) + len(parts[2])
     for form, params, want in [
         ("whole", {}, data),
         ("range", {"Range": f"bytes={5 * MiB - 10}-{5 * MiB + 10}"}, data[5 * MiB - 10:5 * MiB + 11]),
+        ("range in part 3", {"Range": f"bytes={p3 + 5}-{p3 + 50}"}, data[p3 + 5:p3 + 51]),
+        ("suffix", {"Range": "bytes=-100"}, data[-100:]),
         ("part 2", {"PartNumber": 2}, parts[2]),
+        ("part 3", {"PartNumber": 3}, parts[3]),
     ]:
         status, got, complete = read_all(stack, bucket, "mp", **params)
         ok_read = status in (200, 206) and complete

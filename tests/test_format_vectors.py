@@ -22,6 +22,9 @@ SECRETS_LEN = 128
 F, M, O, H = 65536, 1024, 28, 16
 # Cipher suites (envelope `s`): 1 AES-256-GCM, 2 ChaCha20-Poly1305 (RFC 8439).
 SUITES = {1: AESGCM, 2: ChaCha20Poly1305}
+# Frame layouts (AAD byte 9) and the part header magic of the two part layouts.
+LAYOUTS = {"single": 0, "part": 1, "final": 2}
+MAGIC = {"part": b"s3cP", "final": b"s3cF"}
 
 
 def aead(suite, dek):
@@ -62,9 +65,9 @@ def decrypt_stream(suite, dek, layout, part, plen, stored):
     if layout == "single":
         frames, flen, pos, lay = -(-plen // F), F, 0, 0
     else:
-        assert stored[:4] == b"s3cP"
+        assert stored[:4] == MAGIC[layout]
         assert struct.unpack(">IQ", stored[4:16]) == (part, plen)
-        frames, flen, pos, lay = M, max(1, -(-plen // M)), H, 1
+        frames, flen, pos, lay = M, max(1, -(-plen // M)), H, LAYOUTS[layout]
     out = b""
     for i in range(frames):
         n = max(0, min(flen, plen - i * flen))
@@ -121,12 +124,12 @@ def test_cases_decrypt_independently(vectors):
         # Rebuild the stored bytes from the documented nonce rule and compare.
         base = bytes.fromhex(vectors["frame_nonce_base"])
         gcm = aead(suite, dek)
-        layout = 0 if case["layout"] == "single" else 1
+        layout = LAYOUTS[case["layout"]]
         part = case["part"]
         if layout == 0:
             frames, flen, stored = -(-plen // F), F, b""
         else:
-            frames, flen, stored = M, max(1, -(-plen // M)), b"s3cP" + struct.pack(">IQ", part, plen)
+            frames, flen, stored = M, max(1, -(-plen // M)), MAGIC[case["layout"]] + struct.pack(">IQ", part, plen)
         pt = bytes(i % 251 for i in range(plen)) if case["name"].endswith("single-two-frames") else (
             bytes(i % 7 for i in range(plen)) if layout else b"s3crypt test vector"[:plen])
         assert hashlib.sha256(pt).hexdigest() == case["plaintext_sha256"]
@@ -139,9 +142,14 @@ def test_cases_decrypt_independently(vectors):
         assert case["stored_hex"].rstrip(".") == stored.hex()[: len(case["stored_hex"].rstrip("."))]
         assert decrypt_stream(suite, dek, case["layout"], part, plen, stored) == pt
         # The other suite's AEAD does not open these frames.
-        if plen:
+        if plen or layout:  # (an empty single object has no frames)
             with pytest.raises(InvalidTag):
                 decrypt_stream(3 - suite, dek, case["layout"], part, plen, stored)
+        # A part read in the other part layout fails its first frame.
+        if layout:
+            other = "part" if case["layout"] == "final" else "final"
+            with pytest.raises(InvalidTag):
+                decrypt_stream(suite, dek, other, part, plen, MAGIC[other] + stored[4:])
         if case["layout"] == "single":
             assert digests["md5"] == hashlib.md5(pt).hexdigest()
             if env["v"] == "2":
@@ -156,7 +164,10 @@ def test_cases_decrypt_independently(vectors):
 
 def test_both_suites_have_vectors(vectors):
     names = {(c["suite"], c["name"].split("/")[-1]) for c in vectors["cases"]}
-    for base in ["single-empty", "single-short", "single-two-frames", "part-2-of-3000"]:
+    bases = ["single-empty", "single-short", "single-two-frames", "part-2-of-3000"]
+    if vectors["cases"][0]["envelope_header"].startswith("v=2;"):
+        bases += ["final-3-of-1000", "end-marker-4"]
+    for base in bases:
         assert {(1, base), (2, base)} <= names
 
 

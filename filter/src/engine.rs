@@ -144,6 +144,9 @@ pub enum RequestStep {
     Reply(Reply),
     /// Send this call-out, then hand its response to [`Exchange::on_callout_response`].
     CallOut(CallOut),
+    /// The request body was held (every chunk emptied, the last one paused on): send these
+    /// bytes as the whole body and let the request continue.
+    Body(Vec<u8>),
 }
 
 /// What to do with the backend's response headers.
@@ -433,6 +436,8 @@ struct PartCopy {
     number: u32,
     dest_suite: Suite,
     dest_dek: DataKey,
+    /// The destination upload has a version 2 envelope (its short parts are `final`).
+    dest_v2: bool,
     /// Upstream path of the source object (with its versionId).
     src_path: String,
     /// The source lies in a passthrough scope: without an envelope it is copied (and
@@ -497,6 +502,12 @@ enum Pending {
     CopyComplete(Box<MultipartCopy>),
     /// The copy failed after its upload was created: abort it, then answer this error.
     CopyAbort(S3Error),
+    /// CompleteMultipartUpload, its part list held: the upload's record from Redis.
+    CompleteState(Box<Completing>),
+    /// CompleteMultipartUpload: a page of the upload's parts as the backend lists them.
+    CompleteList(Box<Completing>, (Suite, DataKey)),
+    /// CompleteMultipartUpload: the empty final part (end marker) sent as UploadPart.
+    CompleteMarker(Box<Completing>),
     /// UploadPart: the upload's record from Redis.
     UploadState {
         h: Headers,
@@ -545,7 +556,33 @@ pub struct Exchange {
     head: bool,
     /// Bytes of plaintext released so far (GET), for the counters.
     released: u64,
+    /// CompleteMultipartUpload: the length of the body sent upstream, if it was announced.
+    complete_length: Option<u64>,
 }
+
+/// A CompleteMultipartUpload whose part list is held while the filter makes sure the
+/// object will end with a final part (FORMAT.md, "The final part").
+pub(crate) struct Completing {
+    /// The client's part list, checked, its checksums blanked.
+    list: Vec<u8>,
+    /// Length the body sent upstream must have (its Content-Length went ahead), if fixed.
+    length: Option<u64>,
+    /// The object's upstream path (no query) and the upload.
+    path: String,
+    upload_id: String,
+    object: String,
+    /// Number of the last listed part (the list is 1..=last).
+    last: u32,
+    /// Stored size of each listed part 1..=last, as the backend's listing says.
+    sizes: Vec<Option<u64>>,
+    /// The part-number-marker of the next ListParts page.
+    marker: u32,
+}
+
+/// Bytes a CompleteMultipartUpload body may grow by: room for one `<Part>` element (the
+/// end marker) with an ETag of up to 100 characters. The upstream Content-Length reserves
+/// it; what is not needed is sent as spaces.
+const COMPLETE_ROOM: u64 = 160;
 
 /// Holds back the last byte the response promised (its `Content-Length`) until the whole
 /// stream verified, so that a stored object that is shorter than it claims (a truncated
@@ -736,6 +773,7 @@ impl Exchange {
             resp_body: ResponseBody::Pass,
             head: false,
             released: 0,
+            complete_length: None,
         }
     }
 
@@ -943,7 +981,7 @@ impl Exchange {
         up: &mut Headers,
         v: &VerifiedRequest,
         eos: bool,
-        part: Option<(u32, Suite, DataKey)>,
+        part: Option<PartKey>,
     ) -> Result<RequestStep, S3Error> {
         let chunked = matches!(
             v.payload,
@@ -995,7 +1033,12 @@ impl Exchange {
 
         strip_integrity_headers(up);
         let (suite, dek, geo) = match part {
-            Some((number, suite, dek)) => {
+            Some(PartKey {
+                number,
+                suite,
+                dek,
+                v2,
+            }) => {
                 if eos || plain_len == 0 {
                     // A part always has a header and frames; Envoy cannot add a body to
                     // a request that has none.
@@ -1003,7 +1046,7 @@ impl Exchange {
                         "s3crypt: empty parts are not supported",
                     ));
                 }
-                (suite, dek, Geometry::part(number, plain_len))
+                (suite, dek, part_geometry(v2, number, plain_len))
             }
             None => {
                 let (dek, mut env) = self.new_envelope(Layout::Single, Some(plain_len))?;
@@ -1222,7 +1265,13 @@ impl Exchange {
         }
         // The upload's suite, from its envelope: not the configuration, which may have
         // changed since the upload was created (or differ on another replica).
-        self.start_upload(h, up, v, eos, Some((number, env.suite, dek)))
+        let key = PartKey {
+            number,
+            suite: env.suite,
+            dek,
+            v2: env.version >= 2,
+        };
+        self.start_upload(h, up, v, eos, Some(key))
     }
 
     /// AbortMultipartUpload: an upload this Envoy knows to belong to another object is not
@@ -1288,10 +1337,197 @@ impl Exchange {
             return Err(S3Error::internal("s3crypt: no part list expected"));
         };
         self.expect_document(&up, v, doc, eos, true)?;
+        if eos {
+            return Err(malformed_document(doc));
+        }
         self.upload_id = req.query_param("uploadId").map(str::to_string);
         self.resp_body = ResponseBody::Xml(Vec::new(), XmlRewrite::CompleteCleanup);
+        // The body may grow by one part element; its length goes ahead of it.
+        if let Some(n) = up
+            .get("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            self.complete_length = Some(n + COMPLETE_ROOM);
+            up.set("content-length", (n + COMPLETE_ROOM).to_string());
+        }
         self.sign(&mut up, sigv4::UNSIGNED_PAYLOAD);
         Ok(RequestStep::Forward(up))
+    }
+
+    /// The checked part list of a CompleteMultipartUpload is complete: find the upload's
+    /// record, then list its parts (the object must end with a final part).
+    fn complete_list_held(&mut self, list: Vec<u8>) -> Result<RequestStep, S3Error> {
+        let text = String::from_utf8_lossy(&list);
+        let last = xml::element_texts(&text, "PartNumber").len();
+        let last = u32::try_from(last)
+            .ok()
+            .filter(|n| (1..=crate::format::MAX_PART_NUMBER).contains(n))
+            .ok_or_else(malformed_part_list)?;
+        let req = self
+            .req
+            .as_ref()
+            .ok_or_else(|| S3Error::internal("s3crypt: no request"))?;
+        let upload_id = req.query_param("uploadId").unwrap_or("").to_string();
+        let path = Self::object_path(req);
+        let object = Self::object_of(req);
+        let c = Box::new(Completing {
+            list,
+            length: self.complete_length,
+            path,
+            upload_id,
+            object,
+            last,
+            sizes: vec![None; last as usize],
+            marker: 0,
+        });
+        match self.store.get(&state::shared_key(&c.upload_id)) {
+            Some(raw) => {
+                let st = self
+                    .state_of(&c.upload_id, &raw, &c.object)
+                    .map_err(|_| no_such_upload())?;
+                self.complete_with(c, st)
+            }
+            None if self.cfg.plugin.state_store == StateStore::Redis => {
+                let get = state::get(&self.cfg, &state::redis_key(&c.upload_id));
+                self.pending = Pending::CompleteState(c);
+                Ok(RequestStep::CallOut(self.webdis(get)))
+            }
+            None => Err(no_such_upload()),
+        }
+    }
+
+    /// CompleteMultipartUpload with the upload's checked record: a version 2 upload has
+    /// its parts listed; a version 1 upload (no final parts) completes as it is.
+    fn complete_with(
+        &mut self,
+        c: Box<Completing>,
+        st: UploadState,
+    ) -> Result<RequestStep, S3Error> {
+        let (env, dek) = self.open_envelope(&st.envelope)?;
+        if env.layout == Layout::Single {
+            return Err(S3Error::internal(
+                "s3crypt: upload state is not a multipart envelope",
+            ));
+        }
+        if env.version < 2 {
+            return Ok(RequestStep::Body(completed_list(&c.list, "", c.length)?));
+        }
+        self.complete_list_page(c, (env.suite, dek))
+    }
+
+    /// Asks the backend for the next page of the upload's parts.
+    fn complete_list_page(
+        &mut self,
+        c: Box<Completing>,
+        key: (Suite, DataKey),
+    ) -> Result<RequestStep, S3Error> {
+        let mut path = format!(
+            "{}?max-parts=1000&uploadId={}",
+            c.path,
+            s3::uri_encode(&c.upload_id, true)
+        );
+        if c.marker > 0 {
+            path.push_str(&format!("&part-number-marker={}", c.marker));
+        }
+        let h = self.request_at("GET", path, None);
+        self.pending = Pending::CompleteList(c, key);
+        Ok(RequestStep::CallOut(self.backend_callout(h)))
+    }
+
+    /// A page of the upload's parts: parts before the last must be at least 5 MiB stored
+    /// (S3's rule, which not every backend enforces: a short part is written `final`);
+    /// then the object ends as it is (its last part is final) or with an end marker.
+    fn complete_listed(
+        &mut self,
+        mut c: Box<Completing>,
+        key: (Suite, DataKey),
+        status: Option<u16>,
+        body: &[u8],
+    ) -> Result<RequestStep, S3Error> {
+        match status {
+            Some(200) => {}
+            Some(404) => return Err(no_such_upload()),
+            _ => {
+                return Err(S3Error::slow_down(
+                    "s3crypt: the upload's parts could not be listed; please retry",
+                ))
+            }
+        }
+        let (parts, next) = parse_list_parts(&String::from_utf8_lossy(body))
+            .ok_or_else(|| S3Error::internal("s3crypt: unreadable ListParts answer"))?;
+        // (Some backends list parts in no particular order.)
+        for (n, size) in parts {
+            if let Some(slot) = n.checked_sub(1).and_then(|i| c.sizes.get_mut(i as usize)) {
+                *slot = Some(size);
+            }
+        }
+        if c.sizes.iter().any(Option::is_none) {
+            return match next {
+                Some(m) if m > c.marker => {
+                    c.marker = m;
+                    self.complete_list_page(c, key)
+                }
+                _ => Err(invalid_part()),
+            };
+        }
+        let sizes: Vec<u64> = c.sizes.iter().flatten().copied().collect();
+        let Some((&last_size, others)) = sizes.split_last() else {
+            return Err(invalid_part());
+        };
+        if others.iter().any(|&n| n < crate::format::MIN_PART_SIZE) {
+            return Err(S3Error::new(
+                400,
+                "EntityTooSmall",
+                "Your proposed upload is smaller than the minimum allowed object size.",
+            ));
+        }
+        if last_size < crate::format::PART_OVERHEAD {
+            return Err(self.integrity());
+        }
+        if crate::format::part_is_final(c.last, last_size - crate::format::PART_OVERHEAD) {
+            return Ok(RequestStep::Body(completed_list(&c.list, "", c.length)?));
+        }
+        // The last part can be followed: the filter adds an empty final part after it.
+        let (suite, dek) = key;
+        let number = c.last + 1;
+        let geo = Geometry::part_in(Layout::Final, number, 0);
+        let mut marker = Vec::with_capacity(crate::format::PART_OVERHEAD as usize);
+        let mut enc = FrameEncryptor::new(suite, &dek, geo);
+        enc.finish(&mut marker)
+            .map_err(|_| S3Error::internal("s3crypt: no randomness"))?;
+        let path = format!(
+            "{}?partNumber={number}&uploadId={}",
+            c.path,
+            s3::uri_encode(&c.upload_id, true)
+        );
+        let mut h = self.request_at("PUT", path, None);
+        h.set("content-length", marker.len().to_string());
+        self.sign(&mut h, sigv4::UNSIGNED_PAYLOAD);
+        self.pending = Pending::CompleteMarker(c);
+        let mut call = self.backend_callout(h);
+        call.body = Some(marker);
+        Ok(RequestStep::CallOut(call))
+    }
+
+    /// The end marker was stored: the part list goes upstream with it as the last part.
+    fn complete_marked(
+        &mut self,
+        c: &Completing,
+        resp: Option<&Headers>,
+        body: &[u8],
+    ) -> Result<RequestStep, S3Error> {
+        let status = resp.and_then(|h| h.get(":status")?.parse().ok());
+        let etag = resp
+            .filter(|_| status == Some(200))
+            .and_then(|h| h.get("etag"))
+            .map(str::to_string)
+            .ok_or_else(|| part_put_failed(status, &String::from_utf8_lossy(body)))?;
+        let part = format!(
+            "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>",
+            c.last + 1,
+            crate::error::xml_escape(&etag)
+        );
+        Ok(RequestStep::Body(completed_list(&c.list, &part, c.length)?))
     }
 
     fn start_get(
@@ -1409,7 +1645,7 @@ impl Exchange {
             }
             return Ok(RequestStep::Forward(up));
         };
-        let (env, _) = self.open_envelope(ev)?;
+        let (env, dek) = self.open_envelope(ev)?;
         if env.layout == Layout::Single {
             match self.get.part_number {
                 None => {}
@@ -1432,7 +1668,7 @@ impl Exchange {
         match self.cached_table(&etag, stored, parts, numbered) {
             Some(t) => self.plan_multipart(up, etag, t),
             None => {
-                let walk = Walk::new(stored, parts, numbered);
+                let walk = Walk::new(env.suite, &dek, stored, parts, numbered);
                 let path = self.req.as_ref().map(Self::object_path).unwrap_or_default();
                 self.walk_next(AfterWalk::Read(up), path, walk, etag, stored)
             }
@@ -1440,7 +1676,8 @@ impl Exchange {
     }
 
     /// The part table of an object version cached by an earlier walk, if it fits.
-    /// `numbered`: the object's parts must be numbered 1..N (version 2 envelopes).
+    /// `numbered`: the object's parts must be numbered 1..N and end with a final part
+    /// (version 2 envelopes).
     fn cached_table(
         &self,
         etag: &str,
@@ -1455,6 +1692,7 @@ impl Exchange {
             t.stored_len() == stored
                 && t.count() as u64 == parts
                 && (!numbered || t.numbered_from_one())
+                && t.ends_final() == numbered
         })
     }
 
@@ -1473,15 +1711,8 @@ impl Exchange {
         etag: String,
         stored: u64,
     ) -> Result<RequestStep, S3Error> {
-        let o = walk.next_offset();
-        let mut h = self.request_at(
-            "GET",
-            path.clone(),
-            Some(format!(
-                "bytes={o}-{}",
-                o + crate::format::PART_HEADER_LEN - 1
-            )),
-        );
+        let (first, last) = walk.next_read();
+        let mut h = self.request_at("GET", path.clone(), Some(format!("bytes={first}-{last}")));
         h.set("if-match", etag.clone());
         self.pending = Pending::Walk {
             then,
@@ -1570,7 +1801,7 @@ impl Exchange {
             first,
             last,
             plain_total: total,
-            parts: t.count(),
+            parts: t.visible_count(),
             plan,
         });
         Ok(RequestStep::Forward(up))
@@ -1647,6 +1878,25 @@ impl Exchange {
             }
             Pending::PartCopyPut(pc) => {
                 let r = self.part_copy_done(pc, resp.map(|(h, _)| h), body);
+                request(self, r)
+            }
+            Pending::CompleteState(c) => {
+                let r = match state::parse_get(status, body) {
+                    Err(_) => Err(Self::redis_unavailable()),
+                    Ok(None) => Err(no_such_upload()),
+                    Ok(Some(v)) => match self.state_of(&c.upload_id, &v, &c.object) {
+                        Err(_) => Err(no_such_upload()),
+                        Ok(st) => self.complete_with(c, st),
+                    },
+                };
+                request(self, r)
+            }
+            Pending::CompleteList(c, key) => {
+                let r = self.complete_listed(c, key, status, body);
+                request(self, r)
+            }
+            Pending::CompleteMarker(c) => {
+                let r = self.complete_marked(&c, resp.map(|(h, _)| h), body);
                 request(self, r)
             }
             Pending::UploadState {
@@ -1846,8 +2096,9 @@ impl Exchange {
             next: 0,
             etags: Vec::new(),
         });
-        let numbered = Envelope::decode(mc.create.get(ENVELOPE_HEADER).unwrap_or_default())
-            .map_or(true, |e| e.version >= 2);
+        // The walk needs the data key: it verifies the last frame of every part.
+        let (env, dek) = self.open_envelope(mc.create.get(ENVELOPE_HEADER).unwrap_or_default())?;
+        let numbered = env.version >= 2;
         match self.cached_table(&etag, stored, parts, numbered) {
             Some(t) => {
                 let mut mc = mc;
@@ -1855,7 +2106,7 @@ impl Exchange {
                 self.copy_create(mc)
             }
             None => {
-                let walk = Walk::new(stored, parts, numbered);
+                let walk = Walk::new(env.suite, &dek, stored, parts, numbered);
                 self.walk_next(AfterWalk::Copy(mc), src_path, walk, etag, stored)
             }
         }
@@ -2038,6 +2289,7 @@ impl Exchange {
             number,
             dest_suite: env.suite,
             dest_dek: dek,
+            dest_v2: env.version >= 2,
             src_path,
             src_plain_ok,
             range: h.get("x-amz-copy-source-range").map(str::to_string),
@@ -2108,7 +2360,7 @@ impl Exchange {
                 };
                 self.part_copy_plan(pc)
             }
-            Layout::Part => {
+            Layout::Part | Layout::Final => {
                 let parts = parts_in_etag(&pc.src_etag).ok_or_else(|| self.integrity())?;
                 let numbered = env.version >= 2;
                 match self.cached_table(&pc.src_etag, stored, parts, numbered) {
@@ -2122,7 +2374,7 @@ impl Exchange {
                     }
                     None => {
                         let (path, etag) = (pc.src_path.clone(), pc.src_etag.clone());
-                        let walk = Walk::new(stored, parts, numbered);
+                        let walk = Walk::new(env.suite, &dek, stored, parts, numbered);
                         let then = AfterWalk::PartCopy(pc, env.suite, dek);
                         self.walk_next(then, path, walk, etag, stored)
                     }
@@ -2153,7 +2405,7 @@ impl Exchange {
                 format!("s3crypt: UploadPartCopy re-encrypts the copied range in the proxy and accepts at most {max} bytes per part (max_copy_part_bytes); copy with smaller parts"),
             ));
         }
-        let geo = Geometry::part(pc.number, len);
+        let geo = part_geometry(pc.dest_v2, pc.number, len);
         let budget = self.cfg.plugin.max_copy_buffer_bytes;
         pc.budget = Some(CopyReservation::try_new(len, budget).ok_or_else(|| {
             S3Error::slow_down(
@@ -2299,12 +2551,14 @@ impl Exchange {
     }
 
     /// A request body chunk; the transformed bytes are written to `out`.
+    /// `Ok(Some(call))`: the body is held (nothing was written to `out`); make the call-out
+    /// and continue with what [`Exchange::on_callout_response`] says.
     pub fn on_request_body(
         &mut self,
         chunk: &[u8],
         end: bool,
         out: &mut Vec<u8>,
-    ) -> Result<(), BodyError> {
+    ) -> Result<Option<CallOut>, BodyError> {
         let fail = |e: S3Error| {
             self.stats.add(Counter::RejectedRequests, 1);
             Err(BodyError::Reply(Reply::error(
@@ -2313,15 +2567,15 @@ impl Exchange {
                 &self.request_id,
             )))
         };
-        match &mut self.req_body {
+        let list = match &mut self.req_body {
             RequestBody::Nothing => {
-                if chunk.is_empty() {
-                    Ok(())
+                return if chunk.is_empty() {
+                    Ok(None)
                 } else {
                     fail(S3Error::invalid_request(
                         "s3crypt: this operation takes no request body",
                     ))
-                }
+                };
             }
             RequestBody::Document {
                 buf,
@@ -2333,51 +2587,71 @@ impl Exchange {
                     return fail(malformed_document(*doc));
                 }
                 buf.extend_from_slice(chunk);
-                if end {
-                    if let Some(e) = expected {
-                        if hex::encode(Sha256::digest(&buf[..])) != *e {
-                            return fail(S3Error::sha256_mismatch());
-                        }
+                if !end {
+                    return Ok(None);
+                }
+                if let Some(e) = expected {
+                    if hex::encode(Sha256::digest(&buf[..])) != *e {
+                        return fail(S3Error::sha256_mismatch());
                     }
-                    if let Err(e) = check_document(*doc, buf) {
+                }
+                if let Err(e) = check_document(*doc, buf) {
+                    return fail(e);
+                }
+                if !*complete {
+                    if let Err(e) = check_delete_keys(*doc, buf) {
                         return fail(e);
                     }
-                    if *complete {
-                        if let Err(e) = check_part_numbering(buf) {
-                            return fail(e);
-                        }
-                        let blanked = blank_part_checksums(buf);
-                        // A checksum element the blanking did not recognise (attributes,
-                        // a prefix) would carry a plaintext digest upstream: refused.
-                        if blanked.windows(8).any(|w| w == b"Checksum") {
-                            return fail(S3Error::new(
-                                400,
-                                "MalformedXML",
-                                "s3crypt: part checksums must be plain <ChecksumXXX> elements",
-                            ));
-                        }
-                        out.extend_from_slice(&blanked);
-                    } else {
-                        if let Err(e) = check_delete_keys(*doc, buf) {
-                            return fail(e);
-                        }
-                        out.extend_from_slice(buf);
+                    out.extend_from_slice(buf);
+                    return Ok(None);
+                }
+                if let Err(e) = check_part_numbering(buf) {
+                    return fail(e);
+                }
+                let blanked = blank_part_checksums(buf);
+                // A checksum element the blanking did not recognise (attributes, a
+                // prefix) would carry a plaintext digest upstream: refused.
+                if blanked.windows(8).any(|w| w == b"Checksum") {
+                    return fail(S3Error::new(
+                        400,
+                        "MalformedXML",
+                        "s3crypt: part checksums must be plain <ChecksumXXX> elements",
+                    ));
+                }
+                blanked
+            }
+            RequestBody::Upload(u) => {
+                return match u.push(chunk, end, out) {
+                    Ok(()) => Ok(None),
+                    Err(e) => {
+                        out.clear();
+                        self.stats.add(Counter::RejectedRequests, 1);
+                        Err(BodyError::Reply(Reply::error(
+                            &e,
+                            &self.resource,
+                            &self.request_id,
+                        )))
                     }
                 }
-                Ok(())
             }
-            RequestBody::Upload(u) => match u.push(chunk, end, out) {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    out.clear();
-                    self.stats.add(Counter::RejectedRequests, 1);
-                    Err(BodyError::Reply(Reply::error(
-                        &e,
-                        &self.resource,
-                        &self.request_id,
-                    )))
-                }
-            },
+        };
+        // A CompleteMultipartUpload part list is held: the object must end with a final
+        // part first.
+        let step = self.complete_list_held(list);
+        match step {
+            Ok(RequestStep::Body(b)) => {
+                out.extend_from_slice(&b);
+                Ok(None)
+            }
+            Ok(RequestStep::CallOut(c)) => Ok(Some(c)),
+            Ok(RequestStep::Reply(r)) => Err(BodyError::Reply(r)),
+            Ok(RequestStep::Forward(_)) => Err(BodyError::Reply(
+                self.reply(&S3Error::internal("s3crypt: unexpected step")),
+            )),
+            Err(e) => {
+                self.stats.add(Counter::RejectedRequests, 1);
+                Err(BodyError::Reply(self.reply(&e)))
+            }
         }
     }
 
@@ -3062,6 +3336,95 @@ fn invalid_part_number() -> S3Error {
 }
 
 /// The part count of a multipart ETag (`"<hex>-N"`).
+/// What encrypting one part of an upload needs: its number and the upload's suite, data
+/// key and envelope version.
+struct PartKey {
+    number: u32,
+    suite: Suite,
+    dek: DataKey,
+    v2: bool,
+}
+
+/// The geometry a part is written in: layout `final` for the parts of version 2 uploads
+/// that can only be last (FORMAT.md), `part` otherwise.
+fn part_geometry(v2: bool, number: u32, plain_len: u64) -> Geometry {
+    let layout = if v2 && crate::format::part_is_final(number, plain_len) {
+        Layout::Final
+    } else {
+        Layout::Part
+    };
+    Geometry::part_in(layout, number, plain_len)
+}
+
+/// A CompleteMultipartUpload part list with `part` inserted after its last `</Part>`,
+/// padded with spaces there to exactly `length` bytes when that length was announced.
+fn completed_list(list: &[u8], part: &str, length: Option<u64>) -> Result<Vec<u8>, S3Error> {
+    let at = list
+        .windows(7)
+        .rposition(|w| w == b"</Part>")
+        .map(|i| i + 7)
+        .ok_or_else(malformed_part_list)?;
+    let mut out = Vec::with_capacity(list.len() + COMPLETE_ROOM as usize);
+    out.extend_from_slice(&list[..at]);
+    out.extend_from_slice(part.as_bytes());
+    if let Some(n) = length {
+        let pad = usize::try_from(n)
+            .ok()
+            .and_then(|n| n.checked_sub(list.len() + part.len()))
+            .ok_or_else(|| S3Error::internal("s3crypt: the end marker does not fit"))?;
+        out.resize(out.len() + pad, b' ');
+    }
+    out.extend_from_slice(&list[at..]);
+    Ok(out)
+}
+
+/// (part number, stored size) of each part in a ListParts answer, and the marker for the
+/// next page if the answer is truncated.
+type ListedParts = (Vec<(u32, u64)>, Option<u32>);
+
+/// Reads a ListParts answer (its `<Part>` elements in whatever order the backend gave).
+fn parse_list_parts(xml: &str) -> Option<ListedParts> {
+    let mut parts = Vec::new();
+    let mut pos = 0;
+    while let Some(i) = xml.get(pos..)?.find("<Part>") {
+        let start = pos + i;
+        let end = start + xml.get(start..)?.find("</Part>")?;
+        let one = xml.get(start..end)?;
+        let n = xml::element_text(one, "PartNumber")?.trim().parse().ok()?;
+        let size = xml::element_text(one, "Size")?.trim().parse().ok()?;
+        parts.push((n, size));
+        pos = end;
+    }
+    let truncated = xml::element_text(xml, "IsTruncated").is_some_and(|t| t.trim() == "true");
+    let next = if truncated {
+        Some(
+            xml::element_text(xml, "NextPartNumberMarker")?
+                .trim()
+                .parse()
+                .ok()?,
+        )
+    } else {
+        None
+    };
+    Some((parts, next))
+}
+
+fn malformed_part_list() -> S3Error {
+    S3Error::new(
+        400,
+        "MalformedXML",
+        "The XML you provided was not well-formed or did not validate against our published schema.",
+    )
+}
+
+fn invalid_part() -> S3Error {
+    S3Error::new(
+        400,
+        "InvalidPart",
+        "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.",
+    )
+}
+
 fn parts_in_etag(etag: &str) -> Option<u64> {
     etag.trim_matches('"')
         .rsplit_once('-')
@@ -3483,7 +3846,8 @@ mod tests {
             e.finish(&mut multi).unwrap();
             off += n as usize;
         }
-        let table = PartTable::new(vec![(1, sizes[0]), (2, sizes[1]), (3, sizes[2])]).unwrap();
+        let table =
+            PartTable::new(vec![(1, sizes[0]), (2, sizes[1]), (3, sizes[2])], false).unwrap();
 
         let sources = [
             (

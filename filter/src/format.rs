@@ -42,13 +42,23 @@ pub const PART_HEADER_LEN: u64 = 16;
 pub const PART_OVERHEAD: u64 = PART_HEADER_LEN + PART_FRAMES * FRAME_OVERHEAD;
 /// Magic at the start of a part header.
 pub const PART_MAGIC: &[u8; 4] = b"s3cP";
+/// Magic at the start of the header of a multipart object's final part.
+pub const FINAL_MAGIC: &[u8; 4] = b"s3cF";
+/// S3's smallest part that may be followed by another (5 MiB): a part stored shorter than
+/// this can only be the last part of an object.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// S3's highest part number.
+pub const MAX_PART_NUMBER: u32 = 10_000;
 /// Largest single-PUT object and largest part S3 accepts (5 GiB).
 pub const MAX_SINGLE: u64 = 5 * 1024 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
     Single,
+    /// A part of a multipart object that is not its last (for envelopes: multipart).
     Part,
+    /// The last part of a multipart object with a version 2 envelope.
+    Final,
 }
 
 impl Layout {
@@ -56,8 +66,16 @@ impl Layout {
         match self {
             Layout::Single => 0,
             Layout::Part => 1,
+            Layout::Final => 2,
         }
     }
+}
+
+/// Whether a version 2 upload writes part `number` of `plain_len` bytes in layout
+/// `final`: exactly the parts that can only ever be an object's last, those stored
+/// shorter than [`MIN_PART_SIZE`] (S3 refuses them anywhere else) and part 10,000.
+pub fn part_is_final(number: u32, plain_len: u64) -> bool {
+    number == MAX_PART_NUMBER || plain_len.saturating_add(PART_OVERHEAD) < MIN_PART_SIZE
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,9 +126,14 @@ impl Geometry {
     }
 
     pub fn part(part: u32, plain_len: u64) -> Geometry {
+        Geometry::part_in(Layout::Part, part, plain_len)
+    }
+
+    /// A part in layout `part` or `final` (same sizes; the layout is in every frame's AAD).
+    pub fn part_in(layout: Layout, part: u32, plain_len: u64) -> Geometry {
         let frame_len = plain_len.div_ceil(PART_FRAMES).max(1);
         Geometry {
-            layout: Layout::Part,
+            layout,
             part,
             plain_len,
             frame_len,
@@ -122,7 +145,7 @@ impl Geometry {
     pub fn header_len(&self) -> u64 {
         match self.layout {
             Layout::Single => 0,
-            Layout::Part => PART_HEADER_LEN,
+            Layout::Part | Layout::Final => PART_HEADER_LEN,
         }
     }
 
@@ -179,23 +202,30 @@ pub fn frame_aad(suite: Suite, geo: &Geometry, index: u64) -> [u8; 31] {
     a
 }
 
-/// The 16-byte header in front of a part: magic, part number, plaintext length.
-pub fn part_header(part: u32, plain_len: u64) -> [u8; 16] {
+/// The 16-byte header in front of a part: magic (by layout), part number, plaintext length.
+pub fn part_header(geo: &Geometry) -> [u8; 16] {
     let mut h = [0u8; 16];
-    h[..4].copy_from_slice(PART_MAGIC);
-    h[4..8].copy_from_slice(&part.to_be_bytes());
-    h[8..16].copy_from_slice(&plain_len.to_be_bytes());
+    h[..4].copy_from_slice(if geo.layout == Layout::Final {
+        FINAL_MAGIC
+    } else {
+        PART_MAGIC
+    });
+    h[4..8].copy_from_slice(&geo.part.to_be_bytes());
+    h[8..16].copy_from_slice(&geo.plain_len.to_be_bytes());
     h
 }
 
-/// Parses a part header into (part number, plaintext length).
-pub fn parse_part_header(h: &[u8]) -> Option<(u32, u64)> {
-    if h.get(..4)? != PART_MAGIC {
-        return None;
-    }
+/// Parses a part header into the geometry it announces (not authenticated by itself:
+/// every frame's AAD repeats layout, part number and length).
+pub fn parse_part_header(h: &[u8]) -> Option<Geometry> {
+    let layout = match h.get(..4)? {
+        m if m == PART_MAGIC => Layout::Part,
+        m if m == FINAL_MAGIC => Layout::Final,
+        _ => return None,
+    };
     let part = u32::from_be_bytes(h.get(4..8)?.try_into().ok()?);
     let len = u64::from_be_bytes(h.get(8..16)?.try_into().ok()?);
-    Some((part, len))
+    Some(Geometry::part_in(layout, part, len))
 }
 
 /// Encrypts one stream incrementally. Memory: one frame of plaintext.
@@ -284,8 +314,8 @@ impl FrameEncryptor {
     fn emit_header(&mut self, out: &mut Vec<u8>) {
         if !self.header_done {
             self.header_done = true;
-            if self.geo.layout == Layout::Part {
-                out.extend_from_slice(&part_header(self.geo.part, self.geo.plain_len));
+            if self.geo.layout != Layout::Single {
+                out.extend_from_slice(&part_header(&self.geo));
             }
         }
     }
@@ -455,7 +485,9 @@ impl FrameDecryptor {
 
 /// Decrypts a whole multipart object: its parts one after the other, each introduced by
 /// its part header. Part numbers must increase; the number of parts must match the
-/// object's part count (from its `-N` ETag). Memory: one frame plus a header.
+/// object's part count (from its `-N` ETag). Objects with version 2 envelopes must number
+/// their parts 1..N and end with exactly one part in layout `final`. Memory: one frame
+/// plus a header.
 pub struct PartsDecryptor {
     suite: Suite,
     dek: DataKey,
@@ -465,15 +497,17 @@ pub struct PartsDecryptor {
     last_part: u32,
     parts_seen: u64,
     parts_expected: u64,
-    /// Part numbers must be 1, 2, 3, … (version 2 envelopes): a swapped, duplicated or
-    /// missing part fails before any of it is released.
-    numbered: bool,
+    /// Version 2 rules: parts numbered 1, 2, 3, … (a swapped, duplicated or missing part
+    /// fails before any of it is released) and the last one, only it, in layout `final`.
+    v2: bool,
+    /// The final part has begun: nothing may follow it.
+    ended: bool,
 }
 
 impl PartsDecryptor {
-    /// `numbered`: the parts must be numbered 1..N without gaps (version 2 envelopes;
-    /// version 1 objects only need increasing numbers).
-    pub fn new(suite: Suite, dek: &DataKey, parts_expected: u64, numbered: bool) -> Self {
+    /// `v2`: the object has a version 2 envelope (numbered 1..N, ends with a final part;
+    /// version 1 objects only need increasing numbers and have no final part).
+    pub fn new(suite: Suite, dek: &DataKey, parts_expected: u64, v2: bool) -> Self {
         PartsDecryptor {
             suite,
             dek: DataKey::from_bytes(dek.0),
@@ -482,7 +516,8 @@ impl PartsDecryptor {
             last_part: 0,
             parts_seen: 0,
             parts_expected,
-            numbered,
+            v2,
+            ended: false,
         }
     }
 
@@ -490,31 +525,31 @@ impl PartsDecryptor {
         while !data.is_empty() {
             match self.cur.as_mut() {
                 None => {
+                    if self.ended {
+                        return Err(FormatError::Integrity); // bytes after the final part
+                    }
                     let want = PART_HEADER_LEN as usize - self.header.len();
                     let (h, rest) = data.split_at(want.min(data.len()));
                     self.header.extend_from_slice(h);
                     data = rest;
                     if self.header.len() == PART_HEADER_LEN as usize {
-                        let (part, len) =
-                            parse_part_header(&self.header).ok_or(FormatError::Integrity)?;
+                        let geo = parse_part_header(&self.header).ok_or(FormatError::Integrity)?;
                         // The length comes from storage: bound it before any size math.
-                        if part <= self.last_part
-                            || (self.numbered && Some(part) != self.last_part.checked_add(1))
+                        if !part_follows(geo, self.last_part, self.v2)
                             || self.parts_seen >= self.parts_expected
-                            || len > MAX_SINGLE
                         {
                             return Err(FormatError::Integrity);
                         }
-                        self.last_part = part;
+                        self.last_part = geo.part;
                         self.parts_seen += 1;
+                        self.ended = geo.layout == Layout::Final;
                         self.header.clear();
-                        let geo = Geometry::part(part, len);
                         let w = Window {
                             lead: 0,
                             first: 0,
                             last: geo.frames - 1,
                             skip: 0,
-                            take: len,
+                            take: geo.plain_len,
                         };
                         let frames_len = geo.cipher_len() - PART_HEADER_LEN;
                         self.cur = Some((
@@ -540,12 +575,32 @@ impl PartsDecryptor {
     }
 
     pub fn finish(&self) -> Result<(), FormatError> {
-        if self.cur.is_none() && self.header.is_empty() && self.parts_seen == self.parts_expected {
+        if self.cur.is_none()
+            && self.header.is_empty()
+            && self.parts_seen == self.parts_expected
+            && (self.ended || !self.v2)
+        {
             Ok(())
         } else {
             Err(FormatError::Integrity)
         }
     }
+}
+
+/// Whether a part header announcing `geo` may follow part number `previous` (0 before
+/// the first part): numbers increase (by exactly one for version 2 objects), lengths are
+/// within S3's, and layout `final` exists only in version 2 objects. (That nothing
+/// follows a final part is the caller's to check.)
+pub fn part_follows(geo: Geometry, previous: u32, v2: bool) -> bool {
+    let number_ok = if v2 {
+        previous.checked_add(1) == Some(geo.part)
+    } else {
+        geo.part > previous
+    };
+    number_ok
+        && geo.part <= MAX_PART_NUMBER
+        && geo.plain_len <= MAX_SINGLE
+        && (v2 || geo.layout == Layout::Part)
 }
 
 /// What the response path needs of a decryptor (one stream or a whole multipart object).
@@ -793,7 +848,7 @@ impl Envelope {
             self.suite.id(),
             match self.layout {
                 Layout::Single => "s",
-                Layout::Part => "m",
+                Layout::Part | Layout::Final => "m",
             },
             self.key_id,
             B64.encode(self.wrapped_dek)
@@ -1041,7 +1096,7 @@ mod tests {
             let gp = Geometry::part(7, n as u64);
             let ct = encrypt(gp, &pt, 777);
             assert_eq!(ct.len() as u64, gp.cipher_len());
-            assert_eq!(parse_part_header(&ct), Some((7, n as u64)));
+            assert_eq!(parse_part_header(&ct), Some(gp));
             assert_eq!(decrypt_whole(gp, &ct, 5000).unwrap(), pt);
         }
     }
@@ -1112,7 +1167,8 @@ mod tests {
     /// is released (version 1 only needed increasing numbers).
     fn numbered_parts_release_only_a_true_prefix() {
         let part = |n: u32, b: u8| encrypt(Geometry::part(n, 1000), &[b; 1000], 77);
-        let (p1, p2, p3) = (part(1, 1), part(2, 2), part(3, 3));
+        let (p1, p2) = (part(1, 1), part(2, 2));
+        let p3 = encrypt(Geometry::part_in(Layout::Final, 3, 1000), &[3; 1000], 77);
         let run = |obj: Vec<u8>, numbered: bool| {
             let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), 3, numbered);
             let mut out = Vec::new();
@@ -1134,9 +1190,64 @@ mod tests {
         // Unnumbered (version 1): a swap that keeps numbers increasing is not caught here.
         let (r, _) = run([p2.clone(), p3.clone()].concat(), false);
         assert!(r.is_err()); // (two parts where three were expected)
-        let mut w = crate::parts::Walk::new(2 * p1.len() as u64, 2, true);
-        assert!(w.push(&p1[..16]).unwrap().is_none());
-        assert!(w.push(&p3[..16]).is_err());
+    }
+
+    #[test]
+    /// A version 2 object ends with exactly one part in layout `final`: dropping it (with
+    /// the part count rewritten to match), adding a part after it, a final part in the
+    /// middle or relabelling a part's header all fail, with only a true prefix released.
+    fn the_final_part_ends_a_version_2_object() {
+        let part = |layout, n: u32, len: usize| {
+            encrypt(
+                Geometry::part_in(layout, n, len as u64),
+                &vec![n as u8; len],
+                77,
+            )
+        };
+        let (p1, p2) = (part(Layout::Part, 1, 1000), part(Layout::Part, 2, 1000));
+        let f3 = part(Layout::Final, 3, 500);
+        let marker = part(Layout::Final, 3, 0);
+        assert_eq!(marker.len() as u64, PART_OVERHEAD);
+        let run = |obj: &[u8], parts: u64, v2: bool| {
+            let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), parts, v2);
+            let mut out = Vec::new();
+            let r = d.push(obj, &mut out).and_then(|()| d.finish());
+            (r, out.len())
+        };
+        assert_eq!(run(&[&p1[..], &p2, &f3].concat(), 3, true), (Ok(()), 2500));
+        assert_eq!(
+            run(&[&p1[..], &p2, &marker].concat(), 3, true),
+            (Ok(()), 2000)
+        );
+        // Final part dropped and the count rewritten: everything verifies but the end.
+        let (r, n) = run(&[&p1[..], &p2].concat(), 2, true);
+        assert!(r.is_err());
+        assert_eq!(n, 2000);
+        // A part after the final one, a final part in the middle.
+        let (r, n) = run(
+            &[&p1[..], &p2, &f3, &part(Layout::Part, 4, 10)].concat(),
+            4,
+            true,
+        );
+        assert!(r.is_err());
+        assert_eq!(n, 2500);
+        let mid = part(Layout::Final, 2, 1000);
+        let (r, n) = run(&[&p1[..], &mid, &f3].concat(), 3, true);
+        assert!(r.is_err());
+        assert_eq!(n, 2000);
+        // A relabelled header (`s3cP` <-> `s3cF`) fails that part's first frame.
+        let mut relabel = [&p1[..], &p2, &f3].concat();
+        relabel[2 * p1.len() + 3] = b'P';
+        let (r, n) = run(&relabel, 3, true);
+        assert!(r.is_err());
+        assert_eq!(n, 2000);
+        let mut relabel = [&p1[..], &p2].concat();
+        relabel[p1.len() + 3] = b'F';
+        assert_eq!(run(&relabel, 2, true).1, 1000);
+        assert!(run(&relabel, 2, true).0.is_err());
+        // Version 1 objects have no final part.
+        assert!(run(&[&p1[..], &p2, &f3].concat(), 3, false).0.is_err());
+        assert_eq!(run(&[&p1[..], &p2].concat(), 2, false), (Ok(()), 2000));
     }
 
     #[test]
@@ -1368,7 +1479,7 @@ mod tests {
         let wrapped = crypto::wrap_dek(&kek, &DataKey::from_bytes(dek_bytes)).unwrap();
         let nonce_base: [u8; 12] = std::array::from_fn(|i| 0xa0 + i as u8);
         let env_nonce: [u8; 12] = std::array::from_fn(|i| 0xe0 + i as u8);
-        let cases: Vec<(&str, Geometry, Vec<u8>)> = vec![
+        let mut cases: Vec<(&str, Geometry, Vec<u8>)> = vec![
             ("single-empty", Geometry::single(0), vec![]),
             (
                 "single-short",
@@ -1386,6 +1497,19 @@ mod tests {
                 (0..3000u64).map(|i| (i % 7) as u8).collect(),
             ),
         ];
+        if version >= 2 {
+            // The last part of a version 2 object, and the empty end marker (FORMAT.md).
+            cases.push((
+                "final-3-of-1000",
+                Geometry::part_in(Layout::Final, 3, 1000),
+                (0..1000u64).map(|i| (i % 7) as u8).collect(),
+            ));
+            cases.push((
+                "end-marker-4",
+                Geometry::part_in(Layout::Final, 4, 0),
+                vec![],
+            ));
+        }
         let mut out = String::from("{\n  \"kek_id\": \"vector-kek\",\n");
         out.push_str(&format!(
             "  \"kek\": \"{}\",\n  \"dek\": \"{}\",\n  \"wrapped_dek\": \"{}\",\n",
@@ -1453,7 +1577,11 @@ mod tests {
                 "    {{\"name\": \"{}\", \"suite\": {}, \"layout\": \"{}\", \"part\": {}, \"plaintext_len\": {}, \"plaintext_sha256\": \"{}\", \"envelope_header\": \"{}\", \"stored_len\": {}, \"stored_sha256\": \"{}\", \"stored_hex\": \"{}\"}}{}\n",
                 name,
                 suite.id(),
-                if geo.layout == Layout::Single { "single" } else { "part" },
+                match geo.layout {
+                    Layout::Single => "single",
+                    Layout::Part => "part",
+                    Layout::Final => "final",
+                },
                 geo.part,
                 pt.len(),
                 hex::encode(Sha256::digest(pt)),

@@ -214,14 +214,22 @@ impl Http {
                 self.send_reply(r);
                 Action::Pause
             }
-            RequestStep::CallOut(c) => {
-                if self.dispatch(&c) {
-                    Action::Pause
-                } else {
-                    let step = self.ex.on_callout_response(None);
-                    self.apply_callout_step(step)
-                }
+            RequestStep::CallOut(c) => self.call_out(&c),
+            RequestStep::Body(b) => {
+                // The held body was emptied chunk by chunk: this is all of it.
+                self.set_http_request_body(0, 0, &b);
+                Action::Continue
             }
+        }
+    }
+
+    /// Sends a call-out made while the request waits (headers or held body).
+    fn call_out(&mut self, c: &CallOut) -> Action {
+        if self.dispatch(c) {
+            Action::Pause
+        } else {
+            let step = self.ex.on_callout_response(None);
+            self.apply_callout_step(step)
         }
     }
 
@@ -309,9 +317,14 @@ impl HttpContext for Http {
         out.clear();
         let r = self.ex.on_request_body(&chunk, end_of_stream, &mut out);
         let action = match r {
-            Ok(()) => {
+            Ok(None) => {
                 self.set_http_request_body(0, body_size, &out);
                 Action::Continue
+            }
+            Ok(Some(call)) => {
+                // The body is held (emptied here) until the call-outs decided what it is.
+                self.set_http_request_body(0, body_size, &[]);
+                self.call_out(&call)
             }
             Err(BodyError::Reply(reply)) => {
                 log(

@@ -3,22 +3,26 @@
 //! A multipart object stores its parts one after the other, each a part-layout stream
 //! starting with a 16-byte header (magic, part number, plaintext length; see FORMAT.md).
 //! The table (part number and plaintext length of every part, in order) is found from the
-//! object alone by walking those headers: one 16-byte ranged read per part, the first
-//! time an object version is read by range or part number; it is then cached (keyed by
-//! ETag and stored size). The headers are not trusted: every frame's associated data
-//! binds its part number, index and the part's length, so a wrong table can only make a
-//! read fail, never release wrong plaintext.
+//! object alone by walking those headers, the first time an object version is read by
+//! range or part number; it is then cached (keyed by ETag and stored size). A header is not
+//! authenticated by itself, so each read of the walk also takes the last frame of the part
+//! before the header: that frame's associated data binds the part's number, layout and
+//! length, so every entry of a finished walk is authenticated (a provider that rewrote
+//! headers to shift a genuine part to another offset is caught), and for version 2 objects
+//! the last entry is the authenticated final part, so the table is the whole object.
 
 use crate::crypto::{DataKey, Suite};
 use crate::format::{
-    parse_part_header, Decrypt, FormatError, FrameDecryptor, Geometry, Window, MAX_SINGLE,
-    PART_HEADER_LEN, PART_OVERHEAD,
+    parse_part_header, part_follows, Decrypt, FormatError, FrameDecryptor, Geometry, Layout,
+    Window, FRAME_OVERHEAD, MAX_PART_NUMBER, MAX_SINGLE, PART_HEADER_LEN, PART_OVERHEAD,
 };
 
-/// Part number and plaintext length of each part, in order.
+/// Part number and plaintext length of each part, in order; `final_last`: the last part
+/// is in layout `final` (version 2 objects).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartTable {
     parts: Vec<(u32, u64)>,
+    final_last: bool,
 }
 
 /// A plaintext range of a multipart object: the stored bytes to read and how to decrypt them.
@@ -39,17 +43,35 @@ struct Segment {
 }
 
 impl PartTable {
-    pub fn new(parts: Vec<(u32, u64)>) -> Option<PartTable> {
+    pub fn new(parts: Vec<(u32, u64)>, final_last: bool) -> Option<PartTable> {
+        let n = parts.len();
         let ok = !parts.is_empty()
             && parts.windows(2).all(|w| w[0].0 < w[1].0)
-            && parts
-                .iter()
-                .all(|&(n, l)| (1..=10_000).contains(&n) && l > 0 && l <= MAX_SINGLE);
-        ok.then_some(PartTable { parts })
+            && parts.iter().enumerate().all(|(i, &(num, l))| {
+                // Only a final part may be empty (the end marker of FORMAT.md).
+                (1..=MAX_PART_NUMBER).contains(&num)
+                    && l <= MAX_SINGLE
+                    && (l > 0 || (final_last && i + 1 == n))
+            });
+        ok.then_some(PartTable { parts, final_last })
     }
 
+    /// Parts stored, the end marker included (the `-N` of the ETag).
     pub fn count(&self) -> usize {
         self.parts.len()
+    }
+
+    /// Whether the table ends with a final part (what version 2 objects must do).
+    pub fn ends_final(&self) -> bool {
+        self.final_last
+    }
+
+    /// Parts a client sees (`x-amz-mp-parts-count`): all but an empty end marker.
+    pub fn visible_count(&self) -> usize {
+        match self.parts.last() {
+            Some(&(_, 0)) if self.final_last => self.parts.len() - 1,
+            _ => self.parts.len(),
+        }
     }
 
     /// The parts are numbered 1, 2, 3, … without gaps.
@@ -68,12 +90,22 @@ impl PartTable {
         self.parts.iter().map(|p| p.1 + PART_OVERHEAD).sum()
     }
 
-    /// Plaintext offset and length of the part numbered `number`.
+    fn geometry(&self, i: usize) -> Option<Geometry> {
+        let &(n, len) = self.parts.get(i)?;
+        let layout = if self.final_last && i + 1 == self.parts.len() {
+            Layout::Final
+        } else {
+            Layout::Part
+        };
+        Some(Geometry::part_in(layout, n, len))
+    }
+
+    /// Plaintext offset and length of the part numbered `number` (not the empty end marker).
     pub fn part_range(&self, number: u32) -> Option<(u64, u64)> {
         let mut off = 0;
         for &(n, l) in &self.parts {
             if n == number {
-                return Some((off, l));
+                return (l > 0).then_some((off, l));
             }
             off += l;
         }
@@ -93,20 +125,28 @@ impl PartTable {
             .collect()
     }
 
-    /// Cache encoding: `number:len` pairs separated by commas.
+    /// Cache encoding: `number:len` pairs separated by commas, `F` after a final part.
     pub fn encode(&self) -> String {
         let v: Vec<String> = self.parts.iter().map(|(n, l)| format!("{n}:{l}")).collect();
-        v.join(",")
+        let mut s = v.join(",");
+        if self.final_last {
+            s.push('F');
+        }
+        s
     }
 
     pub fn decode(s: &[u8]) -> Option<PartTable> {
         let s = std::str::from_utf8(s).ok()?;
+        let (s, final_last) = match s.strip_suffix('F') {
+            Some(rest) => (rest, true),
+            None => (s, false),
+        };
         let mut parts = Vec::new();
         for item in s.split(',') {
             let (n, l) = item.split_once(':')?;
             parts.push((n.parse().ok()?, l.parse().ok()?));
         }
-        PartTable::new(parts)
+        PartTable::new(parts, final_last)
     }
 
     /// The plan to read plaintext bytes `first..=last` (`last < plain_len`).
@@ -117,10 +157,11 @@ impl PartTable {
         let mut segments = Vec::new();
         let (mut plain_off, mut stored_off) = (0u64, 0u64);
         let (mut stored_first, mut stored_last) = (None, 0);
-        for &(n, len) in &self.parts {
-            let (p0, p1) = (plain_off, plain_off + len - 1);
-            if p1 >= first && p0 <= last {
-                let geo = Geometry::part(n, len);
+        for (i, &(_, len)) in self.parts.iter().enumerate() {
+            let geo = self.geometry(i)?;
+            // An empty part holds no byte of any range.
+            if len > 0 && plain_off + len > first && plain_off <= last {
+                let (p0, p1) = (plain_off, plain_off + len - 1);
                 let a = first.max(p0) - p0;
                 let b = last.min(p1) - p0;
                 let (f0, f1) = (geo.frame_of(a), geo.frame_of(b));
@@ -129,9 +170,7 @@ impl PartTable {
                 let seg_end = if last > p1 {
                     geo.cipher_len()
                 } else {
-                    geo.frame_cipher_start(f1)
-                        + geo.frame_plain_len(f1)
-                        + crate::format::FRAME_OVERHEAD
+                    geo.frame_cipher_start(f1) + geo.frame_plain_len(f1) + FRAME_OVERHEAD
                 };
                 // The first segment starts at its first frame; later ones at their header.
                 let seg_start = if stored_first.is_none() {
@@ -164,65 +203,110 @@ impl PartTable {
     }
 }
 
-/// Finds a part table by reading part headers one by one.
-#[derive(Debug, Clone)]
+/// Stored bytes of the last frame of a part.
+fn last_frame_len(geo: &Geometry) -> u64 {
+    geo.frame_plain_len(geo.frames - 1) + FRAME_OVERHEAD
+}
+
+/// Finds a part table by reading part headers one by one, each read together with the
+/// last frame of the part before it (and, at the end, the last frame of the last part),
+/// which authenticates that part's number, layout and length.
 pub struct Walk {
+    suite: Suite,
+    dek: DataKey,
     stored_len: u64,
     parts_expected: u64,
-    /// Part numbers must be 1, 2, 3, … (objects with version 2 envelopes).
-    numbered: bool,
+    /// Version 2 rules: numbered 1..N, the last part (only it) in layout `final`.
+    v2: bool,
+    /// Stored offset where the parts walked so far end (the next header, or the end).
     next: u64,
-    parts: Vec<(u32, u64)>,
+    parts: Vec<Geometry>,
 }
 
 impl Walk {
-    /// An object of `stored_len` bytes with `parts_expected` parts (from its `-N` ETag);
-    /// `numbered`: its parts must be numbered 1..N without gaps (version 2 envelopes).
-    pub fn new(stored_len: u64, parts_expected: u64, numbered: bool) -> Walk {
+    /// An object of `stored_len` bytes with `parts_expected` parts (from its `-N` ETag)
+    /// under `dek`; `v2`: it has a version 2 envelope.
+    pub fn new(
+        suite: Suite,
+        dek: &DataKey,
+        stored_len: u64,
+        parts_expected: u64,
+        v2: bool,
+    ) -> Walk {
         Walk {
+            suite,
+            dek: DataKey::from_bytes(dek.0),
             stored_len,
             parts_expected,
-            numbered,
+            v2,
             next: 0,
             parts: Vec::new(),
         }
     }
 
-    /// Stored offset of the next header to read.
-    pub fn next_offset(&self) -> u64 {
-        self.next
+    /// The stored bytes (first, last inclusive) to read next: the last frame of the part
+    /// before, if any, and the next header, if the object goes on.
+    pub fn next_read(&self) -> (u64, u64) {
+        let tail = self.parts.last().map_or(0, last_frame_len);
+        let head = if self.next < self.stored_len {
+            PART_HEADER_LEN
+        } else {
+            0
+        };
+        (self.next - tail, (self.next + head).saturating_sub(1))
     }
 
-    /// Takes the 16 header bytes read at [`Walk::next_offset`]. `Ok(Some(table))` when
-    /// the walk reached the end of the object consistently.
-    pub fn push(&mut self, header: &[u8]) -> Result<Option<PartTable>, FormatError> {
-        if header.len() != PART_HEADER_LEN as usize {
+    /// Takes the bytes read at [`Walk::next_read`]. `Ok(Some(table))` when the walk
+    /// reached the end of the object consistently.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Option<PartTable>, FormatError> {
+        let (first, last) = self.next_read();
+        if first > last || bytes.len() as u64 != last - first + 1 {
             return Err(FormatError::Integrity);
         }
-        let (n, len) = parse_part_header(header).ok_or(FormatError::Integrity)?;
-        let expected_number = self.parts.last().map_or(1, |&(p, _)| p.saturating_add(1));
-        if len == 0
-            || len > MAX_SINGLE
-            || self.parts.last().is_some_and(|&(p, _)| p >= n)
-            || (self.numbered && n != expected_number)
+        let tail = (self.next - first) as usize;
+        let (frame, header) = bytes.split_at(tail);
+        if let Some(&geo) = self.parts.last() {
+            let i = geo.frames - 1;
+            let w = Window {
+                lead: 0,
+                first: i,
+                last: i,
+                skip: 0,
+                take: geo.frame_plain_len(i),
+            };
+            let mut d = FrameDecryptor::new(self.suite, &self.dek, geo, w);
+            let mut out = Vec::new();
+            d.push(frame, &mut out)?;
+            d.finish()?;
+        }
+        if header.is_empty() {
+            // The end: every part's last frame verified, in order.
+            let final_last = self.parts.last().is_some_and(|g| g.layout == Layout::Final);
+            if self.parts.len() as u64 != self.parts_expected || final_last != self.v2 {
+                return Err(FormatError::Integrity);
+            }
+            let parts = std::mem::take(&mut self.parts);
+            return PartTable::new(
+                parts.iter().map(|g| (g.part, g.plain_len)).collect(),
+                final_last,
+            )
+            .map(Some)
+            .ok_or(FormatError::Integrity);
+        }
+        let geo = parse_part_header(header).ok_or(FormatError::Integrity)?;
+        let previous = self.parts.last().map_or(0, |g| g.part);
+        if !part_follows(geo, previous, self.v2)
+            || self.parts.last().is_some_and(|g| g.layout == Layout::Final)
             || self.parts.len() as u64 >= self.parts_expected
         {
             return Err(FormatError::Integrity);
         }
-        self.parts.push((n, len));
-        self.next += len + PART_OVERHEAD;
+        self.next += geo.cipher_len();
         if self.next > self.stored_len {
             return Err(FormatError::Integrity);
         }
-        if self.next < self.stored_len {
-            return Ok(None);
-        }
-        if self.parts.len() as u64 != self.parts_expected {
-            return Err(FormatError::Integrity);
-        }
-        PartTable::new(std::mem::take(&mut self.parts))
-            .map(Some)
-            .ok_or(FormatError::Integrity)
+        self.parts.push(geo);
+        Ok(None)
     }
 }
 
@@ -294,10 +378,20 @@ mod tests {
     use proptest::prelude::*;
 
     fn object(dek: &DataKey, parts: &[(u32, Vec<u8>)]) -> Vec<u8> {
+        object_in(dek, parts, false)
+    }
+
+    /// The stored bytes of these parts; `v2`: the last one in layout `final`.
+    fn object_in(dek: &DataKey, parts: &[(u32, Vec<u8>)], v2: bool) -> Vec<u8> {
         let mut out = Vec::new();
-        for (n, p) in parts {
-            let mut e =
-                FrameEncryptor::new(Suite::Aes256Gcm, dek, Geometry::part(*n, p.len() as u64));
+        for (i, (n, p)) in parts.iter().enumerate() {
+            let layout = if v2 && i + 1 == parts.len() {
+                Layout::Final
+            } else {
+                Layout::Part
+            };
+            let geo = Geometry::part_in(layout, *n, p.len() as u64);
+            let mut e = FrameEncryptor::new(Suite::Aes256Gcm, dek, geo);
             e.push(p, &mut out).unwrap();
             e.finish(&mut out).unwrap();
         }
@@ -305,14 +399,27 @@ mod tests {
     }
 
     fn walk(stored: &[u8], n: u64) -> Result<PartTable, FormatError> {
-        let mut w = Walk::new(stored.len() as u64, n, false);
-        loop {
-            let o = w.next_offset() as usize;
-            let h = stored.get(o..o + 16).ok_or(FormatError::Integrity)?;
+        walk_with(&DataKey::from_bytes([3; 32]), stored, n, false).map(|(t, _)| t)
+    }
+
+    /// Walks `stored`; returns the table and the number of reads it took.
+    fn walk_with(
+        dek: &DataKey,
+        stored: &[u8],
+        n: u64,
+        v2: bool,
+    ) -> Result<(PartTable, usize), FormatError> {
+        let mut w = Walk::new(Suite::Aes256Gcm, dek, stored.len() as u64, n, v2);
+        for reads in 1.. {
+            let (a, b) = w.next_read();
+            let h = stored
+                .get(a as usize..=b as usize)
+                .ok_or(FormatError::Integrity)?;
             if let Some(t) = w.push(h)? {
-                return Ok(t);
+                return Ok((t, reads));
             }
         }
+        unreachable!()
     }
 
     fn read(
@@ -366,7 +473,78 @@ mod tests {
         assert!(walk(&swapped, 3).is_err());
         assert!(PartTable::decode(b"2:5,1:5").is_none());
         assert!(PartTable::decode(b"1:0").is_none());
+        assert!(PartTable::decode(b"1:5,2:0").is_none());
         assert!(PartTable::decode(b"").is_none());
+        let marked = PartTable::decode(b"1:5,2:0F").unwrap();
+        assert!(marked.ends_final());
+        assert_eq!((marked.count(), marked.visible_count()), (2, 1));
+        assert_eq!(marked.part_range(2), None);
+        assert_eq!(PartTable::decode(marked.encode().as_bytes()), Some(marked));
+    }
+
+    #[test]
+    /// The walk authenticates every entry: a provider that rewrites part headers so that
+    /// a genuine later part lands at another plaintext offset is caught, which a walk of
+    /// headers alone would accept (and a range read would then release the right bytes
+    /// at the wrong place).
+    fn walk_authenticates_each_part() {
+        let dek = DataKey::from_bytes([3; 32]);
+        let p = |n: u32, len: usize| (n, pattern(len, n as u8));
+        let parts = vec![p(1, 9000), p(2, 7000), p(3, 500)];
+        let stored = object_in(&dek, &parts, true);
+        let (t, reads) = walk_with(&dek, &stored, 3, true).unwrap();
+        assert_eq!((t.encode().as_str(), reads), ("1:9000,2:7000,3:500F", 4));
+        // Part 1 twice, its copy relabelled "part 2, 9000 bytes": offsets stay consistent
+        // with the stored size if the provider also drops bytes, but part 2's last frame
+        // is part 1's.
+        let one = &stored[..(9000 + PART_OVERHEAD) as usize];
+        let mut forged = one.to_vec();
+        let mut copy = one.to_vec();
+        copy[4..8].copy_from_slice(&2u32.to_be_bytes());
+        forged.extend_from_slice(&copy);
+        forged.extend_from_slice(&stored[(16000 + 2 * PART_OVERHEAD) as usize..]);
+        assert!(walk_with(&dek, &forged, 3, true).is_err());
+        // A header whose length was changed (same total): the frame read as the end of
+        // the part is not its last frame.
+        let mut lied = stored.clone();
+        lied[8..16].copy_from_slice(&8999u64.to_be_bytes());
+        assert!(walk_with(&dek, &lied, 3, true).is_err());
+        // Version 2: the final part dropped (count rewritten), or relabelled.
+        let two = &stored[..(16000 + 2 * PART_OVERHEAD) as usize];
+        assert!(walk_with(&dek, two, 2, true).is_err());
+        let mut relabel = stored.clone();
+        let at = (16000 + 2 * PART_OVERHEAD) as usize + 3;
+        relabel[at] = b'P';
+        assert!(walk_with(&dek, &relabel, 3, true).is_err());
+        // A part after the final one; version 1 objects have no final part.
+        let mut more = stored.clone();
+        more.extend_from_slice(&object(&dek, &[p(4, 10)]));
+        assert!(walk_with(&dek, &more, 4, true).is_err());
+        assert!(walk_with(&dek, &stored, 3, false).is_err());
+        let v1 = object(&dek, &parts);
+        assert_eq!(walk_with(&dek, &v1, 3, false).unwrap().1, 4);
+        assert!(walk_with(&dek, &v1, 3, true).is_err());
+        // Another object's key.
+        assert!(walk_with(&DataKey::from_bytes([4; 32]), &stored, 3, true).is_err());
+    }
+
+    #[test]
+    fn an_empty_end_marker_is_read_by_no_range() {
+        let dek = DataKey::from_bytes([3; 32]);
+        let parts = vec![
+            (1, pattern(9000, 1)),
+            (2, pattern(7000, 2)),
+            (3, Vec::new()),
+        ];
+        let stored = object_in(&dek, &parts, true);
+        let (t, _) = walk_with(&dek, &stored, 3, true).unwrap();
+        assert_eq!((t.visible_count(), t.plain_len()), (2, 16000));
+        let plain: Vec<u8> = parts.iter().flat_map(|p| p.1.clone()).collect();
+        for (a, b) in [(0, 15999), (8999, 9000), (15999, 15999)] {
+            let got = read(&dek, &stored, &t, a, b, 999).unwrap();
+            assert_eq!(got, plain[a as usize..=b as usize]);
+        }
+        assert!(t.plan(0, 16000).is_none());
     }
 
     #[test]
@@ -375,14 +553,14 @@ mod tests {
         let parts = vec![(1, pattern(70_000, 1)), (2, pattern(70_000, 2))];
         let stored = object(&dek, &parts);
         // Lie about the lengths (same total): reads must fail, never return wrong bytes.
-        let lie = PartTable::new(vec![(1, 69_999), (2, 70_001)]).unwrap();
+        let lie = PartTable::new(vec![(1, 69_999), (2, 70_001)], false).unwrap();
         for (a, b) in [(0, 10), (69_990, 70_010), (139_000, 139_999)] {
             assert!(read(&dek, &stored, &lie, a, b, 4096).is_err(), "{a}-{b}");
         }
-        let lie = PartTable::new(vec![(2, 70_000), (3, 70_000)]).unwrap();
+        let lie = PartTable::new(vec![(2, 70_000), (3, 70_000)], false).unwrap();
         assert!(read(&dek, &stored, &lie, 0, 5, 4096).is_err());
         // Another key.
-        let t = walk(&stored, 2).unwrap();
+        let t = walk_with(&dek, &stored, 2, false).unwrap().0;
         assert!(read(&DataKey::from_bytes([5; 32]), &stored, &t, 0, 5, 4096).is_err());
         // Truncated input.
         let plan = t.plan(0, 139_999).unwrap();
@@ -403,7 +581,7 @@ mod tests {
                 .map(|(i, &s)| ((i as u32) * 2 + 1, pattern(s, i as u8))).collect();
             let plain: Vec<u8> = parts.iter().flat_map(|p| p.1.clone()).collect();
             let stored = object(&dek, &parts);
-            let t = walk(&stored, parts.len() as u64).unwrap();
+            let t = walk_with(&dek, &stored, parts.len() as u64, false).unwrap().0;
             prop_assert_eq!(t.plain_len(), plain.len() as u64);
             let total = plain.len() as u64;
             let first = a % total;
@@ -415,8 +593,10 @@ mod tests {
 
     #[test]
     fn header_bytes_are_where_the_table_says() {
-        let t = PartTable::new(vec![(1, 100), (3, 50)]).unwrap();
-        assert_eq!(&part_header(3, 50)[..4], b"s3cP");
+        let t = PartTable::new(vec![(1, 100), (3, 50)], false).unwrap();
+        assert_eq!(&part_header(&Geometry::part(3, 50))[..4], b"s3cP");
+        let f = Geometry::part_in(Layout::Final, 3, 50);
+        assert_eq!(&part_header(&f)[..4], b"s3cF");
         let plan = t.plan(100, 149).unwrap();
         assert_eq!(plan.stored_first, 100 + PART_OVERHEAD + PART_HEADER_LEN);
         // Part 3 has 50 one-byte frames; its trailing empty frames are not read.

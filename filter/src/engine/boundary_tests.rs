@@ -351,3 +351,146 @@ fn host_and_authority_must_agree() {
     let h = request("GET", "/b/k", &[("host", "S3.LOCAL:8080")], &[]);
     forwarded(exchange(&store).on_request_headers(&h, true));
 }
+
+/// CompleteMultipartUpload of a version 2 upload: the part list is held until the parts
+/// are listed; a last part that can be followed gets the end marker (an empty final part
+/// under the upload's key) and the list sent upstream has exactly the length announced
+/// ahead of it; a short part before the last, or a listed part missing, is refused.
+#[test]
+fn complete_ends_the_object_with_a_final_part() {
+    let cfg = config();
+    let dek = crypto::new_dek().unwrap();
+    let wrapped = crypto::wrap_dek(cfg.active_kek().unwrap(), &dek).unwrap();
+    let mut env = Envelope::new(Suite::Aes256Gcm, Layout::Part, "k1", wrapped, None);
+    env.seal(&dek).unwrap();
+    let record = UploadState {
+        created: NOW,
+        object: state::object_tag("b", "k"),
+        envelope: env.encode(),
+    }
+    .seal("u1", "k1", &[7u8; 32]);
+    let list = b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"e1\"</ETag></Part><Part><PartNumber>2</PartNumber><ETag>\"e2\"</ETag></Part></CompleteMultipartUpload>";
+    let listing = |sizes: &[(u32, u64)]| {
+        let mut x = String::from("<ListPartsResult><IsTruncated>false</IsTruncated>");
+        for (n, s) in sizes {
+            x.push_str(&format!(
+                "<Part><PartNumber>{n}</PartNumber><Size>{s}</Size></Part>"
+            ));
+        }
+        x + "</ListPartsResult>"
+    };
+    let ok = |status: &str| Headers::from_pairs(vec![(":status".into(), status.into())]);
+    let complete = || {
+        let hash = hex::encode(Sha256::digest(list));
+        let len = list.len().to_string();
+        request_with(
+            "POST",
+            "/b/k?uploadId=u1",
+            &[("content-length", len.as_str())],
+            &[],
+            &hash,
+        )
+    };
+    // Starts a Complete and feeds the list: the call-out it makes (the list is held).
+    let start = |ex: &mut Exchange| {
+        let up = forwarded(ex.on_request_headers(&complete(), false));
+        let announced: usize = up.get("content-length").unwrap().parse().unwrap();
+        assert_eq!(announced, list.len() + COMPLETE_ROOM as usize);
+        let mut out = Vec::new();
+        let call = ex
+            .on_request_body(list, true, &mut out)
+            .unwrap()
+            .expect("held");
+        assert!(out.is_empty());
+        let path = call
+            .headers
+            .iter()
+            .find(|(k, _)| k == ":path")
+            .unwrap()
+            .1
+            .clone();
+        assert!(
+            path.starts_with("/b/k?") && path.contains("uploadId=u1"),
+            "{path}"
+        );
+        announced
+    };
+    let big = crate::format::MIN_PART_SIZE + 10;
+
+    // Last part of 5 MiB or more: the marker, part 3, goes up; then the list with it.
+    let store = Rc::new(MemStore::default());
+    store.set(&state::shared_key("u1"), record.as_bytes());
+    let mut ex = exchange(&store);
+    let announced = start(&mut ex);
+    let body = listing(&[(2, big), (1, big)]);
+    let CallOutStep::Request(RequestStep::CallOut(put)) =
+        ex.on_callout_response(Some((&ok("200"), body.as_bytes())))
+    else {
+        panic!("expected the end marker upload");
+    };
+    let marker = put.body.clone().unwrap();
+    assert_eq!(marker.len() as u64, crate::format::PART_OVERHEAD);
+    let geo = Geometry::part_in(Layout::Final, 3, 0);
+    let mut d = crate::format::FrameDecryptor::whole(Suite::Aes256Gcm, &dek, geo);
+    d.push(&marker, &mut Vec::new()).unwrap();
+    d.finish().unwrap();
+    assert!(put
+        .headers
+        .iter()
+        .any(|(k, v)| k == ":path" && v.contains("partNumber=3")));
+    let mut etag = ok("200");
+    etag.set("etag", "\"m3\"");
+    let CallOutStep::Request(RequestStep::Body(sent)) = ex.on_callout_response(Some((&etag, b"")))
+    else {
+        panic!("expected the list");
+    };
+    assert_eq!(sent.len(), announced);
+    let text = String::from_utf8(sent).unwrap();
+    let part3 = "</Part><Part><PartNumber>3</PartNumber><ETag>&quot;m3&quot;</ETag></Part>";
+    assert!(text.contains(part3), "{text}");
+    assert!(text
+        .trim_end_matches("</CompleteMultipartUpload>")
+        .trim_end()
+        .ends_with("</Part>"));
+
+    // A short last part is final already: the list goes up padded, nothing uploaded.
+    let mut ex = exchange(&store);
+    let announced = start(&mut ex);
+    let body = listing(&[(1, big), (2, 40_000)]);
+    let CallOutStep::Request(RequestStep::Body(sent)) =
+        ex.on_callout_response(Some((&ok("200"), body.as_bytes())))
+    else {
+        panic!("expected the list");
+    };
+    assert_eq!(sent.len(), announced);
+    assert_eq!(
+        String::from_utf8(sent).unwrap().replace(' ', ""),
+        String::from_utf8_lossy(list)
+    );
+
+    // A short part before the last, a part the backend does not list: refused.
+    for (sizes, code) in [
+        (vec![(1, 40_000), (2, 40_000)], "EntityTooSmall"),
+        (vec![(2, 40_000)], "InvalidPart"),
+    ] {
+        let mut ex = exchange(&store);
+        start(&mut ex);
+        let body = listing(&sizes);
+        let CallOutStep::Request(RequestStep::Reply(r)) =
+            ex.on_callout_response(Some((&ok("200"), body.as_bytes())))
+        else {
+            panic!("expected a refusal");
+        };
+        assert_eq!(r.status, 400);
+        assert!(String::from_utf8_lossy(&r.body).contains(code));
+    }
+
+    // No record for the upload (shared-data mode): 404, nothing listed.
+    let empty = Rc::new(MemStore::default());
+    let mut ex = exchange(&empty);
+    forwarded(ex.on_request_headers(&complete(), false));
+    let Err(BodyError::Reply(r)) = ex.on_request_body(list, true, &mut Vec::new()) else {
+        panic!("expected 404");
+    };
+    assert_eq!(r.status, 404);
+}
