@@ -195,13 +195,24 @@ def test_part_number_and_range_reads(stack, bucket):
     data = b"".join(parts[n] for n in sorted(parts))
     upload_parts(s3, bucket, "pr", parts)
     p1 = len(parts[1])
-    # The first ranged read finds the part table (a HEAD, then one read per part of its
-    # header with the last frame of the part before, and one of the last part's last
-    # frame); later reads of the same version cost one HEAD.
+    # The first ranged read finds the part table: a HEAD, a look for an end part (the
+    # object's last 28,688 bytes; this one ends with the client's short final part), then
+    # one read per part of its header with the last frame of the part before, and one of
+    # the last part's last frame; later reads of the same version cost one HEAD.
     before = backend_requests(stack.main)
     r = s3.get_object(Bucket=bucket, Key="pr", Range="bytes=100-200")
     assert r["Body"].read() == data[100:201] and r["ContentRange"] == f"bytes 100-200/{len(data)}"
-    assert backend_requests(stack.main) - before == 1 + (3 + 1) + 1
+    assert backend_requests(stack.main) - before == 1 + 1 + (3 + 1) + 1
+    # A last part of 5 MiB or more is followed by the filter's end part, which seals the
+    # table: the first ranged read is a HEAD, one read of the end part and the data.
+    big = {1: pattern(5 * MiB + 1, 24), 2: pattern(5 * MiB, 25)}
+    upload_parts(s3, bucket, "pr-big", big)
+    before = backend_requests(stack.main)
+    r = s3.get_object(Bucket=bucket, Key="pr-big", Range="bytes=-10")
+    assert r["Body"].read() == big[2][-10:]
+    assert backend_requests(stack.main) - before == 1 + 1 + 1
+    g = s3.get_object(Bucket=bucket, Key="pr-big", PartNumber=2)
+    assert g["Body"].read() == big[2] and g["PartsCount"] == 2
     before = backend_requests(stack.main)
     ranges = {
         f"bytes={p1 - 10}-{p1 + 10}": data[p1 - 10:p1 + 11],            # across a part boundary

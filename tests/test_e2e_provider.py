@@ -259,7 +259,7 @@ def set_backend_etag(stack, bucket, key, etag):
 
 
 MP_TAMPERS = ["swap", "duplicate", "drop-middle", "drop-middle-and-rewrite-etag", "drop-last-and-rewrite-etag",
-              "drop-end-marker-and-rewrite-etag", "shift-by-rewritten-headers", "append-a-part"]
+              "drop-end-part-and-rewrite-etag", "foreign-end-part", "shift-by-rewritten-headers", "append-a-part"]
 
 
 @pytest.mark.parametrize("tamper", MP_TAMPERS)
@@ -272,9 +272,9 @@ def test_tampered_multipart_object_releases_only_a_true_prefix(stack, bucket, ta
 
     s3 = stack.s3()
     # Part 1 longer than part 2, so that a part moved to another slot changes offsets;
-    # the third part is 10,000 bytes (a final part) or, for the end-marker case, 5 MiB
-    # (then the filter adds an empty final part 4).
-    marked = tamper == "drop-end-marker-and-rewrite-etag"
+    # the third part is 10,000 bytes (a final part) or, for the end-part cases, 5 MiB
+    # (then the filter adds part 4, the end part, which seals the part table).
+    marked = tamper in ("drop-end-part-and-rewrite-etag", "foreign-end-part")
     parts = {1: pattern(5 * MiB + 4096, 95), 2: pattern(5 * MiB, 96), 3: pattern(5 * MiB if marked else 10_000, 97)}
     data = parts[1] + parts[2] + parts[3]
     upload_parts(s3, bucket, "mp", parts)
@@ -287,9 +287,15 @@ def test_tampered_multipart_object_releases_only_a_true_prefix(stack, bucket, ta
     # Part 1 again in part 2's slot, its header rewritten to say "part 2": a walk of the
     # headers alone would place part 3 4 KiB too far and release its bytes there.
     relabelled = s1[:4] + (2).to_bytes(4, "big") + s1[8:]
+    foreign = b""
+    if tamper == "foreign-end-part":
+        # The end part of another object with the same part sizes (another data key).
+        upload_parts(s3, bucket, "other", {n: pattern(len(p), 99) for n, p in parts.items()})
+        foreign = stack.backend_object_path(bucket, "other").read_bytes()[-PART_OVERHEAD:]
     new = {"swap": s2 + s1 + s3_, "duplicate": s1 + s1 + s3_, "drop-middle": s1 + s3_,
            "drop-middle-and-rewrite-etag": s1 + s3_, "drop-last-and-rewrite-etag": s1 + s2,
-           "drop-end-marker-and-rewrite-etag": stored[:-PART_OVERHEAD],
+           "drop-end-part-and-rewrite-etag": stored[:-PART_OVERHEAD],
+           "foreign-end-part": stored[:-PART_OVERHEAD] + foreign,
            "shift-by-rewritten-headers": s1 + relabelled + s3_,
            "append-a-part": stored + s2}[tamper]
     path.write_bytes(new)

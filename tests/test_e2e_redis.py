@@ -79,7 +79,7 @@ def test_parts_spread_over_two_replicas(stack, bucket, redis, replicas):
 def test_complete_on_a_replica_that_never_saw_the_upload(stack, bucket, redis, replicas):
     """Create and parts on one replica, Complete on the other: that replica reads the
     upload's record from Redis to write the end marker (the last part is 5 MiB, so it can
-    be followed), and the object ends with an authenticated final part."""
+    be followed), and the object ends with its authenticated end part."""
     from test_e2e_multipart import PART_OVERHEAD
 
     a, b = replicas
@@ -94,7 +94,7 @@ def test_complete_on_a_replica_that_never_saw_the_upload(stack, bucket, redis, r
         "Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(parts)]})
     stored = stack.backend_object_path(bucket, "far").read_bytes()
     assert len(stored) == sum(map(len, parts.values())) + 3 * PART_OVERHEAD
-    assert stored[-PART_OVERHEAD:][:8] == b"s3cF" + (3).to_bytes(4, "big")
+    assert stored[-PART_OVERHEAD:][:8] == b"s3cE" + (3).to_bytes(4, "big")  # the end part
     data = parts[1] + parts[2]
     for c in (sa, sb):
         assert c.get_object(Bucket=bucket, Key="far")["Body"].read() == data

@@ -113,8 +113,8 @@ def test_chacha_multipart(stack, bucket, chacha):
     env = envelope(stack, bucket, "mp")
     assert env["s"] == "2" and env["t"] == "m"
     stored, _ = raw(stack, bucket, "mp")
-    # Two parts of 5 MiB + 1 and the filter's empty end marker (docs/FORMAT.md).
-    assert len(stored) == len(data) + 3 * PART_OVERHEAD and stored[-PART_OVERHEAD:][:4] == b"s3cF"
+    # Two parts of 5 MiB + 1 and the filter's end part (docs/FORMAT.md).
+    assert len(stored) == len(data) + 3 * PART_OVERHEAD and stored[-PART_OVERHEAD:][:4] == b"s3cE"
     assert parts[1][:64] not in stored and parts[2][:64] not in stored
     for c in (s3, stack.s3()):
         g = c.get_object(Bucket=bucket, Key="mp")

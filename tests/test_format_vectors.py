@@ -23,8 +23,33 @@ F, M, O, H = 65536, 1024, 28, 16
 # Cipher suites (envelope `s`): 1 AES-256-GCM, 2 ChaCha20-Poly1305 (RFC 8439).
 SUITES = {1: AESGCM, 2: ChaCha20Poly1305}
 # Frame layouts (AAD byte 9) and the part header magic of the two part layouts.
-LAYOUTS = {"single": 0, "part": 1, "final": 2}
-MAGIC = {"part": b"s3cP", "final": b"s3cF"}
+LAYOUTS = {"single": 0, "part": 1, "final": 2, "end": 3}
+MAGIC = {"part": b"s3cP", "final": b"s3cF", "end": b"s3cE"}
+# The end part: one frame sealing the part table (`28,688 - 16 - 28` bytes).
+END_SEALED = 28688 - H - O
+END_VECTOR_LENGTHS = [5 << 20, 5 << 20, 6 << 20]  # the parts before `end-4-after-3-parts`
+
+
+def end_table(lengths):
+    """The end part's sealed bytes: u8 1, u32 parts, u32 runs, (u32 count, u64 length) per
+    run of equal lengths, zeros."""
+    runs = []
+    for n in lengths:
+        if runs and runs[-1][1] == n:
+            runs[-1][0] += 1
+        else:
+            runs.append([1, n])
+    t = bytes([1]) + struct.pack(">II", len(lengths), len(runs)) + b"".join(struct.pack(">IQ", c, n) for c, n in runs)
+    return t + bytes(END_SEALED - len(t))
+
+
+def geometry(layout, plen):
+    """(frames, plaintext bytes per frame) of a stream."""
+    if layout == "single":
+        return -(-plen // F), F
+    if layout == "end":
+        return 1, END_SEALED
+    return M, max(1, -(-plen // M))
 
 
 def aead(suite, dek):
@@ -62,12 +87,12 @@ def frame_aad(suite, layout, part, i, frames, plen):
 
 def decrypt_stream(suite, dek, layout, part, plen, stored):
     gcm = aead(suite, dek)
-    if layout == "single":
-        frames, flen, pos, lay = -(-plen // F), F, 0, 0
-    else:
+    frames, flen = geometry(layout, plen)
+    lay, pos = LAYOUTS[layout], 0
+    if layout != "single":
         assert stored[:4] == MAGIC[layout]
         assert struct.unpack(">IQ", stored[4:16]) == (part, plen)
-        frames, flen, pos, lay = M, max(1, -(-plen // M)), H, LAYOUTS[layout]
+        pos = H
     out = b""
     for i in range(frames):
         n = max(0, min(flen, plen - i * flen))
@@ -119,6 +144,8 @@ def test_cases_decrypt_independently(vectors):
         if case["layout"] == "single":
             assert int(env["l"]) == plen
             assert case["stored_len"] == plen + O * -(-plen // F)
+        elif case["layout"] == "end":
+            assert plen == END_SEALED and case["stored_len"] == H + M * O  # one part overhead
         else:
             assert case["stored_len"] == plen + H + M * O
         # Rebuild the stored bytes from the documented nonce rule and compare.
@@ -126,12 +153,12 @@ def test_cases_decrypt_independently(vectors):
         gcm = aead(suite, dek)
         layout = LAYOUTS[case["layout"]]
         part = case["part"]
-        if layout == 0:
-            frames, flen, stored = -(-plen // F), F, b""
-        else:
-            frames, flen, stored = M, max(1, -(-plen // M)), MAGIC[case["layout"]] + struct.pack(">IQ", part, plen)
+        frames, flen = geometry(case["layout"], plen)
+        stored = b"" if layout == 0 else MAGIC[case["layout"]] + struct.pack(">IQ", part, plen)
         pt = bytes(i % 251 for i in range(plen)) if case["name"].endswith("single-two-frames") else (
             bytes(i % 7 for i in range(plen)) if layout else b"s3crypt test vector"[:plen])
+        if case["layout"] == "end":
+            pt = end_table(END_VECTOR_LENGTHS)
         assert hashlib.sha256(pt).hexdigest() == case["plaintext_sha256"]
         for i in range(frames):
             nonce = base[:4] + struct.pack(">Q", (int.from_bytes(base[4:], "big") + i) % 2**64)
@@ -146,7 +173,7 @@ def test_cases_decrypt_independently(vectors):
             with pytest.raises(InvalidTag):
                 decrypt_stream(3 - suite, dek, case["layout"], part, plen, stored)
         # A part read in the other part layout fails its first frame.
-        if layout:
+        if layout in (1, 2):
             other = "part" if case["layout"] == "final" else "final"
             with pytest.raises(InvalidTag):
                 decrypt_stream(suite, dek, other, part, plen, MAGIC[other] + stored[4:])
@@ -166,7 +193,7 @@ def test_both_suites_have_vectors(vectors):
     names = {(c["suite"], c["name"].split("/")[-1]) for c in vectors["cases"]}
     bases = ["single-empty", "single-short", "single-two-frames", "part-2-of-3000"]
     if vectors["cases"][0]["envelope_header"].startswith("v=2;"):
-        bases += ["final-3-of-1000", "end-marker-4"]
+        bases += ["final-3-of-1000", "end-4-after-3-parts"]
     for base in bases:
         assert {(1, base), (2, base)} <= names
 

@@ -488,6 +488,14 @@ enum Pending {
         up: Headers,
         original: String,
     },
+    /// The end part of a multipart object (at `path`): its table, or else the walk.
+    EndRead {
+        then: AfterWalk,
+        path: String,
+        walk: Walk,
+        etag: String,
+        stored: u64,
+    },
     /// Reading the part headers of a multipart object (at `path`), one call-out per part.
     Walk {
         then: AfterWalk,
@@ -1481,19 +1489,21 @@ impl Exchange {
                 "Your proposed upload is smaller than the minimum allowed object size.",
             ));
         }
-        if last_size < crate::format::PART_OVERHEAD {
+        if sizes.iter().any(|&n| n < crate::format::PART_OVERHEAD) {
             return Err(self.integrity());
         }
         if crate::format::part_is_final(c.last, last_size - crate::format::PART_OVERHEAD) {
             return Ok(RequestStep::Body(completed_list(&c.list, "", c.length)?));
         }
         // The last part can be followed: the filter adds an empty final part after it.
+        // It seals the part table, so that readers find it in one request.
         let (suite, dek) = key;
         let number = c.last + 1;
-        let geo = Geometry::part_in(Layout::Final, number, 0);
-        let mut marker = Vec::with_capacity(crate::format::PART_OVERHEAD as usize);
-        let mut enc = FrameEncryptor::new(suite, &dek, geo);
-        enc.finish(&mut marker)
+        let lengths: Vec<u64> = sizes
+            .iter()
+            .map(|&n| n - crate::format::PART_OVERHEAD)
+            .collect();
+        let marker = crate::format::seal_end(suite, &dek, number, &lengths)
             .map_err(|_| S3Error::internal("s3crypt: no randomness"))?;
         let path = format!(
             "{}?partNumber={number}&uploadId={}",
@@ -1670,7 +1680,7 @@ impl Exchange {
             None => {
                 let walk = Walk::new(env.suite, &dek, stored, parts, numbered);
                 let path = self.req.as_ref().map(Self::object_path).unwrap_or_default();
-                self.walk_next(AfterWalk::Read(up), path, walk, etag, stored)
+                self.find_table(AfterWalk::Read(up), path, walk, etag, stored)
             }
         }
     }
@@ -1703,6 +1713,47 @@ impl Exchange {
             .set(&slot, format!("{version}\n{}", t.encode()).as_bytes());
     }
 
+    /// Finds the part table of an object version not in the cache: from its end part if it
+    /// has one (one read), else by walking its parts.
+    fn find_table(
+        &mut self,
+        then: AfterWalk,
+        path: String,
+        walk: Walk,
+        etag: String,
+        stored: u64,
+    ) -> Result<RequestStep, S3Error> {
+        let Some((first, last)) = walk.end_read() else {
+            return self.walk_next(then, path, walk, etag, stored);
+        };
+        let mut h = self.request_at("GET", path.clone(), Some(format!("bytes={first}-{last}")));
+        h.set("if-match", etag.clone());
+        self.pending = Pending::EndRead {
+            then,
+            path,
+            walk,
+            etag,
+            stored,
+        };
+        Ok(RequestStep::CallOut(self.backend_callout(h)))
+    }
+
+    /// The end part was read: its table, or the walk.
+    fn end_read(
+        &mut self,
+        then: AfterWalk,
+        path: String,
+        walk: Walk,
+        etag: String,
+        stored: u64,
+        resp: Option<(&Headers, &[u8])>,
+    ) -> Result<RequestStep, S3Error> {
+        match walk.try_end(table_read(&etag, resp)?) {
+            Some(t) => self.table_found(then, etag, stored, t),
+            None => self.walk_next(then, path, walk, etag, stored),
+        }
+    }
+
     fn walk_next(
         &mut self,
         then: AfterWalk,
@@ -1733,37 +1784,36 @@ impl Exchange {
         stored: u64,
         resp: Option<(&Headers, &[u8])>,
     ) -> Result<RequestStep, S3Error> {
-        let Some((h, body)) = resp.filter(|(h, _)| h.get(":status") == Some("206")) else {
-            return Err(S3Error::slow_down(
-                "s3crypt: the object changed or could not be read while its part table was read; please retry",
-            ));
-        };
-        if h.get("etag") != Some(etag.as_str()) && h.get("etag").is_some() {
-            return Err(S3Error::slow_down(
-                "s3crypt: the object changed; please retry",
-            ));
-        }
-        match walk.push(body) {
+        match walk.push(table_read(&etag, resp)?) {
             Err(_) => Err(self.integrity()),
             Ok(None) => self.walk_next(then, path, walk, etag, stored),
-            Ok(Some(t)) => {
-                // Cached per Envoy process, keyed by the object version (ETag and size).
-                self.cache_table(&etag, stored, &t);
-                match then {
-                    AfterWalk::Read(up) => self.plan_multipart(up, etag, t),
-                    AfterWalk::Copy(mut mc) => {
-                        mc.parts = t.stored_parts();
-                        self.copy_create(mc)
-                    }
-                    AfterWalk::PartCopy(mut pc, suite, dek) => {
-                        pc.from = CopyFrom::Multi {
-                            suite,
-                            dek,
-                            table: t,
-                        };
-                        self.part_copy_plan(pc)
-                    }
-                }
+            Ok(Some(t)) => self.table_found(then, etag, stored, t),
+        }
+    }
+
+    /// The verified part table of an object version: cached, then used.
+    fn table_found(
+        &mut self,
+        then: AfterWalk,
+        etag: String,
+        stored: u64,
+        t: PartTable,
+    ) -> Result<RequestStep, S3Error> {
+        // Cached per Envoy process, keyed by the object version (ETag and size).
+        self.cache_table(&etag, stored, &t);
+        match then {
+            AfterWalk::Read(up) => self.plan_multipart(up, etag, t),
+            AfterWalk::Copy(mut mc) => {
+                mc.parts = t.stored_parts();
+                self.copy_create(mc)
+            }
+            AfterWalk::PartCopy(mut pc, suite, dek) => {
+                pc.from = CopyFrom::Multi {
+                    suite,
+                    dek,
+                    table: t,
+                };
+                self.part_copy_plan(pc)
             }
         }
     }
@@ -1853,6 +1903,16 @@ impl Exchange {
                 stored,
             } => {
                 let r = self.walk_step(then, path, walk, etag, stored, resp);
+                request(self, r)
+            }
+            Pending::EndRead {
+                then,
+                path,
+                walk,
+                etag,
+                stored,
+            } => {
+                let r = self.end_read(then, path, walk, etag, stored, resp);
                 request(self, r)
             }
             Pending::CopyCreate(mc) => {
@@ -2107,7 +2167,7 @@ impl Exchange {
             }
             None => {
                 let walk = Walk::new(env.suite, &dek, stored, parts, numbered);
-                self.walk_next(AfterWalk::Copy(mc), src_path, walk, etag, stored)
+                self.find_table(AfterWalk::Copy(mc), src_path, walk, etag, stored)
             }
         }
     }
@@ -2360,7 +2420,7 @@ impl Exchange {
                 };
                 self.part_copy_plan(pc)
             }
-            Layout::Part | Layout::Final => {
+            Layout::Part | Layout::Final | Layout::End => {
                 let parts = parts_in_etag(&pc.src_etag).ok_or_else(|| self.integrity())?;
                 let numbered = env.version >= 2;
                 match self.cached_table(&pc.src_etag, stored, parts, numbered) {
@@ -2376,7 +2436,7 @@ impl Exchange {
                         let (path, etag) = (pc.src_path.clone(), pc.src_etag.clone());
                         let walk = Walk::new(env.suite, &dek, stored, parts, numbered);
                         let then = AfterWalk::PartCopy(pc, env.suite, dek);
-                        self.walk_next(then, path, walk, etag, stored)
+                        self.find_table(then, path, walk, etag, stored)
                     }
                 }
             }
@@ -3423,6 +3483,21 @@ fn invalid_part() -> S3Error {
         "InvalidPart",
         "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.",
     )
+}
+
+/// The bytes of a read made to find a part table: a 206 of the version `etag` names.
+fn table_read<'a>(etag: &str, resp: Option<(&Headers, &'a [u8])>) -> Result<&'a [u8], S3Error> {
+    let Some((h, body)) = resp.filter(|(h, _)| h.get(":status") == Some("206")) else {
+        return Err(S3Error::slow_down(
+            "s3crypt: the object changed or could not be read while its part table was read; please retry",
+        ));
+    };
+    if h.get("etag").is_some_and(|e| e != etag) {
+        return Err(S3Error::slow_down(
+            "s3crypt: the object changed; please retry",
+        ));
+    }
+    Ok(body)
 }
 
 fn parts_in_etag(etag: &str) -> Option<u64> {

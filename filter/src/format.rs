@@ -44,6 +44,13 @@ pub const PART_OVERHEAD: u64 = PART_HEADER_LEN + PART_FRAMES * FRAME_OVERHEAD;
 pub const PART_MAGIC: &[u8; 4] = b"s3cP";
 /// Magic at the start of the header of a multipart object's final part.
 pub const FINAL_MAGIC: &[u8; 4] = b"s3cF";
+/// Magic at the start of the end part the filter adds to close a multipart object.
+pub const END_MAGIC: &[u8; 4] = b"s3cE";
+/// Bytes sealed in the end part's one frame: what keeps the end part exactly one part
+/// overhead long (so listing sizes stay `C − N · PART_OVERHEAD`).
+pub const END_SEALED_LEN: u64 = PART_OVERHEAD - PART_HEADER_LEN - FRAME_OVERHEAD;
+/// Runs of equal part lengths the end part's table can hold.
+pub const END_MAX_RUNS: usize = (END_SEALED_LEN as usize - 9) / 12;
 /// S3's smallest part that may be followed by another (5 MiB): a part stored shorter than
 /// this can only be the last part of an object.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -59,6 +66,9 @@ pub enum Layout {
     Part,
     /// The last part of a multipart object with a version 2 envelope.
     Final,
+    /// The end part the filter adds after a last part that could be followed: no object
+    /// plaintext, one frame sealing the object's part table (version 2 envelopes).
+    End,
 }
 
 impl Layout {
@@ -67,6 +77,7 @@ impl Layout {
             Layout::Single => 0,
             Layout::Part => 1,
             Layout::Final => 2,
+            Layout::End => 3,
         }
     }
 }
@@ -141,11 +152,30 @@ impl Geometry {
         }
     }
 
+    /// The end part numbered `part`: one frame of [`END_SEALED_LEN`] sealed bytes.
+    pub fn end(part: u32) -> Geometry {
+        Geometry {
+            layout: Layout::End,
+            part,
+            plain_len: END_SEALED_LEN,
+            frame_len: END_SEALED_LEN,
+            frames: 1,
+        }
+    }
+
+    /// Plaintext of the object in this stream (none in an end part).
+    pub fn object_len(&self) -> u64 {
+        match self.layout {
+            Layout::End => 0,
+            _ => self.plain_len,
+        }
+    }
+
     /// Bytes of the part header in front of the frames.
     pub fn header_len(&self) -> u64 {
         match self.layout {
             Layout::Single => 0,
-            Layout::Part | Layout::Final => PART_HEADER_LEN,
+            Layout::Part | Layout::Final | Layout::End => PART_HEADER_LEN,
         }
     }
 
@@ -205,10 +235,10 @@ pub fn frame_aad(suite: Suite, geo: &Geometry, index: u64) -> [u8; 31] {
 /// The 16-byte header in front of a part: magic (by layout), part number, plaintext length.
 pub fn part_header(geo: &Geometry) -> [u8; 16] {
     let mut h = [0u8; 16];
-    h[..4].copy_from_slice(if geo.layout == Layout::Final {
-        FINAL_MAGIC
-    } else {
-        PART_MAGIC
+    h[..4].copy_from_slice(match geo.layout {
+        Layout::Final => FINAL_MAGIC,
+        Layout::End => END_MAGIC,
+        _ => PART_MAGIC,
     });
     h[4..8].copy_from_slice(&geo.part.to_be_bytes());
     h[8..16].copy_from_slice(&geo.plain_len.to_be_bytes());
@@ -221,11 +251,105 @@ pub fn parse_part_header(h: &[u8]) -> Option<Geometry> {
     let layout = match h.get(..4)? {
         m if m == PART_MAGIC => Layout::Part,
         m if m == FINAL_MAGIC => Layout::Final,
+        m if m == END_MAGIC => Layout::End,
         _ => return None,
     };
     let part = u32::from_be_bytes(h.get(4..8)?.try_into().ok()?);
     let len = u64::from_be_bytes(h.get(8..16)?.try_into().ok()?);
-    Some(Geometry::part_in(layout, part, len))
+    match layout {
+        Layout::End => (len == END_SEALED_LEN).then(|| Geometry::end(part)),
+        _ => Some(Geometry::part_in(layout, part, len)),
+    }
+}
+
+/// The end part numbered `number`, sealing the plaintext lengths of parts
+/// `1 … number − 1` (`lengths`) as runs of equal lengths; more runs than fit are sealed as
+/// "no table" (readers then walk the parts). `PART_OVERHEAD` bytes.
+pub fn seal_end(
+    suite: Suite,
+    dek: &DataKey,
+    number: u32,
+    lengths: &[u64],
+) -> Result<Vec<u8>, FormatError> {
+    let table = end_table(lengths);
+    let mut out = Vec::with_capacity(PART_OVERHEAD as usize);
+    let mut e = FrameEncryptor::new(suite, dek, Geometry::end(number));
+    e.push(&table, &mut out)?;
+    e.finish(&mut out)?;
+    Ok(out)
+}
+
+/// The sealed bytes of an end part: `u8 1 ‖ u32be parts ‖ u32be runs ‖ runs × (u32be count
+/// ‖ u64be length) ‖ zeros` ([`END_SEALED_LEN`] bytes; `runs = 0`: no table).
+pub fn end_table(lengths: &[u64]) -> Vec<u8> {
+    let mut runs: Vec<(u32, u64)> = Vec::new();
+    for &l in lengths {
+        match runs.last_mut() {
+            Some((n, len)) if *len == l => *n += 1,
+            _ => runs.push((1, l)),
+        }
+    }
+    if runs.len() > END_MAX_RUNS {
+        runs.clear();
+    }
+    let mut t = Vec::with_capacity(END_SEALED_LEN as usize);
+    t.push(1);
+    t.extend_from_slice(&(lengths.len() as u32).to_be_bytes());
+    t.extend_from_slice(&(runs.len() as u32).to_be_bytes());
+    for (n, l) in runs {
+        t.extend_from_slice(&n.to_be_bytes());
+        t.extend_from_slice(&l.to_be_bytes());
+    }
+    t.resize(END_SEALED_LEN as usize, 0);
+    t
+}
+
+/// Reads the (verified) sealed bytes of an end part: the lengths of the `parts` parts
+/// before it, `Ok(None)` if it holds no table; an error if it is not a table of exactly
+/// that many parts of at most 5 GiB.
+pub fn parse_end_table(t: &[u8], parts: u64) -> Result<Option<Vec<u64>>, FormatError> {
+    let bad = FormatError::Integrity;
+    let u32_at = |i: usize| -> Result<u32, FormatError> {
+        Ok(u32::from_be_bytes(
+            t.get(i..i + 4).ok_or(bad)?.try_into().map_err(|_| bad)?,
+        ))
+    };
+    if t.len() as u64 != END_SEALED_LEN || t.first() != Some(&1) {
+        return Err(bad);
+    }
+    if u64::from(u32_at(1)?) != parts {
+        return Err(bad);
+    }
+    let runs = u32_at(5)? as usize;
+    if runs > END_MAX_RUNS {
+        return Err(bad);
+    }
+    let end = 9 + runs * 12;
+    if t.get(end..).ok_or(bad)?.iter().any(|&b| b != 0) {
+        return Err(bad);
+    }
+    if runs == 0 {
+        return Ok(None);
+    }
+    let mut lengths = Vec::new();
+    for r in 0..runs {
+        let at = 9 + r * 12;
+        let n = u32_at(at)?;
+        let l = u64::from_be_bytes(
+            t.get(at + 4..at + 12)
+                .ok_or(bad)?
+                .try_into()
+                .map_err(|_| bad)?,
+        );
+        if n == 0 || l > MAX_SINGLE || lengths.len() as u64 + u64::from(n) > parts {
+            return Err(bad);
+        }
+        lengths.resize(lengths.len() + n as usize, l);
+    }
+    if lengths.len() as u64 != parts {
+        return Err(bad);
+    }
+    Ok(Some(lengths))
 }
 
 /// Encrypts one stream incrementally. Memory: one frame of plaintext.
@@ -502,6 +626,10 @@ pub struct PartsDecryptor {
     v2: bool,
     /// The final part has begun: nothing may follow it.
     ended: bool,
+    /// Plaintext lengths of the parts so far (an end part's table must list them).
+    lengths: Vec<u64>,
+    /// The sealed bytes of the end part being read (never object plaintext).
+    end: Option<Vec<u8>>,
 }
 
 impl PartsDecryptor {
@@ -518,6 +646,8 @@ impl PartsDecryptor {
             parts_expected,
             v2,
             ended: false,
+            lengths: Vec::new(),
+            end: None,
         }
     }
 
@@ -542,7 +672,11 @@ impl PartsDecryptor {
                         }
                         self.last_part = geo.part;
                         self.parts_seen += 1;
-                        self.ended = geo.layout == Layout::Final;
+                        self.ended = matches!(geo.layout, Layout::Final | Layout::End);
+                        self.end = (geo.layout == Layout::End).then(Vec::new);
+                        if geo.layout != Layout::End {
+                            self.lengths.push(geo.plain_len);
+                        }
                         self.header.clear();
                         let w = Window {
                             lead: 0,
@@ -561,12 +695,19 @@ impl PartsDecryptor {
                 Some((d, left)) => {
                     let n = (*left).min(data.len() as u64) as usize;
                     let (now, rest) = data.split_at(n);
-                    d.push(now, out)?;
+                    d.push(now, self.end.as_mut().unwrap_or(out))?;
                     *left -= n as u64;
                     data = rest;
                     if *left == 0 {
                         d.finish()?;
                         self.cur = None;
+                        if let Some(t) = &self.end {
+                            // The sealed table, if any, is the parts just read.
+                            let parts = self.lengths.len() as u64;
+                            if parse_end_table(t, parts)?.is_some_and(|l| l != self.lengths) {
+                                return Err(FormatError::Integrity);
+                            }
+                        }
                     }
                 }
             }
@@ -601,6 +742,7 @@ pub fn part_follows(geo: Geometry, previous: u32, v2: bool) -> bool {
         && geo.part <= MAX_PART_NUMBER
         && geo.plain_len <= MAX_SINGLE
         && (v2 || geo.layout == Layout::Part)
+        && (geo.layout != Layout::End || previous > 0)
 }
 
 /// What the response path needs of a decryptor (one stream or a whole multipart object).
@@ -848,7 +990,7 @@ impl Envelope {
             self.suite.id(),
             match self.layout {
                 Layout::Single => "s",
-                Layout::Part | Layout::Final => "m",
+                Layout::Part | Layout::Final | Layout::End => "m",
             },
             self.key_id,
             B64.encode(self.wrapped_dek)
@@ -1251,6 +1393,55 @@ mod tests {
     }
 
     #[test]
+    /// The end part seals the lengths of the parts before it: a whole read checks them,
+    /// the table survives only intact, and more runs than fit are sealed as "no table".
+    fn the_end_part_seals_the_part_table() {
+        let part =
+            |n: u32, len: usize| encrypt(Geometry::part(n, len as u64), &vec![n as u8; len], 77);
+        let (p1, p2) = (part(1, 1000), part(2, 700));
+        let end = seal_end(Suite::Aes256Gcm, &dek(), 3, &[1000, 700]).unwrap();
+        assert_eq!(end.len() as u64, PART_OVERHEAD);
+        assert_eq!(parse_part_header(&end), Some(Geometry::end(3)));
+        let run = |obj: &[u8], parts: u64| {
+            let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), parts, true);
+            let mut out = Vec::new();
+            let r = d.push(obj, &mut out).and_then(|()| d.finish());
+            (r, out.len())
+        };
+        assert_eq!(run(&[&p1[..], &p2, &end].concat(), 3), (Ok(()), 1700));
+        // A table that does not describe the parts read.
+        let wrong = seal_end(Suite::Aes256Gcm, &dek(), 3, &[1000, 701]).unwrap();
+        assert!(run(&[&p1[..], &p2, &wrong].concat(), 3).0.is_err());
+        // Runs: equal lengths share one; too many runs, no table.
+        let t = end_table(&[8, 8, 8, 3]);
+        assert_eq!(&t[..9], &[1, 0, 0, 0, 4, 0, 0, 0, 2]);
+        assert_eq!(parse_end_table(&t, 4), Ok(Some(vec![8, 8, 8, 3])));
+        assert!(parse_end_table(&t, 3).is_err());
+        let many: Vec<u64> = (1..=END_MAX_RUNS as u64 + 1).collect();
+        assert_eq!(
+            parse_end_table(&end_table(&many), many.len() as u64),
+            Ok(None)
+        );
+        let few: Vec<u64> = (1..=END_MAX_RUNS as u64).collect();
+        assert_eq!(
+            parse_end_table(&end_table(&few), few.len() as u64),
+            Ok(Some(few))
+        );
+        let mut junk = t.clone();
+        junk[100] = 1;
+        assert!(parse_end_table(&junk, 4).is_err());
+        // An end part first, or in a version 1 object, or relabelled as a final part.
+        assert!(run(&end, 1).0.is_err());
+        let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), 3, false);
+        assert!(d
+            .push(&[&p1[..], &p2, &end].concat(), &mut Vec::new())
+            .is_err());
+        let mut relabel = end.clone();
+        relabel[3] = b'F';
+        assert!(run(&[&p1[..], &p2, &relabel].concat(), 3).0.is_err());
+    }
+
+    #[test]
     fn multipart_object_decrypts_sequentially() {
         let parts: Vec<(u32, Vec<u8>)> =
             vec![(1, vec![1u8; 70_000]), (2, vec![2u8; 3]), (5, vec![])];
@@ -1505,9 +1696,9 @@ mod tests {
                 (0..1000u64).map(|i| (i % 7) as u8).collect(),
             ));
             cases.push((
-                "end-marker-4",
-                Geometry::part_in(Layout::Final, 4, 0),
-                vec![],
+                "end-4-after-3-parts",
+                Geometry::end(4),
+                end_table(&[5 << 20, 5 << 20, 6 << 20]),
             ));
         }
         let mut out = String::from("{\n  \"kek_id\": \"vector-kek\",\n");
@@ -1581,6 +1772,7 @@ mod tests {
                     Layout::Single => "single",
                     Layout::Part => "part",
                     Layout::Final => "final",
+                    Layout::End => "end",
                 },
                 geo.part,
                 pt.len(),

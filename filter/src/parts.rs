@@ -13,8 +13,9 @@
 
 use crate::crypto::{DataKey, Suite};
 use crate::format::{
-    parse_part_header, part_follows, Decrypt, FormatError, FrameDecryptor, Geometry, Layout,
-    Window, FRAME_OVERHEAD, MAX_PART_NUMBER, MAX_SINGLE, PART_HEADER_LEN, PART_OVERHEAD,
+    parse_end_table, parse_part_header, part_follows, Decrypt, FormatError, FrameDecryptor,
+    Geometry, Layout, Window, FRAME_OVERHEAD, MAX_PART_NUMBER, MAX_SINGLE, PART_HEADER_LEN,
+    PART_OVERHEAD,
 };
 
 /// Part number and plaintext length of each part, in order; `final_last`: the last part
@@ -123,6 +124,18 @@ impl PartTable {
                 r
             })
             .collect()
+    }
+
+    /// The table an end part seals: the lengths of the parts before it, and the end part.
+    pub fn from_end(lengths: &[u64]) -> Option<PartTable> {
+        let parts = lengths
+            .iter()
+            .copied()
+            .chain(std::iter::once(0))
+            .zip(1u32..)
+            .map(|(l, n)| (n, l))
+            .collect();
+        PartTable::new(parts, true)
     }
 
     /// Cache encoding: `number:len` pairs separated by commas, `F` after a final part.
@@ -244,6 +257,41 @@ impl Walk {
         }
     }
 
+    /// The stored bytes (first, last inclusive) where a version 2 object that ends with an
+    /// end part has it: reading them first usually gives the whole table in one request.
+    pub fn end_read(&self) -> Option<(u64, u64)> {
+        (self.v2 && self.parts_expected >= 2 && self.stored_len >= PART_OVERHEAD)
+            .then(|| (self.stored_len - PART_OVERHEAD, self.stored_len - 1))
+    }
+
+    /// The table sealed in the end part read at [`Walk::end_read`], if those bytes are an
+    /// end part of this object that verifies and holds a table consistent with the stored
+    /// size and part count. `None`: walk instead (the walk is the authority: an end part
+    /// that is there but does not verify fails the walk too).
+    pub fn try_end(&self, bytes: &[u8]) -> Option<PartTable> {
+        if bytes.len() as u64 != PART_OVERHEAD || !self.v2 {
+            return None;
+        }
+        let (header, frame) = bytes.split_at(PART_HEADER_LEN as usize);
+        let geo = parse_part_header(header)?;
+        if geo.layout != Layout::End || u64::from(geo.part) != self.parts_expected {
+            return None;
+        }
+        let w = Window {
+            lead: 0,
+            first: 0,
+            last: 0,
+            skip: 0,
+            take: geo.plain_len,
+        };
+        let mut d = FrameDecryptor::new(self.suite, &self.dek, geo, w);
+        let mut sealed = Vec::new();
+        d.push(frame, &mut sealed).ok()?;
+        d.finish().ok()?;
+        let lengths = parse_end_table(&sealed, self.parts_expected - 1).ok()??;
+        PartTable::from_end(&lengths).filter(|t| t.stored_len() == self.stored_len)
+    }
+
     /// The stored bytes (first, last inclusive) to read next: the last frame of the part
     /// before, if any, and the next header, if the object goes on.
     pub fn next_read(&self) -> (u64, u64) {
@@ -278,16 +326,27 @@ impl Walk {
             let mut out = Vec::new();
             d.push(frame, &mut out)?;
             d.finish()?;
+            if geo.layout == Layout::End {
+                // The end part's sealed table, if any, must be the parts walked.
+                let walked: Vec<u64> = self.parts.iter().map(|g| g.object_len()).collect();
+                let before = walked.get(..walked.len() - 1).unwrap_or(&[]);
+                if parse_end_table(&out, before.len() as u64)?.is_some_and(|t| t != before) {
+                    return Err(FormatError::Integrity);
+                }
+            }
         }
         if header.is_empty() {
             // The end: every part's last frame verified, in order.
-            let final_last = self.parts.last().is_some_and(|g| g.layout == Layout::Final);
+            let final_last = self
+                .parts
+                .last()
+                .is_some_and(|g| matches!(g.layout, Layout::Final | Layout::End));
             if self.parts.len() as u64 != self.parts_expected || final_last != self.v2 {
                 return Err(FormatError::Integrity);
             }
             let parts = std::mem::take(&mut self.parts);
             return PartTable::new(
-                parts.iter().map(|g| (g.part, g.plain_len)).collect(),
+                parts.iter().map(|g| (g.part, g.object_len())).collect(),
                 final_last,
             )
             .map(Some)
@@ -296,7 +355,10 @@ impl Walk {
         let geo = parse_part_header(header).ok_or(FormatError::Integrity)?;
         let previous = self.parts.last().map_or(0, |g| g.part);
         if !part_follows(geo, previous, self.v2)
-            || self.parts.last().is_some_and(|g| g.layout == Layout::Final)
+            || self
+                .parts
+                .last()
+                .is_some_and(|g| matches!(g.layout, Layout::Final | Layout::End))
             || self.parts.len() as u64 >= self.parts_expected
         {
             return Err(FormatError::Integrity);
@@ -526,6 +588,56 @@ mod tests {
         assert!(walk_with(&dek, &v1, 3, true).is_err());
         // Another object's key.
         assert!(walk_with(&DataKey::from_bytes([4; 32]), &stored, 3, true).is_err());
+    }
+
+    #[test]
+    /// An object closed by an end part: its table comes from the end part in one read,
+    /// the walk (the authority) agrees, and an end part that is not this object's, or
+    /// whose table does not fit, sends the reader to the walk.
+    fn the_end_part_gives_the_table_in_one_read() {
+        let dek = DataKey::from_bytes([3; 32]);
+        let parts = vec![(1, pattern(9000, 1)), (2, pattern(7000, 2))];
+        let mut stored = object(&dek, &parts);
+        stored.extend(crate::format::seal_end(Suite::Aes256Gcm, &dek, 3, &[9000, 7000]).unwrap());
+        let w = Walk::new(Suite::Aes256Gcm, &dek, stored.len() as u64, 3, true);
+        let (a, b) = w.end_read().unwrap();
+        let t = w.try_end(&stored[a as usize..=b as usize]).unwrap();
+        assert_eq!(t.encode(), "1:9000,2:7000,3:0F");
+        assert_eq!(t.visible_count(), 2);
+        let (walked, reads) = walk_with(&dek, &stored, 3, true).unwrap();
+        assert_eq!((walked, reads), (t.clone(), 4));
+        let plain: Vec<u8> = parts.iter().flat_map(|p| p.1.clone()).collect();
+        assert_eq!(
+            read(&dek, &stored, &t, 8990, 9010, 100).unwrap(),
+            plain[8990..=9010]
+        );
+        // Another key, another part count, a wrong stored size: no table from it.
+        let other = Walk::new(
+            Suite::Aes256Gcm,
+            &DataKey::from_bytes([4; 32]),
+            stored.len() as u64,
+            3,
+            true,
+        );
+        assert!(other.try_end(&stored[a as usize..]).is_none());
+        let w4 = Walk::new(Suite::Aes256Gcm, &dek, stored.len() as u64, 4, true);
+        assert!(w4.try_end(&stored[a as usize..]).is_none());
+        let mut longer = stored.clone();
+        longer.splice(0..0, [0u8; 10]);
+        let wl = Walk::new(Suite::Aes256Gcm, &dek, longer.len() as u64, 3, true);
+        assert!(wl
+            .try_end(&longer[longer.len() - PART_OVERHEAD as usize..])
+            .is_none());
+        // A table that lies about the parts: the walk refuses the object.
+        let mut lying = object(&dek, &parts);
+        lying.extend(crate::format::seal_end(Suite::Aes256Gcm, &dek, 3, &[9001, 6999]).unwrap());
+        assert!(walk_with(&dek, &lying, 3, true).is_err());
+        // Version 1 readers never look for an end part.
+        assert!(
+            Walk::new(Suite::Aes256Gcm, &dek, stored.len() as u64, 3, false)
+                .end_read()
+                .is_none()
+        );
     }
 
     #[test]

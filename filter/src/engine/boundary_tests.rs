@@ -417,7 +417,7 @@ fn complete_ends_the_object_with_a_final_part() {
     };
     let big = crate::format::MIN_PART_SIZE + 10;
 
-    // Last part of 5 MiB or more: the marker, part 3, goes up; then the list with it.
+    // Last part of 5 MiB or more: the end part, part 3, goes up; then the list with it.
     let store = Rc::new(MemStore::default());
     store.set(&state::shared_key("u1"), record.as_bytes());
     let mut ex = exchange(&store);
@@ -428,12 +428,16 @@ fn complete_ends_the_object_with_a_final_part() {
     else {
         panic!("expected the end marker upload");
     };
+    // The end part seals the two parts' plaintext lengths under the upload's key.
     let marker = put.body.clone().unwrap();
-    assert_eq!(marker.len() as u64, crate::format::PART_OVERHEAD);
-    let geo = Geometry::part_in(Layout::Final, 3, 0);
-    let mut d = crate::format::FrameDecryptor::whole(Suite::Aes256Gcm, &dek, geo);
-    d.push(&marker, &mut Vec::new()).unwrap();
+    let overhead = crate::format::PART_OVERHEAD;
+    assert_eq!(marker.len() as u64, overhead);
+    let mut d = crate::format::FrameDecryptor::whole(Suite::Aes256Gcm, &dek, Geometry::end(3));
+    let mut sealed = Vec::new();
+    d.push(&marker, &mut sealed).unwrap();
     d.finish().unwrap();
+    let lengths = crate::format::parse_end_table(&sealed, 2).unwrap();
+    assert_eq!(lengths, Some(vec![big - overhead, big - overhead]));
     assert!(put
         .headers
         .iter()
