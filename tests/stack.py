@@ -47,10 +47,20 @@ def envoy_binary():
     return str(pathlib.Path(envoy.__file__).resolve().parent / "_bin" / "envoy")
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free local port, never one this process handed out before (the kernel may offer
+    a port again once its probe socket closed: two listeners of one Envoy once got the
+    same port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_http(url, timeout=30, proc=None, log=None):
