@@ -1470,8 +1470,10 @@ impl Exchange {
             }
         }
         if c.sizes.iter().any(Option::is_none) {
+            // Each page must move on, and pages beyond part `last` hold nothing wanted
+            // (so a backend that keeps saying "truncated" gets at most `last` requests).
             return match next {
-                Some(m) if m > c.marker => {
+                Some(m) if m > c.marker && m < c.last => {
                     c.marker = m;
                     self.complete_list_page(c, key)
                 }

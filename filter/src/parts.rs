@@ -269,7 +269,7 @@ impl Walk {
     /// size and part count. `None`: walk instead (the walk is the authority: an end part
     /// that is there but does not verify fails the walk too).
     pub fn try_end(&self, bytes: &[u8]) -> Option<PartTable> {
-        if bytes.len() as u64 != PART_OVERHEAD || !self.v2 {
+        if bytes.len() as u64 != PART_OVERHEAD || !self.v2 || self.parts_expected < 2 {
             return None;
         }
         let (header, frame) = bytes.split_at(PART_HEADER_LEN as usize);

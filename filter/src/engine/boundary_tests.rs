@@ -489,6 +489,53 @@ fn complete_ends_the_object_with_a_final_part() {
         assert!(String::from_utf8_lossy(&r.body).contains(code));
     }
 
+    // Pages: part 1 on the first, part 2 on the second; a backend that keeps saying
+    // "truncated" without listing the parts gets no more requests than there are parts.
+    let page = |parts: &[(u32, u64)], next: Option<u32>| {
+        let mut x = listing(parts);
+        if let Some(m) = next {
+            x = x.replace(
+                "<IsTruncated>false</IsTruncated>",
+                &format!("<IsTruncated>true</IsTruncated><NextPartNumberMarker>{m}</NextPartNumberMarker>"),
+            );
+        }
+        x
+    };
+    let mut ex = exchange(&store);
+    let announced = start(&mut ex);
+    let first = page(&[(1, big)], Some(1));
+    let CallOutStep::Request(RequestStep::CallOut(next)) =
+        ex.on_callout_response(Some((&ok("200"), first.as_bytes())))
+    else {
+        panic!("expected the second page");
+    };
+    assert!(next
+        .headers
+        .iter()
+        .any(|(k, v)| k == ":path" && v.contains("part-number-marker=1")));
+    let second = page(&[(2, 40_000)], None);
+    let CallOutStep::Request(RequestStep::Body(sent)) =
+        ex.on_callout_response(Some((&ok("200"), second.as_bytes())))
+    else {
+        panic!("expected the list");
+    };
+    assert_eq!(sent.len(), announced);
+    let mut ex = exchange(&store);
+    start(&mut ex);
+    let mut calls = 0;
+    for marker in 1..=50 {
+        let empty = page(&[], Some(marker));
+        match ex.on_callout_response(Some((&ok("200"), empty.as_bytes()))) {
+            CallOutStep::Request(RequestStep::CallOut(_)) => calls += 1,
+            CallOutStep::Request(RequestStep::Reply(r)) => {
+                assert_eq!(r.status, 400);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(calls < 2, "{calls} more pages asked for");
+
     // No record for the upload (shared-data mode): 404, nothing listed.
     let empty = Rc::new(MemStore::default());
     let mut ex = exchange(&empty);
