@@ -514,7 +514,7 @@ enum Pending {
     CompleteState(Box<Completing>),
     /// CompleteMultipartUpload: a page of the upload's parts as the backend lists them.
     CompleteList(Box<Completing>, (Suite, DataKey)),
-    /// CompleteMultipartUpload: the empty final part (end marker) sent as UploadPart.
+    /// CompleteMultipartUpload: the end part (it seals the part table) sent as UploadPart.
     CompleteMarker(Box<Completing>),
     /// UploadPart: the upload's record from Redis.
     UploadState {
@@ -569,7 +569,7 @@ pub struct Exchange {
 }
 
 /// A CompleteMultipartUpload whose part list is held while the filter makes sure the
-/// object will end with a final part (FORMAT.md, "The final part").
+/// object will end with a last part (FORMAT.md, "How a version 2 multipart object ends").
 pub(crate) struct Completing {
     /// The client's part list, checked, its checksums blanked.
     list: Vec<u8>,
@@ -588,7 +588,7 @@ pub(crate) struct Completing {
 }
 
 /// Bytes a CompleteMultipartUpload body may grow by: room for one `<Part>` element (the
-/// end marker) with an ETag of up to 100 characters. The upstream Content-Length reserves
+/// end part) with an ETag of up to 104 characters (after escaping). The upstream Content-Length reserves
 /// it; what is not needed is sent as spaces.
 const COMPLETE_ROOM: u64 = 160;
 
@@ -1365,6 +1365,10 @@ impl Exchange {
     /// The checked part list of a CompleteMultipartUpload is complete: find the upload's
     /// record, then list its parts (the object must end with a final part).
     fn complete_list_held(&mut self, list: Vec<u8>) -> Result<RequestStep, S3Error> {
+        // Checked before anything is uploaded: the list can take the end part's element.
+        if list_insertion_point(&list).is_none() {
+            return Err(malformed_part_list());
+        }
         let text = String::from_utf8_lossy(&list);
         let last = xml::element_texts(&text, "PartNumber").len();
         let last = u32::try_from(last)
@@ -1455,6 +1459,11 @@ impl Exchange {
         match status {
             Some(200) => {}
             Some(404) => return Err(no_such_upload()),
+            Some(403) => {
+                return Err(S3Error::access_denied(
+                    "s3crypt: the backend refused to list the upload's parts; the proxy's backend credentials need ListParts (s3:ListMultipartUploadParts)",
+                ))
+            }
             _ => {
                 return Err(S3Error::slow_down(
                     "s3crypt: the upload's parts could not be listed; please retry",
@@ -1497,7 +1506,7 @@ impl Exchange {
         if crate::format::part_is_final(c.last, last_size - crate::format::PART_OVERHEAD) {
             return Ok(RequestStep::Body(completed_list(&c.list, "", c.length)?));
         }
-        // The last part can be followed: the filter adds an empty final part after it.
+        // The last part can be followed: the filter adds the end part after it.
         // It seals the part table, so that readers find it in one request.
         let (suite, dek) = key;
         let number = c.last + 1;
@@ -1534,10 +1543,14 @@ impl Exchange {
             .and_then(|h| h.get("etag"))
             .map(str::to_string)
             .ok_or_else(|| part_put_failed(status, &String::from_utf8_lossy(body)))?;
+        // Element text needs only `&`, `<` and `>` escaped; quotes stay one byte each.
+        let text = etag
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
         let part = format!(
-            "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>",
-            c.last + 1,
-            crate::error::xml_escape(&etag)
+            "<Part><PartNumber>{}</PartNumber><ETag>{text}</ETag></Part>",
+            c.last + 1
         );
         Ok(RequestStep::Body(completed_list(&c.list, &part, c.length)?))
     }
@@ -1677,10 +1690,12 @@ impl Exchange {
             .unwrap_or(0);
         let parts = parts_in_etag(&etag).ok_or_else(|| self.integrity())?;
         let numbered = env.version >= 2;
-        match self.cached_table(&etag, stored, parts, numbered) {
+        let version = table_version(&etag, stored, &env);
+        match self.cached_table(&version, stored, parts, numbered) {
             Some(t) => self.plan_multipart(up, etag, t),
             None => {
-                let walk = Walk::new(env.suite, &dek, stored, parts, numbered);
+                let mut walk = Walk::new(env.suite, &dek, stored, parts, numbered);
+                walk.version = version;
                 let path = self.req.as_ref().map(Self::object_path).unwrap_or_default();
                 self.find_table(AfterWalk::Read(up), path, walk, etag, stored)
             }
@@ -1692,13 +1707,12 @@ impl Exchange {
     /// (version 2 envelopes).
     fn cached_table(
         &self,
-        etag: &str,
+        version: &str,
         stored: u64,
         parts: u64,
         numbered: bool,
     ) -> Option<PartTable> {
-        let (slot, version) = table_slot(etag, stored);
-        let v = self.store.get(&slot)?;
+        let v = self.store.get(&table_slot(version))?;
         let table = v.strip_prefix(version.as_bytes())?.strip_prefix(b"\n")?;
         PartTable::decode(table).filter(|t| {
             t.stored_len() == stored
@@ -1709,10 +1723,11 @@ impl Exchange {
     }
 
     /// Caches a walked part table in its slot (replacing whatever version was there).
-    fn cache_table(&self, etag: &str, stored: u64, t: &PartTable) {
-        let (slot, version) = table_slot(etag, stored);
-        self.store
-            .set(&slot, format!("{version}\n{}", t.encode()).as_bytes());
+    fn cache_table(&self, version: &str, t: &PartTable) {
+        self.store.set(
+            &table_slot(version),
+            format!("{version}\n{}", t.encode()).as_bytes(),
+        );
     }
 
     /// Finds the part table of an object version not in the cache: from its end part if it
@@ -1751,7 +1766,7 @@ impl Exchange {
         resp: Option<(&Headers, &[u8])>,
     ) -> Result<RequestStep, S3Error> {
         match walk.try_end(table_read(&etag, resp)?) {
-            Some(t) => self.table_found(then, etag, stored, t),
+            Some(t) => self.table_found(then, etag, &walk.version, t),
             None => self.walk_next(then, path, walk, etag, stored),
         }
     }
@@ -1789,7 +1804,7 @@ impl Exchange {
         match walk.push(table_read(&etag, resp)?) {
             Err(_) => Err(self.integrity()),
             Ok(None) => self.walk_next(then, path, walk, etag, stored),
-            Ok(Some(t)) => self.table_found(then, etag, stored, t),
+            Ok(Some(t)) => self.table_found(then, etag, &walk.version, t),
         }
     }
 
@@ -1798,11 +1813,11 @@ impl Exchange {
         &mut self,
         then: AfterWalk,
         etag: String,
-        stored: u64,
+        version: &str,
         t: PartTable,
     ) -> Result<RequestStep, S3Error> {
-        // Cached per Envoy process, keyed by the object version (ETag and size).
-        self.cache_table(&etag, stored, &t);
+        // Cached per Envoy process, keyed by the object version (ETag, size, wrapped key).
+        self.cache_table(version, &t);
         match then {
             AfterWalk::Read(up) => self.plan_multipart(up, etag, t),
             AfterWalk::Copy(mut mc) => {
@@ -2161,14 +2176,16 @@ impl Exchange {
         // The walk needs the data key: it verifies the last frame of every part.
         let (env, dek) = self.open_envelope(mc.create.get(ENVELOPE_HEADER).unwrap_or_default())?;
         let numbered = env.version >= 2;
-        match self.cached_table(&etag, stored, parts, numbered) {
+        let version = table_version(&etag, stored, &env);
+        match self.cached_table(&version, stored, parts, numbered) {
             Some(t) => {
                 let mut mc = mc;
                 mc.parts = t.stored_parts();
                 self.copy_create(mc)
             }
             None => {
-                let walk = Walk::new(env.suite, &dek, stored, parts, numbered);
+                let mut walk = Walk::new(env.suite, &dek, stored, parts, numbered);
+                walk.version = version;
                 self.find_table(AfterWalk::Copy(mc), src_path, walk, etag, stored)
             }
         }
@@ -2425,7 +2442,8 @@ impl Exchange {
             Layout::Part | Layout::Final | Layout::End => {
                 let parts = parts_in_etag(&pc.src_etag).ok_or_else(|| self.integrity())?;
                 let numbered = env.version >= 2;
-                match self.cached_table(&pc.src_etag, stored, parts, numbered) {
+                let version = table_version(&pc.src_etag, stored, &env);
+                match self.cached_table(&version, stored, parts, numbered) {
                     Some(table) => {
                         pc.from = CopyFrom::Multi {
                             suite: env.suite,
@@ -2436,7 +2454,8 @@ impl Exchange {
                     }
                     None => {
                         let (path, etag) = (pc.src_path.clone(), pc.src_etag.clone());
-                        let walk = Walk::new(env.suite, &dek, stored, parts, numbered);
+                        let mut walk = Walk::new(env.suite, &dek, stored, parts, numbered);
+                        walk.version = version;
                         let then = AfterWalk::PartCopy(pc, env.suite, dek);
                         self.find_table(then, path, walk, etag, stored)
                     }
@@ -3418,24 +3437,27 @@ fn part_geometry(v2: bool, number: u32, plain_len: u64) -> Geometry {
     Geometry::part_in(layout, number, plain_len)
 }
 
-/// A CompleteMultipartUpload part list with `part` inserted after its last `</Part>`,
-/// padded with spaces there to exactly `length` bytes when that length was announced.
+/// Where a part element goes into a (checked) CompleteMultipartUpload part list: before
+/// its closing root tag, the last `</` of a document that ends with its root element (so
+/// no comment or text inside the list can take it elsewhere).
+fn list_insertion_point(list: &[u8]) -> Option<usize> {
+    list.windows(2).rposition(|w| w == b"</")
+}
+
+/// A CompleteMultipartUpload part list with `part` inserted before its closing root tag,
+/// after spaces that make it exactly `length` bytes when that length was announced.
 fn completed_list(list: &[u8], part: &str, length: Option<u64>) -> Result<Vec<u8>, S3Error> {
-    let at = list
-        .windows(7)
-        .rposition(|w| w == b"</Part>")
-        .map(|i| i + 7)
-        .ok_or_else(malformed_part_list)?;
+    let at = list_insertion_point(list).ok_or_else(malformed_part_list)?;
     let mut out = Vec::with_capacity(list.len() + COMPLETE_ROOM as usize);
     out.extend_from_slice(&list[..at]);
-    out.extend_from_slice(part.as_bytes());
     if let Some(n) = length {
         let pad = usize::try_from(n)
             .ok()
             .and_then(|n| n.checked_sub(list.len() + part.len()))
-            .ok_or_else(|| S3Error::internal("s3crypt: the end marker does not fit"))?;
+            .ok_or_else(|| S3Error::internal("s3crypt: the end part's element does not fit"))?;
         out.resize(out.len() + pad, b' ');
     }
+    out.extend_from_slice(part.as_bytes());
     out.extend_from_slice(&list[at..]);
     Ok(out)
 }
@@ -3517,11 +3539,22 @@ const TABLE_SLOTS: u64 = 256;
 
 /// Shared-data key of the cache slot for an object version (ETag and stored size), and
 /// the version tag stored in it.
-fn table_slot(etag: &str, stored: u64) -> (String, String) {
-    let version = format!("{}/{stored}", etag.trim_matches('"'));
+/// The object version a part table belongs to: ETag and stored size, which the provider
+/// reports, and the object's wrapped data key, which it cannot forge for another object
+/// (a table cached for one object never serves another with the same ETag and size).
+fn table_version(etag: &str, stored: u64, env: &Envelope) -> String {
+    format!(
+        "{}/{stored}/{}",
+        etag.trim_matches('"'),
+        hex::encode(env.wrapped_dek)
+    )
+}
+
+/// The cache slot of an object version.
+fn table_slot(version: &str) -> String {
     let h = Sha256::digest(version.as_bytes());
     let n = u64::from_be_bytes(h[..8].try_into().unwrap_or([0; 8])) % TABLE_SLOTS;
-    (format!("s3crypt/pt/{n}"), version)
+    format!("s3crypt/pt/{n}")
 }
 
 /// `path` without query parameter `name`.
@@ -3859,13 +3892,17 @@ mod tests {
         assert_eq!(parts_in_etag("\"abc-10001\""), None);
         assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso8601(1_700_000_000), "2023-11-14T22:13:20.000Z");
-        let (slot, version) = table_slot("\"e-2\"", 5);
-        assert_eq!(version, "e-2/5");
+        let env = |w: u8| Envelope::new(Suite::Aes256Gcm, Layout::Part, "k", [w; 40], None);
+        let version = table_version("\"e-2\"", 5, &env(1));
+        assert_eq!(version, format!("e-2/5/{}", "01".repeat(40)));
+        // Another object with the same ETag and size is another version.
+        assert_ne!(version, table_version("\"e-2\"", 5, &env(2)));
+        let slot = table_slot(&version);
         let n: u64 = slot.strip_prefix("s3crypt/pt/").unwrap().parse().unwrap();
         assert!(n < TABLE_SLOTS);
         // However many versions are read, the cache has at most TABLE_SLOTS keys.
         let slots: std::collections::HashSet<String> = (0..10_000)
-            .map(|i| table_slot(&format!("\"{i:032x}-3\""), 1 << 20).0)
+            .map(|i| table_slot(&format!("{i:032x}-3/1048576/00")))
             .collect();
         assert!(slots.len() as u64 <= TABLE_SLOTS && slots.len() > 200);
     }

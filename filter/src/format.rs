@@ -624,7 +624,7 @@ pub struct PartsDecryptor {
     /// Version 2 rules: parts numbered 1, 2, 3, … (a swapped, duplicated or missing part
     /// fails before any of it is released) and the last one, only it, in layout `final`.
     v2: bool,
-    /// The final part has begun: nothing may follow it.
+    /// The last part (layout `final` or `end`) has begun: nothing may follow it.
     ended: bool,
     /// Plaintext lengths of the parts so far (an end part's table must list them).
     lengths: Vec<u64>,

@@ -19,7 +19,7 @@ use crate::format::{
 };
 
 /// Part number and plaintext length of each part, in order; `final_last`: the last part
-/// is in layout `final` (version 2 objects).
+/// is in layout `final` or `end` (version 2 objects; an end part is an entry of length 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartTable {
     parts: Vec<(u32, u64)>,
@@ -234,6 +234,8 @@ pub struct Walk {
     /// Stored offset where the parts walked so far end (the next header, or the end).
     next: u64,
     parts: Vec<Geometry>,
+    /// What the caller caches the table under (the object version it belongs to).
+    pub version: String,
 }
 
 impl Walk {
@@ -254,6 +256,7 @@ impl Walk {
             v2,
             next: 0,
             parts: Vec::new(),
+            version: String::new(),
         }
     }
 
@@ -641,7 +644,8 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_end_marker_is_read_by_no_range() {
+    /// A last part without plaintext (an end part is one) holds no byte of any range.
+    fn an_empty_last_part_is_read_by_no_range() {
         let dek = DataKey::from_bytes([3; 32]);
         let parts = vec![
             (1, pattern(9000, 1)),

@@ -450,12 +450,13 @@ fn complete_ends_the_object_with_a_final_part() {
     };
     assert_eq!(sent.len(), announced);
     let text = String::from_utf8(sent).unwrap();
-    let part3 = "</Part><Part><PartNumber>3</PartNumber><ETag>&quot;m3&quot;</ETag></Part>";
-    assert!(text.contains(part3), "{text}");
-    assert!(text
-        .trim_end_matches("</CompleteMultipartUpload>")
-        .trim_end()
-        .ends_with("</Part>"));
+    // The end part's element goes last, before the closing root tag (after the spaces
+    // the room left), and the client's list is unchanged before it.
+    let part3 =
+        "<Part><PartNumber>3</PartNumber><ETag>\"m3\"</ETag></Part></CompleteMultipartUpload>";
+    assert!(text.ends_with(part3), "{text}");
+    let head = &list[..list.len() - "</CompleteMultipartUpload>".len()];
+    assert!(text.as_bytes().starts_with(head));
 
     // A short last part is final already: the list goes up padded, nothing uploaded.
     let mut ex = exchange(&store);
@@ -544,4 +545,64 @@ fn complete_ends_the_object_with_a_final_part() {
         panic!("expected 404");
     };
     assert_eq!(r.status, 404);
+}
+
+/// A part table cached for one object never serves another that the provider gives the
+/// same ETag and stored size: the cache is keyed by the object's wrapped data key too.
+#[test]
+fn a_cached_part_table_belongs_to_one_object() {
+    let cfg = config();
+    let envelope = || {
+        let dek = crypto::new_dek().unwrap();
+        let wrapped = crypto::wrap_dek(cfg.active_kek().unwrap(), &dek).unwrap();
+        let mut env = Envelope::new(Suite::Aes256Gcm, Layout::Part, "k1", wrapped, None);
+        env.seal(&dek).unwrap();
+        env
+    };
+    let (a, b) = (envelope(), envelope());
+    let overhead = crate::format::PART_OVERHEAD;
+    let table = PartTable::from_end(&[8 << 20, 8 << 20]).unwrap();
+    let stored = table.stored_len();
+    let etag = "\"e-3\"";
+    // Reads part 1 of an object whose HEAD shows `env`: what comes after the HEAD.
+    let read = |store: &Rc<MemStore>, env: &Envelope| {
+        let mut ex = exchange(store);
+        let h = request("GET", "/b/k?partNumber=1", &[], &[]);
+        let step = ex.on_request_headers(&h, true);
+        let RequestStep::CallOut(_) = step else {
+            panic!("expected the HEAD, got {step:?}");
+        };
+        let head = Headers::from_pairs(vec![
+            (":status".into(), "200".into()),
+            ("etag".into(), etag.into()),
+            ("content-length".into(), stored.to_string()),
+            (ENVELOPE_HEADER.into(), env.encode()),
+        ]);
+        match ex.on_callout_response(Some((&head, b""))) {
+            CallOutStep::Request(step) => step,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let store = Rc::new(MemStore::default());
+    let version = table_version(etag, stored, &a);
+    store.set(
+        &table_slot(&version),
+        format!("{version}\n{}", table.encode()).as_bytes(),
+    );
+    // A's own read uses the cache (the data read goes upstream at once) …
+    let up = forwarded(read(&store, &a));
+    let part1 = format!("bytes=16-{}", (8 << 20) + overhead - 1);
+    assert_eq!(up.get("range"), Some(part1.as_str()));
+    // … B, with A's ETag and size, looks for its own table (its end part).
+    let RequestStep::CallOut(c) = read(&store, &b) else {
+        panic!("B must not use A's table");
+    };
+    let range = c
+        .headers
+        .iter()
+        .find(|(k, _)| k == "range")
+        .unwrap()
+        .1
+        .clone();
+    assert_eq!(range, format!("bytes={}-{}", stored - overhead, stored - 1));
 }
