@@ -303,6 +303,24 @@ struct MultipartRead {
 }
 
 /// What needs a multipart object's part table once it is found.
+/// Finding the part table of a multipart object version (at `path`, its ETag `etag`),
+/// then going on with `then`.
+struct TableLookup {
+    then: AfterWalk,
+    path: String,
+    walk: Walk,
+    etag: String,
+}
+
+/// Which read of a [`TableLookup`] is in flight.
+#[derive(Clone, Copy)]
+enum TableRead {
+    /// The object's last 28,688 bytes: an end part's sealed table, if it has one.
+    End,
+    /// The next step of the walk.
+    Walk,
+}
+
 enum AfterWalk {
     /// A range or part read: the upstream request waits.
     Read(Headers),
@@ -488,22 +506,8 @@ enum Pending {
         up: Headers,
         original: String,
     },
-    /// The end part of a multipart object (at `path`): its table, or else the walk.
-    EndRead {
-        then: AfterWalk,
-        path: String,
-        walk: Walk,
-        etag: String,
-        stored: u64,
-    },
-    /// Reading the part headers of a multipart object (at `path`), one call-out per part.
-    Walk {
-        then: AfterWalk,
-        path: String,
-        walk: Walk,
-        etag: String,
-        stored: u64,
-    },
+    /// Finding a multipart object's part table: reading its end part, or a walk step.
+    Table(Box<TableLookup>, TableRead),
     /// CopyObject of a multipart object, done server-side as a multipart copy.
     CopyCreate(Box<MultipartCopy>),
     CopyPart(Box<MultipartCopy>),
@@ -1364,17 +1368,12 @@ impl Exchange {
 
     /// The checked part list of a CompleteMultipartUpload is complete: find the upload's
     /// record, then list its parts (the object must end with a final part).
-    fn complete_list_held(&mut self, list: Vec<u8>) -> Result<RequestStep, S3Error> {
+    /// `last`: the list names parts 1..=last (checked).
+    fn complete_list_held(&mut self, list: Vec<u8>, last: u32) -> Result<RequestStep, S3Error> {
         // Checked before anything is uploaded: the list can take the end part's element.
         if list_insertion_point(&list).is_none() {
             return Err(malformed_part_list());
         }
-        let text = String::from_utf8_lossy(&list);
-        let last = xml::element_texts(&text, "PartNumber").len();
-        let last = u32::try_from(last)
-            .ok()
-            .filter(|n| (1..=crate::format::MAX_PART_NUMBER).contains(n))
-            .ok_or_else(malformed_part_list)?;
         let req = self
             .req
             .as_ref()
@@ -1697,7 +1696,12 @@ impl Exchange {
                 let mut walk = Walk::new(env.suite, &dek, stored, parts, numbered);
                 walk.version = version;
                 let path = self.req.as_ref().map(Self::object_path).unwrap_or_default();
-                self.find_table(AfterWalk::Read(up), path, walk, etag, stored)
+                self.find_table(Box::new(TableLookup {
+                    then: AfterWalk::Read(up),
+                    path,
+                    walk,
+                    etag,
+                }))
             }
         }
     }
@@ -1732,94 +1736,56 @@ impl Exchange {
 
     /// Finds the part table of an object version not in the cache: from its end part if it
     /// has one (one read), else by walking its parts.
-    fn find_table(
-        &mut self,
-        then: AfterWalk,
-        path: String,
-        walk: Walk,
-        etag: String,
-        stored: u64,
-    ) -> Result<RequestStep, S3Error> {
-        let Some((first, last)) = walk.end_read() else {
-            return self.walk_next(then, path, walk, etag, stored);
-        };
-        let mut h = self.request_at("GET", path.clone(), Some(format!("bytes={first}-{last}")));
-        h.set("if-match", etag.clone());
-        self.pending = Pending::EndRead {
-            then,
-            path,
-            walk,
-            etag,
-            stored,
-        };
-        Ok(RequestStep::CallOut(self.backend_callout(h)))
-    }
-
-    /// The end part was read: its table, or the walk.
-    fn end_read(
-        &mut self,
-        then: AfterWalk,
-        path: String,
-        walk: Walk,
-        etag: String,
-        stored: u64,
-        resp: Option<(&Headers, &[u8])>,
-    ) -> Result<RequestStep, S3Error> {
-        match walk.try_end(table_read(&etag, resp)?) {
-            Some(t) => self.table_found(then, etag, &walk.version, t),
-            None => self.walk_next(then, path, walk, etag, stored),
+    fn find_table(&mut self, l: Box<TableLookup>) -> Result<RequestStep, S3Error> {
+        match l.walk.end_read() {
+            Some(range) => self.table_call(l, range, TableRead::End),
+            None => {
+                let range = l.walk.next_read();
+                self.table_call(l, range, TableRead::Walk)
+            }
         }
     }
 
-    fn walk_next(
+    /// Reads stored bytes `first..=last` of the version the lookup is for.
+    fn table_call(
         &mut self,
-        then: AfterWalk,
-        path: String,
-        walk: Walk,
-        etag: String,
-        stored: u64,
+        l: Box<TableLookup>,
+        (first, last): (u64, u64),
+        read: TableRead,
     ) -> Result<RequestStep, S3Error> {
-        let (first, last) = walk.next_read();
-        let mut h = self.request_at("GET", path.clone(), Some(format!("bytes={first}-{last}")));
-        h.set("if-match", etag.clone());
-        self.pending = Pending::Walk {
-            then,
-            path,
-            walk,
-            etag,
-            stored,
-        };
+        let mut h = self.request_at("GET", l.path.clone(), Some(format!("bytes={first}-{last}")));
+        h.set("if-match", l.etag.clone());
+        self.pending = Pending::Table(l, read);
         Ok(RequestStep::CallOut(self.backend_callout(h)))
     }
 
-    fn walk_step(
+    /// A read of a table lookup answered: the table, or the next read.
+    fn table_answered(
         &mut self,
-        then: AfterWalk,
-        path: String,
-        mut walk: Walk,
-        etag: String,
-        stored: u64,
+        mut l: Box<TableLookup>,
+        read: TableRead,
         resp: Option<(&Headers, &[u8])>,
     ) -> Result<RequestStep, S3Error> {
-        match walk.push(table_read(&etag, resp)?) {
-            Err(_) => Err(self.integrity()),
-            Ok(None) => self.walk_next(then, path, walk, etag, stored),
-            Ok(Some(t)) => self.table_found(then, etag, &walk.version, t),
+        let body = table_read(&l.etag, resp)?;
+        let found = match read {
+            TableRead::End => l.walk.try_end(body),
+            TableRead::Walk => l.walk.push(body).map_err(|_| self.integrity())?,
+        };
+        match found {
+            Some(t) => self.table_found(*l, t),
+            None => {
+                let range = l.walk.next_read();
+                self.table_call(l, range, TableRead::Walk)
+            }
         }
     }
 
     /// The verified part table of an object version: cached, then used.
-    fn table_found(
-        &mut self,
-        then: AfterWalk,
-        etag: String,
-        version: &str,
-        t: PartTable,
-    ) -> Result<RequestStep, S3Error> {
+    fn table_found(&mut self, l: TableLookup, t: PartTable) -> Result<RequestStep, S3Error> {
         // Cached per Envoy process, keyed by the object version (ETag, size, wrapped key).
-        self.cache_table(version, &t);
-        match then {
-            AfterWalk::Read(up) => self.plan_multipart(up, etag, t),
+        self.cache_table(&l.walk.version, &t);
+        match l.then {
+            AfterWalk::Read(up) => self.plan_multipart(up, l.etag, t),
             AfterWalk::Copy(mut mc) => {
                 mc.parts = t.stored_parts();
                 self.copy_create(mc)
@@ -1912,24 +1878,8 @@ impl Exchange {
                 let r = self.after_object_head(up, original, resp.map(|(h, _)| h));
                 request(self, r)
             }
-            Pending::Walk {
-                then,
-                path,
-                walk,
-                etag,
-                stored,
-            } => {
-                let r = self.walk_step(then, path, walk, etag, stored, resp);
-                request(self, r)
-            }
-            Pending::EndRead {
-                then,
-                path,
-                walk,
-                etag,
-                stored,
-            } => {
-                let r = self.end_read(then, path, walk, etag, stored, resp);
+            Pending::Table(l, read) => {
+                let r = self.table_answered(l, read, resp);
                 request(self, r)
             }
             Pending::CopyCreate(mc) => {
@@ -2186,7 +2136,12 @@ impl Exchange {
             None => {
                 let mut walk = Walk::new(env.suite, &dek, stored, parts, numbered);
                 walk.version = version;
-                self.find_table(AfterWalk::Copy(mc), src_path, walk, etag, stored)
+                self.find_table(Box::new(TableLookup {
+                    then: AfterWalk::Copy(mc),
+                    path: src_path,
+                    walk,
+                    etag,
+                }))
             }
         }
     }
@@ -2457,7 +2412,12 @@ impl Exchange {
                         let mut walk = Walk::new(env.suite, &dek, stored, parts, numbered);
                         walk.version = version;
                         let then = AfterWalk::PartCopy(pc, env.suite, dek);
-                        self.find_table(then, path, walk, etag, stored)
+                        self.find_table(Box::new(TableLookup {
+                            then,
+                            path,
+                            walk,
+                            etag,
+                        }))
                     }
                 }
             }
@@ -2648,7 +2608,7 @@ impl Exchange {
                 &self.request_id,
             )))
         };
-        let list = match &mut self.req_body {
+        let (list, parts) = match &mut self.req_body {
             RequestBody::Nothing => {
                 return if chunk.is_empty() {
                     Ok(None)
@@ -2686,9 +2646,10 @@ impl Exchange {
                     out.extend_from_slice(buf);
                     return Ok(None);
                 }
-                if let Err(e) = check_part_numbering(buf) {
-                    return fail(e);
-                }
+                let parts = match check_part_numbering(buf) {
+                    Ok(n) => n,
+                    Err(e) => return fail(e),
+                };
                 let blanked = blank_part_checksums(buf);
                 // A checksum element the blanking did not recognise (attributes, a
                 // prefix) would carry a plaintext digest upstream: refused.
@@ -2699,7 +2660,7 @@ impl Exchange {
                         "s3crypt: part checksums must be plain <ChecksumXXX> elements",
                     ));
                 }
-                blanked
+                (blanked, parts)
             }
             RequestBody::Upload(u) => {
                 return match u.push(chunk, end, out) {
@@ -2718,7 +2679,7 @@ impl Exchange {
         };
         // A CompleteMultipartUpload part list is held: the object must end with a final
         // part first.
-        let step = self.complete_list_held(list);
+        let step = self.complete_list_held(list, parts);
         match step {
             Ok(RequestStep::Body(b)) => {
                 out.extend_from_slice(&b);
@@ -3588,16 +3549,17 @@ fn document_hash(v: &VerifiedRequest) -> Result<Option<String>, S3Error> {
 /// A CompleteMultipartUpload part list must number its parts 1, 2, 3, … without gaps:
 /// readers of the object check that numbering (docs/FORMAT.md), so that a swapped,
 /// duplicated or missing part is found before any of it is released.
-fn check_part_numbering(list: &[u8]) -> Result<(), S3Error> {
+/// Returns the number of parts.
+fn check_part_numbering(list: &[u8]) -> Result<u32, S3Error> {
     let text = String::from_utf8_lossy(list);
     let numbers = xml::element_texts(&text, "PartNumber");
-    let ok = !numbers.is_empty()
+    let ok = (1..=crate::format::MAX_PART_NUMBER as usize).contains(&numbers.len())
         && numbers
             .iter()
             .zip(1u32..)
             .all(|(n, want)| n.trim().parse::<u32>() == Ok(want));
     if ok {
-        Ok(())
+        Ok(numbers.len() as u32)
     } else {
         Err(S3Error::new(
             400,

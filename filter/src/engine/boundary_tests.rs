@@ -289,16 +289,21 @@ fn object_data_in_a_non_data_response_is_refused() {
     assert!(!body.contains(&0xAA));
 }
 
+/// A sealed multipart envelope under a fresh data key wrapped by the test KEK.
+fn multipart_envelope() -> (Envelope, DataKey) {
+    let dek = crypto::new_dek().unwrap();
+    let wrapped = crypto::wrap_dek(config().active_kek().unwrap(), &dek).unwrap();
+    let mut env = Envelope::new(Suite::Aes256Gcm, Layout::Part, "k1", wrapped, None);
+    env.seal(&dek).unwrap();
+    (env, dek)
+}
+
 /// Upload records are authenticated: a record forged without the KEK, one moved from
 /// another UploadId, a version 1 record (no MAC) and one with an impossible time are all
 /// refused (404 NoSuchUpload), and nothing is encrypted under the envelope they name.
 #[test]
 fn forged_or_swapped_upload_records_are_refused() {
-    let cfg = config();
-    let dek = crypto::new_dek().unwrap();
-    let wrapped = crypto::wrap_dek(cfg.active_kek().unwrap(), &dek).unwrap();
-    let mut env = Envelope::new(Suite::Aes256Gcm, Layout::Part, "k1", wrapped, None);
-    env.seal(&dek).unwrap();
+    let (env, _) = multipart_envelope();
     let st = |created: i64| UploadState {
         created,
         object: state::object_tag("b", "k"),
@@ -353,16 +358,12 @@ fn host_and_authority_must_agree() {
 }
 
 /// CompleteMultipartUpload of a version 2 upload: the part list is held until the parts
-/// are listed; a last part that can be followed gets the end marker (an empty final part
-/// under the upload's key) and the list sent upstream has exactly the length announced
+/// are listed; a last part that can be followed gets the end part (sealing the listed
+/// lengths under the upload's key) and the list sent upstream has exactly the length announced
 /// ahead of it; a short part before the last, or a listed part missing, is refused.
 #[test]
 fn complete_ends_the_object_with_a_final_part() {
-    let cfg = config();
-    let dek = crypto::new_dek().unwrap();
-    let wrapped = crypto::wrap_dek(cfg.active_kek().unwrap(), &dek).unwrap();
-    let mut env = Envelope::new(Suite::Aes256Gcm, Layout::Part, "k1", wrapped, None);
-    env.seal(&dek).unwrap();
+    let (env, dek) = multipart_envelope();
     let record = UploadState {
         created: NOW,
         object: state::object_tag("b", "k"),
@@ -551,15 +552,7 @@ fn complete_ends_the_object_with_a_final_part() {
 /// same ETag and stored size: the cache is keyed by the object's wrapped data key too.
 #[test]
 fn a_cached_part_table_belongs_to_one_object() {
-    let cfg = config();
-    let envelope = || {
-        let dek = crypto::new_dek().unwrap();
-        let wrapped = crypto::wrap_dek(cfg.active_kek().unwrap(), &dek).unwrap();
-        let mut env = Envelope::new(Suite::Aes256Gcm, Layout::Part, "k1", wrapped, None);
-        env.seal(&dek).unwrap();
-        env
-    };
-    let (a, b) = (envelope(), envelope());
+    let ((a, _), (b, _)) = (multipart_envelope(), multipart_envelope());
     let overhead = crate::format::PART_OVERHEAD;
     let table = PartTable::from_end(&[8 << 20, 8 << 20]).unwrap();
     let stored = table.stored_len();
