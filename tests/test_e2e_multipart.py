@@ -188,6 +188,35 @@ def backend_requests(envoy):
     return int(text.split(":")[1])
 
 
+def test_evicted_staged_part_completes_without_a_table_and_reads_walk(stack, bucket):
+    """Shared data holds at most `staging_slots` (8) staged short parts: the ninth evicts
+    the oldest. That upload still completes (its last part stays the client's final
+    part) and reads of it are verified by walking its parts."""
+    s3 = stack.s3()
+    uids = [s3.create_multipart_upload(Bucket=bucket, Key=f"ev{i}")["UploadId"] for i in range(9)]
+    tails = [pattern(2000 + i, 40 + i) for i in range(9)]
+    etags = [s3.upload_part(Bucket=bucket, Key=f"ev{i}", UploadId=u, PartNumber=2, Body=tails[i])["ETag"]
+             for i, u in enumerate(uids)]
+    head = pattern(5 * MiB + 1, 39)
+    for i in (0, 8):
+        e1 = s3.upload_part(Bucket=bucket, Key=f"ev{i}", UploadId=uids[i], PartNumber=1, Body=head)["ETag"]
+        s3.complete_multipart_upload(Bucket=bucket, Key=f"ev{i}", UploadId=uids[i], MultipartUpload={
+            "Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": etags[i]}]})
+    for i in range(1, 8):
+        s3.abort_multipart_upload(Bucket=bucket, Key=f"ev{i}", UploadId=uids[i])
+    at = len(head) + PART_OVERHEAD
+    evicted = stack.backend_object_path(bucket, "ev0").read_bytes()
+    assert evicted[at:at + 4] == b"s3cF"  # the client's final part, no table
+    assert stack.backend_object_path(bucket, "ev8").read_bytes()[at:at + 4] == b"s3cC"
+    for i, walk in ((0, 2 + 1), (8, 0)):
+        before = backend_requests(stack.main)
+        r = s3.get_object(Bucket=bucket, Key=f"ev{i}", Range="bytes=-100")
+        assert r["Body"].read() == (head + tails[i])[-100:]
+        # HEAD, the look for a sealed table, the walk if there is none, the data.
+        assert backend_requests(stack.main) - before == 1 + 1 + walk + 1, i
+        assert s3.get_object(Bucket=bucket, Key=f"ev{i}")["Body"].read() == head + tails[i]
+
+
 def test_part_number_and_range_reads(stack, bucket):
     s3 = stack.s3()
     # (s3s-fs refuses part-number gaps at completion; gaps are covered by parts::tests.)
@@ -195,14 +224,19 @@ def test_part_number_and_range_reads(stack, bucket):
     data = b"".join(parts[n] for n in sorted(parts))
     upload_parts(s3, bucket, "pr", parts)
     p1 = len(parts[1])
-    # The first ranged read finds the part table: a HEAD, a look for an end part (the
-    # object's last 28,688 bytes; this one ends with the client's short final part), then
-    # one read per part of its header with the last frame of the part before, and one of
-    # the last part's last frame; later reads of the same version cost one HEAD.
+    # Complete rewrote the short last part as a closing part, same stored size.
+    stored = stack.backend_object_path(bucket, "pr").read_bytes()
+    at = p1 + len(parts[2]) + 2 * PART_OVERHEAD
+    assert len(stored) == len(data) + 3 * PART_OVERHEAD
+    assert stored[at:at + 8] == b"s3cC" + (3).to_bytes(4, "big")
+    # The first ranged read finds the part table: a HEAD and one read of the object's
+    # last 28,688 bytes (Complete rewrote the short last part as a closing part, which
+    # ends with the sealed table), then the data; later reads of the same version cost
+    # one HEAD.
     before = backend_requests(stack.main)
     r = s3.get_object(Bucket=bucket, Key="pr", Range="bytes=100-200")
     assert r["Body"].read() == data[100:201] and r["ContentRange"] == f"bytes 100-200/{len(data)}"
-    assert backend_requests(stack.main) - before == 1 + 1 + (3 + 1) + 1
+    assert backend_requests(stack.main) - before == 1 + 1 + 1
     # A last part of 5 MiB or more is followed by the filter's end part, which seals the
     # table: the first ranged read is a HEAD, one read of the end part and the data.
     big = {1: pattern(5 * MiB + 1, 24), 2: pattern(5 * MiB, 25)}
@@ -385,6 +419,9 @@ def test_upload_part_copy(stack, bucket, tmp_path):
     ])
     assert stack.counter("s3crypt_bytes_decrypted") > before  # the data went through the filter
     assert single[:1000] not in stored and mparts[2][:1000] not in stored
+    # Its short last part, copied, was staged too: Complete closed the object with it.
+    at = (5 * MiB + 21) + len(multi) + 2 * PART_OVERHEAD
+    assert stored[at:at + 8] == b"s3cC" + (3).to_bytes(4, "big")
     copy_upload("dst-single-range", [(1, "single", "bytes=65535-65537", single[65535:65538])])
     # A plaintext source is copied (and encrypted) only from a passthrough scope; without
     # one it is an integrity error, as a read of it would be.

@@ -104,6 +104,40 @@ def test_complete_on_a_replica_that_never_saw_the_upload(stack, bucket, redis, r
             c.get_object(Bucket=bucket, Key="far", PartNumber=3)
 
 
+def test_short_last_part_staged_in_redis_closes_the_object_on_another_replica(stack, bucket, redis, replicas):
+    """The short last part goes through one replica, which stages its ciphertext in Redis
+    (never plaintext); Complete on the other replica reads it from there and rewrites the
+    last part as a closing part (docs/FORMAT.md), so that the first ranged read finds the
+    part table in one request. Complete removes the staged copy."""
+    from test_e2e_multipart import PART_OVERHEAD, backend_requests
+
+    a, b = replicas
+    sa = a.s3()
+    parts = {1: pattern(5 * MiB + 7, 72), 2: pattern(123_457, 73)}
+    uid = sa.create_multipart_upload(Bucket=bucket, Key="closing")["UploadId"]
+    etags = {n: sa.upload_part(Bucket=bucket, Key="closing", UploadId=uid, PartNumber=n, Body=p)["ETag"]
+             for n, p in parts.items()}
+    [key] = redis.command("KEYS", "s3crypt:stage:*")["KEYS"]
+    staged = redis.command("GET", key)["GET"]
+    assert staged.startswith("s3crypt-staged-part 1\n")
+    assert parts[2][:64] not in staged.encode() and parts[2][:64].hex() not in staged
+    b.restart()  # no cached record on b
+    sb = b.s3()
+    sb.complete_multipart_upload(Bucket=bucket, Key="closing", UploadId=uid, MultipartUpload={
+        "Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(parts)]})
+    assert redis.command("KEYS", "s3crypt:stage:*")["KEYS"] == [] and mpu_keys(redis) == []
+    stored = stack.backend_object_path(bucket, "closing").read_bytes()
+    at = len(parts[1]) + PART_OVERHEAD
+    assert len(stored) == at + len(parts[2]) + PART_OVERHEAD  # listing sizes unchanged
+    assert stored[at:at + 8] == b"s3cC" + (2).to_bytes(4, "big")
+    data = parts[1] + parts[2]
+    before = backend_requests(a)
+    r = sa.get_object(Bucket=bucket, Key="closing", Range="bytes=-10")
+    assert r["Body"].read() == data[-10:]
+    assert backend_requests(a) - before == 1 + 1 + 1  # HEAD, the table, the data
+    assert sb.get_object(Bucket=bucket, Key="closing")["Body"].read() == data
+
+
 def test_redis_down_gives_503_and_retry_succeeds(stack, bucket, redis, replicas):
     a, b = replicas
     sa, sb = a.s3(), b.s3()

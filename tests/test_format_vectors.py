@@ -23,14 +23,19 @@ F, M, O, H = 65536, 1024, 28, 16
 # Cipher suites (envelope `s`): 1 AES-256-GCM, 2 ChaCha20-Poly1305 (RFC 8439).
 SUITES = {1: AESGCM, 2: ChaCha20Poly1305}
 # Frame layouts (AAD byte 9) and the part header magic of the two part layouts.
-LAYOUTS = {"single": 0, "part": 1, "final": 2, "end": 3}
-MAGIC = {"part": b"s3cP", "final": b"s3cF", "end": b"s3cE"}
+LAYOUTS = {"single": 0, "part": 1, "final": 2, "end": 3, "closing": 4, "table": 5}
+MAGIC = {"part": b"s3cP", "final": b"s3cF", "end": b"s3cE", "closing": b"s3cC"}
 # The end part: one frame sealing the part table (`28,688 - 16 - 28` bytes).
 END_SEALED = 28688 - H - O
 END_VECTOR_LENGTHS = [5 << 20, 5 << 20, 6 << 20]  # the parts before `end-4-after-3-parts`
+# A closing part: 512 frames of plaintext, then one table frame of `28,688 - 16 - 513 * 28`
+# sealed bytes listing every part (the closing one last).
+CLOSING_FRAMES = M // 2
+CLOSING_SEALED = 28688 - H - (CLOSING_FRAMES + 1) * O
+CLOSING_VECTOR_LENGTHS = [5 << 20, 5 << 20, 1000]  # the parts of `closing-3-of-1000`
 
 
-def end_table(lengths):
+def end_table(lengths, size=END_SEALED):
     """The end part's sealed bytes: u8 1, u32 parts, u32 runs, (u32 count, u64 length) per
     run of equal lengths, zeros."""
     runs = []
@@ -40,7 +45,7 @@ def end_table(lengths):
         else:
             runs.append([1, n])
     t = bytes([1]) + struct.pack(">II", len(lengths), len(runs)) + b"".join(struct.pack(">IQ", c, n) for c, n in runs)
-    return t + bytes(END_SEALED - len(t))
+    return t + bytes(size - len(t))
 
 
 def geometry(layout, plen):
@@ -49,6 +54,8 @@ def geometry(layout, plen):
         return -(-plen // F), F
     if layout == "end":
         return 1, END_SEALED
+    if layout == "closing":
+        return CLOSING_FRAMES, max(1, -(-plen // CLOSING_FRAMES))
     return M, max(1, -(-plen // M))
 
 
@@ -99,6 +106,12 @@ def decrypt_stream(suite, dek, layout, part, plen, stored):
         frame = stored[pos : pos + O + n]
         out += gcm.decrypt(frame[:12], frame[12:], frame_aad(suite, lay, part, i, frames, plen))
         pos += O + n
+    if layout == "closing":
+        # The table frame: its AAD names the part (layout 5) but not the part's length.
+        frame = stored[pos : pos + O + CLOSING_SEALED]
+        table = gcm.decrypt(frame[:12], frame[12:], frame_aad(suite, 5, part, 0, 1, CLOSING_SEALED))
+        assert struct.unpack(">II", table[1:9])[0] == part and table[0] == 1
+        pos += O + CLOSING_SEALED
     assert pos == len(stored)
     return out
 
@@ -160,10 +173,16 @@ def test_cases_decrypt_independently(vectors):
         if case["layout"] == "end":
             pt = end_table(END_VECTOR_LENGTHS)
         assert hashlib.sha256(pt).hexdigest() == case["plaintext_sha256"]
+        def nonce_of(i):
+            return base[:4] + struct.pack(">Q", (int.from_bytes(base[4:], "big") + i) % 2**64)
         for i in range(frames):
-            nonce = base[:4] + struct.pack(">Q", (int.from_bytes(base[4:], "big") + i) % 2**64)
+            nonce = nonce_of(i)
             chunk = pt[min(i * flen, plen): min((i + 1) * flen, plen)]
             stored += nonce + gcm.encrypt(nonce, chunk, frame_aad(suite, layout, part, i, frames, plen))
+        if case["layout"] == "closing":
+            nonce = nonce_of(CLOSING_FRAMES)
+            table = end_table(CLOSING_VECTOR_LENGTHS, CLOSING_SEALED)
+            stored += nonce + gcm.encrypt(nonce, table, frame_aad(suite, 5, part, 0, 1, CLOSING_SEALED))
         assert len(stored) == case["stored_len"]
         assert hashlib.sha256(stored).hexdigest() == case["stored_sha256"]
         assert case["stored_hex"].rstrip(".") == stored.hex()[: len(case["stored_hex"].rstrip("."))]
@@ -193,7 +212,7 @@ def test_both_suites_have_vectors(vectors):
     names = {(c["suite"], c["name"].split("/")[-1]) for c in vectors["cases"]}
     bases = ["single-empty", "single-short", "single-two-frames", "part-2-of-3000"]
     if vectors["cases"][0]["envelope_header"].startswith("v=2;"):
-        bases += ["final-3-of-1000", "end-4-after-3-parts"]
+        bases += ["final-3-of-1000", "end-4-after-3-parts", "closing-3-of-1000"]
     for base in bases:
         assert {(1, base), (2, base)} <= names
 

@@ -92,6 +92,16 @@ pub struct PluginConfig {
     /// worker, bytes (256 MiB); a copy that would exceed it answers 503 SlowDown.
     #[serde(default = "default_max_copy_buffer")]
     pub max_copy_buffer_bytes: u64,
+    /// Keep a copy of the ciphertext of each short last part (stored under 5 MiB) of an
+    /// upload in the state store until CompleteMultipartUpload, which then closes the
+    /// object with a part sealing its part table (readers find it in one request; see
+    /// FORMAT.md, "Layout closing"). Off: such objects are read by walking their parts.
+    #[serde(default = "default_true")]
+    pub stage_short_parts: bool,
+    /// Shared-data mode: short parts staged at once per Envoy process (8; each under
+    /// 5 MiB, so at most 40 MiB). A new one evicts the oldest when all are taken.
+    #[serde(default = "default_staging_slots")]
+    pub staging_slots: u32,
     /// Environment variable names, if the defaults do not suit.
     #[serde(default)]
     pub env: EnvNames,
@@ -197,6 +207,12 @@ fn default_max_copy_part() -> u64 {
 fn default_max_copy_buffer() -> u64 {
     256 << 20
 }
+fn default_true() -> bool {
+    true
+}
+fn default_staging_slots() -> u32 {
+    8
+}
 fn default_skew() -> i64 {
     15 * 60
 }
@@ -281,6 +297,9 @@ impl Config {
             return Err(
                 "redis_timeout_ms, upload_ttl_secs and max_copy_part_bytes must be positive".into(),
             );
+        }
+        if plugin.staging_slots > 64 {
+            return Err("staging_slots must be at most 64".into());
         }
         if plugin.max_copy_buffer_bytes < plugin.max_copy_part_bytes {
             return Err("max_copy_buffer_bytes must be at least max_copy_part_bytes".into());

@@ -33,6 +33,7 @@ use crate::parts::{PartTable, RangeDecryptor, RangePlan, Walk};
 use crate::range::{self, RangeSpec};
 use crate::s3::{self, Body, Doc, Operation, Response, S3Request};
 use crate::sigv4::{self, PayloadMode, VerifiedRequest};
+use crate::stage;
 use crate::state::{self, StateError, UploadState, WebdisRequest};
 use crate::xml;
 
@@ -194,6 +195,9 @@ struct Upload {
     /// Filled in when the body is complete.
     result_md5: Option<[u8; 16]>,
     result_checksums: Vec<(String, String)>,
+    /// A short last part: the ciphertext sent upstream, kept for Complete (stage.rs),
+    /// with its share of the memory budget.
+    stage: Option<(Vec<u8>, CopyReservation)>,
 }
 
 impl Upload {
@@ -480,6 +484,8 @@ struct PartCopy {
     plain: Vec<u8>,
     /// This copy's share of `max_copy_buffer_bytes`, held until the copy ends.
     budget: Option<CopyReservation>,
+    /// A short last part: a copy of the part sent, staged once the backend stored it.
+    stage: Option<(Vec<u8>, CopyReservation)>,
 }
 
 impl PartCopy {
@@ -520,6 +526,17 @@ enum Pending {
     CompleteList(Box<Completing>, (Suite, DataKey)),
     /// CompleteMultipartUpload: the end part (it seals the part table) sent as UploadPart.
     CompleteMarker(Box<Completing>),
+    /// CompleteMultipartUpload: the staged copy of the short last part, from Redis.
+    CompleteStaged(Box<Completing>, (Suite, DataKey)),
+    /// CompleteMultipartUpload: the closing part (the last part rewritten with the part
+    /// table) sent as UploadPart under the last part's number.
+    CompleteClosing(Box<Completing>),
+    /// UploadPart of a short last part: its response waits until the staged copy is in
+    /// Redis (best effort: without it the object is completed without a table).
+    Staged,
+    /// UploadPartCopy of a short last part: its answer waits until the staged copy is in
+    /// Redis (best effort, as for UploadPart).
+    StagedThenReply(Reply),
     /// UploadPart: the upload's record from Redis.
     UploadState {
         h: Headers,
@@ -575,8 +592,6 @@ pub struct Exchange {
 /// A CompleteMultipartUpload whose part list is held while the filter makes sure the
 /// object will end with a last part (FORMAT.md, "How a version 2 multipart object ends").
 pub(crate) struct Completing {
-    /// The client's part list, checked, its checksums blanked.
-    list: Vec<u8>,
     /// Length the body sent upstream must have (its Content-Length went ahead), if fixed.
     length: Option<u64>,
     /// The object's upstream path (no query) and the upload.
@@ -585,16 +600,19 @@ pub(crate) struct Completing {
     object: String,
     /// Number of the last listed part (the list is 1..=last).
     last: u32,
+    /// The client's ETag of each listed part 1..=last (element text, unescaped).
+    etags: Vec<String>,
     /// Stored size of each listed part 1..=last, as the backend's listing says.
     sizes: Vec<Option<u64>>,
     /// The part-number-marker of the next ListParts page.
     marker: u32,
 }
 
-/// Bytes a CompleteMultipartUpload body may grow by: room for one `<Part>` element (the
-/// end part) with an ETag of up to 104 characters (after escaping). The upstream Content-Length reserves
-/// it; what is not needed is sent as spaces.
-const COMPLETE_ROOM: u64 = 160;
+/// Bytes a CompleteMultipartUpload body may grow by when the filter rebuilds it: the
+/// namespace on the root element (44) and one `<Part>` element (the end part) with an
+/// ETag of up to 104 characters (after escaping; 160). The upstream Content-Length
+/// reserves it; what is not needed is sent as spaces.
+const COMPLETE_ROOM: u64 = 256;
 
 /// Holds back the last byte the response promised (its `Content-Length`) until the whole
 /// stream verified, so that a stored object that is shorter than it claims (a truncated
@@ -1044,6 +1062,7 @@ impl Exchange {
         };
 
         strip_integrity_headers(up);
+        let mut stage = None;
         let (suite, dek, geo) = match part {
             Some(PartKey {
                 number,
@@ -1058,7 +1077,9 @@ impl Exchange {
                         "s3crypt: empty parts are not supported",
                     ));
                 }
-                (suite, dek, part_geometry(v2, number, plain_len))
+                let geo = part_geometry(v2, number, plain_len);
+                stage = self.stage_for(v2, &geo);
+                (suite, dek, geo)
             }
             None => {
                 let (dek, mut env) = self.new_envelope(Layout::Single, Some(plain_len))?;
@@ -1088,6 +1109,7 @@ impl Exchange {
             plain: Vec::new(),
             result_md5: None,
             result_checksums: Vec::new(),
+            stage,
         });
         if eos {
             // No body at all: everything is checked now, and nothing is sent (an empty
@@ -1327,10 +1349,17 @@ impl Exchange {
         let id = self.upload_id.clone()?;
         self.store.remove(&state::shared_key(&id));
         match self.cfg.plugin.state_store {
-            StateStore::SharedData => None,
+            StateStore::SharedData => {
+                if let Some(i) = stage::find_slot(&self.stage_owners(), &id) {
+                    self.store.remove(&stage::slot_key(i));
+                    self.store.remove(&stage::owner_key(i));
+                }
+                None
+            }
             StateStore::Redis => {
                 self.pending = Pending::Forget;
-                Some(self.webdis(state::del(&self.cfg, &state::redis_key(&id))))
+                let keys = [state::redis_key(&id), stage::redis_key(&id)];
+                Some(self.webdis(state::del_keys(&self.cfg, &keys)))
             }
         }
     }
@@ -1370,8 +1399,10 @@ impl Exchange {
     /// record, then list its parts (the object must end with a final part).
     /// `last`: the list names parts 1..=last (checked).
     fn complete_list_held(&mut self, list: Vec<u8>, last: u32) -> Result<RequestStep, S3Error> {
-        // Checked before anything is uploaded: the list can take the end part's element.
-        if list_insertion_point(&list).is_none() {
+        // Checked before anything is uploaded: every part has its ETag (the list goes
+        // upstream rebuilt from the numbers and ETags checked here).
+        let etags = xml::element_texts(&String::from_utf8_lossy(&list), "ETag");
+        if etags.len() != last as usize {
             return Err(malformed_part_list());
         }
         let req = self
@@ -1382,12 +1413,12 @@ impl Exchange {
         let path = Self::object_path(req);
         let object = Self::object_of(req);
         let c = Box::new(Completing {
-            list,
             length: self.complete_length,
             path,
             upload_id,
             object,
             last,
+            etags,
             sizes: vec![None; last as usize],
             marker: 0,
         });
@@ -1421,7 +1452,7 @@ impl Exchange {
             ));
         }
         if env.version < 2 {
-            return Ok(RequestStep::Body(completed_list(&c.list, "", c.length)?));
+            return complete_as_listed(&c);
         }
         self.complete_list_page(c, (env.suite, dek))
     }
@@ -1503,7 +1534,7 @@ impl Exchange {
             return Err(self.integrity());
         }
         if crate::format::part_is_final(c.last, last_size - crate::format::PART_OVERHEAD) {
-            return Ok(RequestStep::Body(completed_list(&c.list, "", c.length)?));
+            return self.complete_short(c, key, last_size);
         }
         // The last part can be followed: the filter adds the end part after it.
         // It seals the part table, so that readers find it in one request.
@@ -1515,18 +1546,24 @@ impl Exchange {
             .collect();
         let marker = crate::format::seal_end(suite, &dek, number, &lengths)
             .map_err(|_| S3Error::internal("s3crypt: no randomness"))?;
+        let call = self.upload_part_callout(&c, number, marker);
+        self.pending = Pending::CompleteMarker(c);
+        Ok(RequestStep::CallOut(call))
+    }
+
+    /// UploadPart of a part the filter writes into the upload being completed.
+    fn upload_part_callout(&self, c: &Completing, number: u32, body: Vec<u8>) -> CallOut {
         let path = format!(
             "{}?partNumber={number}&uploadId={}",
             c.path,
             s3::uri_encode(&c.upload_id, true)
         );
         let mut h = self.request_at("PUT", path, None);
-        h.set("content-length", marker.len().to_string());
+        h.set("content-length", body.len().to_string());
         self.sign(&mut h, sigv4::UNSIGNED_PAYLOAD);
-        self.pending = Pending::CompleteMarker(c);
         let mut call = self.backend_callout(h);
-        call.body = Some(marker);
-        Ok(RequestStep::CallOut(call))
+        call.body = Some(body);
+        call
     }
 
     /// The end marker was stored: the part list goes upstream with it as the last part.
@@ -1542,16 +1579,192 @@ impl Exchange {
             .and_then(|h| h.get("etag"))
             .map(str::to_string)
             .ok_or_else(|| part_put_failed(status, &String::from_utf8_lossy(body)))?;
-        // Element text needs only `&`, `<` and `>` escaped; quotes stay one byte each.
-        let text = etag
-            .replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;");
-        let part = format!(
-            "<Part><PartNumber>{}</PartNumber><ETag>{text}</ETag></Part>",
-            c.last + 1
-        );
-        Ok(RequestStep::Body(completed_list(&c.list, &part, c.length)?))
+        let parts = listed_parts(c).chain(std::iter::once((c.last + 1, etag.as_str())));
+        Ok(RequestStep::Body(part_list(parts, c.length)?))
+    }
+
+    /// The last part is short (it can only be last): close the object with it rewritten
+    /// as a closing part, if its staged copy is at hand; else complete as listed.
+    fn complete_short(
+        &mut self,
+        c: Box<Completing>,
+        key: (Suite, DataKey),
+        last_size: u64,
+    ) -> Result<RequestStep, S3Error> {
+        let p = &self.cfg.plugin;
+        if !p.stage_short_parts
+            || c.last >= crate::format::MAX_PART_NUMBER
+            || last_size >= crate::format::MIN_PART_SIZE
+        {
+            return complete_as_listed(&c);
+        }
+        match p.state_store {
+            StateStore::SharedData => {
+                let staged = self.staged_shared(&c.upload_id);
+                self.complete_closing(c, key, staged)
+            }
+            StateStore::Redis => {
+                let get = state::get(&self.cfg, &stage::redis_key(&c.upload_id));
+                self.pending = Pending::CompleteStaged(c, key);
+                Ok(RequestStep::CallOut(self.webdis(get)))
+            }
+        }
+    }
+
+    /// The staged copy of an upload's short last part in shared data, if it is there.
+    fn staged_shared(&self, upload_id: &str) -> Option<stage::Staged> {
+        let i = stage::find_slot(&self.stage_owners(), upload_id)?;
+        stage::decode(&self.store.get(&stage::slot_key(i))?, upload_id)
+    }
+
+    fn stage_owners(&self) -> Vec<Option<Vec<u8>>> {
+        (0..self.cfg.plugin.staging_slots)
+            .map(|i| self.store.get(&stage::owner_key(i)))
+            .collect()
+    }
+
+    /// Sends the closing part made from the staged copy, or completes as listed when
+    /// there is none that fits.
+    fn complete_closing(
+        &mut self,
+        c: Box<Completing>,
+        key: (Suite, DataKey),
+        staged: Option<stage::Staged>,
+    ) -> Result<RequestStep, S3Error> {
+        let part = match self.closing_part(&c, &key, staged) {
+            Ok(part) => part,
+            Err(why) => {
+                self.stats.note(&format!(
+                    "s3crypt: upload {:?} completes without a part table ({why}); its range reads walk the parts",
+                    c.upload_id
+                ));
+                return complete_as_listed(&c);
+            }
+        };
+        // It replaces the last part under the same number (a gap in the numbers would
+        // do too, but not every S3 server completes lists with gaps).
+        let call = self.upload_part_callout(&c, c.last, part);
+        self.pending = Pending::CompleteClosing(c);
+        Ok(RequestStep::CallOut(call))
+    }
+
+    /// The closing part for an upload's last part from its staged copy: only a copy of
+    /// this upload's last part whose MD5 is the ETag the client names for it and that
+    /// decrypts under the upload's key. Memory: the copy, then its
+    /// plaintext and the closing part (each under 5 MiB), within the copy budget.
+    fn closing_part(
+        &self,
+        c: &Completing,
+        (suite, dek): &(Suite, DataKey),
+        staged: Option<stage::Staged>,
+    ) -> Result<Vec<u8>, &'static str> {
+        use crate::format::{FrameDecryptor, PART_OVERHEAD};
+        let s = staged.ok_or("no staged copy of its last part")?;
+        let sizes: Vec<u64> = c
+            .sizes
+            .iter()
+            .copied()
+            .collect::<Option<_>>()
+            .ok_or("unlisted")?;
+        let last_size = *sizes.last().ok_or("no parts")?;
+        if s.number != c.last || s.cipher.len() as u64 != last_size {
+            return Err("the staged copy is of another part");
+        }
+        // The part the client names, by the ETag the backend gave it for it. (Not the
+        // ETag the backend lists now: after a Complete that failed once, that is the
+        // closing part's, and the retry makes it again.)
+        let md5 = hex::encode(Md5::digest(&s.cipher));
+        if c.etags.last().map(|e| etag_hex(e)) != Some(md5) {
+            return Err("the staged copy is not the named part");
+        }
+        let budget = self.cfg.plugin.max_copy_buffer_bytes;
+        let _held = last_size
+            .checked_mul(2)
+            .and_then(|n| CopyReservation::try_new(n, budget))
+            .ok_or("no memory budget left")?;
+        let geo = Geometry::part_in(Layout::Final, c.last, last_size - PART_OVERHEAD);
+        let mut d = FrameDecryptor::whole(*suite, dek, geo);
+        let mut plain = Vec::with_capacity(usize::try_from(geo.plain_len).unwrap_or(0));
+        d.push(&s.cipher, &mut plain)
+            .and_then(|()| d.finish())
+            .map_err(|_| "the staged copy does not verify")?;
+        drop(s);
+        let lengths: Vec<u64> = sizes.iter().map(|n| n - PART_OVERHEAD).collect();
+        crate::format::seal_closing(*suite, dek, c.last, &plain, &lengths)
+            .map_err(|_| "too many distinct part lengths for its table")
+    }
+
+    /// The closing part was stored in the last part's place: the list goes upstream with
+    /// its ETag. If the backend refused it, the last part is still the client's and the
+    /// object completes as listed.
+    fn complete_closed(
+        &mut self,
+        c: &Completing,
+        resp: Option<&Headers>,
+    ) -> Result<RequestStep, S3Error> {
+        let status = resp.and_then(|h| h.get(":status")?.parse::<u16>().ok());
+        let Some(etag) = resp
+            .filter(|_| status == Some(200))
+            .and_then(|h| h.get("etag"))
+        else {
+            self.stats.note(&format!(
+                "s3crypt: the closing part of upload {:?} was refused ({status:?}); it completes without a part table",
+                c.upload_id
+            ));
+            return complete_as_listed(c);
+        };
+        let keep = listed_parts(c).take(c.last as usize - 1);
+        let parts = keep.chain(std::iter::once((c.last, etag)));
+        Ok(RequestStep::Body(part_list(parts, c.length)?))
+    }
+
+    /// Whether (and with what memory) an UploadPart keeps its ciphertext for Complete: a
+    /// version 2 part in layout `final` stored under 5 MiB, numbered below 10,000 (so a
+    /// closing part can take the next number), when staging is on and the budget allows.
+    fn stage_for(&self, v2: bool, geo: &Geometry) -> Option<(Vec<u8>, CopyReservation)> {
+        let p = &self.cfg.plugin;
+        let store = match p.state_store {
+            StateStore::SharedData => p.staging_slots > 0,
+            StateStore::Redis => true,
+        };
+        let len = geo.cipher_len();
+        if !(v2
+            && p.stage_short_parts
+            && store
+            && geo.layout == Layout::Final
+            && len < crate::format::MIN_PART_SIZE
+            && geo.part < crate::format::MAX_PART_NUMBER)
+        {
+            return None;
+        }
+        let held = CopyReservation::try_new(len, p.max_copy_buffer_bytes)?;
+        Some((Vec::with_capacity(usize::try_from(len).ok()?), held))
+    }
+
+    /// A short last part the backend stored: its copy goes to the state store (shared
+    /// data at once; Redis by a call-out the response waits for).
+    fn stage_part(&mut self, cipher: Vec<u8>, number: u32) -> Option<CallOut> {
+        let id = self.upload_id.clone()?;
+        let rec = stage::encode(&id, self.now, number, &cipher);
+        drop(cipher);
+        match self.cfg.plugin.state_store {
+            StateStore::SharedData => {
+                let ttl = self.cfg.plugin.upload_ttl_secs;
+                if let Some((i, seq)) = stage::choose_slot(&self.stage_owners(), &id, self.now, ttl)
+                {
+                    let owner = stage::owner_line(&id, self.now, seq);
+                    self.store.set(&stage::owner_key(i), owner.as_bytes());
+                    self.store.set(&stage::slot_key(i), &rec);
+                }
+                None
+            }
+            StateStore::Redis => {
+                let ttl = self.cfg.plugin.upload_ttl_secs;
+                let set = state::setex(&self.cfg, &stage::redis_key(&id), ttl, &rec);
+                self.pending = Pending::Staged;
+                Some(self.webdis(set))
+            }
+        }
     }
 
     fn start_get(
@@ -1926,6 +2139,20 @@ impl Exchange {
                 let r = self.complete_marked(&c, resp.map(|(h, _)| h), body);
                 request(self, r)
             }
+            Pending::CompleteStaged(c, key) => {
+                let staged = state::parse_get(status, body)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| stage::decode(&v, &c.upload_id));
+                let r = self.complete_closing(c, key, staged);
+                request(self, r)
+            }
+            Pending::CompleteClosing(c) => {
+                let r = self.complete_closed(&c, resp.map(|(h, _)| h));
+                request(self, r)
+            }
+            Pending::Staged => CallOutStep::Response(ResponseResume::Continue),
+            Pending::StagedThenReply(r) => CallOutStep::Request(RequestStep::Reply(r)),
             Pending::UploadState {
                 h,
                 mut up,
@@ -2338,6 +2565,7 @@ impl Exchange {
             body: Vec::new(),
             plain: Vec::new(),
             budget: None,
+            stage: None,
         });
         self.pending = Pending::PartCopySource(pc);
         Ok(RequestStep::CallOut(self.backend_callout(head)))
@@ -2394,7 +2622,7 @@ impl Exchange {
                 };
                 self.part_copy_plan(pc)
             }
-            Layout::Part | Layout::Final | Layout::End => {
+            Layout::Part | Layout::Final | Layout::End | Layout::Closing | Layout::Table => {
                 let parts = parts_in_etag(&pc.src_etag).ok_or_else(|| self.integrity())?;
                 let numbered = env.version >= 2;
                 let version = table_version(&pc.src_etag, stored, &env);
@@ -2480,6 +2708,11 @@ impl Exchange {
             }
             self.stats
                 .add(Counter::BytesEncrypted, pc.last - pc.first + 1);
+            let geo = *enc.geometry();
+            pc.stage = self.stage_for(pc.dest_v2, &geo).map(|(mut kept, held)| {
+                kept.extend_from_slice(&body);
+                (kept, held)
+            });
             let mut h = self.request_at("PUT", pc.dest.clone(), None);
             h.set("content-length", body.len().to_string());
             self.sign(&mut h, sigv4::UNSIGNED_PAYLOAD);
@@ -2551,7 +2784,7 @@ impl Exchange {
     /// (the one CompleteMultipartUpload needs).
     fn part_copy_done(
         &mut self,
-        _pc: Box<PartCopy>,
+        mut pc: Box<PartCopy>,
         resp: Option<&Headers>,
         body: &[u8],
     ) -> Result<RequestStep, S3Error> {
@@ -2565,7 +2798,17 @@ impl Exchange {
             iso8601(self.now),
             crate::error::xml_escape(&etag)
         );
-        Ok(self.xml_reply(xml))
+        let reply = self.xml_reply(xml);
+        // A short last part: staged like one sent by UploadPart (Redis: the answer waits).
+        if let Some((cipher, _held)) = pc.stage.take() {
+            if let Some(call) = self.stage_part(cipher, pc.number) {
+                if let RequestStep::Reply(r) = reply {
+                    self.pending = Pending::StagedThenReply(r);
+                    return Ok(RequestStep::CallOut(call));
+                }
+            }
+        }
+        Ok(reply)
     }
 
     /// Parses the envelope, unwraps the data key and verifies the envelope tag.
@@ -2663,8 +2906,15 @@ impl Exchange {
                 (blanked, parts)
             }
             RequestBody::Upload(u) => {
+                let before = out.len();
                 return match u.push(chunk, end, out) {
-                    Ok(()) => Ok(None),
+                    Ok(()) => {
+                        if let (Some((kept, _)), Some(new)) = (u.stage.as_mut(), out.get(before..))
+                        {
+                            kept.extend_from_slice(new);
+                        }
+                        Ok(None)
+                    }
                     Err(e) => {
                         out.clear();
                         self.stats.add(Counter::RejectedRequests, 1);
@@ -2674,7 +2924,7 @@ impl Exchange {
                             &self.request_id,
                         )))
                     }
-                }
+                };
             }
         };
         // A CompleteMultipartUpload part list is held: the object must end with a final
@@ -2705,7 +2955,12 @@ impl Exchange {
         let op = self.req.as_ref().map(|r| r.op);
         match op {
             Some(Operation::PutObject) => self.finish_put(status, &mut out),
-            Some(Operation::UploadPart) => self.finish_part(status, &mut out),
+            Some(Operation::UploadPart) => {
+                if let Some(c) = self.finish_part(status, &mut out) {
+                    out.remove(ENVELOPE_HEADER);
+                    return ResponseStep::ForwardAfter(out, c);
+                }
+            }
             Some(Operation::AbortMultipartUpload) => {
                 // Only an abort the backend confirmed ends the upload: a 404 (say, the
                 // right UploadId with another key) leaves its state alone.
@@ -2762,20 +3017,27 @@ impl Exchange {
     }
 
     /// UploadPart response: the backend's ETag stays (the client sends it back in
-    /// CompleteMultipartUpload); checksums are those of the plaintext part.
-    fn finish_part(&mut self, status: u16, out: &mut Headers) {
-        let RequestBody::Upload(u) = &self.req_body else {
-            return;
+    /// CompleteMultipartUpload); checksums are those of the plaintext part. A short last
+    /// part is staged for Complete.
+    fn finish_part(&mut self, status: u16, out: &mut Headers) -> Option<CallOut> {
+        let RequestBody::Upload(u) = &mut self.req_body else {
+            return None;
         };
         if status != 200 {
-            return;
+            return None;
         }
         strip_checksum_headers(out);
         for (k, v) in &u.result_checksums {
             out.set(k, v.clone());
         }
-        self.stats
-            .add(Counter::BytesEncrypted, u.enc.geometry().plain_len);
+        let geo = *u.enc.geometry();
+        let staged = u.stage.take();
+        self.stats.add(Counter::BytesEncrypted, geo.plain_len);
+        let (cipher, _held) = staged?;
+        if cipher.len() as u64 != geo.cipher_len() {
+            return None;
+        }
+        self.stage_part(cipher, geo.part)
     }
 
     fn finish_put(&mut self, status: u16, out: &mut Headers) {
@@ -3398,29 +3660,51 @@ fn part_geometry(v2: bool, number: u32, plain_len: u64) -> Geometry {
     Geometry::part_in(layout, number, plain_len)
 }
 
-/// Where a part element goes into a (checked) CompleteMultipartUpload part list: before
-/// its closing root tag, the last `</` of a document that ends with its root element (so
-/// no comment or text inside the list can take it elsewhere).
-fn list_insertion_point(list: &[u8]) -> Option<usize> {
-    list.windows(2).rposition(|w| w == b"</")
+/// The parts 1..=last of a Complete with the client's ETags.
+fn listed_parts(c: &Completing) -> impl Iterator<Item = (u32, &str)> {
+    (1u32..).zip(c.etags.iter().map(String::as_str))
 }
 
-/// A CompleteMultipartUpload part list with `part` inserted before its closing root tag,
-/// after spaces that make it exactly `length` bytes when that length was announced.
-fn completed_list(list: &[u8], part: &str, length: Option<u64>) -> Result<Vec<u8>, S3Error> {
-    let at = list_insertion_point(list).ok_or_else(malformed_part_list)?;
-    let mut out = Vec::with_capacity(list.len() + COMPLETE_ROOM as usize);
-    out.extend_from_slice(&list[..at]);
+/// The part list as the client sent it (numbers and ETags checked), rebuilt.
+fn complete_as_listed(c: &Completing) -> Result<RequestStep, S3Error> {
+    Ok(RequestStep::Body(part_list(listed_parts(c), c.length)?))
+}
+
+/// A CompleteMultipartUpload part list of exactly these parts, padded with spaces to
+/// `length` bytes when that length was announced.
+fn part_list<'a>(
+    parts: impl Iterator<Item = (u32, &'a str)>,
+    length: Option<u64>,
+) -> Result<Vec<u8>, S3Error> {
+    let mut out =
+        br#"<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">"#.to_vec();
+    for (n, etag) in parts {
+        // Element text needs only `&`, `<` and `>` escaped; quotes stay one byte each.
+        let text = etag
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        out.extend_from_slice(
+            format!("<Part><PartNumber>{n}</PartNumber><ETag>{text}</ETag></Part>").as_bytes(),
+        );
+    }
+    let close = b"</CompleteMultipartUpload>";
     if let Some(n) = length {
         let pad = usize::try_from(n)
             .ok()
-            .and_then(|n| n.checked_sub(list.len() + part.len()))
-            .ok_or_else(|| S3Error::internal("s3crypt: the end part's element does not fit"))?;
+            .and_then(|n| n.checked_sub(out.len() + close.len()))
+            .ok_or_else(|| {
+                S3Error::internal("s3crypt: the part list does not fit its announced length")
+            })?;
         out.resize(out.len() + pad, b' ');
     }
-    out.extend_from_slice(part.as_bytes());
-    out.extend_from_slice(&list[at..]);
+    out.extend_from_slice(close);
     Ok(out)
+}
+
+/// An ETag as hex digits to compare: quotes and case dropped.
+fn etag_hex(e: &str) -> String {
+    e.trim().trim_matches('"').to_ascii_lowercase()
 }
 
 /// (part number, stored size) of each part in a ListParts answer, and the marker for the

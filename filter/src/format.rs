@@ -46,6 +46,18 @@ pub const PART_MAGIC: &[u8; 4] = b"s3cP";
 pub const FINAL_MAGIC: &[u8; 4] = b"s3cF";
 /// Magic at the start of the end part the filter adds to close a multipart object.
 pub const END_MAGIC: &[u8; 4] = b"s3cE";
+/// Magic at the start of a closing part: a short last part the filter rewrote during
+/// CompleteMultipartUpload with the object's part table sealed after its frames.
+pub const CLOSING_MAGIC: &[u8; 4] = b"s3cC";
+/// Frames of plaintext in a closing part (the other half of the frame overhead of a part
+/// holds its sealed table).
+pub const CLOSING_FRAMES: u64 = PART_FRAMES / 2;
+/// Bytes sealed in a closing part's table frame: what keeps a closing part exactly one
+/// part overhead longer than its plaintext, like every other part.
+pub const CLOSING_SEALED_LEN: u64 =
+    PART_OVERHEAD - PART_HEADER_LEN - (CLOSING_FRAMES + 1) * FRAME_OVERHEAD;
+/// Runs of equal part lengths a closing part's table can hold.
+pub const CLOSING_MAX_RUNS: usize = (CLOSING_SEALED_LEN as usize - 9) / 12;
 /// Bytes sealed in the end part's one frame: what keeps the end part exactly one part
 /// overhead long (so listing sizes stay `C − N · PART_OVERHEAD`).
 pub const END_SEALED_LEN: u64 = PART_OVERHEAD - PART_HEADER_LEN - FRAME_OVERHEAD;
@@ -69,6 +81,11 @@ pub enum Layout {
     /// The end part the filter adds after a last part that could be followed: no object
     /// plaintext, one frame sealing the object's part table (version 2 envelopes).
     End,
+    /// A last part shorter than 5 MiB rewritten by the filter during Complete: 512
+    /// frames of plaintext, then one frame (layout `Table`) sealing the part table.
+    Closing,
+    /// The table frame at the end of a closing part (only in associated data).
+    Table,
 }
 
 impl Layout {
@@ -78,6 +95,8 @@ impl Layout {
             Layout::Part => 1,
             Layout::Final => 2,
             Layout::End => 3,
+            Layout::Closing => 4,
+            Layout::Table => 5,
         }
     }
 }
@@ -163,25 +182,63 @@ impl Geometry {
         }
     }
 
+    /// A closing part numbered `part` of `plain_len` bytes: its frames of plaintext (the
+    /// table frame after them has the geometry [`Geometry::closing_table`]).
+    pub fn closing(part: u32, plain_len: u64) -> Geometry {
+        Geometry {
+            layout: Layout::Closing,
+            part,
+            plain_len,
+            frame_len: plain_len.div_ceil(CLOSING_FRAMES).max(1),
+            frames: CLOSING_FRAMES,
+        }
+    }
+
+    /// The table frame of the closing part numbered `part`: [`CLOSING_SEALED_LEN`] sealed
+    /// bytes. Its associated data names the part but not the part's length, which a
+    /// reader learns from the table (so it can open the frame knowing only the part count).
+    pub fn closing_table(part: u32) -> Geometry {
+        Geometry {
+            layout: Layout::Table,
+            part,
+            plain_len: CLOSING_SEALED_LEN,
+            frame_len: CLOSING_SEALED_LEN,
+            frames: 1,
+        }
+    }
+
     /// Plaintext of the object in this stream (none in an end part).
     pub fn object_len(&self) -> u64 {
         match self.layout {
-            Layout::End => 0,
+            Layout::End | Layout::Table => 0,
             _ => self.plain_len,
         }
+    }
+
+    /// Whether nothing may follow this part (the last part of a version 2 object).
+    pub fn is_last_layout(&self) -> bool {
+        matches!(self.layout, Layout::Final | Layout::End | Layout::Closing)
     }
 
     /// Bytes of the part header in front of the frames.
     pub fn header_len(&self) -> u64 {
         match self.layout {
-            Layout::Single => 0,
-            Layout::Part | Layout::Final | Layout::End => PART_HEADER_LEN,
+            Layout::Single | Layout::Table => 0,
+            Layout::Part | Layout::Final | Layout::End | Layout::Closing => PART_HEADER_LEN,
         }
     }
 
-    /// Stored length of the stream.
+    /// Stored length of the stream (a closing part's table frame included).
     pub fn cipher_len(&self) -> u64 {
-        self.header_len() + self.plain_len + self.frames * FRAME_OVERHEAD
+        self.header_len() + self.plain_len + self.frames * FRAME_OVERHEAD + self.trailer_len()
+    }
+
+    /// Stored bytes after the frames of this geometry: a closing part's table frame.
+    pub fn trailer_len(&self) -> u64 {
+        match self.layout {
+            Layout::Closing => CLOSING_SEALED_LEN + FRAME_OVERHEAD,
+            _ => 0,
+        }
     }
 
     /// The single-layout geometry whose stored length is `cipher_len`, if any.
@@ -238,6 +295,7 @@ pub fn part_header(geo: &Geometry) -> [u8; 16] {
     h[..4].copy_from_slice(match geo.layout {
         Layout::Final => FINAL_MAGIC,
         Layout::End => END_MAGIC,
+        Layout::Closing => CLOSING_MAGIC,
         _ => PART_MAGIC,
     });
     h[4..8].copy_from_slice(&geo.part.to_be_bytes());
@@ -252,12 +310,14 @@ pub fn parse_part_header(h: &[u8]) -> Option<Geometry> {
         m if m == PART_MAGIC => Layout::Part,
         m if m == FINAL_MAGIC => Layout::Final,
         m if m == END_MAGIC => Layout::End,
+        m if m == CLOSING_MAGIC => Layout::Closing,
         _ => return None,
     };
     let part = u32::from_be_bytes(h.get(4..8)?.try_into().ok()?);
     let len = u64::from_be_bytes(h.get(8..16)?.try_into().ok()?);
     match layout {
         Layout::End => (len == END_SEALED_LEN).then(|| Geometry::end(part)),
+        Layout::Closing => Some(Geometry::closing(part, len)),
         _ => Some(Geometry::part_in(layout, part, len)),
     }
 }
@@ -271,7 +331,7 @@ pub fn seal_end(
     number: u32,
     lengths: &[u64],
 ) -> Result<Vec<u8>, FormatError> {
-    let table = end_table(lengths);
+    let table = end_table(lengths, END_SEALED_LEN);
     let mut out = Vec::with_capacity(PART_OVERHEAD as usize);
     let mut e = FrameEncryptor::new(suite, dek, Geometry::end(number));
     e.push(&table, &mut out)?;
@@ -279,9 +339,40 @@ pub fn seal_end(
     Ok(out)
 }
 
-/// The sealed bytes of an end part: `u8 1 ‖ u32be parts ‖ u32be runs ‖ runs × (u32be count
-/// ‖ u64be length) ‖ zeros` ([`END_SEALED_LEN`] bytes; `runs = 0`: no table).
-pub fn end_table(lengths: &[u64]) -> Vec<u8> {
+/// The closing part numbered `number` (the object's last) holding `plain`, sealing the
+/// plaintext lengths of all parts `1 … number` (`lengths`, this one's last); more runs
+/// than fit are sealed as "no table". `plain.len() + PART_OVERHEAD` bytes.
+pub fn seal_closing(
+    suite: Suite,
+    dek: &DataKey,
+    number: u32,
+    plain: &[u8],
+    lengths: &[u64],
+) -> Result<Vec<u8>, FormatError> {
+    if lengths.last() != Some(&(plain.len() as u64)) || lengths.len() as u64 != u64::from(number) {
+        return Err(FormatError::Length);
+    }
+    let table = end_table(lengths, CLOSING_SEALED_LEN);
+    if table.get(5..9) == Some(&[0u8; 4][..]) {
+        // More runs than fit: a closing part must hold its table (it authenticates the
+        // part's length), so the object is not closed this way.
+        return Err(FormatError::Length);
+    }
+    let geo = Geometry::closing(number, plain.len() as u64);
+    let mut out = Vec::with_capacity(usize::try_from(geo.cipher_len()).unwrap_or(0));
+    let mut e = FrameEncryptor::new(suite, dek, geo);
+    e.push(plain, &mut out)?;
+    e.finish(&mut out)?;
+    let mut t = FrameEncryptor::new(suite, dek, Geometry::closing_table(number));
+    t.push(&table, &mut out)?;
+    t.finish(&mut out)?;
+    Ok(out)
+}
+
+/// The sealed bytes of an end part or closing table frame (`size` bytes): `u8 1 ‖ u32be
+/// parts ‖ u32be runs ‖ runs × (u32be count ‖ u64be length) ‖ zeros` (`runs = 0`: no
+/// table, when more runs than fit would be needed).
+pub fn end_table(lengths: &[u64], size: u64) -> Vec<u8> {
     let mut runs: Vec<(u32, u64)> = Vec::new();
     for &l in lengths {
         match runs.last_mut() {
@@ -289,10 +380,10 @@ pub fn end_table(lengths: &[u64]) -> Vec<u8> {
             _ => runs.push((1, l)),
         }
     }
-    if runs.len() > END_MAX_RUNS {
+    if runs.len() > max_runs(size) {
         runs.clear();
     }
-    let mut t = Vec::with_capacity(END_SEALED_LEN as usize);
+    let mut t = Vec::with_capacity(size as usize);
     t.push(1);
     t.extend_from_slice(&(lengths.len() as u32).to_be_bytes());
     t.extend_from_slice(&(runs.len() as u32).to_be_bytes());
@@ -300,13 +391,18 @@ pub fn end_table(lengths: &[u64]) -> Vec<u8> {
         t.extend_from_slice(&n.to_be_bytes());
         t.extend_from_slice(&l.to_be_bytes());
     }
-    t.resize(END_SEALED_LEN as usize, 0);
+    t.resize(size as usize, 0);
     t
 }
 
-/// Reads the (verified) sealed bytes of an end part: the lengths of the `parts` parts
-/// before it, `Ok(None)` if it holds no table; an error if it is not a table of exactly
-/// that many parts of at most 5 GiB.
+/// Runs a sealed table of `size` bytes holds.
+fn max_runs(size: u64) -> usize {
+    (size as usize).saturating_sub(9) / 12
+}
+
+/// Reads the (verified) sealed bytes of an end part or a closing table frame: the lengths
+/// of the `parts` parts it lists, `Ok(None)` if it holds no table; an error if it is not a
+/// table of exactly that many parts of at most 5 GiB.
 pub fn parse_end_table(t: &[u8], parts: u64) -> Result<Option<Vec<u64>>, FormatError> {
     let bad = FormatError::Integrity;
     let u32_at = |i: usize| -> Result<u32, FormatError> {
@@ -314,14 +410,15 @@ pub fn parse_end_table(t: &[u8], parts: u64) -> Result<Option<Vec<u64>>, FormatE
             t.get(i..i + 4).ok_or(bad)?.try_into().map_err(|_| bad)?,
         ))
     };
-    if t.len() as u64 != END_SEALED_LEN || t.first() != Some(&1) {
+    let size = t.len() as u64;
+    if (size != END_SEALED_LEN && size != CLOSING_SEALED_LEN) || t.first() != Some(&1) {
         return Err(bad);
     }
     if u64::from(u32_at(1)?) != parts {
         return Err(bad);
     }
     let runs = u32_at(5)? as usize;
-    if runs > END_MAX_RUNS {
+    if runs > max_runs(size) {
         return Err(bad);
     }
     let end = 9 + runs * 12;
@@ -438,7 +535,7 @@ impl FrameEncryptor {
     fn emit_header(&mut self, out: &mut Vec<u8>) {
         if !self.header_done {
             self.header_done = true;
-            if self.geo.layout != Layout::Single {
+            if self.geo.header_len() > 0 {
                 out.extend_from_slice(&part_header(&self.geo));
             }
         }
@@ -628,8 +725,11 @@ pub struct PartsDecryptor {
     ended: bool,
     /// Plaintext lengths of the parts so far (an end part's table must list them).
     lengths: Vec<u64>,
-    /// The sealed bytes of the end part being read (never object plaintext).
+    /// The sealed bytes of the end part or closing table being read (never object
+    /// plaintext).
     end: Option<Vec<u8>>,
+    /// The table frame still to come after the current (closing) part's frames.
+    trailer: Option<Geometry>,
 }
 
 impl PartsDecryptor {
@@ -648,6 +748,7 @@ impl PartsDecryptor {
             ended: false,
             lengths: Vec::new(),
             end: None,
+            trailer: None,
         }
     }
 
@@ -672,8 +773,10 @@ impl PartsDecryptor {
                         }
                         self.last_part = geo.part;
                         self.parts_seen += 1;
-                        self.ended = matches!(geo.layout, Layout::Final | Layout::End);
+                        self.ended = geo.is_last_layout();
                         self.end = (geo.layout == Layout::End).then(Vec::new);
+                        self.trailer = (geo.layout == Layout::Closing)
+                            .then(|| Geometry::closing_table(geo.part));
                         if geo.layout != Layout::End {
                             self.lengths.push(geo.plain_len);
                         }
@@ -685,7 +788,7 @@ impl PartsDecryptor {
                             skip: 0,
                             take: geo.plain_len,
                         };
-                        let frames_len = geo.cipher_len() - PART_HEADER_LEN;
+                        let frames_len = geo.cipher_len() - PART_HEADER_LEN - geo.trailer_len();
                         self.cur = Some((
                             FrameDecryptor::new(self.suite, &self.dek, geo, w),
                             frames_len,
@@ -701,11 +804,32 @@ impl PartsDecryptor {
                     if *left == 0 {
                         d.finish()?;
                         self.cur = None;
+                        if let Some(tg) = self.trailer.take() {
+                            // A closing part's table frame follows its frames.
+                            let w = Window {
+                                lead: 0,
+                                first: 0,
+                                last: 0,
+                                skip: 0,
+                                take: tg.plain_len,
+                            };
+                            self.end = Some(Vec::new());
+                            self.cur = Some((
+                                FrameDecryptor::new(self.suite, &self.dek, tg, w),
+                                tg.cipher_len(),
+                            ));
+                            continue;
+                        }
                         if let Some(t) = &self.end {
-                            // The sealed table, if any, is the parts just read.
+                            // The sealed table, if any, is the parts just read (a closing
+                            // part always has one).
                             let parts = self.lengths.len() as u64;
-                            if parse_end_table(t, parts)?.is_some_and(|l| l != self.lengths) {
-                                return Err(FormatError::Integrity);
+                            match parse_end_table(t, parts)? {
+                                Some(l) if l != self.lengths => return Err(FormatError::Integrity),
+                                None if t.len() as u64 == CLOSING_SEALED_LEN => {
+                                    return Err(FormatError::Integrity)
+                                }
+                                _ => {}
                             }
                         }
                     }
@@ -990,7 +1114,9 @@ impl Envelope {
             self.suite.id(),
             match self.layout {
                 Layout::Single => "s",
-                Layout::Part | Layout::Final | Layout::End => "m",
+                Layout::Part | Layout::Final | Layout::End | Layout::Closing | Layout::Table => {
+                    "m"
+                }
             },
             self.key_id,
             B64.encode(self.wrapped_dek)
@@ -1413,18 +1539,18 @@ mod tests {
         let wrong = seal_end(Suite::Aes256Gcm, &dek(), 3, &[1000, 701]).unwrap();
         assert!(run(&[&p1[..], &p2, &wrong].concat(), 3).0.is_err());
         // Runs: equal lengths share one; too many runs, no table.
-        let t = end_table(&[8, 8, 8, 3]);
+        let t = end_table(&[8, 8, 8, 3], END_SEALED_LEN);
         assert_eq!(&t[..9], &[1, 0, 0, 0, 4, 0, 0, 0, 2]);
         assert_eq!(parse_end_table(&t, 4), Ok(Some(vec![8, 8, 8, 3])));
         assert!(parse_end_table(&t, 3).is_err());
         let many: Vec<u64> = (1..=END_MAX_RUNS as u64 + 1).collect();
         assert_eq!(
-            parse_end_table(&end_table(&many), many.len() as u64),
+            parse_end_table(&end_table(&many, END_SEALED_LEN), many.len() as u64),
             Ok(None)
         );
         let few: Vec<u64> = (1..=END_MAX_RUNS as u64).collect();
         assert_eq!(
-            parse_end_table(&end_table(&few), few.len() as u64),
+            parse_end_table(&end_table(&few, END_SEALED_LEN), few.len() as u64),
             Ok(Some(few))
         );
         let mut junk = t.clone();
@@ -1698,7 +1824,13 @@ mod tests {
             cases.push((
                 "end-4-after-3-parts",
                 Geometry::end(4),
-                end_table(&[5 << 20, 5 << 20, 6 << 20]),
+                end_table(&[5 << 20, 5 << 20, 6 << 20], END_SEALED_LEN),
+            ));
+            // A closing part: 512 frames, then its table frame (nonce: frame 512's).
+            cases.push((
+                "closing-3-of-1000",
+                Geometry::closing(3, 1000),
+                (0..1000u64).map(|i| (i % 7) as u8).collect(),
             ));
         }
         let mut out = String::from("{\n  \"kek_id\": \"vector-kek\",\n");
@@ -1732,6 +1864,21 @@ mod tests {
             e.push(pt, &mut ct).unwrap();
             e.finish(&mut ct).unwrap();
             assert_eq!(decrypt_whole_with(suite, &dek, *geo, &ct), *pt);
+            if geo.layout == Layout::Closing {
+                let mut t = FrameEncryptor::new(suite, &dek, Geometry::closing_table(geo.part));
+                let mut n = nonce_base;
+                let tail = u64::from_be_bytes(n[4..].try_into().unwrap()) + CLOSING_FRAMES;
+                n[4..].copy_from_slice(&tail.to_be_bytes());
+                t.fixed_nonce = Some(n);
+                let table = end_table(&[5 << 20, 5 << 20, 1000], CLOSING_SEALED_LEN);
+                t.push(&table, &mut ct).unwrap();
+                t.finish(&mut ct).unwrap();
+                assert_eq!(ct.len() as u64, geo.plain_len + PART_OVERHEAD);
+                let mut d = PartsDecryptor::new(suite, &dek, 1, true);
+                let mut got = Vec::new();
+                // (As part 3 of an object: the decryptor wants 1..N, so check the frames.)
+                assert!(d.push(&ct, &mut got).is_err());
+            }
             let header = if geo.layout == Layout::Single {
                 let mut env = Envelope::new(
                     suite,
@@ -1773,6 +1920,8 @@ mod tests {
                     Layout::Part => "part",
                     Layout::Final => "final",
                     Layout::End => "end",
+                    Layout::Closing => "closing",
+                    Layout::Table => "table",
                 },
                 geo.part,
                 pt.len(),

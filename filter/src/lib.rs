@@ -21,6 +21,7 @@ pub mod parts;
 pub mod range;
 pub mod s3;
 pub mod sigv4;
+pub mod stage;
 pub mod state;
 pub mod xml;
 

@@ -19,11 +19,13 @@ use crate::format::{
 };
 
 /// Part number and plaintext length of each part, in order; `final_last`: the last part
-/// is in layout `final` or `end` (version 2 objects; an end part is an entry of length 0).
+/// is in layout `final`, `end` or `closing` (version 2 objects; an end part is an entry of
+/// length 0); `closing`: it is a closing part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartTable {
     parts: Vec<(u32, u64)>,
     final_last: bool,
+    closing: bool,
 }
 
 /// A plaintext range of a multipart object: the stored bytes to read and how to decrypt them.
@@ -54,7 +56,28 @@ impl PartTable {
                     && l <= MAX_SINGLE
                     && (l > 0 || (final_last && i + 1 == n))
             });
-        ok.then_some(PartTable { parts, final_last })
+        ok.then_some(PartTable {
+            parts,
+            final_last,
+            closing: false,
+        })
+    }
+
+    /// The table a closing part seals: the lengths of all parts, the closing one last.
+    pub fn from_closing(lengths: &[u64]) -> Option<PartTable> {
+        let parts = lengths
+            .iter()
+            .copied()
+            .zip(1u32..)
+            .map(|(l, n)| (n, l))
+            .collect();
+        let mut t = PartTable::new(parts, true)?;
+        // A closing part holds plaintext.
+        if lengths.last() == Some(&0) {
+            return None;
+        }
+        t.closing = true;
+        Some(t)
     }
 
     /// Parts stored, the end marker included (the `-N` of the ETag).
@@ -93,12 +116,14 @@ impl PartTable {
 
     fn geometry(&self, i: usize) -> Option<Geometry> {
         let &(n, len) = self.parts.get(i)?;
-        let layout = if self.final_last && i + 1 == self.parts.len() {
-            Layout::Final
+        let last = i + 1 == self.parts.len();
+        Some(if self.closing && last {
+            Geometry::closing(n, len)
+        } else if self.final_last && last {
+            Geometry::part_in(Layout::Final, n, len)
         } else {
-            Layout::Part
-        };
-        Some(Geometry::part_in(layout, n, len))
+            Geometry::part(n, len)
+        })
     }
 
     /// Plaintext offset and length of the part numbered `number` (not the empty end marker).
@@ -138,11 +163,14 @@ impl PartTable {
         PartTable::new(parts, true)
     }
 
-    /// Cache encoding: `number:len` pairs separated by commas, `F` after a final part.
+    /// Cache encoding: `number:len` pairs separated by commas, `F` after a final part,
+    /// `C` after a closing part.
     pub fn encode(&self) -> String {
         let v: Vec<String> = self.parts.iter().map(|(n, l)| format!("{n}:{l}")).collect();
         let mut s = v.join(",");
-        if self.final_last {
+        if self.closing {
+            s.push('C');
+        } else if self.final_last {
             s.push('F');
         }
         s
@@ -150,16 +178,26 @@ impl PartTable {
 
     pub fn decode(s: &[u8]) -> Option<PartTable> {
         let s = std::str::from_utf8(s).ok()?;
-        let (s, final_last) = match s.strip_suffix('F') {
-            Some(rest) => (rest, true),
-            None => (s, false),
+        let (s, final_last, closing) = if let Some(rest) = s.strip_suffix('C') {
+            (rest, true, true)
+        } else if let Some(rest) = s.strip_suffix('F') {
+            (rest, true, false)
+        } else {
+            (s, false, false)
         };
         let mut parts = Vec::new();
         for item in s.split(',') {
             let (n, l) = item.split_once(':')?;
             parts.push((n.parse().ok()?, l.parse().ok()?));
         }
-        PartTable::new(parts, final_last)
+        let mut t = PartTable::new(parts, final_last)?;
+        if closing {
+            if t.parts.last().is_some_and(|p| p.1 == 0) {
+                return None;
+            }
+            t.closing = true;
+        }
+        Some(t)
     }
 
     /// The plan to read plaintext bytes `first..=last` (`last < plain_len`).
@@ -218,7 +256,10 @@ impl PartTable {
 
 /// Stored bytes of the last frame of a part.
 fn last_frame_len(geo: &Geometry) -> u64 {
-    geo.frame_plain_len(geo.frames - 1) + FRAME_OVERHEAD
+    match geo.layout {
+        Layout::Closing => geo.trailer_len(),
+        _ => geo.frame_plain_len(geo.frames - 1) + FRAME_OVERHEAD,
+    }
 }
 
 /// Finds a part table by reading part headers one by one, each read together with the
@@ -260,39 +301,44 @@ impl Walk {
         }
     }
 
-    /// The stored bytes (first, last inclusive) where a version 2 object that ends with an
-    /// end part has it: reading them first usually gives the whole table in one request.
+    /// The stored bytes (first, last inclusive) where a version 2 object keeps its sealed
+    /// part table, if it has one: its last 28,688 bytes are an end part, or end with a
+    /// closing part's table frame. Reading them first usually gives the whole table in
+    /// one request.
     pub fn end_read(&self) -> Option<(u64, u64)> {
-        (self.v2 && self.parts_expected >= 2 && self.stored_len >= PART_OVERHEAD)
+        (self.v2 && self.parts_expected >= 1 && self.stored_len >= PART_OVERHEAD)
             .then(|| (self.stored_len - PART_OVERHEAD, self.stored_len - 1))
     }
 
-    /// The table sealed in the end part read at [`Walk::end_read`], if those bytes are an
-    /// end part of this object that verifies and holds a table consistent with the stored
-    /// size and part count. `None`: walk instead (the walk is the authority: an end part
-    /// that is there but does not verify fails the walk too).
+    /// The table sealed in the bytes read at [`Walk::end_read`], if they are an end part or
+    /// a closing table frame of this object that verifies and holds a table consistent
+    /// with the stored size and part count. `None`: walk instead (the walk is the
+    /// authority: a sealed table that is there but does not verify fails the walk too).
     pub fn try_end(&self, bytes: &[u8]) -> Option<PartTable> {
-        if bytes.len() as u64 != PART_OVERHEAD || !self.v2 || self.parts_expected < 2 {
+        if bytes.len() as u64 != PART_OVERHEAD || !self.v2 || self.parts_expected < 1 {
             return None;
         }
-        let (header, frame) = bytes.split_at(PART_HEADER_LEN as usize);
-        let geo = parse_part_header(header)?;
-        if geo.layout != Layout::End || u64::from(geo.part) != self.parts_expected {
-            return None;
-        }
-        let w = Window {
-            lead: 0,
-            first: 0,
-            last: 0,
-            skip: 0,
-            take: geo.plain_len,
+        let number = u32::try_from(self.parts_expected).ok()?;
+        let end = parse_part_header(bytes.get(..PART_HEADER_LEN as usize)?)
+            .filter(|g| g.layout == Layout::End && g.part == number && number >= 2);
+        // (An end part is read whole, its header included.)
+        let (geo, frame) = match end {
+            Some(g) => (g, bytes),
+            None => {
+                let g = Geometry::closing_table(number);
+                (g, bytes.get(bytes.len() - g.cipher_len() as usize..)?)
+            }
         };
-        let mut d = FrameDecryptor::new(self.suite, &self.dek, geo, w);
+        let mut d = FrameDecryptor::whole(self.suite, &self.dek, geo);
         let mut sealed = Vec::new();
         d.push(frame, &mut sealed).ok()?;
         d.finish().ok()?;
-        let lengths = parse_end_table(&sealed, self.parts_expected - 1).ok()??;
-        PartTable::from_end(&lengths).filter(|t| t.stored_len() == self.stored_len)
+        let t = if geo.layout == Layout::End {
+            PartTable::from_end(&parse_end_table(&sealed, self.parts_expected - 1).ok()??)
+        } else {
+            PartTable::from_closing(&parse_end_table(&sealed, self.parts_expected).ok()??)
+        };
+        t.filter(|t| t.stored_len() == self.stored_len)
     }
 
     /// The stored bytes (first, last inclusive) to read next: the last frame of the part
@@ -316,7 +362,12 @@ impl Walk {
         }
         let tail = (self.next - first) as usize;
         let (frame, header) = bytes.split_at(tail);
-        if let Some(&geo) = self.parts.last() {
+        if let Some(&last) = self.parts.last() {
+            // A closing part's last frame is its table frame.
+            let geo = match last.layout {
+                Layout::Closing => Geometry::closing_table(last.part),
+                _ => last,
+            };
             let i = geo.frames - 1;
             let w = Window {
                 lead: 0,
@@ -329,6 +380,14 @@ impl Walk {
             let mut out = Vec::new();
             d.push(frame, &mut out)?;
             d.finish()?;
+            if geo.layout == Layout::Table {
+                // A closing part's sealed table (it always has one: it is what
+                // authenticates the closing part's length) must be every part walked.
+                let walked: Vec<u64> = self.parts.iter().map(|g| g.object_len()).collect();
+                if parse_end_table(&out, walked.len() as u64)? != Some(walked) {
+                    return Err(FormatError::Integrity);
+                }
+            }
             if geo.layout == Layout::End {
                 // The end part's sealed table, if any, must be the parts walked.
                 let walked: Vec<u64> = self.parts.iter().map(|g| g.object_len()).collect();
@@ -340,28 +399,24 @@ impl Walk {
         }
         if header.is_empty() {
             // The end: every part's last frame verified, in order.
-            let final_last = self
-                .parts
-                .last()
-                .is_some_and(|g| matches!(g.layout, Layout::Final | Layout::End));
+            let final_last = self.parts.last().is_some_and(Geometry::is_last_layout);
             if self.parts.len() as u64 != self.parts_expected || final_last != self.v2 {
                 return Err(FormatError::Integrity);
             }
             let parts = std::mem::take(&mut self.parts);
-            return PartTable::new(
+            let closing = parts.last().is_some_and(|g| g.layout == Layout::Closing);
+            let mut t = PartTable::new(
                 parts.iter().map(|g| (g.part, g.object_len())).collect(),
                 final_last,
             )
-            .map(Some)
-            .ok_or(FormatError::Integrity);
+            .ok_or(FormatError::Integrity)?;
+            t.closing = closing;
+            return Ok(Some(t));
         }
         let geo = parse_part_header(header).ok_or(FormatError::Integrity)?;
         let previous = self.parts.last().map_or(0, |g| g.part);
         if !part_follows(geo, previous, self.v2)
-            || self
-                .parts
-                .last()
-                .is_some_and(|g| matches!(g.layout, Layout::Final | Layout::End))
+            || self.parts.last().is_some_and(Geometry::is_last_layout)
             || self.parts.len() as u64 >= self.parts_expected
         {
             return Err(FormatError::Integrity);
@@ -641,6 +696,107 @@ mod tests {
                 .end_read()
                 .is_none()
         );
+    }
+
+    #[test]
+    /// An object whose short last part was rewritten as a closing part: one read of its
+    /// last 28,688 bytes gives the table, the walk and a whole read agree, ranges across
+    /// the closing part read back, and every way a provider could bend it fails closed.
+    fn the_closing_part_gives_the_table_in_one_read() {
+        use crate::format::{seal_closing, PartsDecryptor, CLOSING_SEALED_LEN};
+        let dek = DataKey::from_bytes([3; 32]);
+        let suite = Suite::Aes256Gcm;
+        let parts = vec![(1, pattern(9000, 1)), (2, pattern(9000, 2))];
+        let last = pattern(4321, 3);
+        let lengths = [9000, 9000, 4321];
+        let build = |lengths: &[u64], last: &[u8]| {
+            let mut stored = object(&dek, &parts);
+            stored.extend(seal_closing(suite, &dek, 3, last, lengths).unwrap());
+            stored
+        };
+        let stored = build(&lengths, &last);
+        // Exactly one part overhead per part, as listings assume.
+        assert_eq!(stored.len() as u64, 22_321 + 3 * PART_OVERHEAD);
+        let w = Walk::new(suite, &dek, stored.len() as u64, 3, true);
+        let (a, b) = w.end_read().unwrap();
+        let t = w.try_end(&stored[a as usize..=b as usize]).unwrap();
+        assert_eq!(t.encode(), "1:9000,2:9000,3:4321C");
+        assert_eq!(PartTable::decode(t.encode().as_bytes()), Some(t.clone()));
+        assert_eq!(
+            (t.visible_count(), t.part_range(3)),
+            (3, Some((18000, 4321)))
+        );
+        let (walked, reads) = walk_with(&dek, &stored, 3, true).unwrap();
+        assert_eq!((walked, reads), (t.clone(), 4));
+        let plain: Vec<u8> = parts
+            .iter()
+            .flat_map(|p| p.1.clone())
+            .chain(last.clone())
+            .collect();
+        for (x, y) in [(17990, 18010), (18000, 22320), (0, 22320), (22320, 22320)] {
+            let got = read(&dek, &stored, &t, x, y, 777).unwrap();
+            assert_eq!(got, plain[x as usize..=y as usize], "{x}-{y}");
+        }
+        let whole = |bytes: &[u8], n: u64| -> Result<Vec<u8>, FormatError> {
+            let mut d = PartsDecryptor::new(suite, &dek, n, true);
+            let mut out = Vec::new();
+            for c in bytes.chunks(1000) {
+                d.push(c, &mut out)?;
+            }
+            d.finish().map(|()| out)
+        };
+        assert_eq!(whole(&stored, 3).unwrap(), plain);
+        // A one-part object is closed the same way.
+        let mut one = Vec::new();
+        one.extend(seal_closing(suite, &dek, 1, &last, &[4321]).unwrap());
+        let w1 = Walk::new(suite, &dek, one.len() as u64, 1, true);
+        let tail1 = &one[one.len() - PART_OVERHEAD as usize..];
+        assert_eq!(w1.try_end(tail1).unwrap().encode(), "1:4321C");
+        // A table that lies about the parts (same total): the walk and a whole read fail.
+        let lying = build(&[9001, 8999, 4321], &last);
+        let wl = Walk::new(suite, &dek, lying.len() as u64, 3, true);
+        assert!(
+            wl.try_end(&lying[a as usize..]).is_some(),
+            "the table alone verifies"
+        );
+        assert!(walk_with(&dek, &lying, 3, true).is_err());
+        assert!(whole(&lying, 3).is_err());
+        // Truncated (inside the table frame, or a whole frame), a byte flipped in the
+        // table frame, the last part dropped with the count rewritten, another key.
+        for cut in [1usize, 28, CLOSING_SEALED_LEN as usize + 28] {
+            let short = &stored[..stored.len() - cut];
+            let ws = Walk::new(suite, &dek, short.len() as u64, 3, true);
+            let tail = &short[short.len() - PART_OVERHEAD as usize..];
+            assert!(ws.try_end(tail).is_none(), "cut {cut}");
+            assert!(walk_with(&dek, short, 3, true).is_err(), "cut {cut}");
+            assert!(whole(short, 3).is_err(), "cut {cut}");
+        }
+        let mut flipped = stored.clone();
+        let at = flipped.len() - 100;
+        flipped[at] ^= 1;
+        assert!(w.try_end(&flipped[a as usize..]).is_none());
+        assert!(walk_with(&dek, &flipped, 3, true).is_err());
+        assert!(whole(&flipped, 3).is_err());
+        let two = object(&dek, &parts);
+        assert!(walk_with(&dek, &two, 2, true).is_err());
+        let other = Walk::new(
+            suite,
+            &DataKey::from_bytes([4; 32]),
+            stored.len() as u64,
+            3,
+            true,
+        );
+        assert!(other.try_end(&stored[a as usize..]).is_none());
+        // The closing part moved before another part, or followed by one.
+        let mut after = stored.clone();
+        after.extend(object(&dek, &[(4, pattern(10, 4))]));
+        assert!(walk_with(&dek, &after, 4, true).is_err());
+        assert!(whole(&after, 4).is_err());
+        // Too many distinct lengths for its table: no closing part is written.
+        let many: Vec<u64> = (1..=crate::format::CLOSING_MAX_RUNS as u64 + 1).collect();
+        let n = many.len() as u32;
+        let tail = vec![0u8; *many.last().unwrap() as usize];
+        assert!(seal_closing(suite, &dek, n, &tail, &many).is_err());
     }
 
     #[test]

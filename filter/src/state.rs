@@ -221,7 +221,12 @@ pub fn setex(cfg: &Config, key: &str, ttl: i64, value: &[u8]) -> WebdisRequest {
 
 /// `DEL key`.
 pub fn del(cfg: &Config, key: &str) -> WebdisRequest {
-    request(cfg, "GET", format!("/DEL/{key}"), None)
+    del_keys(cfg, &[key.to_string()])
+}
+
+/// `DEL key1 key2 …` (URL-safe keys).
+pub fn del_keys(cfg: &Config, keys: &[String]) -> WebdisRequest {
+    request(cfg, "GET", format!("/DEL/{}", keys.join("/")), None)
 }
 
 /// `PING`: is Redis reachable before an operation that must record state?

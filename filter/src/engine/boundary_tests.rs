@@ -357,12 +357,9 @@ fn host_and_authority_must_agree() {
     forwarded(exchange(&store).on_request_headers(&h, true));
 }
 
-/// CompleteMultipartUpload of a version 2 upload: the part list is held until the parts
-/// are listed; a last part that can be followed gets the end part (sealing the listed
-/// lengths under the upload's key) and the list sent upstream has exactly the length announced
-/// ahead of it; a short part before the last, or a listed part missing, is refused.
-#[test]
-fn complete_ends_the_object_with_a_final_part() {
+/// The authenticated record of upload `u1` of `b/k` (a fresh multipart envelope), and
+/// its data key.
+fn upload_u1_record() -> (String, DataKey) {
     let (env, dek) = multipart_envelope();
     let record = UploadState {
         created: NOW,
@@ -370,6 +367,37 @@ fn complete_ends_the_object_with_a_final_part() {
         envelope: env.encode(),
     }
     .seal("u1", "k1", &[7u8; 32]);
+    (record, dek)
+}
+
+/// A Complete body as the filter rebuilds it, before its padding.
+fn rebuilt(parts: &[(u32, &str)]) -> String {
+    let mut x = String::from(
+        r#"<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">"#,
+    );
+    for (n, e) in parts {
+        x.push_str(&format!(
+            "<Part><PartNumber>{n}</PartNumber><ETag>{e}</ETag></Part>"
+        ));
+    }
+    x + "</CompleteMultipartUpload>"
+}
+
+/// A sent Complete body without the spaces that pad it to its announced length.
+fn unpadded(sent: &[u8]) -> String {
+    let text = String::from_utf8(sent.to_vec()).unwrap();
+    let close = "</CompleteMultipartUpload>";
+    let body = text.strip_suffix(close).unwrap();
+    format!("{}{close}", body.trim_end_matches(' '))
+}
+
+/// CompleteMultipartUpload of a version 2 upload: the part list is held until the parts
+/// are listed; a last part that can be followed gets the end part (sealing the listed
+/// lengths under the upload's key) and the list sent upstream has exactly the length announced
+/// ahead of it; a short part before the last, or a listed part missing, is refused.
+#[test]
+fn complete_ends_the_object_with_a_final_part() {
+    let (record, dek) = upload_u1_record();
     let list = b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"e1\"</ETag></Part><Part><PartNumber>2</PartNumber><ETag>\"e2\"</ETag></Part></CompleteMultipartUpload>";
     let listing = |sizes: &[(u32, u64)]| {
         let mut x = String::from("<ListPartsResult><IsTruncated>false</IsTruncated>");
@@ -450,14 +478,12 @@ fn complete_ends_the_object_with_a_final_part() {
         panic!("expected the list");
     };
     assert_eq!(sent.len(), announced);
-    let text = String::from_utf8(sent).unwrap();
-    // The end part's element goes last, before the closing root tag (after the spaces
-    // the room left), and the client's list is unchanged before it.
-    let part3 =
-        "<Part><PartNumber>3</PartNumber><ETag>\"m3\"</ETag></Part></CompleteMultipartUpload>";
-    assert!(text.ends_with(part3), "{text}");
-    let head = &list[..list.len() - "</CompleteMultipartUpload>".len()];
-    assert!(text.as_bytes().starts_with(head));
+    // The list goes upstream rebuilt from the checked numbers and ETags, the end
+    // part's element last, then the spaces the room left.
+    assert_eq!(
+        unpadded(&sent),
+        rebuilt(&[(1, "\"e1\""), (2, "\"e2\""), (3, "\"m3\"")])
+    );
 
     // A short last part is final already: the list goes up padded, nothing uploaded.
     let mut ex = exchange(&store);
@@ -469,10 +495,7 @@ fn complete_ends_the_object_with_a_final_part() {
         panic!("expected the list");
     };
     assert_eq!(sent.len(), announced);
-    assert_eq!(
-        String::from_utf8(sent).unwrap().replace(' ', ""),
-        String::from_utf8_lossy(list)
-    );
+    assert_eq!(unpadded(&sent), rebuilt(&[(1, "\"e1\""), (2, "\"e2\"")]));
 
     // A short part before the last, a part the backend does not list: refused.
     for (sizes, code) in [
@@ -598,4 +621,132 @@ fn a_cached_part_table_belongs_to_one_object() {
         .1
         .clone();
     assert_eq!(range, format!("bytes={}-{}", stored - overhead, stored - 1));
+}
+
+/// A short last part is staged when the backend stored it, and Complete closes the object
+/// with it: the closing part (uploaded under the last part's number) holds the same
+/// plaintext and seals every part's length, and the list sent upstream names it in the
+/// last part's place. A staged copy that is not the listed part (another ETag) is not used: the
+/// object completes as listed. Complete's success frees the slot.
+#[test]
+fn a_short_last_part_is_staged_and_closes_the_object() {
+    use crate::format::{parse_end_table, FrameDecryptor, PART_OVERHEAD};
+    let (record, dek) = upload_u1_record();
+    let store = Rc::new(MemStore::default());
+    store.set(&state::shared_key("u1"), record.as_bytes());
+    let ok = |status: &str| Headers::from_pairs(vec![(":status".into(), status.into())]);
+
+    // UploadPart 2 of 5,000 bytes: encrypted as it streams, staged once stored.
+    let plain: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let h = request_with(
+        "PUT",
+        "/b/k?partNumber=2&uploadId=u1",
+        &[("content-length", "5000")],
+        &[],
+        sigv4::UNSIGNED_PAYLOAD,
+    );
+    let mut ex = exchange(&store);
+    forwarded(ex.on_request_headers(&h, false));
+    let mut cipher = Vec::new();
+    for c in plain.chunks(1500) {
+        let end = c.as_ptr() as usize + c.len() == plain.as_ptr() as usize + plain.len();
+        assert!(ex.on_request_body(c, end, &mut cipher).unwrap().is_none());
+    }
+    assert_eq!(cipher.len() as u64, 5000 + PART_OVERHEAD);
+    let md5 = hex::encode(Md5::digest(&cipher));
+    let mut stored = ok("200");
+    stored.set("etag", format!("\"{md5}\""));
+    assert!(matches!(
+        ex.on_response_headers(&stored, true),
+        ResponseStep::Forward(_)
+    ));
+    let owners: Vec<_> = (0..8).map(|i| store.get(&stage::owner_key(i))).collect();
+    let slot = stage::find_slot(&owners, "u1").expect("staged");
+    let rec = store.get(&stage::slot_key(slot)).unwrap();
+    assert_eq!(stage::decode(&rec, "u1").unwrap().cipher, cipher);
+
+    let big = crate::format::MIN_PART_SIZE + 10;
+    let complete = |last_etag: &str| {
+        let list = format!("<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"e1\"</ETag></Part><Part><PartNumber>2</PartNumber><ETag>{last_etag}</ETag></Part></CompleteMultipartUpload>");
+        let hash = hex::encode(Sha256::digest(list.as_bytes()));
+        let len = list.len().to_string();
+        let h = request_with(
+            "POST",
+            "/b/k?uploadId=u1",
+            &[("content-length", len.as_str())],
+            &[],
+            &hash,
+        );
+        let mut ex = exchange(&store);
+        forwarded(ex.on_request_headers(&h, false));
+        let mut out = Vec::new();
+        ex.on_request_body(list.as_bytes(), true, &mut out)
+            .unwrap()
+            .expect("held");
+        let listing = format!("<ListPartsResult><IsTruncated>false</IsTruncated><Part><PartNumber>1</PartNumber><ETag>\"e1\"</ETag><Size>{big}</Size></Part><Part><PartNumber>2</PartNumber><ETag>{last_etag}</ETag><Size>{}</Size></Part></ListPartsResult>", cipher.len());
+        let step = ex.on_callout_response(Some((&ok("200"), listing.as_bytes())));
+        (ex, step)
+    };
+
+    // Listed with another ETag than the staged copy's: completes as listed.
+    let (_, step) = complete("\"0123456789abcdef0123456789abcdef\"");
+    let CallOutStep::Request(RequestStep::Body(sent)) = step else {
+        panic!("expected the list, got {step:?}");
+    };
+    assert_eq!(
+        unpadded(&sent),
+        rebuilt(&[(1, "\"e1\""), (2, "\"0123456789abcdef0123456789abcdef\"")])
+    );
+
+    // The staged copy of the listed part: the closing part goes up as part 3.
+    let (mut ex, step) = complete(&format!("\"{md5}\""));
+    let CallOutStep::Request(RequestStep::CallOut(put)) = step else {
+        panic!("expected the closing part, got {step:?}");
+    };
+    assert!(put
+        .headers
+        .iter()
+        .any(|(k, v)| k == ":path" && v.contains("partNumber=2") && v.contains("uploadId=u1")));
+    let closing = put.body.clone().unwrap();
+    assert_eq!(
+        closing.len(),
+        cipher.len(),
+        "one part overhead, like every part"
+    );
+    let trailer = (crate::format::CLOSING_SEALED_LEN + crate::format::FRAME_OVERHEAD) as usize;
+    let (frames, table) = closing.split_at(closing.len() - trailer);
+    let mut d = FrameDecryptor::whole(Suite::Aes256Gcm, &dek, Geometry::closing(2, 5000));
+    let mut got = Vec::new();
+    d.push(frames, &mut got).unwrap();
+    d.finish().unwrap();
+    assert_eq!(got, plain);
+    let mut t = FrameDecryptor::whole(Suite::Aes256Gcm, &dek, Geometry::closing_table(2));
+    let mut sealed = Vec::new();
+    t.push(table, &mut sealed).unwrap();
+    t.finish().unwrap();
+    assert_eq!(
+        parse_end_table(&sealed, 2).unwrap(),
+        Some(vec![big - PART_OVERHEAD, 5000])
+    );
+    let mut etag = ok("200");
+    etag.set("etag", "\"c3\"");
+    let CallOutStep::Request(RequestStep::Body(sent)) = ex.on_callout_response(Some((&etag, b"")))
+    else {
+        panic!("expected the list");
+    };
+    assert_eq!(unpadded(&sent), rebuilt(&[(1, "\"e1\""), (2, "\"c3\"")]));
+    // The backend completed it: the record and the staged copy are gone.
+    let done = Headers::from_pairs(vec![
+        (":status".into(), "200".into()),
+        ("content-type".into(), "application/xml".into()),
+    ]);
+    let _ = ex.on_response_headers(&done, false);
+    let mut out = Vec::new();
+    let _ = ex.on_response_body(
+        b"<CompleteMultipartUploadResult><ETag>\"x-2\"</ETag></CompleteMultipartUploadResult>",
+        true,
+        &mut out,
+    );
+    assert!(store.get(&stage::slot_key(slot)).is_none());
+    assert!(store.get(&state::shared_key("u1")).is_none());
 }
