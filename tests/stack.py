@@ -291,7 +291,9 @@ class Stack:
         with open(self.s3_log, "wb") as log:
             self.s3_proc = subprocess.Popen(
                 [str(S3S_FS), "--host", "127.0.0.1", "--port", str(self.s3_port),
-                 "--access-key", self.backend_creds[0], "--secret-key", self.backend_creds[1], str(self.data_dir)],
+                 # (`--opt=value`: a random secret may begin with "-".)
+                 f"--access-key={self.backend_creds[0]}", f"--secret-key={self.backend_creds[1]}",
+                 str(self.data_dir)],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self.backend_endpoint = f"http://127.0.0.1:{self.s3_port}"
