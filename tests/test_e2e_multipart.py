@@ -7,6 +7,7 @@ import hashlib
 import os
 import subprocess
 import threading
+import time
 
 import botocore.exceptions
 import requests
@@ -215,6 +216,98 @@ def test_evicted_staged_part_completes_without_a_table_and_reads_walk(stack, buc
         # HEAD, the look for a sealed table, the walk if there is none, the data.
         assert backend_requests(stack.main) - before == 1 + 1 + walk + 1, i
         assert s3.get_object(Bucket=bucket, Key=f"ev{i}")["Body"].read() == head + tails[i]
+
+
+class DelayingProxy:
+    """A real HTTP/1.1 reverse proxy in front of the S3 server that holds every GET whose
+    Range starts at `hold_from` (where a part table is read) for `delay` seconds and
+    counts them: a slow backend, as the one where concurrent first readers each walked."""
+
+    def __init__(self, upstream_port, hold_from, delay):
+        import http.client
+        import http.server
+
+        proxy = self
+        self.table_reads = 0
+        self._lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _forward(self):
+                n = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(n) if n else None
+                if self.command == "GET" and (self.headers.get("range") or "").startswith(f"bytes={hold_from}-"):
+                    with proxy._lock:
+                        proxy.table_reads += 1
+                    time.sleep(delay)
+                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
+                conn.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
+                r = conn.getresponse()
+                data = r.read()
+                self.send_response(r.status)
+                head = self.command == "HEAD"
+                for k, v in r.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection") and (head or k.lower() != "content-length"):
+                        self.send_header(k, v)
+                if not head:
+                    self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
+
+        from stack import free_port
+
+        self.port = free_port()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_concurrent_first_readers_share_one_table_lookup(stack, bucket):
+    """Six range reads of one object version arrive at once on one Envoy worker, none of
+    it cached, with a backend that is slow to answer the table read: one reads the
+    sealed part table, the others wait for it and are planned from it. (Each Envoy
+    worker is its own VM: with W workers, at most W lookups.)"""
+    s3 = stack.s3()
+    parts = {1: pattern(5 * MiB + 1, 60), 2: pattern(5 * MiB + 2, 61), 3: pattern(3000, 62)}
+    upload_parts(s3, bucket, "shared", parts)
+    data = b"".join(parts[n] for n in sorted(parts))
+    stored = len(data) + 3 * PART_OVERHEAD
+    proxy = DelayingProxy(stack.s3_port, stored - PART_OVERHEAD, delay=1.5)
+    envoy = stack.start_envoy(s3_port=proxy.port, concurrency=1)
+    try:
+        c = envoy.s3()
+        got, errors = {}, []
+
+        def read(i):
+            try:
+                r = c.get_object(Bucket=bucket, Key="shared", Range=f"bytes={i * 999_999}-{i * 999_999 + 99}")
+                got[i] = r["Body"].read()
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        ts = [threading.Thread(target=read, args=(i,)) for i in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert not errors, errors
+        assert got == {i: data[i * 999_999:i * 999_999 + 100] for i in range(6)}
+        assert proxy.table_reads == 1
+    finally:
+        envoy.stop()
+        proxy.stop()
 
 
 def test_part_number_and_range_reads(stack, bucket):

@@ -148,6 +148,9 @@ pub enum RequestStep {
     /// The request body was held (every chunk emptied, the last one paused on): send these
     /// bytes as the whole body and let the request continue.
     Body(Vec<u8>),
+    /// Another request of this VM is finding the part table of this object version: wait
+    /// until [`finished_lookups`] names it, then call [`Exchange::table_shared`].
+    Wait(String),
 }
 
 /// What to do with the backend's response headers.
@@ -314,6 +317,58 @@ struct TableLookup {
     path: String,
     walk: Walk,
     etag: String,
+    /// Marks the lookup in flight for readers of the same version (range reads only).
+    _shared: Option<LookupInFlight>,
+}
+
+/// A range or part read waiting for another request's lookup of the same part table.
+struct TableWait {
+    up: Headers,
+    etag: String,
+    version: String,
+    stored: u64,
+    parts: u64,
+    numbered: bool,
+}
+
+thread_local! {
+    /// Part-table lookups in flight in this VM (by object version), and the versions
+    /// whose lookup ended since the glue last asked: concurrent first readers of a
+    /// version wait for the one lookup instead of each making their own.
+    static LOOKUPS: std::cell::RefCell<(std::collections::HashSet<String>, Vec<String>)> =
+        std::cell::RefCell::new(Default::default());
+}
+
+/// An object version whose part table this request is looking up, until dropped (the
+/// lookup ended, failed, or the request went away).
+struct LookupInFlight(String);
+
+impl LookupInFlight {
+    /// Marks `version` in flight, unless another request already looks it up.
+    fn start(version: &str) -> Option<LookupInFlight> {
+        LOOKUPS.with(|l| {
+            l.borrow_mut()
+                .0
+                .insert(version.to_string())
+                .then(|| LookupInFlight(version.to_string()))
+        })
+    }
+}
+
+impl Drop for LookupInFlight {
+    fn drop(&mut self) {
+        LOOKUPS.with(|l| {
+            let mut l = l.borrow_mut();
+            l.0.remove(&self.0);
+            l.1.push(std::mem::take(&mut self.0));
+        });
+    }
+}
+
+/// The object versions whose part-table lookup ended since the last call: requests that
+/// wait for them ([`RequestStep::Wait`]) can go on.
+pub fn finished_lookups() -> Vec<String> {
+    LOOKUPS.with(|l| std::mem::take(&mut l.borrow_mut().1))
 }
 
 /// Which read of a [`TableLookup`] is in flight.
@@ -514,6 +569,8 @@ enum Pending {
     },
     /// Finding a multipart object's part table: reading its end part, or a walk step.
     Table(Box<TableLookup>, TableRead),
+    /// A range read waiting for another request's lookup of the same part table.
+    TableWait(Box<TableWait>),
     /// CopyObject of a multipart object, done server-side as a multipart copy.
     CopyCreate(Box<MultipartCopy>),
     CopyPart(Box<MultipartCopy>),
@@ -1906,6 +1963,18 @@ impl Exchange {
         match self.cached_table(&version, stored, parts, numbered) {
             Some(t) => self.plan_multipart(up, etag, t),
             None => {
+                let Some(shared) = LookupInFlight::start(&version) else {
+                    // Another read of this version is finding the table: wait for it.
+                    self.pending = Pending::TableWait(Box::new(TableWait {
+                        up,
+                        etag,
+                        version: version.clone(),
+                        stored,
+                        parts,
+                        numbered,
+                    }));
+                    return Ok(RequestStep::Wait(version));
+                };
                 let mut walk = Walk::new(env.suite, &dek, stored, parts, numbered);
                 walk.version = version;
                 let path = self.req.as_ref().map(Self::object_path).unwrap_or_default();
@@ -1914,9 +1983,38 @@ impl Exchange {
                     path,
                     walk,
                     etag,
+                    _shared: Some(shared),
                 }))
             }
         }
+    }
+
+    /// A read that waited ([`RequestStep::Wait`]) for another request's lookup of its part
+    /// table: planned from the table that lookup cached, or refused (503, retry) if it
+    /// found none. Never a call-out.
+    pub fn table_shared(&mut self) -> RequestStep {
+        let Pending::TableWait(w) = std::mem::replace(&mut self.pending, Pending::None) else {
+            return self.reject(&S3Error::internal(
+                "s3crypt: no read waits for a part table",
+            ));
+        };
+        let r = match self.cached_table(&w.version, w.stored, w.parts, w.numbered) {
+            Some(t) => self.plan_multipart(w.up, w.etag, t),
+            None => Err(S3Error::slow_down(
+                "s3crypt: the object's part table could not be read; please retry",
+            )),
+        };
+        match r {
+            Ok(RequestStep::Forward(h)) => RequestStep::Forward(h),
+            Ok(_) => self.reject(&S3Error::internal("s3crypt: unexpected plan")),
+            Err(e) => self.reject(&e),
+        }
+    }
+
+    /// The request is going away: whatever lookup it was making ends now (so that reads
+    /// waiting for it are told), and it waits for none.
+    pub fn abandon(&mut self) {
+        self.pending = Pending::None;
     }
 
     /// The part table of an object version cached by an earlier walk, if it fits.
@@ -2081,7 +2179,7 @@ impl Exchange {
             })
         };
         match std::mem::replace(&mut self.pending, Pending::None) {
-            Pending::None => CallOutStep::Request(
+            Pending::None | Pending::TableWait(_) => CallOutStep::Request(
                 self.reject(&S3Error::internal("s3crypt: unexpected call-out response")),
             ),
             Pending::CopySource(up) => {
@@ -2368,6 +2466,7 @@ impl Exchange {
                     path: src_path,
                     walk,
                     etag,
+                    _shared: None,
                 }))
             }
         }
@@ -2645,6 +2744,7 @@ impl Exchange {
                             path,
                             walk,
                             etag,
+                            _shared: None,
                         }))
                     }
                 }
@@ -2937,7 +3037,7 @@ impl Exchange {
             }
             Ok(RequestStep::CallOut(c)) => Ok(Some(c)),
             Ok(RequestStep::Reply(r)) => Err(BodyError::Reply(r)),
-            Ok(RequestStep::Forward(_)) => Err(BodyError::Reply(
+            Ok(RequestStep::Forward(_) | RequestStep::Wait(_)) => Err(BodyError::Reply(
                 self.reply(&S3Error::internal("s3crypt: unexpected step")),
             )),
             Err(e) => {

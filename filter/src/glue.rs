@@ -1,18 +1,19 @@
 //! proxy-wasm glue: moves headers and body bytes between Envoy and [`crate::engine`].
 //! Kept thin on purpose; all decisions are made (and tested natively) in the engine.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
 
 use crate::config::Config;
 use crate::engine::{
-    BodyError, CallOut, CallOutStep, Counter, Exchange, Reply, RequestStep, ResponseResume,
-    ResponseStep, SharedStore, Stats,
+    finished_lookups, BodyError, CallOut, CallOutStep, Counter, Exchange, Reply, RequestStep,
+    ResponseResume, ResponseStep, SharedStore, Stats,
 };
 use crate::headers::Headers;
 
@@ -141,7 +142,7 @@ impl RootContext for Root {
         self.metrics.report_memory();
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         self.metrics.report_memory();
         let Some(cfg) = self.cfg.as_ref().map(Rc::clone) else {
             // Without a configuration nothing can be verified or encrypted: every request
@@ -155,7 +156,14 @@ impl RootContext for Root {
             .unwrap_or(0);
         let stats: Rc<dyn Stats> = self.metrics.clone();
         Some(Box::new(Http {
-            ex: Exchange::new(cfg, stats, Rc::new(EnvoySharedData), now, String::new()),
+            id: context_id,
+            ex: Rc::new(RefCell::new(Exchange::new(
+                cfg,
+                stats,
+                Rc::new(EnvoySharedData),
+                now,
+                String::new(),
+            ))),
             buf: Vec::new(),
             response_held: false,
         }))
@@ -186,8 +194,55 @@ impl HttpContext for Unconfigured {
     }
 }
 
+/// A request waiting for a part-table lookup: its context id and its exchange.
+type Waiter = (u32, Rc<RefCell<Exchange>>);
+
+thread_local! {
+    /// Requests of this VM waiting for another's part-table lookup, by object version.
+    static WAITERS: RefCell<HashMap<String, Vec<Waiter>>> = RefCell::new(HashMap::new());
+}
+
+/// Lets the requests that waited for lookups which have ended go on: each is planned
+/// from the cached table (or refused) in its own context. What they do then needs no
+/// call-out (a call-out made here would be routed to the current context).
+fn wake_waiters(own: u32) {
+    let mut switched = false;
+    for version in finished_lookups() {
+        let waiting = WAITERS.with(|w| w.borrow_mut().remove(&version));
+        for (id, ex) in waiting.unwrap_or_default() {
+            if hostcalls::set_effective_context(id).is_err() {
+                continue; // gone
+            }
+            switched = true;
+            let step = ex.borrow_mut().table_shared();
+            match step {
+                RequestStep::Forward(h) => {
+                    let _ = hostcalls::set_map(MapType::HttpRequestHeaders, pairs(&h));
+                    let _ = hostcalls::resume_http_request();
+                }
+                RequestStep::Reply(r) => {
+                    let hs: Vec<(&str, &str)> = r
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    let _ = hostcalls::send_http_response(u32::from(r.status), hs, Some(&r.body));
+                }
+                _ => {
+                    let _ = hostcalls::reset_http_request();
+                }
+            }
+        }
+    }
+    if switched {
+        let _ = hostcalls::set_effective_context(own);
+    }
+}
+
 struct Http {
-    ex: Exchange,
+    /// This context's id (to come back to after waking others).
+    id: u32,
+    ex: Rc<RefCell<Exchange>>,
     /// The response waits for a call-out.
     response_held: bool,
     /// Reused output buffer for body chunks.
@@ -215,6 +270,11 @@ impl Http {
                 Action::Pause
             }
             RequestStep::CallOut(c) => self.call_out(&c),
+            RequestStep::Wait(version) => {
+                let me = (self.id, Rc::clone(&self.ex));
+                WAITERS.with(|w| w.borrow_mut().entry(version).or_default().push(me));
+                Action::Pause
+            }
             RequestStep::Body(b) => {
                 // The held body was emptied chunk by chunk: this is all of it.
                 self.set_http_request_body(0, 0, &b);
@@ -228,7 +288,7 @@ impl Http {
         if self.dispatch(c) {
             Action::Pause
         } else {
-            let step = self.ex.on_callout_response(None);
+            let step = self.ex.borrow_mut().on_callout_response(None);
             self.apply_callout_step(step)
         }
     }
@@ -269,7 +329,7 @@ impl Http {
             self.response_held = true;
             Action::Pause
         } else {
-            let step = self.ex.on_callout_response(None);
+            let step = self.ex.borrow_mut().on_callout_response(None);
             self.apply_callout_step(step)
         }
     }
@@ -285,13 +345,19 @@ impl Context for Http {
         let body = self
             .get_http_call_response_body(0, _body)
             .unwrap_or_default();
-        let step = self.ex.on_callout_response(if h.get(":status").is_some() {
-            Some((&h, &body))
-        } else {
-            None
-        });
+        let step = self
+            .ex
+            .borrow_mut()
+            .on_callout_response(if h.get(":status").is_some() {
+                Some((&h, &body))
+            } else {
+                None
+            });
         let held = std::mem::replace(&mut self.response_held, false);
-        if let Action::Continue = self.apply_callout_step(step) {
+        let action = self.apply_callout_step(step);
+        // A part-table lookup may have ended: reads waiting for it go on.
+        wake_waiters(self.id);
+        if let Action::Continue = action {
             if held {
                 self.resume_http_response();
             } else {
@@ -302,12 +368,25 @@ impl Context for Http {
 }
 
 impl HttpContext for Http {
+    /// The stream ends: a lookup it was making ends with it (its waiters are refused
+    /// with 503 and retry), and it waits for nothing.
+    fn on_log(&mut self) {
+        let id = self.id;
+        WAITERS.with(|w| {
+            for list in w.borrow_mut().values_mut() {
+                list.retain(|(i, _)| *i != id);
+            }
+        });
+        self.ex.borrow_mut().abandon();
+        wake_waiters(id);
+    }
+
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         let h = Headers::from_pairs(self.get_http_request_headers());
         if let Some(id) = h.get("x-request-id") {
-            self.ex.set_request_id(id);
+            self.ex.borrow_mut().set_request_id(id);
         }
-        let step = self.ex.on_request_headers(&h, end_of_stream);
+        let step = self.ex.borrow_mut().on_request_headers(&h, end_of_stream);
         self.apply_request_step(step)
     }
 
@@ -315,7 +394,10 @@ impl HttpContext for Http {
         let chunk = self.get_http_request_body(0, body_size).unwrap_or_default();
         let mut out = std::mem::take(&mut self.buf);
         out.clear();
-        let r = self.ex.on_request_body(&chunk, end_of_stream, &mut out);
+        let r = self
+            .ex
+            .borrow_mut()
+            .on_request_body(&chunk, end_of_stream, &mut out);
         let action = match r {
             Ok(None) => {
                 self.set_http_request_body(0, body_size, &out);
@@ -381,7 +463,8 @@ impl HttpContext for Http {
 
     fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         let h = Headers::from_pairs(self.get_http_response_headers());
-        match self.ex.on_response_headers(&h, end_of_stream) {
+        let step = self.ex.borrow_mut().on_response_headers(&h, end_of_stream);
+        match step {
             ResponseStep::Forward(out) => {
                 self.set_http_response_headers(pairs(&out));
                 Action::Continue
@@ -399,7 +482,11 @@ impl HttpContext for Http {
             .unwrap_or_default();
         let mut out = std::mem::take(&mut self.buf);
         out.clear();
-        let action = match self.ex.on_response_body(&chunk, end_of_stream, &mut out) {
+        let r = self
+            .ex
+            .borrow_mut()
+            .on_response_body(&chunk, end_of_stream, &mut out);
+        let action = match r {
             Ok(hold) => {
                 self.set_http_response_body(0, body_size, &out);
                 match hold {

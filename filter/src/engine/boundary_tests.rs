@@ -750,3 +750,81 @@ fn a_short_last_part_is_staged_and_closes_the_object() {
     assert!(store.get(&stage::slot_key(slot)).is_none());
     assert!(store.get(&state::shared_key("u1")).is_none());
 }
+
+/// Concurrent first readers of one object version share one lookup of its part table:
+/// the second waits instead of reading the table itself and is planned from what the
+/// first found; when the first reader's lookup ends without a table (it went away), the
+/// waiting one is told to retry (503), never given a table of its own making up.
+#[test]
+fn concurrent_first_readers_share_one_table_lookup() {
+    let (env, dek) = multipart_envelope();
+    let overhead = crate::format::PART_OVERHEAD;
+    let stored = PartTable::from_end(&[8 << 20, 8 << 20])
+        .unwrap()
+        .stored_len();
+    let etag = "\"shared-3\"";
+    let head = Headers::from_pairs(vec![
+        (":status".into(), "200".into()),
+        ("etag".into(), etag.into()),
+        ("content-length".into(), stored.to_string()),
+        (ENVELOPE_HEADER.into(), env.encode()),
+    ]);
+    // A range read of part 1 up to its HEAD's answer.
+    let start = |store: &Rc<MemStore>| {
+        let mut ex = exchange(store);
+        let h = request("GET", "/b/k?partNumber=1", &[], &[]);
+        let RequestStep::CallOut(_) = ex.on_request_headers(&h, true) else {
+            panic!("expected the HEAD");
+        };
+        let CallOutStep::Request(step) = ex.on_callout_response(Some((&head, b""))) else {
+            panic!("expected a request step");
+        };
+        (ex, step)
+    };
+    let store = Rc::new(MemStore::default());
+    let _ = finished_lookups();
+    let (mut first, step) = start(&store);
+    let RequestStep::CallOut(read) = step else {
+        panic!("the first reader looks the table up, got {step:?}");
+    };
+    assert!(read
+        .headers
+        .iter()
+        .any(|(k, v)| k == "range" && *v == format!("bytes={}-{}", stored - overhead, stored - 1)));
+    let (mut second, step) = start(&store);
+    let RequestStep::Wait(version) = step else {
+        panic!("the second reader waits, got {step:?}");
+    };
+    assert_eq!(version, table_version(etag, stored, &env));
+    assert!(finished_lookups().is_empty());
+    // The first finds the end part's table, caches it and goes on; the second is planned
+    // from the cache (the same range upstream), with no request of its own.
+    let end = crate::format::seal_end(Suite::Aes256Gcm, &dek, 3, &[8 << 20, 8 << 20]).unwrap();
+    let partial = Headers::from_pairs(vec![
+        (":status".into(), "206".into()),
+        ("etag".into(), etag.into()),
+    ]);
+    let CallOutStep::Request(RequestStep::Forward(up1)) =
+        first.on_callout_response(Some((&partial, &end)))
+    else {
+        panic!("expected the first read to go upstream");
+    };
+    assert_eq!(finished_lookups(), vec![version.clone()]);
+    let up2 = forwarded(second.table_shared());
+    let part1 = format!("bytes=16-{}", (8 << 20) + overhead - 1);
+    assert_eq!(up1.get("range"), Some(part1.as_str()));
+    assert_eq!(up2.get("range"), Some(part1.as_str()));
+
+    // A lookup that ends without a table: the waiting reader is refused with 503.
+    let store = Rc::new(MemStore::default());
+    let (mut first, _) = start(&store);
+    let (mut second, step) = start(&store);
+    assert!(matches!(step, RequestStep::Wait(_)));
+    first.abandon();
+    assert_eq!(finished_lookups().len(), 1);
+    let r = replied(second.table_shared());
+    assert_eq!(r.status, 503);
+    // Nothing in flight now: the next reader looks the table up itself.
+    let (_, step) = start(&store);
+    assert!(matches!(step, RequestStep::CallOut(_)));
+}
