@@ -84,6 +84,20 @@ pub trait Stats {
 }
 
 /// A store shared by every worker of one Envoy process (Envoy shared data in the glue).
+/// The time, read wherever a signature, a TTL or a timestamp needs it (a long copy signs
+/// its last backend request with the time it is sent, not the time it began).
+pub trait Clock {
+    /// Unix seconds now.
+    fn now(&self) -> i64;
+}
+
+/// A clock that reads what it is set to (tests step it).
+impl Clock for std::cell::Cell<i64> {
+    fn now(&self) -> i64 {
+        self.get()
+    }
+}
+
 pub trait SharedStore {
     fn get(&self, key: &str) -> Option<Vec<u8>>;
     fn set(&self, key: &str, value: &[u8]) -> bool;
@@ -629,13 +643,15 @@ pub struct Exchange {
     store: Rc<dyn SharedStore>,
     /// The multipart upload this request belongs to.
     upload_id: Option<String>,
-    now: i64,
+    clock: Rc<dyn Clock>,
     request_id: String,
     resource: String,
     req: Option<S3Request>,
     verified: Option<VerifiedRequest>,
     /// The call-out in flight, if any.
     pending: Pending,
+    /// The host's token of the call-out dispatched for `pending`.
+    callout_token: Option<u32>,
     req_body: RequestBody,
     get: GetPlan,
     resp_body: ResponseBody,
@@ -841,7 +857,7 @@ impl Exchange {
         cfg: Rc<Config>,
         stats: Rc<dyn Stats>,
         store: Rc<dyn SharedStore>,
-        now_unix: i64,
+        clock: Rc<dyn Clock>,
         request_id: String,
     ) -> Exchange {
         Exchange {
@@ -849,12 +865,13 @@ impl Exchange {
             stats,
             store,
             upload_id: None,
-            now: now_unix,
+            clock,
             request_id,
             resource: String::new(),
             req: None,
             verified: None,
             pending: Pending::None,
+            callout_token: None,
             req_body: RequestBody::Nothing,
             get: GetPlan::default(),
             resp_body: ResponseBody::Pass,
@@ -892,7 +909,7 @@ impl Exchange {
         let secret = |ak: &str| cfg.client_secret(ak);
         let skew = cfg.plugin.max_clock_skew_secs;
         let verified =
-            match sigv4::verify_with_skew(&method, &raw, raw_headers, &secret, self.now, skew) {
+            match sigv4::verify_with_skew(&method, &raw, raw_headers, &secret, self.now(), skew) {
                 Ok(v) => v,
                 Err(e) => {
                     self.stats.add(Counter::AuthFailures, 1);
@@ -1047,6 +1064,10 @@ impl Exchange {
         Ok(RequestStep::Forward(up))
     }
 
+    fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
     fn sign(&self, up: &mut Headers, payload_hash: &str) {
         let method = up.get(":method").unwrap_or("GET").to_string();
         let path = up.get(":path").unwrap_or("/").to_string();
@@ -1057,7 +1078,7 @@ impl Exchange {
             &self.cfg.backend_access_key,
             self.cfg.backend_secret(),
             &self.cfg.plugin.region,
-            self.now,
+            self.now(),
             payload_hash,
         );
     }
@@ -1315,7 +1336,7 @@ impl Exchange {
         let accept_v1 = self.cfg.plugin.accept_unauthenticated_upload_state;
         let p = &self.cfg.plugin;
         let r = UploadState::open(raw, upload_id, &kek, accept_v1).and_then(|st| {
-            st.check(object, self.now, p.upload_ttl_secs, p.max_clock_skew_secs)
+            st.check(object, self.now(), p.upload_ttl_secs, p.max_clock_skew_secs)
                 .map(|()| st)
         });
         if let Err(e) = r {
@@ -1802,14 +1823,15 @@ impl Exchange {
     /// data at once; Redis by a call-out the response waits for).
     fn stage_part(&mut self, cipher: Vec<u8>, number: u32) -> Option<CallOut> {
         let id = self.upload_id.clone()?;
-        let rec = stage::encode(&id, self.now, number, &cipher);
+        let rec = stage::encode(&id, self.now(), number, &cipher);
         drop(cipher);
         match self.cfg.plugin.state_store {
             StateStore::SharedData => {
                 let ttl = self.cfg.plugin.upload_ttl_secs;
-                if let Some((i, seq)) = stage::choose_slot(&self.stage_owners(), &id, self.now, ttl)
+                if let Some((i, seq)) =
+                    stage::choose_slot(&self.stage_owners(), &id, self.now(), ttl)
                 {
-                    let owner = stage::owner_line(&id, self.now, seq);
+                    let owner = stage::owner_line(&id, self.now(), seq);
                     self.store.set(&stage::owner_key(i), owner.as_bytes());
                     self.store.set(&stage::slot_key(i), &rec);
                 }
@@ -2169,6 +2191,30 @@ impl Exchange {
 
     /// The answer to the call-out in flight: its headers and body, or `None` if it failed
     /// (connection error, timeout).
+    /// The host dispatched the call-out the pending state asked for under `token`.
+    pub fn dispatched(&mut self, token: u32) {
+        self.callout_token = Some(token);
+    }
+
+    /// A call-out response as the host delivers it: `None` (refused, logged, nothing
+    /// changes) unless `token` is that of the call-out dispatched for the pending state.
+    pub fn on_callout_response_with(
+        &mut self,
+        token: u32,
+        resp: Option<(&Headers, &[u8])>,
+    ) -> Option<CallOutStep> {
+        if self.callout_token != Some(token) {
+            self.stats.note(&format!(
+                "s3crypt: a call-out response with token {token} is not this request's (waiting for {:?}); ignored",
+                self.callout_token
+            ));
+            return None;
+        }
+        self.callout_token = None;
+        Some(self.on_callout_response(resp))
+    }
+
+    /// A call-out response (or `None`: it failed or timed out) for the pending state.
     pub fn on_callout_response(&mut self, resp: Option<(&Headers, &[u8])>) -> CallOutStep {
         let status: Option<u16> = resp.and_then(|(h, _)| h.get(":status")?.parse().ok());
         let body: &[u8] = resp.map(|(_, b)| b).unwrap_or(&[]);
@@ -2594,7 +2640,7 @@ impl Exchange {
         };
         let xml = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{}</LastModified><ETag>{}</ETag></CopyObjectResult>",
-            iso8601(self.now),
+            iso8601(self.now()),
             crate::error::xml_escape(&etag)
         );
         Ok(self.xml_reply(xml))
@@ -2895,7 +2941,7 @@ impl Exchange {
         };
         let xml = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyPartResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{}</LastModified><ETag>{}</ETag></CopyPartResult>",
-            iso8601(self.now),
+            iso8601(self.now()),
             crate::error::xml_escape(&etag)
         );
         let reply = self.xml_reply(xml);
@@ -3545,7 +3591,7 @@ impl Exchange {
                                 .active_kek()
                                 .ok_or_else(|| BodyError::Reset("s3crypt: no active key".into()))?;
                             let value = UploadState {
-                                created: self.now,
+                                created: self.clock.now(),
                                 object,
                                 envelope: env.clone(),
                             }

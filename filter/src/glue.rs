@@ -12,8 +12,8 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
 
 use crate::config::Config;
 use crate::engine::{
-    finished_lookups, BodyError, CallOut, CallOutStep, Counter, Exchange, Reply, RequestStep,
-    ResponseResume, ResponseStep, SharedStore, Stats,
+    finished_lookups, BodyError, CallOut, CallOutStep, Clock, Counter, Exchange, Reply,
+    RequestStep, ResponseResume, ResponseStep, SharedStore, Stats,
 };
 use crate::headers::Headers;
 
@@ -84,6 +84,19 @@ impl Stats for Metrics {
 /// Envoy shared data: one key space for all workers (VMs) of the process.
 struct EnvoySharedData;
 
+/// Envoy's clock (the host's wall time), read each time the engine asks.
+struct HostClock;
+
+impl Clock for HostClock {
+    fn now(&self) -> i64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_secs()).ok())
+            .unwrap_or(0)
+    }
+}
+
 impl SharedStore for EnvoySharedData {
     fn get(&self, key: &str) -> Option<Vec<u8>> {
         hostcalls::get_shared_data(key)
@@ -149,11 +162,6 @@ impl RootContext for Root {
             // gets 503 (returning no context would abort the VM).
             return Some(Box::new(Unconfigured));
         };
-        let now = self
-            .get_current_time()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
         let stats: Rc<dyn Stats> = self.metrics.clone();
         Some(Box::new(Http {
             id: context_id,
@@ -161,7 +169,7 @@ impl RootContext for Root {
                 cfg,
                 stats,
                 Rc::new(EnvoySharedData),
-                now,
+                Rc::new(HostClock),
                 String::new(),
             ))),
             buf: Vec::new(),
@@ -293,20 +301,27 @@ impl Http {
         }
     }
 
+    /// Dispatches a call-out; its token goes to the exchange, which takes only the
+    /// response that carries it.
     fn dispatch(&self, c: &CallOut) -> bool {
         let hs: Vec<(&str, &str)> = c
             .headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        self.dispatch_http_call(
+        match self.dispatch_http_call(
             &c.cluster,
             hs,
             c.body.as_deref(),
             vec![],
             Duration::from_millis(c.timeout_ms),
-        )
-        .is_ok()
+        ) {
+            Ok(token) => {
+                self.ex.borrow_mut().dispatched(token);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Applies what the engine decided after a call-out; `Continue` means the paused
@@ -340,19 +355,16 @@ fn pairs(h: &Headers) -> Vec<(&str, &str)> {
 }
 
 impl Context for Http {
-    fn on_http_call_response(&mut self, _token: u32, _nh: usize, _body: usize, _nt: usize) {
+    fn on_http_call_response(&mut self, token: u32, _nh: usize, body_size: usize, _nt: usize) {
         let h = Headers::from_pairs(self.get_http_call_response_headers());
         let body = self
-            .get_http_call_response_body(0, _body)
+            .get_http_call_response_body(0, body_size)
             .unwrap_or_default();
-        let step = self
-            .ex
-            .borrow_mut()
-            .on_callout_response(if h.get(":status").is_some() {
-                Some((&h, &body))
-            } else {
-                None
-            });
+        let resp = h.get(":status").is_some().then_some((&h, body.as_slice()));
+        let step = self.ex.borrow_mut().on_callout_response_with(token, resp);
+        let Some(step) = step else {
+            return; // not this request's call-out
+        };
         let held = std::mem::replace(&mut self.response_held, false);
         let action = self.apply_callout_step(step);
         // A part-table lookup may have ended: reads waiting for it go on.

@@ -51,8 +51,13 @@ fn config() -> Rc<Config> {
 }
 
 fn exchange(store: &Rc<MemStore>) -> Exchange {
+    exchange_at(store, Rc::new(std::cell::Cell::new(NOW)))
+}
+
+/// An exchange whose clock the test holds (and may step).
+fn exchange_at(store: &Rc<MemStore>, clock: Rc<std::cell::Cell<i64>>) -> Exchange {
     let store: Rc<dyn SharedStore> = store.clone();
-    Exchange::new(config(), Rc::new(NoStats), store, NOW, "req".into())
+    Exchange::new(config(), Rc::new(NoStats), store, clock, "req".into())
 }
 
 /// A request signed by the client (every `x-amz-*`, content-type and host signed), then
@@ -827,4 +832,69 @@ fn concurrent_first_readers_share_one_table_lookup() {
     // Nothing in flight now: the next reader looks the table up itself.
     let (_, step) = start(&store);
     assert!(matches!(step, RequestStep::CallOut(_)));
+}
+
+/// Every request the filter sends is signed with the time it is sent: a Complete whose
+/// parts take 20 minutes to list (a slow backend, 10,000 parts) signs its next request
+/// with the later time, not the request's start (S3 refuses a signature more than 15
+/// minutes off).
+#[test]
+fn call_outs_are_signed_when_they_are_sent() {
+    let (record, _) = upload_u1_record();
+    let store = Rc::new(MemStore::default());
+    store.set(&state::shared_key("u1"), record.as_bytes());
+    let clock = Rc::new(std::cell::Cell::new(NOW));
+    let mut ex = exchange_at(&store, clock.clone());
+    let list = b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"e1\"</ETag></Part></CompleteMultipartUpload>";
+    let hash = hex::encode(Sha256::digest(list));
+    let len = list.len().to_string();
+    let h = request_with(
+        "POST",
+        "/b/k?uploadId=u1",
+        &[("content-length", len.as_str())],
+        &[],
+        &hash,
+    );
+    let up = forwarded(ex.on_request_headers(&h, false));
+    assert_eq!(up.get("x-amz-date"), Some(sigv4::amz_date(NOW).as_str()));
+    let listing = ex
+        .on_request_body(list, true, &mut Vec::new())
+        .unwrap()
+        .unwrap();
+    let date = |c: &CallOut| {
+        c.headers
+            .iter()
+            .find(|(k, _)| k == "x-amz-date")
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(date(&listing), Some(sigv4::amz_date(NOW)));
+    clock.set(NOW + 20 * 60);
+    let big = crate::format::MIN_PART_SIZE + 10;
+    let body = format!("<ListPartsResult><IsTruncated>false</IsTruncated><Part><PartNumber>1</PartNumber><Size>{big}</Size></Part></ListPartsResult>");
+    let ok = Headers::from_pairs(vec![(":status".into(), "200".into())]);
+    let CallOutStep::Request(RequestStep::CallOut(end)) =
+        ex.on_callout_response(Some((&ok, body.as_bytes())))
+    else {
+        panic!("expected the end part's upload");
+    };
+    assert_eq!(date(&end), Some(sigv4::amz_date(NOW + 20 * 60)));
+}
+
+/// A call-out response is taken only with the token of the call-out dispatched for the
+/// request's pending state: another token (a response routed to the wrong request) is
+/// refused and changes nothing; the right one then goes on.
+#[test]
+fn call_out_responses_must_carry_their_token() {
+    let store = Rc::new(MemStore::default());
+    let mut ex = exchange(&store);
+    let h = request("GET", "/b/k?partNumber=1", &[], &[]);
+    let RequestStep::CallOut(_) = ex.on_request_headers(&h, true) else {
+        panic!("expected the HEAD");
+    };
+    ex.dispatched(7);
+    let gone = Headers::from_pairs(vec![(":status".into(), "404".into())]);
+    assert!(ex.on_callout_response_with(8, Some((&gone, b""))).is_none());
+    assert!(ex.on_callout_response_with(7, Some((&gone, b""))).is_some());
+    // Taken once: the same token again is not this request's any more.
+    assert!(ex.on_callout_response_with(7, Some((&gone, b""))).is_none());
 }
