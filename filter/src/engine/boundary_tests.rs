@@ -375,6 +375,19 @@ fn upload_u1_record() -> (String, DataKey) {
     (record, dek)
 }
 
+/// CompleteMultipartUpload of upload `u1` of `b/k` with this part list, its hash signed.
+fn complete_request(list: &[u8]) -> Headers {
+    let hash = hex::encode(Sha256::digest(list));
+    let len = list.len().to_string();
+    request_with(
+        "POST",
+        "/b/k?uploadId=u1",
+        &[("content-length", len.as_str())],
+        &[],
+        &hash,
+    )
+}
+
 /// A Complete body as the filter rebuilds it, before its padding.
 fn rebuilt(parts: &[(u32, &str)]) -> String {
     let mut x = String::from(
@@ -414,17 +427,7 @@ fn complete_ends_the_object_with_a_final_part() {
         x + "</ListPartsResult>"
     };
     let ok = |status: &str| Headers::from_pairs(vec![(":status".into(), status.into())]);
-    let complete = || {
-        let hash = hex::encode(Sha256::digest(list));
-        let len = list.len().to_string();
-        request_with(
-            "POST",
-            "/b/k?uploadId=u1",
-            &[("content-length", len.as_str())],
-            &[],
-            &hash,
-        )
-    };
+    let complete = || complete_request(list);
     // Starts a Complete and feeds the list: the call-out it makes (the list is held).
     let start = |ex: &mut Exchange| {
         let up = forwarded(ex.on_request_headers(&complete(), false));
@@ -673,15 +676,7 @@ fn a_short_last_part_is_staged_and_closes_the_object() {
     let big = crate::format::MIN_PART_SIZE + 10;
     let complete = |last_etag: &str| {
         let list = format!("<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"e1\"</ETag></Part><Part><PartNumber>2</PartNumber><ETag>{last_etag}</ETag></Part></CompleteMultipartUpload>");
-        let hash = hex::encode(Sha256::digest(list.as_bytes()));
-        let len = list.len().to_string();
-        let h = request_with(
-            "POST",
-            "/b/k?uploadId=u1",
-            &[("content-length", len.as_str())],
-            &[],
-            &hash,
-        );
+        let h = complete_request(list.as_bytes());
         let mut ex = exchange(&store);
         forwarded(ex.on_request_headers(&h, false));
         let mut out = Vec::new();
@@ -846,16 +841,7 @@ fn call_outs_are_signed_when_they_are_sent() {
     let clock = Rc::new(std::cell::Cell::new(NOW));
     let mut ex = exchange_at(&store, clock.clone());
     let list = b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"e1\"</ETag></Part></CompleteMultipartUpload>";
-    let hash = hex::encode(Sha256::digest(list));
-    let len = list.len().to_string();
-    let h = request_with(
-        "POST",
-        "/b/k?uploadId=u1",
-        &[("content-length", len.as_str())],
-        &[],
-        &hash,
-    );
-    let up = forwarded(ex.on_request_headers(&h, false));
+    let up = forwarded(ex.on_request_headers(&complete_request(list), false));
     assert_eq!(up.get("x-amz-date"), Some(sigv4::amz_date(NOW).as_str()));
     let listing = ex
         .on_request_body(list, true, &mut Vec::new())
