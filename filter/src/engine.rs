@@ -345,44 +345,47 @@ struct TableWait {
     numbered: bool,
 }
 
-thread_local! {
-    /// Part-table lookups in flight in this VM (by object version), and the versions
-    /// whose lookup ended since the glue last asked: concurrent first readers of a
-    /// version wait for the one lookup instead of each making their own.
-    static LOOKUPS: std::cell::RefCell<(std::collections::HashSet<String>, Vec<String>)> =
-        std::cell::RefCell::new(Default::default());
+/// What the requests of one VM (one Envoy worker thread) share, passed to each of them:
+/// the memory UploadPartCopy and staged parts hold, and the part-table lookups in flight.
+#[derive(Default)]
+pub struct VmState {
+    /// Bytes held by copy buffers and staged parts.
+    copy_bytes: std::cell::Cell<u64>,
+    /// Object versions whose part table a request is looking up, and those whose lookup
+    /// ended since the glue last asked: concurrent first readers of a version wait for
+    /// the one lookup instead of each making their own.
+    lookups: std::cell::RefCell<(std::collections::HashSet<String>, Vec<String>)>,
+}
+
+impl VmState {
+    /// The object versions whose part-table lookup ended since the last call: requests
+    /// that wait for them ([`RequestStep::Wait`]) can go on.
+    pub fn finished_lookups(&self) -> Vec<String> {
+        std::mem::take(&mut self.lookups.borrow_mut().1)
+    }
 }
 
 /// An object version whose part table this request is looking up, until dropped (the
 /// lookup ended, failed, or the request went away).
-struct LookupInFlight(String);
+struct LookupInFlight(Rc<VmState>, String);
 
 impl LookupInFlight {
     /// Marks `version` in flight, unless another request already looks it up.
-    fn start(version: &str) -> Option<LookupInFlight> {
-        LOOKUPS.with(|l| {
-            l.borrow_mut()
-                .0
-                .insert(version.to_string())
-                .then(|| LookupInFlight(version.to_string()))
-        })
+    fn start(vm: &Rc<VmState>, version: &str) -> Option<LookupInFlight> {
+        vm.lookups
+            .borrow_mut()
+            .0
+            .insert(version.to_string())
+            .then(|| LookupInFlight(Rc::clone(vm), version.to_string()))
     }
 }
 
 impl Drop for LookupInFlight {
     fn drop(&mut self) {
-        LOOKUPS.with(|l| {
-            let mut l = l.borrow_mut();
-            l.0.remove(&self.0);
-            l.1.push(std::mem::take(&mut self.0));
-        });
+        let mut l = self.0.lookups.borrow_mut();
+        l.0.remove(&self.1);
+        l.1.push(std::mem::take(&mut self.1));
     }
-}
-
-/// The object versions whose part-table lookup ended since the last call: requests that
-/// wait for them ([`RequestStep::Wait`]) can go on.
-pub fn finished_lookups() -> Vec<String> {
-    LOOKUPS.with(|l| std::mem::take(&mut l.borrow_mut().1))
 }
 
 /// Which read of a [`TableLookup`] is in flight.
@@ -487,28 +490,23 @@ impl CopyFrom {
     }
 }
 
-thread_local! {
-    /// Bytes held by UploadPartCopy buffers in this VM (one VM per Envoy worker thread).
-    static COPY_BYTES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-/// A share of the per-VM UploadPartCopy memory budget, given back when dropped.
-struct CopyReservation(u64);
+/// A share of the per-VM copy memory budget, given back when dropped.
+struct CopyReservation(Rc<VmState>, u64);
 
 impl CopyReservation {
-    /// Reserves `bytes` if the VM's copies then hold at most `limit`.
-    fn try_new(bytes: u64, limit: u64) -> Option<CopyReservation> {
-        COPY_BYTES.with(|c| {
-            let now = c.get().checked_add(bytes).filter(|&n| n <= limit)?;
-            c.set(now);
-            Some(CopyReservation(bytes))
-        })
+    /// Reserves `bytes` if the VM's copies and staged parts then hold at most `limit`.
+    fn try_new(vm: &Rc<VmState>, bytes: u64, limit: u64) -> Option<CopyReservation> {
+        let c = &vm.copy_bytes;
+        let now = c.get().checked_add(bytes).filter(|&n| n <= limit)?;
+        c.set(now);
+        Some(CopyReservation(Rc::clone(vm), bytes))
     }
 }
 
 impl Drop for CopyReservation {
     fn drop(&mut self) {
-        COPY_BYTES.with(|c| c.set(c.get().saturating_sub(self.0)));
+        let c = &self.0.copy_bytes;
+        c.set(c.get().saturating_sub(self.1));
     }
 }
 
@@ -644,6 +642,8 @@ pub struct Exchange {
     /// The multipart upload this request belongs to.
     upload_id: Option<String>,
     clock: Rc<dyn Clock>,
+    /// What this VM's requests share.
+    vm: Rc<VmState>,
     request_id: String,
     resource: String,
     req: Option<S3Request>,
@@ -858,6 +858,7 @@ impl Exchange {
         stats: Rc<dyn Stats>,
         store: Rc<dyn SharedStore>,
         clock: Rc<dyn Clock>,
+        vm: Rc<VmState>,
         request_id: String,
     ) -> Exchange {
         Exchange {
@@ -866,6 +867,7 @@ impl Exchange {
             store,
             upload_id: None,
             clock,
+            vm,
             request_id,
             resource: String::new(),
             req: None,
@@ -1758,7 +1760,7 @@ impl Exchange {
         let budget = self.cfg.plugin.max_copy_buffer_bytes;
         let _held = last_size
             .checked_mul(2)
-            .and_then(|n| CopyReservation::try_new(n, budget))
+            .and_then(|n| CopyReservation::try_new(&self.vm, n, budget))
             .ok_or("no memory budget left")?;
         let geo = Geometry::part_in(Layout::Final, c.last, last_size - PART_OVERHEAD);
         let mut d = FrameDecryptor::whole(*suite, dek, geo);
@@ -1815,7 +1817,7 @@ impl Exchange {
         {
             return None;
         }
-        let held = CopyReservation::try_new(len, p.max_copy_buffer_bytes)?;
+        let held = CopyReservation::try_new(&self.vm, len, p.max_copy_buffer_bytes)?;
         Some((Vec::with_capacity(usize::try_from(len).ok()?), held))
     }
 
@@ -1985,7 +1987,7 @@ impl Exchange {
         match self.cached_table(&version, stored, parts, numbered) {
             Some(t) => self.plan_multipart(up, etag, t),
             None => {
-                let Some(shared) = LookupInFlight::start(&version) else {
+                let Some(shared) = LookupInFlight::start(&self.vm, &version) else {
                     // Another read of this version is finding the table: wait for it.
                     self.pending = Pending::TableWait(Box::new(TableWait {
                         up,
@@ -2822,11 +2824,13 @@ impl Exchange {
         }
         let geo = part_geometry(pc.dest_v2, pc.number, len);
         let budget = self.cfg.plugin.max_copy_buffer_bytes;
-        pc.budget = Some(CopyReservation::try_new(len, budget).ok_or_else(|| {
-            S3Error::slow_down(
-                "s3crypt: too many part copies in progress on this proxy; please retry",
-            )
-        })?);
+        pc.budget = Some(
+            CopyReservation::try_new(&self.vm, len, budget).ok_or_else(|| {
+                S3Error::slow_down(
+                    "s3crypt: too many part copies in progress on this proxy; please retry",
+                )
+            })?,
+        );
         let mut body = Vec::new();
         if body.try_reserve_exact(geo.cipher_len() as usize).is_err() {
             return Err(S3Error::slow_down(
@@ -4450,14 +4454,17 @@ mod tests {
 
     #[test]
     fn copy_budget_is_shared_and_given_back() {
-        let a = CopyReservation::try_new(60, 100).unwrap();
-        assert!(CopyReservation::try_new(41, 100).is_none());
-        let b = CopyReservation::try_new(40, 100).unwrap();
-        assert!(CopyReservation::try_new(1, 100).is_none());
+        let vm = Rc::new(VmState::default());
+        let a = CopyReservation::try_new(&vm, 60, 100).unwrap();
+        assert!(CopyReservation::try_new(&vm, 41, 100).is_none());
+        let b = CopyReservation::try_new(&vm, 40, 100).unwrap();
+        assert!(CopyReservation::try_new(&vm, 1, 100).is_none());
+        // Another VM's budget is its own.
+        assert!(CopyReservation::try_new(&Rc::new(VmState::default()), 100, 100).is_some());
         drop(a);
-        let c = CopyReservation::try_new(60, 100).unwrap();
+        let c = CopyReservation::try_new(&vm, 60, 100).unwrap();
         drop((b, c));
-        assert!(CopyReservation::try_new(100, 100).is_some());
-        assert!(CopyReservation::try_new(101, 100).is_none());
+        assert!(CopyReservation::try_new(&vm, 100, 100).is_some());
+        assert!(CopyReservation::try_new(&vm, 101, 100).is_none());
     }
 }

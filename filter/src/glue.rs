@@ -12,8 +12,8 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
 
 use crate::config::Config;
 use crate::engine::{
-    finished_lookups, BodyError, CallOut, CallOutStep, Clock, Counter, Exchange, Reply,
-    RequestStep, ResponseResume, ResponseStep, SharedStore, Stats,
+    BodyError, CallOut, CallOutStep, Clock, Counter, Exchange, Reply, RequestStep, ResponseResume,
+    ResponseStep, SharedStore, Stats, VmState,
 };
 use crate::headers::Headers;
 
@@ -24,7 +24,11 @@ proxy_wasm::main! {{
         log(LogLevel::Critical, &format!("s3crypt: panic: {info}"));
     }));
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { cfg: None, metrics: Rc::new(Metrics::default()) })
+        Box::new(Root {
+            cfg: None,
+            metrics: Rc::new(Metrics::default()),
+            vm: Rc::new(Vm::default()),
+        })
     });
 }}
 
@@ -120,6 +124,16 @@ fn log(level: LogLevel, msg: &str) {
 struct Root {
     cfg: Option<Rc<Config>>,
     metrics: Rc<Metrics>,
+    /// What this VM's HTTP contexts share.
+    vm: Rc<Vm>,
+}
+
+/// The state the HTTP contexts of one VM (one Envoy worker) share: the engine's, and the
+/// requests waiting for another's part-table lookup, by object version.
+#[derive(Default)]
+struct Vm {
+    engine: Rc<VmState>,
+    waiters: RefCell<HashMap<String, Vec<Waiter>>>,
 }
 
 impl Context for Root {}
@@ -165,11 +179,13 @@ impl RootContext for Root {
         let stats: Rc<dyn Stats> = self.metrics.clone();
         Some(Box::new(Http {
             id: context_id,
+            vm: Rc::clone(&self.vm),
             ex: Rc::new(RefCell::new(Exchange::new(
                 cfg,
                 stats,
                 Rc::new(EnvoySharedData),
                 Rc::new(HostClock),
+                Rc::clone(&self.vm.engine),
                 String::new(),
             ))),
             buf: Vec::new(),
@@ -205,18 +221,13 @@ impl HttpContext for Unconfigured {
 /// A request waiting for a part-table lookup: its context id and its exchange.
 type Waiter = (u32, Rc<RefCell<Exchange>>);
 
-thread_local! {
-    /// Requests of this VM waiting for another's part-table lookup, by object version.
-    static WAITERS: RefCell<HashMap<String, Vec<Waiter>>> = RefCell::new(HashMap::new());
-}
-
 /// Lets the requests that waited for lookups which have ended go on: each is planned
 /// from the cached table (or refused) in its own context. What they do then needs no
 /// call-out (a call-out made here would be routed to the current context).
-fn wake_waiters(own: u32) {
+fn wake_waiters(vm: &Vm, own: u32) {
     let mut switched = false;
-    for version in finished_lookups() {
-        let waiting = WAITERS.with(|w| w.borrow_mut().remove(&version));
+    for version in vm.engine.finished_lookups() {
+        let waiting = vm.waiters.borrow_mut().remove(&version);
         for (id, ex) in waiting.unwrap_or_default() {
             if hostcalls::set_effective_context(id).is_err() {
                 continue; // gone
@@ -250,6 +261,7 @@ fn wake_waiters(own: u32) {
 struct Http {
     /// This context's id (to come back to after waking others).
     id: u32,
+    vm: Rc<Vm>,
     ex: Rc<RefCell<Exchange>>,
     /// The response waits for a call-out.
     response_held: bool,
@@ -280,7 +292,12 @@ impl Http {
             RequestStep::CallOut(c) => self.call_out(&c),
             RequestStep::Wait(version) => {
                 let me = (self.id, Rc::clone(&self.ex));
-                WAITERS.with(|w| w.borrow_mut().entry(version).or_default().push(me));
+                self.vm
+                    .waiters
+                    .borrow_mut()
+                    .entry(version)
+                    .or_default()
+                    .push(me);
                 Action::Pause
             }
             RequestStep::Body(b) => {
@@ -368,7 +385,7 @@ impl Context for Http {
         let held = std::mem::replace(&mut self.response_held, false);
         let action = self.apply_callout_step(step);
         // A part-table lookup may have ended: reads waiting for it go on.
-        wake_waiters(self.id);
+        wake_waiters(&self.vm, self.id);
         if let Action::Continue = action {
             if held {
                 self.resume_http_response();
@@ -384,13 +401,11 @@ impl HttpContext for Http {
     /// with 503 and retry), and it waits for nothing.
     fn on_log(&mut self) {
         let id = self.id;
-        WAITERS.with(|w| {
-            for list in w.borrow_mut().values_mut() {
-                list.retain(|(i, _)| *i != id);
-            }
-        });
+        for list in self.vm.waiters.borrow_mut().values_mut() {
+            list.retain(|(i, _)| *i != id);
+        }
         self.ex.borrow_mut().abandon();
-        wake_waiters(id);
+        wake_waiters(&self.vm, id);
     }
 
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {

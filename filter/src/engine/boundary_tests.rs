@@ -54,10 +54,21 @@ fn exchange(store: &Rc<MemStore>) -> Exchange {
     exchange_at(store, Rc::new(std::cell::Cell::new(NOW)))
 }
 
+thread_local! {
+    /// The VM state of a test's exchanges (each test runs on its own thread, like each
+    /// Envoy worker has its own VM).
+    static VM: Rc<VmState> = Rc::new(VmState::default());
+}
+
 /// An exchange whose clock the test holds (and may step).
 fn exchange_at(store: &Rc<MemStore>, clock: Rc<std::cell::Cell<i64>>) -> Exchange {
     let store: Rc<dyn SharedStore> = store.clone();
-    Exchange::new(config(), Rc::new(NoStats), store, clock, "req".into())
+    let vm = VM.with(Rc::clone);
+    Exchange::new(config(), Rc::new(NoStats), store, clock, vm, "req".into())
+}
+
+fn finished_lookups() -> Vec<String> {
+    VM.with(|vm| vm.finished_lookups())
 }
 
 /// A request signed by the client (every `x-amz-*`, content-type and host signed), then
