@@ -22,7 +22,7 @@ chart-test: wasm
 	$(PY) -m pytest -v tests/test_deploy.py -k "(chart or istio) and not round_trip"
 
 unit:
-	cargo test -p s3crypt --release
+	cargo test -p s3crypt --profile test-release
 
 # The fast AES-256-GCM's tests (NIST, Wycheproof, differential vs RustCrypto) compiled to
 # wasm32-wasip1 with SIMD128 and run in V8 (node's WASI), where the filter uses it.
