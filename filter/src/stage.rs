@@ -40,8 +40,15 @@ pub fn encode(upload_id: &str, created: i64, number: u32, cipher: &[u8]) -> Vec<
     v
 }
 
+/// Longest record a staged part (stored under 5 MiB) can make: anything longer is not
+/// decoded at all (the store may be written by others).
+const MAX_RECORD: usize = 256 + (crate::format::MIN_PART_SIZE as usize).div_ceil(3) * 4;
+
 /// Reads a record if it is `upload_id`'s.
 pub fn decode(v: &[u8], upload_id: &str) -> Option<Staged> {
+    if v.len() > MAX_RECORD {
+        return None;
+    }
     let text = std::str::from_utf8(v).ok()?;
     let mut f = text.splitn(5, '\n');
     if f.next()? != MAGIC {
@@ -172,6 +179,16 @@ mod tests {
         for bad in [&b""[..], b"s3crypt-staged-part 1\nx\n7\n", &[0xff]] {
             assert_eq!(decode(bad, "up/1\n"), None);
         }
+        // The largest part that can be staged fits; a record beyond it is not decoded.
+        let most = vec![7u8; crate::format::MIN_PART_SIZE as usize - 1];
+        let v = encode("u", i64::MIN, 9_999, &most);
+        assert_eq!(decode(&v, "u").map(|s| s.cipher.len()), Some(most.len()));
+        let mut huge = encode("u", 0, 1, &[]);
+        let head = huge.len();
+        huge.extend(std::iter::repeat_n(b'A', (MAX_RECORD / 4 + 1) * 4));
+        assert_eq!(decode(&huge, "u"), None, "valid base64, but too long");
+        let fits = head + (MAX_RECORD - head) / 4 * 4;
+        assert!(decode(&huge[..fits], "u").is_some());
         assert!(redis_key("a b/c?")
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == ':'));
