@@ -671,14 +671,20 @@ pub(crate) struct Completing {
     path: String,
     upload_id: String,
     object: String,
-    /// Number of the last listed part (the list is 1..=last).
-    last: u32,
-    /// The client's ETag of each listed part 1..=last (element text, unescaped).
+    /// The client's ETag of each listed part 1..=last (element text, unescaped): the
+    /// list names parts 1..=last, `last` = `etags.len()` (checked).
     etags: Vec<String>,
     /// Stored size of each listed part 1..=last, as the backend's listing says.
     sizes: Vec<Option<u64>>,
     /// The part-number-marker of the next ListParts page.
     marker: u32,
+}
+
+impl Completing {
+    /// Number of the last listed part.
+    fn last(&self) -> u32 {
+        u32::try_from(self.etags.len()).unwrap_or(u32::MAX)
+    }
 }
 
 /// Bytes a CompleteMultipartUpload body may grow by when the filter rebuilds it: the
@@ -1497,7 +1503,6 @@ impl Exchange {
             path,
             upload_id,
             object,
-            last,
             etags,
             sizes: vec![None; last as usize],
             marker: 0,
@@ -1592,7 +1597,7 @@ impl Exchange {
             // Each page must move on, and pages beyond part `last` hold nothing wanted
             // (so a backend that keeps saying "truncated" gets at most `last` requests).
             return match next {
-                Some(m) if m > c.marker && m < c.last => {
+                Some(m) if m > c.marker && m < c.last() => {
                     c.marker = m;
                     self.complete_list_page(c, key)
                 }
@@ -1613,13 +1618,13 @@ impl Exchange {
         if sizes.iter().any(|&n| n < crate::format::PART_OVERHEAD) {
             return Err(self.integrity());
         }
-        if crate::format::part_is_final(c.last, last_size - crate::format::PART_OVERHEAD) {
+        if crate::format::part_is_final(c.last(), last_size - crate::format::PART_OVERHEAD) {
             return self.complete_short(c, key, last_size);
         }
         // The last part can be followed: the filter adds the end part after it.
         // It seals the part table, so that readers find it in one request.
         let (suite, dek) = key;
-        let number = c.last + 1;
+        let number = c.last() + 1;
         let lengths: Vec<u64> = sizes
             .iter()
             .map(|&n| n - crate::format::PART_OVERHEAD)
@@ -1659,7 +1664,7 @@ impl Exchange {
             .and_then(|h| h.get("etag"))
             .map(str::to_string)
             .ok_or_else(|| part_put_failed(status, &String::from_utf8_lossy(body)))?;
-        let parts = listed_parts(c).chain(std::iter::once((c.last + 1, etag.as_str())));
+        let parts = listed_parts(c).chain(std::iter::once((c.last() + 1, etag.as_str())));
         Ok(RequestStep::Body(part_list(parts, c.length)?))
     }
 
@@ -1673,7 +1678,7 @@ impl Exchange {
     ) -> Result<RequestStep, S3Error> {
         let p = &self.cfg.plugin;
         if !p.stage_short_parts
-            || c.last >= crate::format::MAX_PART_NUMBER
+            || c.last() >= crate::format::MAX_PART_NUMBER
             || last_size >= crate::format::MIN_PART_SIZE
         {
             return complete_as_listed(&c);
@@ -1723,7 +1728,7 @@ impl Exchange {
         };
         // It replaces the last part under the same number (a gap in the numbers would
         // do too, but not every S3 server completes lists with gaps).
-        let call = self.upload_part_callout(&c, c.last, part);
+        let call = self.upload_part_callout(&c, c.last(), part);
         self.pending = Pending::CompleteClosing(c);
         Ok(RequestStep::CallOut(call))
     }
@@ -1747,7 +1752,7 @@ impl Exchange {
             .collect::<Option<_>>()
             .ok_or("unlisted")?;
         let last_size = *sizes.last().ok_or("no parts")?;
-        if s.number != c.last || s.cipher.len() as u64 != last_size {
+        if s.number != c.last() || s.cipher.len() as u64 != last_size {
             return Err("the staged copy is of another part");
         }
         // The part the client names, by the ETag the backend gave it for it. (Not the
@@ -1762,7 +1767,7 @@ impl Exchange {
             .checked_mul(2)
             .and_then(|n| CopyReservation::try_new(&self.vm, n, budget))
             .ok_or("no memory budget left")?;
-        let geo = Geometry::part_in(Layout::Final, c.last, last_size - PART_OVERHEAD);
+        let geo = Geometry::part_in(Layout::Final, c.last(), last_size - PART_OVERHEAD);
         let mut d = FrameDecryptor::whole(*suite, dek, geo);
         let mut plain = Vec::with_capacity(usize::try_from(geo.plain_len).unwrap_or(0));
         d.push(&s.cipher, &mut plain)
@@ -1770,7 +1775,7 @@ impl Exchange {
             .map_err(|_| "the staged copy does not verify")?;
         drop(s);
         let lengths: Vec<u64> = sizes.iter().map(|n| n - PART_OVERHEAD).collect();
-        crate::format::seal_closing(*suite, dek, c.last, &plain, &lengths)
+        crate::format::seal_closing(*suite, dek, c.last(), &plain, &lengths)
             .map_err(|_| "too many distinct part lengths for its table")
     }
 
@@ -1793,8 +1798,8 @@ impl Exchange {
             ));
             return complete_as_listed(c);
         };
-        let keep = listed_parts(c).take(c.last as usize - 1);
-        let parts = keep.chain(std::iter::once((c.last, etag)));
+        let keep = listed_parts(c).take(c.last() as usize - 1);
+        let parts = keep.chain(std::iter::once((c.last(), etag)));
         Ok(RequestStep::Body(part_list(parts, c.length)?))
     }
 

@@ -12,9 +12,9 @@
 //! forged) and the object is completed as before, readers walking its parts. Memory is
 //! bounded: in shared data by a fixed number of slots, in Redis by the upload TTL.
 
+use crate::state::upload_tag;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use sha2::{Digest as _, Sha256};
 
 /// First line of a staged record.
 const MAGIC: &str = "s3crypt-staged-part 1";
@@ -25,11 +25,6 @@ pub struct Staged {
     pub created: i64,
     pub number: u32,
     pub cipher: Vec<u8>,
-}
-
-/// What names an upload in the store (UploadIds may hold any character).
-pub fn upload_tag(upload_id: &str) -> String {
-    hex::encode(&Sha256::digest(upload_id.as_bytes())[..20])
 }
 
 /// The record: `MAGIC \n created \n number \n upload tag \n base64(ciphertext)` (text, so

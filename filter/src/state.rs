@@ -177,12 +177,15 @@ pub fn shared_key(upload_id: &str) -> String {
     format!("s3crypt/mpu/{upload_id}")
 }
 
-/// Redis key of an upload: hashed, so any UploadId is safe in a webdis URL path.
+/// What names an upload in a store key (UploadIds may hold any character): a hash, so
+/// any UploadId is safe in a webdis URL path.
+pub fn upload_tag(upload_id: &str) -> String {
+    hex::encode(&Sha256::digest(upload_id.as_bytes())[..20])
+}
+
+/// Redis key of an upload.
 pub fn redis_key(upload_id: &str) -> String {
-    format!(
-        "s3crypt:mpu:{}",
-        hex::encode(&Sha256::digest(upload_id.as_bytes())[..20])
-    )
+    format!("s3crypt:mpu:{}", upload_tag(upload_id))
 }
 
 /// A request to webdis. `body`, when present, is the last argument of the command.
