@@ -22,7 +22,7 @@ chart-test: wasm
 	$(PY) -m pytest -v tests/test_deploy.py -k "(chart or istio) and not round_trip"
 
 unit:
-	cargo test -p s3crypt --profile test-release
+	cargo test -p s3crypt-core --profile test-release
 
 # The fast AES-256-GCM's tests (NIST, Wycheproof, differential vs RustCrypto) compiled to
 # wasm32-wasip1 with SIMD128 and run in V8 (node's WASI), where the filter uses it.
@@ -30,8 +30,8 @@ crypto-test-wasm: setup
 	bench/crypto_test_wasm.sh
 
 lint:
-	cargo clippy -p s3crypt --all-targets -- -D warnings
-	cargo clippy -p s3crypt --target wasm32-wasip1 -- -D warnings
+	cargo clippy -p s3crypt-core --all-targets -- -D warnings
+	cargo clippy -p s3crypt-core -p s3crypt --target wasm32-wasip1 -- -D warnings
 	cargo clippy -p cryptobench --all-targets -- -D warnings
 	cargo clippy -p cryptobench --all-targets --target wasm32-wasip1 -- -D warnings
 	cargo fmt --check

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the fast AES-256-GCM tests (filter/src/crypto/fastgcm/tests.rs: S-box circuit,
+# Runs the fast AES-256-GCM tests (core/src/crypto/fastgcm/tests.rs: S-box circuit,
 # FIPS-197, GF(2^128) reference, NIST and Wycheproof GCM vectors, proptest differential
 # against RustCrypto) compiled for wasm32-wasip1 with +simd128 (.cargo/config.toml), under
 # node's WASI, i.e. in V8 with real SIMD128 instructions — the engine Envoy embeds.

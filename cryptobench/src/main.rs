@@ -1,6 +1,6 @@
 //! Throughput of the frame AEADs s3crypt can use, in MB/s (10^6 bytes per second):
 //! RustCrypto `aes-gcm` (the portable fixsliced AES on wasm32), the fast bitsliced
-//! AES-256-GCM of `filter/src/crypto/fastgcm` (compiled from the same source file), and
+//! AES-256-GCM of `core/src/crypto/fastgcm` (compiled from the same source file), and
 //! RustCrypto `chacha20poly1305`. Each measurement seals (or opens) frames in place with a
 //! 31-byte AAD like the filter does; the median of `--runs` runs is reported.
 //!
@@ -17,7 +17,7 @@
 // The same file the filter uses; `cargo test -p cryptobench` also runs its tests (this is
 // how they run inside wasm, without the proxy-wasm glue of the filter crate).
 #[allow(dead_code)]
-#[path = "../../filter/src/crypto/fastgcm/mod.rs"]
+#[path = "../../core/src/crypto/fastgcm/mod.rs"]
 mod fastgcm;
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};

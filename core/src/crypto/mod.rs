@@ -89,15 +89,73 @@ pub enum CryptoError {
     Random,
 }
 
-/// Fills `buf` from the CSPRNG.
-pub fn random(buf: &mut [u8]) -> Result<(), CryptoError> {
-    getrandom::getrandom(buf).map_err(|_| CryptoError::Random)
+/// The source of every random byte the filter uses (frame and envelope nonces, data
+/// keys): a port, so that the filter reads the operating system's CSPRNG in production
+/// ([`OsRandom`]; WASI `random_get` on wasm32-wasip1) and a seeded generator in tests.
+pub trait Random {
+    /// Fills `buf` entirely, or fails (then nothing may be encrypted).
+    fn fill(&self, buf: &mut [u8]) -> Result<(), CryptoError>;
+}
+
+/// The operating system's CSPRNG.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsRandom;
+
+impl Random for OsRandom {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), CryptoError> {
+        getrandom::getrandom(buf).map_err(|_| CryptoError::Random)
+    }
+}
+
+/// A deterministic generator for tests and the in-memory harness: block `i` of the output
+/// is SHA-256(seed ‖ i). Reproducible from its seed, and therefore never a source of keys
+/// or nonces outside tests (the shell only ever uses [`OsRandom`]).
+#[derive(Debug)]
+pub struct SeededRandom {
+    seed: [u8; 32],
+    state: std::cell::RefCell<(u64, Vec<u8>)>,
+}
+
+impl SeededRandom {
+    pub fn new(seed: u64) -> SeededRandom {
+        let mut s = [0u8; 32];
+        s[..8].copy_from_slice(&seed.to_be_bytes());
+        SeededRandom {
+            seed: s,
+            state: std::cell::RefCell::new((0, Vec::new())),
+        }
+    }
+}
+
+impl Random for SeededRandom {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), CryptoError> {
+        use sha2::{Digest as _, Sha256};
+        let mut st = self.state.borrow_mut();
+        let (counter, pool) = &mut *st;
+        for b in buf.iter_mut() {
+            if pool.is_empty() {
+                let mut h = Sha256::new();
+                h.update(self.seed);
+                h.update(counter.to_be_bytes());
+                *counter = counter.wrapping_add(1);
+                pool.extend(h.finalize().iter().rev());
+            }
+            *b = pool.pop().unwrap_or(0);
+        }
+        Ok(())
+    }
+}
+
+/// The OS's CSPRNG as the shared port tests hand to encryptors.
+#[cfg(test)]
+pub(crate) fn test_rng() -> std::rc::Rc<dyn Random> {
+    std::rc::Rc::new(OsRandom)
 }
 
 /// A fresh random data key.
-pub fn new_dek() -> Result<DataKey, CryptoError> {
+pub fn new_dek(rng: &dyn Random) -> Result<DataKey, CryptoError> {
     let mut k = [0u8; KEY_LEN];
-    random(&mut k)?;
+    rng.fill(&mut k)?;
     Ok(DataKey(k))
 }
 

@@ -60,11 +60,22 @@ thread_local! {
     static VM: Rc<VmState> = Rc::new(VmState::default());
 }
 
+static SEEDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// An exchange whose clock the test holds (and may step).
 fn exchange_at(store: &Rc<MemStore>, clock: Rc<std::cell::Cell<i64>>) -> Exchange {
     let store: Rc<dyn SharedStore> = store.clone();
     let vm = VM.with(Rc::clone);
-    Exchange::new(config(), Rc::new(NoStats), store, clock, vm, "req".into())
+    let ports = Ports {
+        stats: Rc::new(NoStats),
+        store,
+        clock,
+        // Seeded, and a different seed for every exchange (as every object gets its own key).
+        rng: Rc::new(crate::crypto::SeededRandom::new(
+            SEEDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        )),
+    };
+    Exchange::new(config(), ports, vm, "req".into())
 }
 
 fn finished_lookups() -> Vec<String> {
@@ -307,10 +318,10 @@ fn object_data_in_a_non_data_response_is_refused() {
 
 /// A sealed multipart envelope under a fresh data key wrapped by the test KEK.
 fn multipart_envelope() -> (Envelope, DataKey) {
-    let dek = crypto::new_dek().unwrap();
+    let dek = crypto::new_dek(&crate::crypto::OsRandom).unwrap();
     let wrapped = crypto::wrap_dek(config().active_kek().unwrap(), &dek).unwrap();
     let mut env = Envelope::new(Suite::Aes256Gcm, Layout::Part, "k1", wrapped, None);
-    env.seal(&dek).unwrap();
+    env.seal(&dek, &crate::crypto::OsRandom).unwrap();
     (env, dek)
 }
 
@@ -810,7 +821,14 @@ fn concurrent_first_readers_share_one_table_lookup() {
     assert!(finished_lookups().is_empty());
     // The first finds the end part's table, caches it and goes on; the second is planned
     // from the cache (the same range upstream), with no request of its own.
-    let end = crate::format::seal_end(Suite::Aes256Gcm, &dek, 3, &[8 << 20, 8 << 20]).unwrap();
+    let end = crate::format::seal_end(
+        Suite::Aes256Gcm,
+        &dek,
+        3,
+        &[8 << 20, 8 << 20],
+        &crate::crypto::test_rng(),
+    )
+    .unwrap();
     let partial = Headers::from_pairs(vec![
         (":status".into(), "206".into()),
         ("etag".into(), etag.into()),

@@ -18,91 +18,27 @@ use base64::Engine as _;
 use md5::{Digest as _, Md5};
 use sha2::Sha256;
 
-use crate::checksum::{ChecksumAlgorithm, Checksummer};
-use crate::chunked::ChunkedDecoder;
+use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
+use crate::auth::chunked::ChunkedDecoder;
+use crate::auth::sigv4::{self, PayloadMode, VerifiedRequest};
 use crate::config::{Config, StateStore};
 use crate::crypto::{self, DataKey, Suite};
-use crate::error::S3Error;
+use crate::format::part_table::{PartTable, RangeDecryptor, RangePlan, Walk};
 use crate::format::{Decrypt, FormatError, PartsDecryptor};
 use crate::format::{
     Envelope, FrameDecryptor, FrameEncryptor, Geometry, Layout, Window, ENVELOPE_HEADER,
     FRAME_OVERHEAD, MAX_SINGLE, SINGLE_FRAME,
 };
 use crate::headers::Headers;
-use crate::parts::{PartTable, RangeDecryptor, RangePlan, Walk};
-use crate::range::{self, RangeSpec};
+use crate::s3::error::S3Error;
+use crate::s3::range::{self, RangeSpec};
+use crate::s3::xml;
 use crate::s3::{self, Body, Doc, Operation, Response, S3Request};
-use crate::sigv4::{self, PayloadMode, VerifiedRequest};
-use crate::stage;
+use crate::state::stage;
 use crate::state::{self, StateError, UploadState, WebdisRequest};
-use crate::xml;
 
-/// Counters the filter exports (Envoy: `wasmcustom.s3crypt_*`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counter {
-    ObjectsEncrypted,
-    BytesEncrypted,
-    ObjectsDecrypted,
-    BytesDecrypted,
-    AuthFailures,
-    IntegrityFailures,
-    RejectedRequests,
-    /// Envelope-less objects served inside a passthrough scope.
-    PlaintextServed,
-}
-
-impl Counter {
-    pub const ALL: [Counter; 8] = [
-        Counter::ObjectsEncrypted,
-        Counter::BytesEncrypted,
-        Counter::ObjectsDecrypted,
-        Counter::BytesDecrypted,
-        Counter::AuthFailures,
-        Counter::IntegrityFailures,
-        Counter::RejectedRequests,
-        Counter::PlaintextServed,
-    ];
-    pub fn name(self) -> &'static str {
-        match self {
-            Counter::ObjectsEncrypted => "s3crypt_objects_encrypted",
-            Counter::BytesEncrypted => "s3crypt_bytes_encrypted",
-            Counter::ObjectsDecrypted => "s3crypt_objects_decrypted",
-            Counter::BytesDecrypted => "s3crypt_bytes_decrypted",
-            Counter::AuthFailures => "s3crypt_auth_failures",
-            Counter::IntegrityFailures => "s3crypt_integrity_failures",
-            Counter::RejectedRequests => "s3crypt_rejected_requests",
-            Counter::PlaintextServed => "s3crypt_plaintext_served",
-        }
-    }
-}
-
-/// Where counters go (Envoy metrics in the glue, a map in tests).
-pub trait Stats {
-    fn add(&self, c: Counter, n: u64);
-    /// An event worth a log line (Envoy's log at info level in the glue). Never secrets.
-    fn note(&self, _msg: &str) {}
-}
-
-/// A store shared by every worker of one Envoy process (Envoy shared data in the glue).
-/// The time, read wherever a signature, a TTL or a timestamp needs it (a long copy signs
-/// its last backend request with the time it is sent, not the time it began).
-pub trait Clock {
-    /// Unix seconds now.
-    fn now(&self) -> i64;
-}
-
-/// A clock that reads what it is set to (tests step it).
-impl Clock for std::cell::Cell<i64> {
-    fn now(&self) -> i64 {
-        self.get()
-    }
-}
-
-pub trait SharedStore {
-    fn get(&self, key: &str) -> Option<Vec<u8>>;
-    fn set(&self, key: &str, value: &[u8]) -> bool;
-    fn remove(&self, key: &str);
-}
+pub mod ports;
+pub use ports::*;
 
 /// A response the filter answers itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -642,6 +578,7 @@ pub struct Exchange {
     /// The multipart upload this request belongs to.
     upload_id: Option<String>,
     clock: Rc<dyn Clock>,
+    rng: Rc<dyn Random>,
     /// What this VM's requests share.
     vm: Rc<VmState>,
     request_id: String,
@@ -859,20 +796,20 @@ fn upstream_headers(
 }
 
 impl Exchange {
-    pub fn new(
-        cfg: Rc<Config>,
-        stats: Rc<dyn Stats>,
-        store: Rc<dyn SharedStore>,
-        clock: Rc<dyn Clock>,
-        vm: Rc<VmState>,
-        request_id: String,
-    ) -> Exchange {
+    pub fn new(cfg: Rc<Config>, ports: Ports, vm: Rc<VmState>, request_id: String) -> Exchange {
+        let Ports {
+            stats,
+            store,
+            clock,
+            rng,
+        } = ports;
         Exchange {
             cfg,
             stats,
             store,
             upload_id: None,
             clock,
+            rng,
             vm,
             request_id,
             resource: String::new(),
@@ -1176,7 +1113,7 @@ impl Exchange {
                         value: value.clone(),
                     });
                 }
-                env.seal(&dek)
+                env.seal(&dek, &*self.rng)
                     .map_err(|_| S3Error::internal("s3crypt: no randomness"))?;
                 up.set(ENVELOPE_HEADER, env.encode());
                 (env.suite, dek, Geometry::single(plain_len))
@@ -1191,7 +1128,7 @@ impl Exchange {
             md5: Md5::new(),
             expected_md5,
             checksum,
-            enc: FrameEncryptor::new(suite, &dek, geo),
+            enc: FrameEncryptor::new(suite, &dek, geo, &self.rng),
             plain: Vec::new(),
             result_md5: None,
             result_checksums: Vec::new(),
@@ -1217,7 +1154,8 @@ impl Exchange {
         layout: Layout,
         plain_len: Option<u64>,
     ) -> Result<(DataKey, Envelope), S3Error> {
-        let dek = crypto::new_dek().map_err(|_| S3Error::internal("s3crypt: no randomness"))?;
+        let dek =
+            crypto::new_dek(&*self.rng).map_err(|_| S3Error::internal("s3crypt: no randomness"))?;
         let kek = self
             .cfg
             .active_kek()
@@ -1247,7 +1185,7 @@ impl Exchange {
         eos: bool,
     ) -> Result<RequestStep, S3Error> {
         let (dek, mut env) = self.new_envelope(Layout::Part, None)?;
-        env.seal(&dek)
+        env.seal(&dek, &*self.rng)
             .map_err(|_| S3Error::internal("s3crypt: no randomness"))?;
         // Part checksums describe plaintext; the backend only ever sees ciphertext.
         strip_integrity_headers(&mut up);
@@ -1629,7 +1567,7 @@ impl Exchange {
             .iter()
             .map(|&n| n - crate::format::PART_OVERHEAD)
             .collect();
-        let marker = crate::format::seal_end(suite, &dek, number, &lengths)
+        let marker = crate::format::seal_end(suite, &dek, number, &lengths, &self.rng)
             .map_err(|_| S3Error::internal("s3crypt: no randomness"))?;
         let call = self.upload_part_callout(&c, number, marker);
         self.pending = Pending::CompleteMarker(c);
@@ -1775,7 +1713,7 @@ impl Exchange {
             .map_err(|_| "the staged copy does not verify")?;
         drop(s);
         let lengths: Vec<u64> = sizes.iter().map(|n| n - PART_OVERHEAD).collect();
-        crate::format::seal_closing(*suite, dek, c.last(), &plain, &lengths)
+        crate::format::seal_closing(*suite, dek, c.last(), &plain, &lengths, &self.rng)
             .map_err(|_| "too many distinct part lengths for its table")
     }
 
@@ -2599,7 +2537,7 @@ impl Exchange {
         for (n, e) in &mc.etags {
             body.push_str(&format!(
                 "<Part><PartNumber>{n}</PartNumber><ETag>{}</ETag></Part>",
-                crate::error::xml_escape(e)
+                crate::s3::error::xml_escape(e)
             ));
         }
         body.push_str("</CompleteMultipartUpload>");
@@ -2648,7 +2586,7 @@ impl Exchange {
         let xml = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{}</LastModified><ETag>{}</ETag></CopyObjectResult>",
             iso8601(self.now()),
-            crate::error::xml_escape(&etag)
+            crate::s3::error::xml_escape(&etag)
         );
         Ok(self.xml_reply(xml))
     }
@@ -2843,7 +2781,12 @@ impl Exchange {
             ));
         }
         pc.body = body;
-        pc.enc = Some(FrameEncryptor::new(pc.dest_suite, &pc.dest_dek, geo));
+        pc.enc = Some(FrameEncryptor::new(
+            pc.dest_suite,
+            &pc.dest_dek,
+            geo,
+            &self.rng,
+        ));
         (pc.first, pc.last, pc.next) = (first, last, first);
         self.part_copy_read(pc)
     }
@@ -2951,7 +2894,7 @@ impl Exchange {
         let xml = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyPartResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{}</LastModified><ETag>{}</ETag></CopyPartResult>",
             iso8601(self.now()),
-            crate::error::xml_escape(&etag)
+            crate::s3::error::xml_escape(&etag)
         );
         let reply = self.xml_reply(xml);
         // A short last part: staged like one sent by UploadPart (Redis: the answer waits).
@@ -4216,260 +4159,4 @@ fn etag_list_matches(list: &str, etag: &str) -> bool {
 mod boundary_tests;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn widened_ranges_cover_both_interpretations() {
-        let f = SINGLE_FRAME;
-        let s = f + FRAME_OVERHEAD;
-        assert_eq!(
-            widened_range(RangeSpec::FromTo(0, 0)),
-            format!("bytes=0-{}", s - 1)
-        );
-        assert_eq!(
-            widened_range(RangeSpec::FromTo(f + 5, f + 6)),
-            format!("bytes={}-{}", f, 2 * s - 1)
-        );
-        assert_eq!(
-            widened_range(RangeSpec::From(3 * f + 1)),
-            format!("bytes={}-", 3 * f)
-        );
-        assert_eq!(
-            widened_range(RangeSpec::Suffix(10)),
-            format!("bytes=-{}", 2 * s)
-        );
-        for (a, b) in [
-            (0u64, 10u64),
-            (f - 1, f),
-            (5 * f + 7, 9 * f),
-            (12345, 12345),
-        ] {
-            let g = Geometry::single(20 * f);
-            let RangeSpec::FromTo(_, _) = RangeSpec::FromTo(a, b) else {
-                unreachable!()
-            };
-            let w = widened_range(RangeSpec::FromTo(a, b));
-            let (ws, we) = w.trim_start_matches("bytes=").split_once('-').unwrap();
-            let (ws, we): (u64, u64) = (ws.parse().unwrap(), we.parse().unwrap());
-            assert!(ws <= a && we >= b, "plaintext bytes covered");
-            assert!(ws <= g.frame_cipher_start(g.frame_of(a)));
-            assert!(
-                we + 1
-                    >= g.frame_cipher_start(g.frame_of(b))
-                        + g.frame_plain_len(g.frame_of(b))
-                        + FRAME_OVERHEAD
-            );
-        }
-    }
-
-    #[test]
-    fn empty_delimiter_dropped() {
-        assert_eq!(
-            drop_empty_param_delimiter("/b?delimiter=&prefix=a"),
-            "/b?prefix=a"
-        );
-        assert_eq!(
-            drop_empty_param_delimiter("/b?delimiter=%2F"),
-            "/b?delimiter=%2F"
-        );
-        assert_eq!(drop_empty_param_delimiter("/b?delimiter="), "/b");
-    }
-
-    #[test]
-    fn helpers_for_part_reads_and_copies() {
-        assert_eq!(
-            remove_query_param("/b/k?partNumber=3", "partNumber"),
-            "/b/k"
-        );
-        assert_eq!(
-            remove_query_param("/b/k?versionId=v&partNumber=3&x=1", "partNumber"),
-            "/b/k?versionId=v&x=1"
-        );
-        assert_eq!(remove_query_param("/b/k", "partNumber"), "/b/k");
-        assert_eq!(parts_in_etag("\"abc-12\""), Some(12));
-        assert_eq!(parts_in_etag("\"abc\""), None);
-        assert_eq!(parts_in_etag("\"abc-0\""), None);
-        assert_eq!(parts_in_etag("\"abc-10001\""), None);
-        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(iso8601(1_700_000_000), "2023-11-14T22:13:20.000Z");
-        let env = |w: u8| Envelope::new(Suite::Aes256Gcm, Layout::Part, "k", [w; 40], None);
-        let version = table_version("\"e-2\"", 5, &env(1));
-        assert_eq!(version, format!("e-2/5/{}", "01".repeat(40)));
-        // Another object with the same ETag and size is another version.
-        assert_ne!(version, table_version("\"e-2\"", 5, &env(2)));
-        let slot = table_slot(&version);
-        let n: u64 = slot.strip_prefix("s3crypt/pt/").unwrap().parse().unwrap();
-        assert!(n < TABLE_SLOTS);
-        // However many versions are read, the cache has at most TABLE_SLOTS keys.
-        let slots: std::collections::HashSet<String> = (0..10_000)
-            .map(|i| table_slot(&format!("{i:032x}-3/1048576/00")))
-            .collect();
-        assert!(slots.len() as u64 <= TABLE_SLOTS && slots.len() > 200);
-    }
-
-    #[test]
-    fn etag_conditions() {
-        assert!(etag_list_matches("\"abc\"", "\"abc\""));
-        assert!(etag_list_matches("W/\"abc\", \"x\"", "\"abc\""));
-        assert!(etag_list_matches("*", "\"abc\""));
-        assert!(!etag_list_matches("\"abd\"", "\"abc\""));
-        assert_eq!(parse_content_range("bytes 0-9/100"), Some((0, 9, 100)));
-    }
-
-    #[test]
-    fn copy_source_ranges() {
-        assert_eq!(copy_source_range("bytes=0-9", 10).unwrap(), (0, 9));
-        assert_eq!(copy_source_range(" bytes=3-3", 10).unwrap(), (3, 3));
-        for bad in [
-            "bytes=0-10",
-            "bytes=5-4",
-            "bytes=-5",
-            "bytes=5-",
-            "0-1",
-            "bytes=a-b",
-        ] {
-            let e = copy_source_range(bad, 10).unwrap_err();
-            assert_eq!(e.status, 400, "{bad}");
-        }
-        let e = part_put_failed(Some(404), "<Error><Code>NoSuchUpload</Code></Error>");
-        assert_eq!((e.status, e.code), (404, "NoSuchUpload"));
-        assert_eq!(part_put_failed(None, "").status, 503);
-    }
-
-    /// Every chunk a copy reads decrypts to exactly the plaintext asked for, for single and
-    /// multipart sources, across frame and part boundaries.
-    #[test]
-    fn copy_reads_decrypt_the_requested_plaintext() {
-        let dek = DataKey::from_bytes([7; 32]);
-        let suite = Suite::Aes256Gcm;
-        let plain: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-
-        let geo = Geometry::single(plain.len() as u64);
-        let mut enc = FrameEncryptor::new(suite, &dek, geo);
-        let mut single = Vec::new();
-        enc.push(&plain, &mut single).unwrap();
-        enc.finish(&mut single).unwrap();
-
-        let sizes = [100_001u64, 150_000, 49_999];
-        let mut multi = Vec::new();
-        let mut off = 0usize;
-        for (i, &n) in sizes.iter().enumerate() {
-            let g = Geometry::part(i as u32 + 1, n);
-            let mut e = FrameEncryptor::new(suite, &dek, g);
-            e.push(&plain[off..off + n as usize], &mut multi).unwrap();
-            e.finish(&mut multi).unwrap();
-            off += n as usize;
-        }
-        let table =
-            PartTable::new(vec![(1, sizes[0]), (2, sizes[1]), (3, sizes[2])], false).unwrap();
-
-        let sources = [
-            (
-                CopyFrom::Plain {
-                    len: plain.len() as u64,
-                },
-                plain.clone(),
-            ),
-            (
-                CopyFrom::Single {
-                    suite,
-                    dek: DataKey::from_bytes([7; 32]),
-                    geo,
-                },
-                single,
-            ),
-            (
-                CopyFrom::Multi {
-                    suite,
-                    dek: DataKey::from_bytes([7; 32]),
-                    table,
-                },
-                multi,
-            ),
-        ];
-        let l = plain.len() as u64;
-        let ranges = [
-            (0, 0),
-            (0, l - 1),
-            (65_535, 65_536),
-            (99_999, 100_002),
-            (1, 299_000),
-            (l - 1, l - 1),
-        ];
-        for (from, stored) in &sources {
-            for &(a, b) in &ranges {
-                let (s0, s1, dec) = from.read(a, b).unwrap();
-                let bytes = &stored[s0 as usize..=s1 as usize];
-                let mut out = Vec::new();
-                match dec {
-                    None => out.extend_from_slice(bytes),
-                    Some(mut d) => {
-                        d.push(bytes, &mut out).unwrap();
-                        d.finish().unwrap();
-                    }
-                }
-                assert_eq!(out, &plain[a as usize..=b as usize], "{a}-{b}");
-            }
-        }
-        // A flipped stored byte fails the chunk.
-        let (from, stored) = &sources[2];
-        let (s0, s1, dec) = from.read(99_999, 100_002).unwrap();
-        let mut bytes = stored[s0 as usize..=s1 as usize].to_vec();
-        let mid = bytes.len() / 2;
-        bytes[mid] ^= 1;
-        let mut d = dec.unwrap();
-        let mut out = Vec::new();
-        assert!(d.push(&bytes, &mut out).is_err() || d.finish().is_err());
-    }
-
-    #[test]
-    fn holdback_keeps_the_last_promised_byte_until_verified() {
-        let run = |announced: u64, chunks: &[&[u8]], end_ok: bool| {
-            let mut h = Holdback {
-                announced: Some(announced),
-                ..Holdback::default()
-            };
-            let mut got = Vec::new();
-            let n = chunks.len();
-            for (i, c) in chunks.iter().enumerate() {
-                let mut out = b"xx".to_vec(); // bytes already in the buffer stay
-                out.extend_from_slice(c);
-                let end = i + 1 == n && end_ok;
-                h.apply(&mut out, 2, end)?;
-                assert_eq!(&out[..2], b"xx");
-                got.extend_from_slice(&out[2..]);
-            }
-            Ok::<_, FormatError>(got)
-        };
-        // Complete and verified: everything, the last byte only at the end.
-        assert_eq!(run(6, &[b"abc", b"def"], true).unwrap(), b"abcdef");
-        // The stream stops early (a truncated object): one byte short of the promise.
-        assert_eq!(run(6, &[b"abc", b"def"], false).unwrap(), b"abcde");
-        assert_eq!(run(10, &[b"abc", b"def"], false).unwrap(), b"abcdef");
-        // Shorter or longer than promised at the end: refused.
-        assert!(run(10, &[b"abc", b"def"], true).is_err());
-        assert!(run(4, &[b"abc", b"def"], false).is_err());
-        // Nothing announced (no Content-Length): nothing held.
-        let mut h = Holdback::default();
-        let mut out = b"abc".to_vec();
-        h.apply(&mut out, 0, false).unwrap();
-        assert_eq!(out, b"abc");
-    }
-
-    #[test]
-    fn copy_budget_is_shared_and_given_back() {
-        let vm = Rc::new(VmState::default());
-        let a = CopyReservation::try_new(&vm, 60, 100).unwrap();
-        assert!(CopyReservation::try_new(&vm, 41, 100).is_none());
-        let b = CopyReservation::try_new(&vm, 40, 100).unwrap();
-        assert!(CopyReservation::try_new(&vm, 1, 100).is_none());
-        // Another VM's budget is its own.
-        assert!(CopyReservation::try_new(&Rc::new(VmState::default()), 100, 100).is_some());
-        drop(a);
-        let c = CopyReservation::try_new(&vm, 60, 100).unwrap();
-        drop((b, c));
-        assert!(CopyReservation::try_new(&vm, 100, 100).is_some());
-        assert!(CopyReservation::try_new(&vm, 101, 100).is_none());
-    }
-}
+mod tests;

@@ -12,9 +12,9 @@
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::checksum::{ChecksumAlgorithm, Checksummer};
-use crate::error::S3Error;
-use crate::sigv4::{sha256_hex, ChunkSigningContext, PayloadMode, EMPTY_SHA256};
+use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
+use crate::auth::sigv4::{sha256_hex, ChunkSigningContext, PayloadMode, EMPTY_SHA256};
+use crate::s3::error::S3Error;
 
 /// Longest chunk header or trailer line accepted.
 const MAX_LINE: usize = 4096;
@@ -308,8 +308,8 @@ impl ChunkedDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::sigv4::{parse_amz_date, verify};
     use crate::headers::Headers;
-    use crate::sigv4::{parse_amz_date, verify};
     use proptest::prelude::*;
 
     const AK: &str = "AKIAIOSFODNN7EXAMPLE";

@@ -12,6 +12,8 @@
 //! data caches records on each replica. Completed objects never need either: everything
 //! a read needs is in the object (envelope header, part headers).
 
+pub mod stage;
+
 use hmac::{Hmac, Mac};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;

@@ -1,7 +1,7 @@
 //! Small, strict XML rewriting for S3 response bodies: plaintext sizes in listings and
 //! ETags in copy results. Everything not rewritten is kept byte for byte.
 
-use crate::error::{xml_escape, S3Error};
+use crate::s3::error::{xml_escape, S3Error};
 
 fn malformed() -> S3Error {
     S3Error::internal("s3crypt: malformed XML from the backend")

@@ -1,4 +1,4 @@
-//! proxy-wasm glue: moves headers and body bytes between Envoy and [`crate::engine`].
+//! proxy-wasm glue: moves headers and body bytes between Envoy and [`s3crypt_core::ops`].
 //! Kept thin on purpose; all decisions are made (and tested natively) in the engine.
 
 use std::cell::{Cell, RefCell};
@@ -10,12 +10,12 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
 
-use crate::config::Config;
-use crate::engine::{
-    BodyError, CallOut, CallOutStep, Clock, Counter, Exchange, Reply, RequestStep, ResponseResume,
-    ResponseStep, SharedStore, Stats, VmState,
+use s3crypt_core::config::Config;
+use s3crypt_core::headers::Headers;
+use s3crypt_core::ops::{
+    BodyError, CallOut, CallOutStep, Clock, Counter, Exchange, OsRandom, Ports, Reply, RequestStep,
+    ResponseResume, ResponseStep, SharedStore, Stats, VmState,
 };
-use crate::headers::Headers;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -182,9 +182,13 @@ impl RootContext for Root {
             vm: Rc::clone(&self.vm),
             ex: Rc::new(RefCell::new(Exchange::new(
                 cfg,
-                stats,
-                Rc::new(EnvoySharedData),
-                Rc::new(HostClock),
+                Ports {
+                    stats,
+                    store: Rc::new(EnvoySharedData),
+                    clock: Rc::new(HostClock),
+                    // WASI random_get: Envoy fills it from its CSPRNG.
+                    rng: Rc::new(OsRandom),
+                },
                 Rc::clone(&self.vm.engine),
                 String::new(),
             ))),
@@ -205,7 +209,7 @@ impl Context for Unconfigured {}
 
 impl HttpContext for Unconfigured {
     fn on_http_request_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
-        let body = crate::error::S3Error::service_unavailable(
+        let body = s3crypt_core::s3::error::S3Error::service_unavailable(
             "s3crypt: the filter is not configured; no request is served",
         )
         .to_xml("/", "");
@@ -468,7 +472,7 @@ impl HttpContext for Http {
             return Action::Continue;
         }
         self.set_http_request_trailers(vec![]);
-        let e = crate::error::S3Error::invalid_request(
+        let e = s3crypt_core::s3::error::S3Error::invalid_request(
             "s3crypt: HTTP trailers are not supported (aws-chunked trailers go in the body)",
         );
         log(LogLevel::Info, &format!("s3crypt: request rejected: {e}"));

@@ -2,11 +2,14 @@
 //! percent-codec ([`uri`]), and the parsing of method, path and Host into an
 //! [`S3Request`] with a bucket and key the backend cannot resolve differently.
 
+pub mod error;
+pub mod range;
 pub mod table;
 pub mod uri;
+pub mod xml;
 
-use crate::error::S3Error;
 use crate::headers::Headers;
+use crate::s3::error::S3Error;
 pub use table::{Body, Doc, Level, OpSpec, Response};
 pub use uri::{decode as uri_decode, encode as uri_encode};
 

@@ -6,7 +6,7 @@
 //! URIs with 400), never kept literally. `+` is a literal `+` (S3 paths and SigV4 do not
 //! treat it as a space).
 
-use crate::error::S3Error;
+use crate::s3::error::S3Error;
 
 fn invalid_uri() -> S3Error {
     S3Error::new(400, "InvalidURI", "Couldn't parse the specified URI.")
