@@ -7,12 +7,32 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 
 use super::*;
+#[allow(unused_imports)]
+use super::{
+    complete::*, copy::*, cx::*, get::*, part_copy::*, put::*, request::*, response::*, table::*,
+    vm::*,
+};
 use crate::config::{
     ENV_ACTIVE_KEY_ID, ENV_BACKEND_ACCESS_KEY_ID, ENV_BACKEND_SECRET_ACCESS_KEY,
     ENV_CLIENT_CREDENTIALS, ENV_KEKS,
 };
+#[allow(unused_imports)]
+use crate::crypto::{self, DataKey, Suite};
+#[allow(unused_imports)]
+use crate::format::part_table::PartTable;
+#[allow(unused_imports)]
+use crate::format::*;
+#[allow(unused_imports)]
+use crate::s3::range::RangeSpec;
+#[allow(unused_imports)]
+use crate::state::{self, stage, UploadState};
+#[allow(unused_imports)]
+use md5::{Digest as _, Md5};
+#[allow(unused_imports)]
+use sha2::Sha256;
 
 const NOW: i64 = 1_700_000_000;
 

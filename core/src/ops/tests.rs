@@ -1,4 +1,25 @@
 use super::*;
+#[allow(unused_imports)]
+use super::{
+    complete::*, copy::*, cx::*, get::*, part_copy::*, put::*, request::*, response::*, table::*,
+    vm::*,
+};
+#[allow(unused_imports)]
+use crate::crypto::{self, DataKey, Suite};
+#[allow(unused_imports)]
+use crate::format::part_table::PartTable;
+#[allow(unused_imports)]
+use crate::format::*;
+#[allow(unused_imports)]
+use crate::s3::range::RangeSpec;
+#[allow(unused_imports)]
+use crate::state::{self, stage, UploadState};
+#[allow(unused_imports)]
+use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
+#[allow(unused_imports)]
+use md5::{Digest as _, Md5};
+#[allow(unused_imports)]
+use sha2::Sha256;
 
 #[test]
 fn widened_ranges_cover_both_interpretations() {

@@ -1,0 +1,669 @@
+//! GetObject and HeadObject: plaintext sizes, ranges and part reads of single and
+//! multipart objects, conditions evaluated against the ETag clients see, and a body that
+//! is only released frame by frame after each tag verified (a failure after the headers
+//! went out is a reset, with at most the verified prefix released).
+
+use super::cx::{object_path, Cx};
+use super::request::{remove_query_param, strip_checksum_headers};
+use super::response::{replace_response, RespBody};
+use super::table::{cached_table, parts_in_etag, table_version, Found, Lookup};
+use super::vm::LookupInFlight;
+use super::{BodyError, CallOutStep, Counter, RequestStep, ResponseStep};
+use crate::auth::sigv4;
+use crate::crypto::DataKey;
+use crate::format::part_table::{PartTable, RangeDecryptor, RangePlan};
+use crate::format::{
+    Envelope, FrameDecryptor, Geometry, Layout, PartsDecryptor, Window, ENVELOPE_HEADER,
+    FRAME_OVERHEAD, SINGLE_FRAME,
+};
+use crate::headers::Headers;
+use crate::s3::error::S3Error;
+use crate::s3::range::{self, RangeSpec};
+use crate::s3::S3Request;
+
+pub(crate) struct Get {
+    plan: GetPlan,
+    body: RespBody,
+    state: GetState,
+}
+
+enum GetState {
+    /// The request went upstream (or will: nothing is pending).
+    Sent,
+    /// By range or part number: the HEAD of the object. `original` is the upstream path
+    /// with `partNumber` (plaintext objects go to the backend unchanged).
+    Head { up: Headers, original: String },
+    /// A multipart object's part table is being looked up; the request waits.
+    Table(Box<Lookup>, Headers),
+    /// Another request of this VM is looking up the same part table.
+    Wait(Box<TableWait>),
+}
+
+/// What the request asked for that the response phase needs.
+#[derive(Default)]
+struct GetPlan {
+    range: Option<RangeSpec>,
+    /// Upstream range start we asked for (ranges are widened to frames).
+    widened: bool,
+    if_match: Option<String>,
+    if_none_match: Option<String>,
+    checksum_mode: bool,
+    /// `?partNumber=N` of a GET or HEAD.
+    part_number: Option<u32>,
+    /// A range or part of a multipart object, planned from its part table.
+    multipart: Option<MultipartRead>,
+}
+
+/// A planned read of a multipart object.
+struct MultipartRead {
+    etag: String,
+    first: u64,
+    last: u64,
+    plain_total: u64,
+    parts: usize,
+    plan: RangePlan,
+}
+
+/// A range or part read waiting for another request's lookup of the same part table.
+struct TableWait {
+    up: Headers,
+    etag: String,
+    version: String,
+    stored: u64,
+    parts: u64,
+    numbered: bool,
+}
+
+impl Get {
+    pub fn start(
+        cx: &Cx,
+        h: &Headers,
+        mut up: Headers,
+        req: &S3Request,
+    ) -> Result<(Get, RequestStep), S3Error> {
+        let mut op = Get {
+            plan: GetPlan::default(),
+            body: RespBody::Pass,
+            state: GetState::Sent,
+        };
+        let step = op.start_get(cx, h, &mut up, req)?;
+        Ok((op, step))
+    }
+
+    pub fn callout(&mut self, cx: &Cx, resp: Option<(&Headers, &[u8])>) -> CallOutStep {
+        let r = match std::mem::replace(&mut self.state, GetState::Sent) {
+            GetState::Head { up, original } => {
+                self.after_object_head(cx, up, original, resp.map(|(h, _)| h))
+            }
+            GetState::Table(mut lookup, up) => match lookup.answered(cx, resp) {
+                Ok(Found::Table(t)) => {
+                    let etag = lookup.etag().to_string();
+                    drop(lookup); // the lookup ended: readers waiting for it go on
+                    self.plan_multipart(cx, up, etag, t)
+                }
+                Ok(Found::Read(call)) => {
+                    self.state = GetState::Table(lookup, up);
+                    Ok(RequestStep::CallOut(call))
+                }
+                Err(e) => Err(e),
+            },
+            GetState::Sent | GetState::Wait(_) => return super::unexpected_callout(cx),
+        };
+        CallOutStep::Request(match r {
+            Ok(s) => s,
+            Err(e) => cx.reject(&e),
+        })
+    }
+
+    pub fn response_headers(&mut self, cx: &Cx, h: &Headers, eos: bool) -> ResponseStep {
+        let mut out = h.clone();
+        let status: u16 = h.get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        if let Err(e) = self.prepare_get(cx, status, &mut out) {
+            replace_response(cx, &mut out, &mut self.body, &e);
+        }
+        self.body.headers_done(&mut out, eos);
+        ResponseStep::Forward(out)
+    }
+
+    pub fn response_body(
+        &mut self,
+        cx: &Cx,
+        chunk: &[u8],
+        end: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), BodyError> {
+        self.body.push(cx, chunk, end, out).map(drop)
+    }
+
+    fn start_get(
+        &mut self,
+        cx: &Cx,
+        h: &Headers,
+        up: &mut Headers,
+        req: &S3Request,
+    ) -> Result<RequestStep, S3Error> {
+        if let Some(n) = req.query_param("partNumber") {
+            let n: u32 = n
+                .parse()
+                .ok()
+                .filter(|n| (1..=10_000).contains(n))
+                .ok_or_else(|| {
+                    S3Error::invalid_argument(
+                        "Part number must be an integer between 1 and 10000, inclusive",
+                    )
+                })?;
+            if h.contains("range") {
+                return Err(S3Error::invalid_request(
+                    "Cannot specify both Range header and partNumber query parameter",
+                ));
+            }
+            self.plan.part_number = Some(n);
+        }
+        self.plan.if_match = h.get("if-match").map(str::to_string);
+        self.plan.if_none_match = h.get("if-none-match").map(str::to_string);
+        self.plan.checksum_mode = h
+            .get("x-amz-checksum-mode")
+            .is_some_and(|v| v.eq_ignore_ascii_case("enabled"));
+        // ETags are compared by the filter against the client-visible ETag.
+        up.remove("if-match");
+        up.remove("if-none-match");
+        if let Some(spec) = h.get("range").and_then(range::parse_range) {
+            self.plan.range = Some(spec);
+            self.plan.widened = true;
+            up.set("range", widened_range(spec));
+        } else {
+            up.remove("range");
+        }
+        if self.plan.range.is_none() && self.plan.part_number.is_none() {
+            cx.sign(up, sigv4::EMPTY_SHA256);
+            return Ok(RequestStep::Forward(std::mem::take(up)));
+        }
+        // A range or a part: the object's layout decides how it is read, so its headers
+        // come first (a multipart object needs its part table).
+        let original = up.get(":path").unwrap_or("/").to_string();
+        up.set(":path", remove_query_param(&original, "partNumber"));
+        cx.sign(up, sigv4::EMPTY_SHA256);
+        let head = cx.request_at("HEAD", object_path(req), None);
+        self.state = GetState::Head {
+            up: std::mem::take(up),
+            original,
+        };
+        Ok(RequestStep::CallOut(cx.backend_callout(head)))
+    }
+
+    /// The object's HEAD answered (GET/HEAD by range or part number).
+    fn after_object_head(
+        &mut self,
+        cx: &Cx,
+        mut up: Headers,
+        original: String,
+        resp: Option<&Headers>,
+    ) -> Result<RequestStep, S3Error> {
+        let resp = resp.ok_or_else(|| {
+            S3Error::service_unavailable("s3crypt: the object could not be read; please retry")
+        })?;
+        let status = resp.get(":status").unwrap_or("");
+        let envelope = resp.get(ENVELOPE_HEADER);
+        let (Some(ev), "200") = (envelope, status) else {
+            // Errors and plaintext objects: the backend answers the request as it is.
+            if up.get(":path") != Some(original.as_str()) {
+                up.set(":path", original);
+                cx.sign(&mut up, sigv4::EMPTY_SHA256);
+            }
+            return Ok(RequestStep::Forward(up));
+        };
+        let (env, dek) = cx.open_envelope(ev)?;
+        if env.layout == Layout::Single {
+            match self.plan.part_number {
+                None => {}
+                Some(1) => {
+                    // A single-part object is its own part 1.
+                    self.plan.range = Some(RangeSpec::From(0));
+                    up.set("range", widened_range(RangeSpec::From(0)));
+                }
+                Some(_) => return Err(invalid_part_number()),
+            }
+            return Ok(RequestStep::Forward(up));
+        }
+        let etag = resp.get("etag").unwrap_or("").to_string();
+        let stored: u64 = resp
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let parts = parts_in_etag(&etag).ok_or_else(|| cx.integrity())?;
+        let numbered = env.version >= 2;
+        let version = table_version(&etag, stored, &env);
+        match cached_table(cx, &version, stored, parts, numbered) {
+            Some(t) => self.plan_multipart(cx, up, etag, t),
+            None => {
+                let Some(shared) = LookupInFlight::start(&cx.vm, &version) else {
+                    // Another read of this version is finding the table: wait for it.
+                    self.state = GetState::Wait(Box::new(TableWait {
+                        up,
+                        etag,
+                        version: version.clone(),
+                        stored,
+                        parts,
+                        numbered,
+                    }));
+                    return Ok(RequestStep::Wait(version));
+                };
+                let path = cx.object_path();
+                let (lookup, call) =
+                    Lookup::start(cx, &env, &dek, path, etag, stored, parts, Some(shared));
+                self.state = GetState::Table(Box::new(lookup), up);
+                Ok(RequestStep::CallOut(call))
+            }
+        }
+    }
+
+    /// A read that waited ([`RequestStep::Wait`]) for another request's lookup of its part
+    /// table: planned from the table that lookup cached, or refused (503, retry) if it
+    /// found none. Never a call-out.
+    pub fn table_shared(&mut self, cx: &Cx) -> RequestStep {
+        let GetState::Wait(w) = std::mem::replace(&mut self.state, GetState::Sent) else {
+            return cx.reject(&S3Error::internal(
+                "s3crypt: no read waits for a part table",
+            ));
+        };
+        let r = match cached_table(cx, &w.version, w.stored, w.parts, w.numbered) {
+            Some(t) => self.plan_multipart(cx, w.up, w.etag, t),
+            None => Err(S3Error::slow_down(
+                "s3crypt: the object's part table could not be read; please retry",
+            )),
+        };
+        match r {
+            Ok(RequestStep::Forward(h)) => RequestStep::Forward(h),
+            Ok(_) => cx.reject(&S3Error::internal("s3crypt: unexpected plan")),
+            Err(e) => cx.reject(&e),
+        }
+    }
+
+    /// Reads a range or a part of a multipart object whose part table is known.
+    fn plan_multipart(
+        &mut self,
+        cx: &Cx,
+        mut up: Headers,
+        etag: String,
+        t: PartTable,
+    ) -> Result<RequestStep, S3Error> {
+        let total = t.plain_len();
+        let (first, last) = match (self.plan.part_number, self.plan.range) {
+            (Some(n), _) => {
+                let (off, len) = t.part_range(n).ok_or_else(invalid_part_number)?;
+                (off, off + len - 1)
+            }
+            (None, Some(spec)) => range::resolve(spec, total)
+                .map_err(|_| S3Error::invalid_range("The requested range is not satisfiable"))?,
+            (None, None) => return Err(S3Error::internal("s3crypt: nothing to plan")),
+        };
+        let plan = t.plan(first, last).ok_or_else(|| cx.integrity())?;
+        if cx.head {
+            up.remove("range");
+        } else {
+            up.set(
+                "range",
+                format!("bytes={}-{}", plan.stored_first, plan.stored_last),
+            );
+        }
+        // The same version the table describes, or the backend says 412.
+        up.set("if-match", etag.clone());
+        self.plan.multipart = Some(MultipartRead {
+            etag,
+            first,
+            last,
+            plain_total: total,
+            parts: t.visible_count(),
+            plan,
+        });
+        Ok(RequestStep::Forward(up))
+    }
+
+    fn not_modified(&mut self, cx: &Cx, out: &mut Headers, status: u16) {
+        let keep: Vec<(String, String)> = out
+            .iter()
+            .filter(|(k, _)| {
+                ["etag", "last-modified", "date", "x-amz-request-id"].contains(&k.as_str())
+            })
+            .cloned()
+            .collect();
+        *out = Headers(keep);
+        out.set(":status", status.to_string());
+        if status == 412 {
+            let r = cx.reply(&S3Error::new(
+                412,
+                "PreconditionFailed",
+                "At least one of the pre-conditions you specified did not hold",
+            ));
+            out.set("content-type", "application/xml");
+            if !cx.head {
+                out.set("content-length", r.body.len().to_string());
+                self.body = RespBody::Replace(Some(r.body));
+                return;
+            }
+        }
+        out.set("content-length", "0");
+        self.body = RespBody::Replace(None);
+    }
+
+    fn prepare_get(&mut self, cx: &Cx, status: u16, out: &mut Headers) -> Result<(), S3Error> {
+        let r = self.prepare_get_inner(cx, status, out);
+        if cx.head && r.is_ok() {
+            self.body = RespBody::Pass; // a HEAD response has no body to transform
+        }
+        r
+    }
+
+    fn prepare_get_inner(
+        &mut self,
+        cx: &Cx,
+        status: u16,
+        out: &mut Headers,
+    ) -> Result<(), S3Error> {
+        if (200..300).contains(&status) && status != 200 && status != 206 {
+            // A success without object data the filter can check (203, 204, ...): nothing
+            // of it is released.
+            return Err(cx.integrity());
+        }
+        if status != 200 && status != 206 {
+            return Ok(()); // errors, 304 from date conditions: as the backend says
+        }
+        // What the backend sent: [start, end] of a stored object of `total` bytes.
+        let (start, total) = match out.get("content-range").and_then(parse_content_range) {
+            Some((s, _e, t)) if status == 206 => (s, t),
+            _ => (
+                0,
+                out.get("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            ),
+        };
+        let sent_len: u64 = out
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let envelope = out.get(ENVELOPE_HEADER).map(str::to_string);
+        let Some(ev) = envelope else {
+            // No envelope: a plaintext object being migrated, or one whose envelope the
+            // provider stripped. Only served inside a configured passthrough scope.
+            let (bucket, key) = cx.req.as_ref().map_or(("", ""), |r| {
+                (
+                    r.bucket.as_deref().unwrap_or(""),
+                    r.key.as_deref().unwrap_or(""),
+                )
+            });
+            if !cx.cfg.passthrough_allowed(bucket, key) {
+                return Err(cx.integrity());
+            }
+            cx.count(Counter::PlaintextServed, 1);
+            cx.note(&format!(
+                "s3crypt: serving unencrypted object {bucket}/{key} (passthrough scope)"
+            ));
+            let etag = out.get("etag").map(str::to_string);
+            if let Some(st) = self.check_conditions(etag.as_deref()) {
+                self.not_modified(cx, out, st);
+                return Ok(());
+            }
+            return self.window(cx, out, start, sent_len, total, None);
+        };
+        let (env, dek) = cx.open_envelope(&ev)?;
+        if env.layout == Layout::Part {
+            return self.prepare_multipart_get(cx, status, out, total, env, dek);
+        }
+        let geo = Geometry::single_from_cipher(total)
+            .filter(|g| Some(g.plain_len) == env.plain_len)
+            .ok_or_else(|| {
+                cx.count(Counter::IntegrityFailures, 1);
+                S3Error::integrity()
+            })?;
+        let etag = match env.md5 {
+            Some(m) => format!("\"{}\"", hex::encode(m)),
+            None => out.get("etag").unwrap_or("").to_string(),
+        };
+        if let Some(st) = self.check_conditions(Some(&etag)) {
+            self.not_modified(cx, out, st);
+            out.set("etag", etag);
+            return Ok(());
+        }
+        out.set("etag", etag);
+        strip_checksum_headers(out);
+        if let (Some(c), true, None) = (&env.checksum, self.plan.checksum_mode, self.plan.range) {
+            out.set(&c.header, c.value.clone());
+        }
+        self.window(cx, out, start, sent_len, total, Some((env, dek, geo)))
+    }
+
+    /// A whole multipart object: its plaintext size follows from the stored size and the
+    /// part count of its `-N` ETag; the parts are decrypted one after the other.
+    fn prepare_multipart_get(
+        &mut self,
+        cx: &Cx,
+        status: u16,
+        out: &mut Headers,
+        total: u64,
+        env: Envelope,
+        dek: DataKey,
+    ) -> Result<(), S3Error> {
+        let etag = out.get("etag").unwrap_or("").to_string();
+        if let Some(mp) = self.plan.multipart.take() {
+            return self.multipart_range(cx, status, out, mp, env, dek);
+        }
+        let parts = parts_in_etag(&etag).ok_or_else(|| cx.integrity())?;
+        let plain = parts
+            .checked_mul(crate::format::PART_OVERHEAD)
+            .and_then(|o| total.checked_sub(o))
+            .ok_or_else(|| cx.integrity())?;
+        if self.plan.range.is_some() || status == 206 {
+            return Err(S3Error::not_implemented(
+                "s3crypt: ranged reads of multipart objects are not enabled in this build",
+            ));
+        }
+        if let Some(st) = self.check_conditions(Some(&etag)) {
+            self.not_modified(cx, out, st);
+            return Ok(());
+        }
+        strip_checksum_headers(out);
+        out.set(":status", "200");
+        out.remove("content-range");
+        out.set("content-length", plain.to_string());
+        self.body = RespBody::decrypt(Box::new(PartsDecryptor::new(
+            env.suite,
+            &dek,
+            parts,
+            env.version >= 2,
+        )));
+        Ok(())
+    }
+
+    /// A planned range or part of a multipart object.
+    fn multipart_range(
+        &mut self,
+        cx: &Cx,
+        status: u16,
+        out: &mut Headers,
+        mp: MultipartRead,
+        env: Envelope,
+        dek: DataKey,
+    ) -> Result<(), S3Error> {
+        if out.get("etag") != Some(mp.etag.as_str()) {
+            return Err(S3Error::slow_down(
+                "s3crypt: the object changed while it was read; please retry",
+            ));
+        }
+        if let Some(st) = self.check_conditions(Some(&mp.etag)) {
+            self.not_modified(cx, out, st);
+            return Ok(());
+        }
+        if !cx.head {
+            let sent = out.get("content-range").and_then(parse_content_range);
+            if status != 206
+                || sent.map(|(a, b, _)| (a, b)) != Some((mp.plan.stored_first, mp.plan.stored_last))
+            {
+                return Err(cx.integrity());
+            }
+        }
+        strip_checksum_headers(out);
+        out.set(":status", "206");
+        out.set(
+            "content-range",
+            range::content_range(mp.first, mp.last, mp.plain_total),
+        );
+        out.set("content-length", (mp.last - mp.first + 1).to_string());
+        if self.plan.part_number.is_some() {
+            out.set("x-amz-mp-parts-count", mp.parts.to_string());
+        }
+        self.body = RespBody::decrypt(Box::new(RangeDecryptor::new(env.suite, &dek, mp.plan)));
+        Ok(())
+    }
+
+    /// Evaluates If-Match / If-None-Match against the client-visible ETag:
+    /// `Some(412)` or `Some(304)` when the request must not get the object.
+    fn check_conditions(&self, etag: Option<&str>) -> Option<u16> {
+        let etag = etag.unwrap_or("");
+        if let Some(m) = &self.plan.if_match {
+            if !etag_list_matches(m, etag) {
+                return Some(412);
+            }
+        }
+        if let Some(m) = &self.plan.if_none_match {
+            if etag_list_matches(m, etag) {
+                return Some(304);
+            }
+        }
+        None
+    }
+
+    /// Sets status, Content-Length and Content-Range for the plaintext the client asked
+    /// for and prepares the body transform. `start..start+sent_len` of a stored object of
+    /// `total` bytes is what the backend sends.
+    fn window(
+        &mut self,
+        cx: &Cx,
+        out: &mut Headers,
+        start: u64,
+        sent_len: u64,
+        total: u64,
+        enc: Option<(Envelope, DataKey, Geometry)>,
+    ) -> Result<(), S3Error> {
+        let plain_total = enc.as_ref().map(|(_, _, g)| g.plain_len).unwrap_or(total);
+        let wanted =
+            match self.plan.range {
+                None => None,
+                Some(spec) => Some(range::resolve(spec, plain_total).map_err(|_| {
+                    S3Error::invalid_range("The requested range is not satisfiable")
+                })?),
+            };
+        let (first, last) = match wanted {
+            Some(w) => w,
+            None => (0, plain_total.saturating_sub(1)),
+        };
+        let len = if plain_total == 0 {
+            0
+        } else {
+            last - first + 1
+        };
+        match wanted {
+            Some(_) => {
+                out.set(":status", "206");
+                out.set(
+                    "content-range",
+                    range::content_range(first, last, plain_total),
+                );
+            }
+            None => {
+                out.set(":status", "200");
+                out.remove("content-range");
+            }
+        }
+        out.set("content-length", len.to_string());
+        let sent_end = start + sent_len; // exclusive
+        match enc {
+            None => {
+                if first < start || (len > 0 && first + len > sent_end) {
+                    return Err(S3Error::internal(
+                        "s3crypt: the backend returned an unexpected range",
+                    ));
+                }
+                self.body = RespBody::Trim {
+                    skip: first - start,
+                    take: len,
+                };
+            }
+            Some((env, dek, geo)) => {
+                if len == 0 {
+                    // An empty object: no frames; the envelope tag authenticated it.
+                    self.body = RespBody::Replace(None);
+                    cx.count(Counter::ObjectsDecrypted, 1);
+                    return Ok(());
+                }
+                let (i0, i1) = (geo.frame_of(first), geo.frame_of(last));
+                let c0 = geo.frame_cipher_start(i0);
+                let c1 = geo.frame_cipher_start(i1) + geo.frame_plain_len(i1) + FRAME_OVERHEAD;
+                if c0 < start || c1 > sent_end {
+                    cx.count(Counter::IntegrityFailures, 1);
+                    return Err(S3Error::integrity());
+                }
+                let skip = first - geo.frame_plain_start(i0);
+                let w = Window {
+                    lead: c0 - start,
+                    first: i0,
+                    last: i1,
+                    skip,
+                    take: len,
+                };
+                self.body =
+                    RespBody::decrypt(Box::new(FrameDecryptor::new(env.suite, &dek, geo, w)));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn invalid_part_number() -> S3Error {
+    S3Error::new(
+        416,
+        "InvalidPartNumber",
+        "The requested partnumber is not satisfiable",
+    )
+}
+
+/// The upstream range for a plaintext range: a superset of both the frames that hold it
+/// (if the object is encrypted) and the bytes themselves (if it is not).
+pub(crate) fn widened_range(spec: RangeSpec) -> String {
+    let f = SINGLE_FRAME;
+    let s = SINGLE_FRAME + FRAME_OVERHEAD;
+    match spec {
+        RangeSpec::FromTo(a, b) => format!(
+            "bytes={}-{}",
+            (a / f) * f,
+            (b / f + 1).saturating_mul(s).saturating_sub(1).max(b)
+        ),
+        RangeSpec::From(a) => format!("bytes={}-", (a / f) * f),
+        RangeSpec::Suffix(n) => format!("bytes=-{}", (n.div_ceil(f) + 1).saturating_mul(s).max(n)),
+    }
+}
+
+/// `bytes a-b/total` → (a, b, total).
+pub(crate) fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
+    let r = v.trim().strip_prefix("bytes ")?;
+    let (span, total) = r.split_once('/')?;
+    let (a, b) = span.split_once('-')?;
+    Some((
+        a.trim().parse().ok()?,
+        b.trim().parse().ok()?,
+        total.trim().parse().ok()?,
+    ))
+}
+
+/// Whether an If-Match / If-None-Match list matches an ETag (`*` matches anything).
+pub(crate) fn etag_list_matches(list: &str, etag: &str) -> bool {
+    let norm = |s: &str| {
+        s.trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .to_string()
+    };
+    let e = norm(etag);
+    list.split(',')
+        .any(|c| c.trim() == "*" || (!e.is_empty() && norm(c) == e))
+}

@@ -1,0 +1,475 @@
+//! CreateMultipartUpload, UploadPart and AbortMultipartUpload: the upload's data key lives
+//! in its state record (shared data, and Redis behind webdis with several replicas); each
+//! part is encrypted as an independent stream under it. (CompleteMultipartUpload is in
+//! `complete`, UploadPartCopy in `part_copy`.)
+
+use super::cx::{no_such_upload, redis_unavailable, Cx};
+use super::put::{start_upload, PartKey, Upload};
+use super::request::{pass_body, strip_checksum_headers, strip_integrity_headers, PassBody};
+use super::response::{no_object_response, RespBody};
+use super::{staging, BodyError, CallOutStep, Counter, ResponseResume, ResponseStep};
+use super::{CallOut, RequestStep};
+use crate::auth::sigv4::VerifiedRequest;
+use crate::config::StateStore;
+use crate::format::{Layout, ENVELOPE_HEADER};
+use crate::headers::Headers;
+use crate::s3::error::S3Error;
+use crate::s3::xml;
+use crate::s3::S3Request;
+use crate::state::{self, StateError, UploadState};
+
+/// Where an upload's record was found.
+pub(crate) enum Record {
+    /// In shared data (this Envoy created the upload or cached its record), checked.
+    Here(UploadState),
+    /// Not here, Redis mode: ask for it with this call-out.
+    Ask(CallOut),
+}
+
+/// Finds the record of upload `upload_id` for `object`: a record that does not check
+/// (forged, expired, another object's) is no upload.
+pub(crate) fn find_record(cx: &Cx, upload_id: &str, object: &str) -> Result<Record, S3Error> {
+    match cx.ports.store.get(&state::shared_key(upload_id)) {
+        Some(raw) => cx
+            .state_of(upload_id, &raw, object)
+            .map(Record::Here)
+            .map_err(|_| no_such_upload()),
+        None if cx.cfg.plugin.state_store == StateStore::Redis => {
+            let get = state::get(&cx.cfg, &state::redis_key(upload_id));
+            Ok(Record::Ask(cx.webdis(get)))
+        }
+        None => Err(no_such_upload()),
+    }
+}
+
+/// Redis answered for an upload's record: the record, checked (and cached for the next
+/// parts on this Envoy).
+pub(crate) fn record_answered(
+    cx: &Cx,
+    upload_id: &str,
+    object: &str,
+    resp: Option<(&Headers, &[u8])>,
+) -> Result<UploadState, S3Error> {
+    let status = resp.and_then(|(h, _)| h.get(":status")?.parse().ok());
+    let body = resp.map(|(_, b)| b).unwrap_or(&[]);
+    match state::parse_get(status, body) {
+        Err(_) => Err(redis_unavailable()),
+        Ok(None) => Err(no_such_upload()),
+        Ok(Some(v)) => {
+            let st = cx
+                .state_of(upload_id, &v, object)
+                .map_err(|_| no_such_upload())?;
+            cx.ports.store.set(&state::shared_key(upload_id), &v);
+            Ok(st)
+        }
+    }
+}
+
+/// The part number of an UploadPart or UploadPartCopy.
+pub(crate) fn part_number(req: &S3Request) -> Result<u32, S3Error> {
+    req.query_param("partNumber")
+        .and_then(|n| n.parse().ok())
+        .filter(|n| (1..=10_000).contains(n))
+        .ok_or_else(|| {
+            S3Error::invalid_argument(
+                "Part number must be an integer between 1 and 10000, inclusive",
+            )
+        })
+}
+
+/// CreateMultipartUpload: a new data key; the envelope goes into the upload's metadata (so
+/// the completed object carries it) and, with the UploadId from the response, into the
+/// upload state before the client sees the UploadId.
+pub(crate) struct Create {
+    /// The upload's envelope, encoded.
+    envelope: String,
+    doc: PassBody,
+    body: RespBody,
+    state: CreateState,
+}
+
+enum CreateState {
+    Sent,
+    /// Redis mode: is Redis there before the upload is created? The request waits.
+    Ping(Headers),
+    /// The response waits until the record is in Redis.
+    Record {
+        upload_id: String,
+        value: String,
+    },
+}
+
+impl Create {
+    pub fn start(
+        cx: &Cx,
+        mut up: Headers,
+        v: &VerifiedRequest,
+        req: &S3Request,
+        eos: bool,
+    ) -> Result<(Create, RequestStep), S3Error> {
+        let (dek, mut env) = cx.new_envelope(Layout::Part, None)?;
+        env.seal(&dek, &*cx.ports.rng)
+            .map_err(|_| S3Error::internal("s3crypt: no randomness"))?;
+        // Part checksums describe plaintext; the backend only ever sees ciphertext.
+        strip_integrity_headers(&mut up);
+        up.set(ENVELOPE_HEADER, env.encode());
+        let (doc, up) = pass_body(cx, up, v, req, eos)?;
+        let mut op = Create {
+            envelope: env.encode(),
+            doc,
+            body: RespBody::Xml(Vec::new()),
+            state: CreateState::Sent,
+        };
+        match cx.cfg.plugin.state_store {
+            // The record is written when the UploadId is known; the upload is only
+            // created if Redis answers now (a client gets 503, not an unusable UploadId).
+            StateStore::Redis => {
+                op.state = CreateState::Ping(up);
+                Ok((op, RequestStep::CallOut(cx.webdis(state::ping(&cx.cfg)))))
+            }
+            StateStore::SharedData => Ok((op, RequestStep::Forward(up))),
+        }
+    }
+
+    pub fn request_body(
+        &mut self,
+        chunk: &[u8],
+        end: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), S3Error> {
+        self.doc.push(chunk, end, out)
+    }
+
+    pub fn callout(&mut self, cx: &Cx, resp: Option<(&Headers, &[u8])>) -> CallOutStep {
+        let status = resp.and_then(|(h, _)| h.get(":status")?.parse().ok());
+        let body = resp.map(|(_, b)| b).unwrap_or(&[]);
+        match std::mem::replace(&mut self.state, CreateState::Sent) {
+            CreateState::Ping(up) => match state::parse_ok(status, body, "PING") {
+                Ok(()) => CallOutStep::Request(RequestStep::Forward(up)),
+                Err(_) => CallOutStep::Request(cx.reject(&redis_unavailable())),
+            },
+            CreateState::Record { upload_id, value } => {
+                match state::parse_ok(status, body, "SETEX") {
+                    Ok(()) => {
+                        cx.ports
+                            .store
+                            .set(&state::shared_key(&upload_id), value.as_bytes());
+                        CallOutStep::Response(ResponseResume::Continue)
+                    }
+                    // The client never sees this UploadId; the backend's upload is
+                    // abandoned (an S3 lifecycle rule for incomplete uploads removes it).
+                    Err(_) => CallOutStep::Response(ResponseResume::Reset(
+                        "s3crypt: could not record the upload state in Redis; response reset"
+                            .into(),
+                    )),
+                }
+            }
+            CreateState::Sent => super::unexpected_callout(cx),
+        }
+    }
+
+    pub fn response_headers(&mut self, cx: &Cx, h: &Headers, eos: bool) -> ResponseStep {
+        let mut out = h.clone();
+        no_object_response(cx, h, &mut out, &mut self.body);
+        self.body.headers_done(&mut out, eos);
+        ResponseStep::Forward(out)
+    }
+
+    /// The CreateMultipartUpload result: the upload's record is written under its UploadId
+    /// (shared data at once; Redis by a call-out the response waits for).
+    pub fn response_body(
+        &mut self,
+        cx: &Cx,
+        chunk: &[u8],
+        end: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<CallOut>, BodyError> {
+        let Some(text) = self.body.push(cx, chunk, end, out)? else {
+            return Ok(None);
+        };
+        let id = xml::element_text(&text, "UploadId").unwrap_or_default();
+        let kek = cx
+            .cfg
+            .active_kek()
+            .ok_or_else(|| BodyError::Reset("s3crypt: no active key".into()))?;
+        let value = UploadState {
+            created: cx.now(),
+            object: cx.object_tag(),
+            envelope: self.envelope.clone(),
+        }
+        .seal(&id, &cx.cfg.active_key_id, kek);
+        if id.is_empty() {
+            return Err(BodyError::Reset(
+                "s3crypt: no UploadId in the backend's answer".into(),
+            ));
+        }
+        let mut hold = None;
+        match cx.cfg.plugin.state_store {
+            StateStore::SharedData => {
+                if !cx
+                    .ports
+                    .store
+                    .set(&state::shared_key(&id), value.as_bytes())
+                {
+                    return Err(BodyError::Reset(
+                        "s3crypt: could not record the upload state".into(),
+                    ));
+                }
+            }
+            StateStore::Redis => {
+                let ttl = cx.cfg.plugin.upload_ttl_secs;
+                let r = state::setex(&cx.cfg, &state::redis_key(&id), ttl, value.as_bytes());
+                hold = Some(cx.webdis(r));
+                self.state = CreateState::Record {
+                    upload_id: id,
+                    value,
+                };
+            }
+        }
+        out.extend_from_slice(text.as_bytes());
+        Ok(hold)
+    }
+}
+
+/// UploadPart: the data key of the upload from its record, then the part is encrypted as
+/// an independent stream (part layout) under it. A short last part is staged.
+pub(crate) struct Part {
+    upload_id: String,
+    state: PartState,
+}
+
+enum PartState {
+    /// Redis mode, the record not cached here: the request waits for it.
+    Record {
+        h: Headers,
+        up: Headers,
+        eos: bool,
+        number: u32,
+        object: String,
+        verified: Box<VerifiedRequest>,
+    },
+    /// The body is being encrypted and sent.
+    Sending(Box<Upload>),
+    /// The response waits until the staged copy of a short last part is in Redis.
+    Staging,
+    Done,
+}
+
+impl Part {
+    pub fn start(
+        cx: &Cx,
+        h: &Headers,
+        up: Headers,
+        v: &VerifiedRequest,
+        req: &S3Request,
+        eos: bool,
+    ) -> Result<(Part, RequestStep), S3Error> {
+        let number = part_number(req)?;
+        let upload_id = req.query_param("uploadId").unwrap_or("").to_string();
+        let object = cx.object_tag();
+        match find_record(cx, &upload_id, &object)? {
+            Record::Here(st) => {
+                let (upload, up) = Self::encrypt_with(cx, h, up, v, eos, number, &st)?;
+                let op = Part {
+                    upload_id,
+                    state: PartState::Sending(upload),
+                };
+                Ok((op, RequestStep::Forward(up)))
+            }
+            Record::Ask(call) => {
+                let state = PartState::Record {
+                    h: h.clone(),
+                    up,
+                    eos,
+                    number,
+                    object,
+                    verified: Box::new(v.clone()),
+                };
+                Ok((Part { upload_id, state }, RequestStep::CallOut(call)))
+            }
+        }
+    }
+
+    /// With the upload's (checked) record: unwraps the data key and starts encrypting.
+    fn encrypt_with(
+        cx: &Cx,
+        h: &Headers,
+        up: Headers,
+        v: &VerifiedRequest,
+        eos: bool,
+        number: u32,
+        st: &UploadState,
+    ) -> Result<(Box<Upload>, Headers), S3Error> {
+        let (env, dek) = cx.upload_envelope(st)?;
+        // The upload's suite, from its envelope: not the configuration, which may have
+        // changed since the upload was created (or differ on another replica).
+        let key = PartKey {
+            number,
+            suite: env.suite,
+            dek,
+            v2: env.version >= 2,
+        };
+        start_upload(cx, h, up, v, eos, Some(key))
+    }
+
+    pub fn request_body(
+        &mut self,
+        chunk: &[u8],
+        end: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), S3Error> {
+        match &mut self.state {
+            PartState::Sending(u) => u.feed(chunk, end, out),
+            _ => super::request::refuse_body(chunk),
+        }
+    }
+
+    pub fn callout(&mut self, cx: &Cx, resp: Option<(&Headers, &[u8])>) -> CallOutStep {
+        match std::mem::replace(&mut self.state, PartState::Done) {
+            PartState::Record {
+                h,
+                up,
+                eos,
+                number,
+                object,
+                verified,
+            } => {
+                let r = record_answered(cx, &self.upload_id, &object, resp)
+                    .and_then(|st| Self::encrypt_with(cx, &h, up, &verified, eos, number, &st));
+                CallOutStep::Request(match r {
+                    Ok((upload, up)) => {
+                        self.state = PartState::Sending(upload);
+                        RequestStep::Forward(up)
+                    }
+                    Err(e) => cx.reject(&e),
+                })
+            }
+            PartState::Staging => CallOutStep::Response(ResponseResume::Continue),
+            _ => super::unexpected_callout(cx),
+        }
+    }
+
+    /// The backend's ETag stays (the client sends it back in CompleteMultipartUpload);
+    /// checksums are those of the plaintext part. A short last part is staged.
+    pub fn response_headers(&mut self, cx: &Cx, h: &Headers, eos: bool) -> ResponseStep {
+        let mut out = h.clone();
+        let mut call = None;
+        if let (PartState::Sending(u), Some("200")) = (&mut self.state, h.get(":status")) {
+            strip_checksum_headers(&mut out);
+            for (k, v) in &u.result_checksums {
+                out.set(k, v.clone());
+            }
+            let geo = *u.enc.geometry();
+            cx.count(Counter::BytesEncrypted, geo.plain_len);
+            if let Some((cipher, _held)) = u.stage.take() {
+                if cipher.len() as u64 == geo.cipher_len() {
+                    call = staging::stage_part(cx, &self.upload_id, cipher, geo.part);
+                }
+            }
+        }
+        RespBody::Pass.headers_done(&mut out, eos);
+        match call {
+            Some(c) => {
+                self.state = PartState::Staging;
+                ResponseStep::ForwardAfter(out, c)
+            }
+            None => ResponseStep::Forward(out),
+        }
+    }
+}
+
+/// AbortMultipartUpload: an upload this Envoy knows to belong to another object is not this
+/// request's to abort (404, the backend untouched); otherwise the backend decides, and the
+/// state is forgotten only when it confirmed the abort.
+pub(crate) struct Abort {
+    upload_id: String,
+    doc: PassBody,
+    state: AbortState,
+}
+
+enum AbortState {
+    Sent,
+    /// Redis mode, no cached record: the record decides whether the upload belongs to the
+    /// request's object. `up` is the signed abort to forward.
+    Record {
+        up: Headers,
+        object: String,
+    },
+    /// The response waits until the record is removed from Redis.
+    Forgetting,
+}
+
+impl Abort {
+    pub fn start(
+        cx: &Cx,
+        up: Headers,
+        v: &VerifiedRequest,
+        req: &S3Request,
+        eos: bool,
+    ) -> Result<(Abort, RequestStep), S3Error> {
+        let upload_id = req.query_param("uploadId").unwrap_or("").to_string();
+        let object = cx.object_tag();
+        let cached = cx.ports.store.get(&state::shared_key(&upload_id));
+        if let Some(raw) = &cached {
+            if cx.state_of(&upload_id, raw, &object) == Err(StateError::WrongObject) {
+                return Err(no_such_upload());
+            }
+        }
+        let (doc, up) = pass_body(cx, up, v, req, eos)?;
+        let mut op = Abort {
+            upload_id,
+            doc,
+            state: AbortState::Sent,
+        };
+        if cached.is_none() && cx.cfg.plugin.state_store == StateStore::Redis {
+            // Another replica's upload: its record in Redis says which object it is for.
+            let get = state::get(&cx.cfg, &state::redis_key(&op.upload_id));
+            op.state = AbortState::Record { up, object };
+            return Ok((op, RequestStep::CallOut(cx.webdis(get))));
+        }
+        Ok((op, RequestStep::Forward(up)))
+    }
+
+    pub fn request_body(
+        &mut self,
+        chunk: &[u8],
+        end: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), S3Error> {
+        self.doc.push(chunk, end, out)
+    }
+
+    pub fn callout(&mut self, cx: &Cx, resp: Option<(&Headers, &[u8])>) -> CallOutStep {
+        let status = resp.and_then(|(h, _)| h.get(":status")?.parse().ok());
+        let body = resp.map(|(_, b)| b).unwrap_or(&[]);
+        match std::mem::replace(&mut self.state, AbortState::Sent) {
+            AbortState::Record { up, object } => match state::parse_get(status, body) {
+                Err(_) => CallOutStep::Request(cx.reject(&redis_unavailable())),
+                Ok(Some(v))
+                    if cx.state_of(&self.upload_id, &v, &object)
+                        == Err(StateError::WrongObject) =>
+                {
+                    CallOutStep::Request(cx.reject(&no_such_upload()))
+                }
+                // No record (the backend decides) or this object's: the abort goes on.
+                Ok(_) => CallOutStep::Request(RequestStep::Forward(up)),
+            },
+            AbortState::Forgetting => CallOutStep::Response(ResponseResume::Continue),
+            AbortState::Sent => super::unexpected_callout(cx),
+        }
+    }
+
+    /// Only an abort the backend confirmed ends the upload: a 404 (say, the right UploadId
+    /// with another key) leaves its state alone.
+    pub fn response_headers(&mut self, cx: &Cx, h: &Headers, eos: bool) -> ResponseStep {
+        let mut out = h.clone();
+        RespBody::Pass.headers_done(&mut out, eos);
+        if h.get(":status") == Some("204") {
+            if let Some(c) = staging::forget_upload(cx, &self.upload_id) {
+                self.state = AbortState::Forgetting;
+                return ResponseStep::ForwardAfter(out, c);
+            }
+        }
+        ResponseStep::Forward(out)
+    }
+}
