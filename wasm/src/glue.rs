@@ -193,7 +193,6 @@ impl RootContext for Root {
                 String::new(),
             ))),
             buf: Vec::new(),
-            response_held: false,
         }))
     }
 
@@ -267,8 +266,6 @@ struct Http {
     id: u32,
     vm: Rc<Vm>,
     ex: Rc<RefCell<Exchange>>,
-    /// The response waits for a call-out.
-    response_held: bool,
     /// Reused output buffer for body chunks.
     buf: Vec<u8>,
 }
@@ -362,7 +359,6 @@ impl Http {
     /// A call-out made from the response: hold the response until it answers.
     fn hold_response_for(&mut self, c: &CallOut) -> Action {
         if self.dispatch(c) {
-            self.response_held = true;
             Action::Pause
         } else {
             let step = self.ex.borrow_mut().on_callout_response(None);
@@ -386,12 +382,13 @@ impl Context for Http {
         let Some(step) = step else {
             return; // not this request's call-out
         };
-        let held = std::mem::replace(&mut self.response_held, false);
+        // The engine says which half of the stream the call-out held.
+        let response = matches!(step, CallOutStep::Response(_));
         let action = self.apply_callout_step(step);
         // A part-table lookup may have ended: reads waiting for it go on.
         wake_waiters(&self.vm, self.id);
         if let Action::Continue = action {
-            if held {
+            if response {
                 self.resume_http_response();
             } else {
                 self.resume_http_request();
