@@ -4,7 +4,11 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 WASM  := target/wasm32-wasip1/release/s3crypt.wasm
 
-.PHONY: setup wasm oci chart-test unit crypto-test-wasm lint e2e test run bench crypto-bench clean
+.PHONY: toolchain setup wasm oci chart-test unit crypto-test-wasm lint e2e test run bench crypto-bench clean
+
+# The Rust toolchain rust-toolchain.toml pins (rustup does not install it by itself).
+toolchain:
+	@scripts/toolchain.sh
 
 setup:
 	@scripts/setup.sh
@@ -21,7 +25,7 @@ oci: wasm
 chart-test: wasm
 	$(PY) -m pytest -v tests/test_deploy.py -k "(chart or istio) and not round_trip"
 
-unit:
+unit: toolchain
 	cargo test -p s3crypt-core --profile test-release
 
 # The fast AES-256-GCM's tests (NIST, Wycheproof, differential vs RustCrypto) compiled to
@@ -29,7 +33,7 @@ unit:
 crypto-test-wasm: setup
 	bench/crypto_test_wasm.sh
 
-lint:
+lint: toolchain
 	cargo clippy -p s3crypt-core --all-targets -- -D warnings
 	cargo clippy -p s3crypt-core -p s3crypt --target wasm32-wasip1 -- -D warnings
 	cargo clippy -p cryptobench --all-targets -- -D warnings

@@ -10,10 +10,8 @@ CACHE="${S3CRYPT_CACHE:-$HOME/.cache/s3crypt}"
 S3S_VERSION=0.14.1
 say() { printf '[setup] %s\n' "$*"; }
 
-if ! rustup target list --installed | grep -qx wasm32-wasip1; then
-  say "adding the wasm32-wasip1 target"
-  rustup target add wasm32-wasip1
-fi
+# The pinned Rust toolchain (rust-toolchain.toml) with clippy, rustfmt and wasm32-wasip1.
+scripts/toolchain.sh
 
 if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
