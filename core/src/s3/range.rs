@@ -1,6 +1,7 @@
 //! HTTP Range headers, as S3 reads them: one range per request, in one of the forms
 //! `bytes=a-b`, `bytes=a-` and `bytes=-n`. Anything else (several ranges, another unit,
 //! a malformed or inverted range) is ignored and the whole object is returned, as S3 does.
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeSpec {
@@ -40,13 +41,13 @@ pub fn parse_range(v: &str) -> Option<RangeSpec> {
 /// empty suffix, any range of an empty object).
 #[allow(clippy::result_unit_err)]
 pub fn resolve(spec: RangeSpec, len: u64) -> Result<(u64, u64), ()> {
-    if len == 0 {
-        return Err(());
-    }
+    // The object's last byte (none: an empty object).
+    let end = len.checked_sub(1).ok_or(())?;
     match spec {
-        RangeSpec::FromTo(a, b) if a < len => Ok((a, b.min(len - 1))),
-        RangeSpec::From(a) if a < len => Ok((a, len - 1)),
-        RangeSpec::Suffix(n) if n > 0 => Ok((len.saturating_sub(n), len - 1)),
+        RangeSpec::FromTo(a, b) if a < len => Ok((a, b.min(end))),
+        RangeSpec::From(a) if a < len => Ok((a, end)),
+        // A suffix longer than the object is all of it.
+        RangeSpec::Suffix(n) if n > 0 => Ok((len.saturating_sub(n), end)),
         _ => Err(()),
     }
 }
