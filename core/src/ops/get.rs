@@ -576,10 +576,12 @@ impl Get {
             }
         }
         out.set("content-length", len.to_string());
-        let sent_end = start + sent_len; // exclusive
+        // Where what the backend sends ends (exclusive; `None`: its numbers add up past
+        // u64::MAX).
+        let sent_end = start.checked_add(sent_len);
         match enc {
             None => {
-                if first < start || (len > 0 && first + len > sent_end) {
+                if first < start || (len > 0 && sent_end.is_none_or(|e| first + len > e)) {
                     return Err(S3Error::internal(
                         "s3crypt: the backend returned an unexpected range",
                     ));
@@ -599,7 +601,7 @@ impl Get {
                 let (i0, i1) = (geo.frame_of(first), geo.frame_of(last));
                 let c0 = geo.frame_cipher_start(i0);
                 let c1 = geo.frame_cipher_start(i1) + geo.frame_plain_len(i1) + FRAME_OVERHEAD;
-                if c0 < start || c1 > sent_end {
+                if c0 < start || sent_end.is_none_or(|e| c1 > e) {
                     cx.count(Counter::IntegrityFailures, 1);
                     return Err(S3Error::integrity());
                 }

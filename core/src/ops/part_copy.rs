@@ -488,7 +488,8 @@ pub(crate) struct PartCopy {
 impl PartCopy {
     /// Last plaintext byte of the chunk that starts at `next`.
     fn chunk_end(&self) -> u64 {
-        self.last.min(self.next + COPY_READ_CHUNK - 1)
+        // Saturating is exact here: the end is capped at `last` anyway.
+        self.last.min(self.next.saturating_add(COPY_READ_CHUNK - 1))
     }
 }
 

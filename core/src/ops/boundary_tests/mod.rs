@@ -59,6 +59,11 @@ impl Stats for NoStats {
 }
 
 fn config() -> Rc<Config> {
+    config_with(br#"{"upstream_authority":"backend:9000"}"#)
+}
+
+/// The test configuration with this plugin configuration.
+fn config_with(json: &[u8]) -> Rc<Config> {
     let env = |k: &str| match k {
         ENV_KEKS => Some(format!("k1={}", B64.encode([7u8; 32]))),
         ENV_ACTIVE_KEY_ID => Some("k1".into()),
@@ -67,7 +72,7 @@ fn config() -> Rc<Config> {
         ENV_BACKEND_SECRET_ACCESS_KEY => Some("bsecret".into()),
         _ => None,
     };
-    Rc::new(Config::load(br#"{"upstream_authority":"backend:9000"}"#, &env).unwrap())
+    Rc::new(Config::load(json, &env).unwrap())
 }
 
 fn exchange(store: &Rc<MemStore>) -> Exchange {
@@ -84,6 +89,15 @@ static SEEDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1
 
 /// An exchange whose clock the test holds (and may step).
 fn exchange_at(store: &Rc<MemStore>, clock: Rc<std::cell::Cell<i64>>) -> Exchange {
+    exchange_with(store, clock, config())
+}
+
+/// An exchange under configuration `cfg`.
+fn exchange_with(
+    store: &Rc<MemStore>,
+    clock: Rc<std::cell::Cell<i64>>,
+    cfg: Rc<Config>,
+) -> Exchange {
     let store: Rc<dyn SharedStore> = store.clone();
     let vm = VM.with(Rc::clone);
     let ports = Ports {
@@ -95,7 +109,7 @@ fn exchange_at(store: &Rc<MemStore>, clock: Rc<std::cell::Cell<i64>>) -> Exchang
             SEEDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         )),
     };
-    Exchange::new(config(), ports, vm, "req".into())
+    Exchange::new(cfg, ports, vm, "req".into())
 }
 
 fn finished_lookups() -> Vec<String> {

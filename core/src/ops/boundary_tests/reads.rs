@@ -197,3 +197,79 @@ fn call_out_responses_must_carry_their_token() {
     // Taken once: the same token again is not this request's any more.
     assert!(ex.on_callout_response_with(7, Some((&gone, b""))).is_none());
 }
+
+/// A read of part 1 (a range) whose backend answer has a Content-Range start and a Content-Length that
+/// add up past u64::MAX is refused as an integrity failure (the sum used to overflow).
+#[test]
+fn a_range_answer_past_u64_is_refused() {
+    let dek = crypto::new_dek(&crate::crypto::OsRandom).unwrap();
+    let wrapped = crypto::wrap_dek(config().active_kek().unwrap(), &dek).unwrap();
+    let mut env = Envelope::new(Suite::Aes256Gcm, Layout::Single, "k1", wrapped, Some(100));
+    env.seal(&dek, &crate::crypto::OsRandom).unwrap();
+    let stored = Geometry::single(100).cipher_len().to_string();
+    let store = Rc::new(MemStore::default());
+    let mut ex = exchange(&store);
+    let h = request("GET", "/b/k?partNumber=1", &[], &[]);
+    let step = ex.on_request_headers(&h, true);
+    let RequestStep::CallOut(_) = step else {
+        panic!("expected the HEAD, got {step:?}");
+    };
+    let head = Headers::from_pairs(vec![
+        (":status".into(), "200".into()),
+        ("content-length".into(), stored.clone()),
+        (ENVELOPE_HEADER.into(), env.encode()),
+    ]);
+    let CallOutStep::Request(RequestStep::Forward(_)) = ex.on_callout_response(Some((&head, b"")))
+    else {
+        panic!("expected the read to go upstream");
+    };
+    let resp = Headers::from_pairs(vec![
+        (":status".into(), "206".into()),
+        ("content-range".into(), format!("bytes 1-127/{stored}")),
+        ("content-length".into(), u64::MAX.to_string()),
+        (ENVELOPE_HEADER.into(), env.encode()),
+    ]);
+    let ResponseStep::Forward(out) = ex.on_response_headers(&resp, false) else {
+        panic!("expected Forward");
+    };
+    assert_eq!(out.get(":status"), Some("500"));
+}
+
+/// UploadPartCopy of the last bytes of a plaintext source (in a passthrough scope) that
+/// the backend says is u64::MAX bytes long reads exactly the range asked for (the end of
+/// the chunk to read, its start plus 256 KiB, used to overflow).
+#[test]
+fn a_copy_range_at_the_end_of_u64_reads_what_it_names() {
+    let (record, _) = upload_u1_record();
+    let store = Rc::new(MemStore::default());
+    store.set(&state::shared_key("u1"), record.as_bytes());
+    let cfg =
+        config_with(br#"{"upstream_authority":"backend:9000","passthrough_unencrypted":["src"]}"#);
+    let mut ex = exchange_with(&store, Rc::new(std::cell::Cell::new(NOW)), cfg);
+    let (a, b) = (u64::MAX - 10, u64::MAX - 1);
+    let range = format!("bytes={a}-{b}");
+    let h = request(
+        "PUT",
+        "/b/k?partNumber=1&uploadId=u1",
+        &[
+            ("x-amz-copy-source", "/src/big"),
+            ("x-amz-copy-source-range", range.as_str()),
+        ],
+        &[],
+    );
+    let RequestStep::CallOut(_) = ex.on_request_headers(&h, true) else {
+        panic!("expected the source's HEAD");
+    };
+    let head = Headers::from_pairs(vec![
+        (":status".into(), "200".into()),
+        ("etag".into(), "\"src\"".into()),
+        ("content-length".into(), u64::MAX.to_string()),
+    ]);
+    let CallOutStep::Request(RequestStep::CallOut(read)) =
+        ex.on_callout_response(Some((&head, b"")))
+    else {
+        panic!("expected the source's read");
+    };
+    let asked = read.headers.iter().find(|(k, _)| k == "range");
+    assert_eq!(asked.map(|(_, v)| v.as_str()), Some(range.as_str()));
+}
