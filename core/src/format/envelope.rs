@@ -189,13 +189,17 @@ impl Envelope {
     /// the sealed digests into `md5` and `checksum`.
     pub fn open(&mut self, dek: &DataKey) -> Result<(), FormatError> {
         let body_len = if self.version == 1 { 0 } else { SECRETS_LEN };
-        if self.tag.len() != NONCE_LEN + body_len + TAG_LEN {
+        let (nonce, rest) = self
+            .tag
+            .split_first_chunk::<NONCE_LEN>()
+            .ok_or(FormatError::Envelope)?;
+        let (body, tag) = rest
+            .split_last_chunk::<TAG_LEN>()
+            .ok_or(FormatError::Envelope)?;
+        if body.len() != body_len {
             return Err(FormatError::Envelope);
         }
-        let (nonce, rest) = self.tag.split_at(NONCE_LEN);
-        let (body, tag) = rest.split_at(body_len);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| FormatError::Envelope)?;
-        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| FormatError::Envelope)?;
+        let (nonce, tag) = (*nonce, *tag);
         let mut body = body.to_vec();
         if self.version != 1 {
             // The secrets are not known before this: authenticate without them.

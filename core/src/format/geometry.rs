@@ -99,9 +99,19 @@ impl Geometry {
         }
     }
 
-    /// Stored length of the stream (a closing part's table frame included).
-    pub fn cipher_len(&self) -> u64 {
-        self.header_len() + self.plain_len + self.frames * FRAME_OVERHEAD + self.trailer_len()
+    /// Stored length of the stream (a closing part's table frame included); `None` if it
+    /// does not fit in a u64 (no stored stream has such a geometry).
+    pub fn cipher_len(&self) -> Option<u64> {
+        self.header_len()
+            .checked_add(self.frames_len()?)?
+            .checked_add(self.trailer_len())
+    }
+
+    /// Stored length of the frames (plaintext and per-frame overhead); `None` if it does
+    /// not fit in a u64.
+    pub fn frames_len(&self) -> Option<u64> {
+        self.plain_len
+            .checked_add(self.frames.checked_mul(FRAME_OVERHEAD)?)
     }
 
     /// Stored bytes after the frames of this geometry: a closing part's table frame.
@@ -117,7 +127,7 @@ impl Geometry {
         let frames = cipher_len.div_ceil(SINGLE_FRAME + FRAME_OVERHEAD);
         let plain = cipher_len.checked_sub(frames.checked_mul(FRAME_OVERHEAD)?)?;
         let g = Geometry::single(plain);
-        (g.cipher_len() == cipher_len).then_some(g)
+        (g.cipher_len() == Some(cipher_len)).then_some(g)
     }
 
     /// The part-layout geometry whose stored length is `cipher_len`, if any.
@@ -132,17 +142,30 @@ impl Geometry {
 
     /// Plaintext length of frame `i`.
     pub fn frame_plain_len(&self, i: u64) -> u64 {
-        (self.plain_len - self.frame_plain_start(i)).min(self.frame_len)
+        // frame_plain_start(i) ≤ plain_len (it is capped there): nothing to saturate.
+        self.plain_len
+            .saturating_sub(self.frame_plain_start(i))
+            .min(self.frame_len)
     }
 
-    /// Offset in the stored stream at which frame `i` starts.
-    pub fn frame_cipher_start(&self, i: u64) -> u64 {
-        self.header_len() + self.frame_plain_start(i) + i.saturating_mul(FRAME_OVERHEAD)
+    /// Offset in the stored stream at which frame `i` starts (`None`: past any u64).
+    pub fn frame_cipher_start(&self, i: u64) -> Option<u64> {
+        self.header_len()
+            .checked_add(self.frame_plain_start(i))?
+            .checked_add(i.checked_mul(FRAME_OVERHEAD)?)
+    }
+
+    /// Offset in the stored stream just after frame `i` (`None`: past any u64).
+    pub fn frame_cipher_end(&self, i: u64) -> Option<u64> {
+        self.frame_cipher_start(i)?
+            .checked_add(self.frame_plain_len(i))?
+            .checked_add(FRAME_OVERHEAD)
     }
 
     /// Index of the frame holding plaintext offset `off` (`off < plain_len`).
     pub fn frame_of(&self, off: u64) -> u64 {
-        off / self.frame_len
+        // Every constructor makes frame_len at least 1, so the division is defined.
+        off.checked_div(self.frame_len).unwrap_or(0)
     }
 }
 
@@ -155,7 +178,7 @@ pub fn frame_aad(suite: Suite, geo: &Geometry, index: u64) -> [u8; 31] {
     a[9] = geo.layout.code();
     a[10..14].copy_from_slice(&geo.part.to_be_bytes());
     a[14..22].copy_from_slice(&index.to_be_bytes());
-    a[22] = u8::from(index + 1 == geo.frames);
+    a[22] = u8::from(index.checked_add(1) == Some(geo.frames));
     a[23..31].copy_from_slice(&geo.plain_len.to_be_bytes());
     a
 }

@@ -13,6 +13,10 @@
 //!   size and its part count.
 //! * The envelope (suite, layout, key id, wrapped data key, lengths, client-visible
 //!   checksums) travels in the `x-amz-meta-s3crypt` header and carries a tag of its own.
+//!
+//! Sizes, offsets and frame indexes here come from stored bytes and backend responses:
+//! no arithmetic may wrap or panic and no index may be out of bounds.
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 mod envelope;
 mod geometry;
@@ -139,6 +143,15 @@ impl From<CryptoError> for FormatError {
             CryptoError::Random => FormatError::Random,
         }
     }
+}
+
+/// Counts off up to `*left` of `avail` bytes: returns how many (`min(*left, avail)`) and
+/// takes them from `*left`.
+pub(crate) fn take_up_to(left: &mut u64, avail: usize) -> usize {
+    let n = usize::try_from(*left).map_or(avail, |l| l.min(avail));
+    // n ≤ *left: nothing to saturate.
+    *left = left.saturating_sub(n as u64);
+    n
 }
 
 /// Plaintext size of a stored object from its stored size and ETag, as listings need it:

@@ -13,14 +13,16 @@
 
 use crate::crypto::{DataKey, Suite};
 use crate::format::{
-    parse_end_table, parse_part_header, part_follows, Decrypt, FormatError, FrameDecryptor,
-    Geometry, Layout, Window, FRAME_OVERHEAD, MAX_PART_NUMBER, MAX_SINGLE, PART_HEADER_LEN,
-    PART_OVERHEAD,
+    parse_end_table, parse_part_header, part_follows, take_up_to, Decrypt, FormatError,
+    FrameDecryptor, Geometry, Layout, Window, FRAME_OVERHEAD, MAX_PART_NUMBER, MAX_SINGLE,
+    PART_HEADER_LEN, PART_OVERHEAD,
 };
 
 /// Part number and plaintext length of each part, in order; `final_last`: the last part
 /// is in layout `final`, `end` or `closing` (version 2 objects; an end part is an entry of
-/// length 0); `closing`: it is a closing part.
+/// length 0); `closing`: it is a closing part. [`PartTable::new`] bounds every table: at
+/// most 10,000 parts (increasing numbers in 1..=10,000) of at most 5 GiB each, so sums of
+/// lengths and offsets stay below 2^46.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartTable {
     parts: Vec<(u32, u64)>,
@@ -49,12 +51,14 @@ impl PartTable {
     pub fn new(parts: Vec<(u32, u64)>, final_last: bool) -> Option<PartTable> {
         let n = parts.len();
         let ok = !parts.is_empty()
-            && parts.windows(2).all(|w| w[0].0 < w[1].0)
+            && parts
+                .windows(2)
+                .all(|w| matches!(w, [(a, _), (b, _)] if a < b))
             && parts.iter().enumerate().all(|(i, &(num, l))| {
                 // Only a final part may be empty (the end marker of FORMAT.md).
                 (1..=MAX_PART_NUMBER).contains(&num)
                     && l <= MAX_SINGLE
-                    && (l > 0 || (final_last && i + 1 == n))
+                    && (l > 0 || (final_last && i.checked_add(1) == Some(n)))
             });
         ok.then_some(PartTable {
             parts,
@@ -92,8 +96,8 @@ impl PartTable {
 
     /// Parts a client sees (`x-amz-mp-parts-count`): all but an empty end marker.
     pub fn visible_count(&self) -> usize {
-        match self.parts.last() {
-            Some(&(_, 0)) if self.final_last => self.parts.len() - 1,
+        match self.parts.split_last() {
+            Some((&(_, 0), others)) if self.final_last => others.len(),
             _ => self.parts.len(),
         }
     }
@@ -111,12 +115,16 @@ impl PartTable {
     }
 
     pub fn stored_len(&self) -> u64 {
-        self.parts.iter().map(|p| p.1 + PART_OVERHEAD).sum()
+        // (Bounded: see PartTable.)
+        self.parts
+            .iter()
+            .map(|p| p.1.saturating_add(PART_OVERHEAD))
+            .sum()
     }
 
     fn geometry(&self, i: usize) -> Option<Geometry> {
         let &(n, len) = self.parts.get(i)?;
-        let last = i + 1 == self.parts.len();
+        let last = i.checked_add(1) == Some(self.parts.len());
         Some(if self.closing && last {
             Geometry::closing(n, len)
         } else if self.final_last && last {
@@ -133,19 +141,21 @@ impl PartTable {
             if n == number {
                 return (l > 0).then_some((off, l));
             }
-            off += l;
+            off = off.checked_add(l)?;
         }
         None
     }
 
     /// (part number, stored length, stored offset) of each part.
     pub fn stored_parts(&self) -> Vec<(u32, u64, u64)> {
-        let mut off = 0;
+        // (Bounded: see PartTable; nothing saturates.)
+        let mut off: u64 = 0;
         self.parts
             .iter()
             .map(|&(n, l)| {
-                let r = (n, l + PART_OVERHEAD, off);
-                off += l + PART_OVERHEAD;
+                let stored = l.saturating_add(PART_OVERHEAD);
+                let r = (n, stored, off);
+                off = off.saturating_add(stored);
                 r
             })
             .collect()
@@ -210,41 +220,40 @@ impl PartTable {
         let (mut stored_first, mut stored_last) = (None, 0);
         for (i, &(_, len)) in self.parts.iter().enumerate() {
             let geo = self.geometry(i)?;
-            // An empty part holds no byte of any range.
-            if len > 0 && plain_off + len > first && plain_off <= last {
-                let (p0, p1) = (plain_off, plain_off + len - 1);
-                let a = first.max(p0) - p0;
-                let b = last.min(p1) - p0;
+            // This part's plaintext is plain_off..plain_end; an empty part holds no byte of
+            // any range.
+            let plain_end = plain_off.checked_add(len)?;
+            if len > 0 && plain_end > first && plain_off <= last {
+                let (p0, p1) = (plain_off, plain_end.checked_sub(1)?);
+                let a = first.max(p0).checked_sub(p0)?;
+                let b = last.min(p1).checked_sub(p0)?;
                 let (f0, f1) = (geo.frame_of(a), geo.frame_of(b));
                 // Where the read of this part ends: after frame `f1`, or at the end of the
                 // part (its trailing frames included) when the range goes on.
                 let seg_end = if last > p1 {
-                    geo.cipher_len()
+                    geo.cipher_len()?
                 } else {
-                    geo.frame_cipher_start(f1) + geo.frame_plain_len(f1) + FRAME_OVERHEAD
+                    geo.frame_cipher_end(f1)?
                 };
                 // The first segment starts at its first frame; later ones at their header.
-                let seg_start = if stored_first.is_none() {
-                    geo.frame_cipher_start(f0)
-                } else {
-                    0
-                };
-                stored_first.get_or_insert(stored_off + seg_start);
-                stored_last = stored_off + seg_end - 1;
+                let f0_start = geo.frame_cipher_start(f0)?;
+                let seg_start = if stored_first.is_none() { f0_start } else { 0 };
+                stored_first.get_or_insert(stored_off.checked_add(seg_start)?);
+                stored_last = stored_off.checked_add(seg_end)?.checked_sub(1)?;
                 segments.push(Segment {
                     geo,
                     window: Window {
-                        lead: geo.frame_cipher_start(f0) - seg_start,
+                        lead: f0_start.checked_sub(seg_start)?,
                         first: f0,
                         last: f1,
-                        skip: a - geo.frame_plain_start(f0),
-                        take: b - a + 1,
+                        skip: a.checked_sub(geo.frame_plain_start(f0))?,
+                        take: b.checked_sub(a)?.checked_add(1)?,
                     },
-                    stored_len: seg_end - seg_start,
+                    stored_len: seg_end.checked_sub(seg_start)?,
                 });
             }
-            plain_off += len;
-            stored_off += len + PART_OVERHEAD;
+            plain_off = plain_end;
+            stored_off = stored_off.checked_add(len)?.checked_add(PART_OVERHEAD)?;
         }
         Some(RangePlan {
             stored_first: stored_first?,
@@ -254,11 +263,15 @@ impl PartTable {
     }
 }
 
-/// Stored bytes of the last frame of a part.
+/// Stored bytes of the last frame of a part (one that passed [`part_follows`]).
 fn last_frame_len(geo: &Geometry) -> u64 {
     match geo.layout {
         Layout::Closing => geo.trailer_len(),
-        _ => geo.frame_plain_len(geo.frames - 1) + FRAME_OVERHEAD,
+        // Every part layout has 1, 512 or 1024 frames, of at most 5 GiB / 512 plaintext
+        // bytes for a part of at most 5 GiB: nothing to saturate.
+        _ => geo
+            .frame_plain_len(geo.frames.saturating_sub(1))
+            .saturating_add(FRAME_OVERHEAD),
     }
 }
 
@@ -272,7 +285,9 @@ pub struct Walk {
     parts_expected: u64,
     /// Version 2 rules: numbered 1..N, the last part (only it) in layout `final`.
     v2: bool,
-    /// Stored offset where the parts walked so far end (the next header, or the end).
+    /// Stored offset where the parts walked so far end (the next header, or the end): at
+    /// most `stored_len`, and the sum of parts that passed [`part_follows`] (at most
+    /// 10,000 parts of at most 5 GiB).
     next: u64,
     parts: Vec<Geometry>,
     /// What the caller caches the table under (the object version it belongs to).
@@ -306,8 +321,9 @@ impl Walk {
     /// closing part's table frame. Reading them first usually gives the whole table in
     /// one request.
     pub fn end_read(&self) -> Option<(u64, u64)> {
-        (self.v2 && self.parts_expected >= 1 && self.stored_len >= PART_OVERHEAD)
-            .then(|| (self.stored_len - PART_OVERHEAD, self.stored_len - 1))
+        let first = self.stored_len.checked_sub(PART_OVERHEAD)?;
+        let last = self.stored_len.checked_sub(1)?;
+        (self.v2 && self.parts_expected >= 1).then_some((first, last))
     }
 
     /// The table sealed in the bytes read at [`Walk::end_read`], if they are an end part or
@@ -326,7 +342,8 @@ impl Walk {
             Some(g) => (g, bytes),
             None => {
                 let g = Geometry::closing_table(number);
-                (g, bytes.get(bytes.len() - g.cipher_len() as usize..)?)
+                let len = usize::try_from(g.cipher_len()?).ok()?;
+                (g, bytes.get(bytes.len().checked_sub(len)?..)?)
             }
         };
         let mut d = FrameDecryptor::whole(self.suite, &self.dek, geo);
@@ -334,7 +351,8 @@ impl Walk {
         d.push(frame, &mut sealed).ok()?;
         d.finish().ok()?;
         let t = if geo.layout == Layout::End {
-            PartTable::from_end(&parse_end_table(&sealed, self.parts_expected - 1).ok()??)
+            let before = self.parts_expected.checked_sub(1)?;
+            PartTable::from_end(&parse_end_table(&sealed, before).ok()??)
         } else {
             PartTable::from_closing(&parse_end_table(&sealed, self.parts_expected).ok()??)
         };
@@ -350,25 +368,35 @@ impl Walk {
         } else {
             0
         };
-        (self.next - tail, (self.next + head).saturating_sub(1))
+        // The last part walked ends at `next` (so its last frame does), and `next` is far
+        // below u64::MAX (see the field): nothing saturates but the empty object's `0 - 1`.
+        (
+            self.next.saturating_sub(tail),
+            self.next.saturating_add(head).saturating_sub(1),
+        )
     }
 
     /// Takes the bytes read at [`Walk::next_read`]. `Ok(Some(table))` when the walk
     /// reached the end of the object consistently.
     pub fn push(&mut self, bytes: &[u8]) -> Result<Option<PartTable>, FormatError> {
         let (first, last) = self.next_read();
-        if first > last || bytes.len() as u64 != last - first + 1 {
+        let len = last.checked_sub(first).and_then(|n| n.checked_add(1));
+        if len != Some(bytes.len() as u64) {
             return Err(FormatError::Integrity);
         }
-        let tail = (self.next - first) as usize;
-        let (frame, header) = bytes.split_at(tail);
+        let (frame, header) = self
+            .next
+            .checked_sub(first)
+            .and_then(|tail| usize::try_from(tail).ok())
+            .and_then(|tail| bytes.split_at_checked(tail))
+            .ok_or(FormatError::Integrity)?;
         if let Some(&last) = self.parts.last() {
             // A closing part's last frame is its table frame.
             let geo = match last.layout {
                 Layout::Closing => Geometry::closing_table(last.part),
                 _ => last,
             };
-            let i = geo.frames - 1;
+            let i = geo.frames.checked_sub(1).ok_or(FormatError::Integrity)?;
             let w = Window {
                 lead: 0,
                 first: i,
@@ -391,7 +419,7 @@ impl Walk {
             if geo.layout == Layout::End {
                 // The end part's sealed table, if any, must be the parts walked.
                 let walked: Vec<u64> = self.parts.iter().map(|g| g.object_len()).collect();
-                let before = walked.get(..walked.len() - 1).unwrap_or(&[]);
+                let before = walked.split_last().map_or(&[][..], |(_, before)| before);
                 if parse_end_table(&out, before.len() as u64)?.is_some_and(|t| t != before) {
                     return Err(FormatError::Integrity);
                 }
@@ -421,10 +449,11 @@ impl Walk {
         {
             return Err(FormatError::Integrity);
         }
-        self.next += geo.cipher_len();
-        if self.next > self.stored_len {
-            return Err(FormatError::Integrity);
-        }
+        self.next = geo
+            .cipher_len()
+            .and_then(|n| self.next.checked_add(n))
+            .filter(|&next| next <= self.stored_len)
+            .ok_or(FormatError::Integrity)?;
         self.parts.push(geo);
         Ok(None)
     }
@@ -469,10 +498,9 @@ impl Decrypt for RangeDecryptor {
             let Some((d, left)) = self.cur.as_mut() else {
                 return Err(FormatError::Integrity); // more bytes than planned
             };
-            let n = (*left).min(data.len() as u64) as usize;
+            let n = take_up_to(left, data.len());
             let (now, rest) = data.split_at(n);
             d.push(now, out)?;
-            *left -= n as u64;
             data = rest;
             if *left == 0 {
                 d.finish()?;

@@ -49,11 +49,11 @@ impl FrameEncryptor {
     /// which only `finish` emits (so the stream stays incomplete until the caller has
     /// checked everything it must check about the plaintext).
     pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<(), FormatError> {
-        let room = self.geo.plain_len - self.consumed;
-        if data.len() as u64 > room {
-            return Err(FormatError::Length);
-        }
-        self.consumed += data.len() as u64;
+        self.consumed = self
+            .consumed
+            .checked_add(data.len() as u64)
+            .filter(|&n| n <= self.geo.plain_len)
+            .ok_or(FormatError::Length)?;
         self.emit_header(out);
         loop {
             self.flush_complete(out)?;
@@ -78,7 +78,7 @@ impl FrameEncryptor {
         }
         self.emit_header(out);
         self.flush_complete(out)?;
-        if self.index + 1 == self.geo.frames {
+        if self.index.checked_add(1) == Some(self.geo.frames) {
             self.seal_current(out)?;
         }
         if self.index != self.geo.frames {
@@ -98,7 +98,10 @@ impl FrameEncryptor {
 
     /// Seals every complete frame that is not the final one.
     fn flush_complete(&mut self, out: &mut Vec<u8>) -> Result<(), FormatError> {
-        while self.index + 1 < self.geo.frames
+        while self
+            .index
+            .checked_add(1)
+            .is_some_and(|n| n < self.geo.frames)
             && self.buf.len() as u64 == self.geo.frame_plain_len(self.index)
         {
             self.seal_current(out)?;
@@ -110,7 +113,8 @@ impl FrameEncryptor {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill(&mut nonce)?;
         let aad = frame_aad(self.suite, &self.geo, self.index);
-        out.reserve(self.buf.len() + FRAME_OVERHEAD as usize);
+        // (A Vec's length is at most isize::MAX: the sum fits.)
+        out.reserve(self.buf.len().saturating_add(FRAME_OVERHEAD as usize));
         out.extend_from_slice(&nonce);
         let start = out.len();
         out.extend_from_slice(&self.buf);
@@ -121,7 +125,7 @@ impl FrameEncryptor {
         )?;
         out.extend_from_slice(&tag);
         self.buf.clear();
-        self.index += 1;
+        self.index = self.index.checked_add(1).ok_or(FormatError::Length)?;
         Ok(())
     }
 }
@@ -196,13 +200,19 @@ impl FrameDecryptor {
 
     pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<(), FormatError> {
         if self.lead > 0 {
-            let n = self.lead.min(data.len() as u64) as usize;
-            self.lead -= n as u64;
+            let n = take_up_to(&mut self.lead, data.len());
             data = data.get(n..).unwrap_or(&[]);
         }
         while !data.is_empty() && !self.done() {
-            let need = (self.geo.frame_plain_len(self.index) + FRAME_OVERHEAD) as usize;
-            let want = need - self.buf.len();
+            let need = self
+                .geo
+                .frame_plain_len(self.index)
+                .checked_add(FRAME_OVERHEAD)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or(FormatError::Integrity)?;
+            let want = need
+                .checked_sub(self.buf.len())
+                .ok_or(FormatError::Integrity)?;
             let (now, rest) = data.split_at(want.min(data.len()));
             self.buf.extend_from_slice(now);
             data = rest;
@@ -224,30 +234,20 @@ impl FrameDecryptor {
 
     fn open_current(&mut self, out: &mut Vec<u8>) -> Result<(), FormatError> {
         let aad = frame_aad(self.suite, &self.geo, self.index);
-        let nonce: [u8; NONCE_LEN] = self
+        let (nonce, rest) = self
             .buf
-            .get(..NONCE_LEN)
-            .and_then(|n| n.try_into().ok())
+            .split_first_chunk_mut::<NONCE_LEN>()
             .ok_or(FormatError::Integrity)?;
-        let tag_at = self.buf.len() - TAG_LEN;
-        let tag: [u8; TAG_LEN] = self
-            .buf
-            .get(tag_at..)
-            .and_then(|t| t.try_into().ok())
+        let (body, tag) = rest
+            .split_last_chunk_mut::<TAG_LEN>()
             .ok_or(FormatError::Integrity)?;
-        let body = self
-            .buf
-            .get_mut(NONCE_LEN..tag_at)
-            .ok_or(FormatError::Integrity)?;
-        self.aead.open(&nonce, &aad, body, &tag)?;
-        let skip = self.skip.min(body.len() as u64) as usize;
-        self.skip -= skip as u64;
+        self.aead.open(nonce, &aad, body, tag)?;
+        let skip = take_up_to(&mut self.skip, body.len());
         let avail = body.get(skip..).unwrap_or(&[]);
-        let n = self.take.min(avail.len() as u64) as usize;
+        let n = take_up_to(&mut self.take, avail.len());
         out.extend_from_slice(avail.get(..n).unwrap_or(&[]));
-        self.take -= n as u64;
         self.buf.clear();
-        self.index += 1;
+        self.index = self.index.checked_add(1).ok_or(FormatError::Integrity)?;
         Ok(())
     }
 }
@@ -307,7 +307,9 @@ impl PartsDecryptor {
                     if self.ended {
                         return Err(FormatError::Integrity); // bytes after the final part
                     }
-                    let want = PART_HEADER_LEN as usize - self.header.len();
+                    let want = (PART_HEADER_LEN as usize)
+                        .checked_sub(self.header.len())
+                        .ok_or(FormatError::Integrity)?;
                     let (h, rest) = data.split_at(want.min(data.len()));
                     self.header.extend_from_slice(h);
                     data = rest;
@@ -320,7 +322,10 @@ impl PartsDecryptor {
                             return Err(FormatError::Integrity);
                         }
                         self.last_part = geo.part;
-                        self.parts_seen += 1;
+                        self.parts_seen = self
+                            .parts_seen
+                            .checked_add(1)
+                            .ok_or(FormatError::Integrity)?;
                         self.ended = geo.is_last_layout();
                         self.end = (geo.layout == Layout::End).then(Vec::new);
                         self.trailer = (geo.layout == Layout::Closing)
@@ -332,11 +337,11 @@ impl PartsDecryptor {
                         let w = Window {
                             lead: 0,
                             first: 0,
-                            last: geo.frames - 1,
+                            last: geo.frames.checked_sub(1).ok_or(FormatError::Integrity)?,
                             skip: 0,
                             take: geo.plain_len,
                         };
-                        let frames_len = geo.cipher_len() - PART_HEADER_LEN - geo.trailer_len();
+                        let frames_len = geo.frames_len().ok_or(FormatError::Integrity)?;
                         self.cur = Some((
                             FrameDecryptor::new(self.suite, &self.dek, geo, w),
                             frames_len,
@@ -344,10 +349,9 @@ impl PartsDecryptor {
                     }
                 }
                 Some((d, left)) => {
-                    let n = (*left).min(data.len() as u64) as usize;
+                    let n = take_up_to(left, data.len());
                     let (now, rest) = data.split_at(n);
                     d.push(now, self.end.as_mut().unwrap_or(out))?;
-                    *left -= n as u64;
                     data = rest;
                     if *left == 0 {
                         d.finish()?;
@@ -364,7 +368,7 @@ impl PartsDecryptor {
                             self.end = Some(Vec::new());
                             self.cur = Some((
                                 FrameDecryptor::new(self.suite, &self.dek, tg, w),
-                                tg.cipher_len(),
+                                tg.cipher_len().ok_or(FormatError::Integrity)?,
                             ));
                             continue;
                         }

@@ -45,7 +45,8 @@ pub fn seal_closing(
         return Err(FormatError::Length);
     }
     let geo = Geometry::closing(number, plain.len() as u64);
-    let mut out = Vec::with_capacity(usize::try_from(geo.cipher_len()).unwrap_or(0));
+    let capacity = geo.cipher_len().and_then(|n| usize::try_from(n).ok());
+    let mut out = Vec::with_capacity(capacity.unwrap_or(0));
     let mut e = FrameEncryptor::new(suite, dek, geo, rng);
     e.push(plain, &mut out)?;
     e.finish(&mut out)?;
@@ -57,12 +58,14 @@ pub fn seal_closing(
 
 /// The sealed bytes of an end part or closing table frame (`size` bytes): `u8 1 ‖ u32be
 /// parts ‖ u32be runs ‖ runs × (u32be count ‖ u64be length) ‖ zeros` (`runs = 0`: no
-/// table, when more runs than fit would be needed).
+/// table, when more runs than fit would be needed). `lengths`: the parts of one object
+/// (at most 10,000).
 pub fn end_table(lengths: &[u64], size: u64) -> Vec<u8> {
     let mut runs: Vec<(u32, u64)> = Vec::new();
     for &l in lengths {
         match runs.last_mut() {
-            Some((n, len)) if *len == l => *n += 1,
+            // A run is at most `lengths.len()` ≤ 10,000 parts long: nothing to saturate.
+            Some((n, len)) if *len == l => *n = n.saturating_add(1),
             _ => runs.push((1, l)),
         }
     }
@@ -92,9 +95,8 @@ fn max_runs(size: u64) -> usize {
 pub fn parse_end_table(t: &[u8], parts: u64) -> Result<Option<Vec<u64>>, FormatError> {
     let bad = FormatError::Integrity;
     let u32_at = |i: usize| -> Result<u32, FormatError> {
-        Ok(u32::from_be_bytes(
-            t.get(i..i + 4).ok_or(bad)?.try_into().map_err(|_| bad)?,
-        ))
+        let b = t.get(i..).and_then(<[u8]>::first_chunk).ok_or(bad)?;
+        Ok(u32::from_be_bytes(*b))
     };
     let size = t.len() as u64;
     if (size != END_SEALED_LEN && size != CLOSING_SEALED_LEN) || t.first() != Some(&1) {
@@ -107,7 +109,10 @@ pub fn parse_end_table(t: &[u8], parts: u64) -> Result<Option<Vec<u64>>, FormatE
     if runs > max_runs(size) {
         return Err(bad);
     }
-    let end = 9 + runs * 12;
+    let end = runs
+        .checked_mul(12)
+        .and_then(|n| n.checked_add(9))
+        .ok_or(bad)?;
     if t.get(end..).ok_or(bad)?.iter().any(|&b| b != 0) {
         return Err(bad);
     }
@@ -115,19 +120,17 @@ pub fn parse_end_table(t: &[u8], parts: u64) -> Result<Option<Vec<u64>>, FormatE
         return Ok(None);
     }
     let mut lengths = Vec::new();
-    for r in 0..runs {
-        let at = 9 + r * 12;
-        let n = u32_at(at)?;
-        let l = u64::from_be_bytes(
-            t.get(at + 4..at + 12)
-                .ok_or(bad)?
-                .try_into()
-                .map_err(|_| bad)?,
-        );
-        if n == 0 || l > MAX_SINGLE || lengths.len() as u64 + u64::from(n) > parts {
+    for run in t.get(9..end).ok_or(bad)?.chunks_exact(12) {
+        let (n, l) = run.split_first_chunk::<4>().ok_or(bad)?;
+        let n = u32::from_be_bytes(*n);
+        let l = u64::from_be_bytes(l.try_into().map_err(|_| bad)?);
+        let total = (lengths.len() as u64)
+            .checked_add(u64::from(n))
+            .ok_or(bad)?;
+        if n == 0 || l > MAX_SINGLE || total > parts {
             return Err(bad);
         }
-        lengths.resize(lengths.len() + n as usize, l);
+        lengths.resize(usize::try_from(total).map_err(|_| bad)?, l);
     }
     if lengths.len() as u64 != parts {
         return Err(bad);

@@ -599,8 +599,10 @@ impl Get {
                     return Ok(());
                 }
                 let (i0, i1) = (geo.frame_of(first), geo.frame_of(last));
-                let c0 = geo.frame_cipher_start(i0);
-                let c1 = geo.frame_cipher_start(i1) + geo.frame_plain_len(i1) + FRAME_OVERHEAD;
+                let (Some(c0), Some(c1)) = (geo.frame_cipher_start(i0), geo.frame_cipher_end(i1))
+                else {
+                    return Err(cx.integrity());
+                };
                 if c0 < start || sent_end.is_none_or(|e| c1 > e) {
                     cx.count(Counter::IntegrityFailures, 1);
                     return Err(S3Error::integrity());

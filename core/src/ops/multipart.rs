@@ -362,7 +362,7 @@ impl Part {
             let geo = *u.enc.geometry();
             cx.count(Counter::BytesEncrypted, geo.plain_len);
             if let Some((cipher, _held)) = u.stage.take() {
-                if cipher.len() as u64 == geo.cipher_len() {
+                if Some(cipher.len() as u64) == geo.cipher_len() {
                     call = staging::stage_part(cx, &self.upload_id, cipher, geo.part);
                 }
             }

@@ -18,7 +18,6 @@ use crate::crypto::{DataKey, Suite};
 use crate::format::part_table::{PartTable, RangeDecryptor};
 use crate::format::{
     Decrypt, FrameDecryptor, FrameEncryptor, Geometry, Layout, Window, ENVELOPE_HEADER,
-    FRAME_OVERHEAD,
 };
 use crate::headers::Headers;
 use crate::s3::error::S3Error;
@@ -236,7 +235,7 @@ impl UploadPartCopy {
                 let geo = env
                     .plain_len
                     .map(Geometry::single)
-                    .filter(|g| g.cipher_len() == stored)
+                    .filter(|g| g.cipher_len() == Some(stored))
                     .ok_or_else(|| cx.integrity())?;
                 pc.from = CopyFrom::Single {
                     suite: env.suite,
@@ -302,7 +301,8 @@ impl UploadPartCopy {
             })?,
         );
         let mut body = Vec::new();
-        if body.try_reserve_exact(geo.cipher_len() as usize).is_err() {
+        let cipher_len = geo.cipher_len().and_then(|n| usize::try_from(n).ok());
+        if cipher_len.is_none_or(|n| body.try_reserve_exact(n).is_err()) {
             return Err(S3Error::slow_down(
                 "s3crypt: not enough memory for this copy now; please retry",
             ));
@@ -328,7 +328,7 @@ impl UploadPartCopy {
                 .ok_or_else(|| S3Error::internal("s3crypt: no encryptor"))?;
             enc.finish(&mut body)
                 .map_err(|_| S3Error::internal("s3crypt: part encryption incomplete"))?;
-            if body.len() as u64 != enc.geometry().cipher_len() {
+            if Some(body.len() as u64) != enc.geometry().cipher_len() {
                 return Err(S3Error::internal("s3crypt: part length mismatch"));
             }
             cx.ports
@@ -530,8 +530,8 @@ impl CopyFrom {
             CopyFrom::Plain { .. } => Some((a, b, None)),
             CopyFrom::Single { suite, dek, geo } => {
                 let (i0, i1) = (geo.frame_of(a), geo.frame_of(b));
-                let c0 = geo.frame_cipher_start(i0);
-                let c1 = geo.frame_cipher_start(i1) + geo.frame_plain_len(i1) + FRAME_OVERHEAD;
+                let c0 = geo.frame_cipher_start(i0)?;
+                let c1 = geo.frame_cipher_end(i1)?;
                 let w = Window {
                     lead: 0,
                     first: i0,

@@ -176,7 +176,9 @@ pub(crate) fn start_upload(
             (env.suite, dek, Geometry::single(plain_len))
         }
     };
-    up.set("content-length", geo.cipher_len().to_string());
+    // (The plaintext length is at most 5 GiB.)
+    let cipher_len = geo.cipher_len().ok_or_else(S3Error::entity_too_large)?;
+    up.set("content-length", cipher_len.to_string());
     cx.sign(&mut up, sigv4::UNSIGNED_PAYLOAD);
 
     let mut upload = Box::new(Upload {

@@ -18,7 +18,7 @@ pub(crate) fn stage_for(cx: &Cx, v2: bool, geo: &Geometry) -> Option<(Vec<u8>, C
         StateStore::SharedData => p.staging_slots > 0,
         StateStore::Redis => true,
     };
-    let len = geo.cipher_len();
+    let len = geo.cipher_len()?;
     if !(v2
         && p.stage_short_parts
         && store

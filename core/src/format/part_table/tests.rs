@@ -1,3 +1,6 @@
+// Tests index and compute freely: a panic is a failed test.
+#![allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
+
 use super::*;
 use crate::format::{part_header, FrameEncryptor};
 use proptest::prelude::*;

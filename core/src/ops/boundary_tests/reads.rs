@@ -206,7 +206,7 @@ fn a_range_answer_past_u64_is_refused() {
     let wrapped = crypto::wrap_dek(config().active_kek().unwrap(), &dek).unwrap();
     let mut env = Envelope::new(Suite::Aes256Gcm, Layout::Single, "k1", wrapped, Some(100));
     env.seal(&dek, &crate::crypto::OsRandom).unwrap();
-    let stored = Geometry::single(100).cipher_len().to_string();
+    let stored = Geometry::single(100).cipher_len().unwrap().to_string();
     let store = Rc::new(MemStore::default());
     let mut ex = exchange(&store);
     let h = request("GET", "/b/k?partNumber=1", &[], &[]);
