@@ -4,6 +4,7 @@
 //! upload's parts, and either uploads an end part after the last one, or rewrites a short
 //! last part from its staged copy as the closing part; the list goes upstream rebuilt.
 //! Once the backend completed the upload, its record and staged part are forgotten.
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 use md5::{Digest as _, Md5};
 
@@ -75,8 +76,12 @@ impl Complete {
             .get("content-length")
             .and_then(|v| v.trim().parse::<u64>().ok())
         {
-            length = Some(n + COMPLETE_ROOM);
-            up.set("content-length", (n + COMPLETE_ROOM).to_string());
+            // (Document::expect refused more than MAX_XML_BODY.)
+            let n = n
+                .checked_add(COMPLETE_ROOM)
+                .ok_or_else(|| super::request::malformed_document(doc))?;
+            length = Some(n);
+            up.set("content-length", n.to_string());
         }
         cx.sign(&mut up, sigv4::UNSIGNED_PAYLOAD);
         let op = Complete {
@@ -314,20 +319,20 @@ impl Complete {
                 "Your proposed upload is smaller than the minimum allowed object size.",
             ));
         }
-        if sizes.iter().any(|&n| n < crate::format::PART_OVERHEAD) {
-            return Err(cx.integrity());
-        }
-        if crate::format::part_is_final(c.last(), last_size - crate::format::PART_OVERHEAD) {
+        // Plaintext lengths: a part shorter than its overhead is no part of ours.
+        let lengths: Vec<u64> = sizes
+            .iter()
+            .map(|&n| n.checked_sub(crate::format::PART_OVERHEAD))
+            .collect::<Option<_>>()
+            .ok_or_else(|| cx.integrity())?;
+        let last_length = lengths.last().copied().ok_or_else(invalid_part)?;
+        if crate::format::part_is_final(c.last(), last_length) {
             return self.complete_short(cx, c, key, last_size);
         }
         // The last part can be followed: the filter adds the end part after it.
         // It seals the part table, so that readers find it in one request.
         let (suite, dek) = key;
-        let number = c.last() + 1;
-        let lengths: Vec<u64> = sizes
-            .iter()
-            .map(|&n| n - crate::format::PART_OVERHEAD)
-            .collect();
+        let number = c.end_number().ok_or_else(invalid_part)?;
         let marker = crate::format::seal_end(suite, &dek, number, &lengths, &cx.ports.rng)
             .map_err(|_| S3Error::internal("s3crypt: no randomness"))?;
         let call = self.upload_part_callout(cx, &c, number, marker);
@@ -363,7 +368,8 @@ impl Complete {
             .and_then(|h| h.get("etag"))
             .map(str::to_string)
             .ok_or_else(|| part_put_failed(status, &String::from_utf8_lossy(body)))?;
-        let parts = listed_parts(c).chain(std::iter::once((c.last() + 1, etag.as_str())));
+        let number = c.end_number().ok_or_else(invalid_part)?;
+        let parts = listed_parts(c).chain(std::iter::once((number, etag.as_str())));
         Ok(RequestStep::Body(part_list(parts, c.length)?))
     }
 
@@ -457,14 +463,21 @@ impl Complete {
             .checked_mul(2)
             .and_then(|n| CopyReservation::try_new(&cx.vm, n, budget))
             .ok_or("no memory budget left")?;
-        let geo = Geometry::part_in(Layout::Final, c.last(), last_size - PART_OVERHEAD);
+        let last_length = last_size
+            .checked_sub(PART_OVERHEAD)
+            .ok_or("the last part is shorter than a part's overhead")?;
+        let geo = Geometry::part_in(Layout::Final, c.last(), last_length);
         let mut d = FrameDecryptor::whole(*suite, dek, geo);
         let mut plain = Vec::with_capacity(usize::try_from(geo.plain_len).unwrap_or(0));
         d.push(&s.cipher, &mut plain)
             .and_then(|()| d.finish())
             .map_err(|_| "the staged copy does not verify")?;
         drop(s);
-        let lengths: Vec<u64> = sizes.iter().map(|n| n - PART_OVERHEAD).collect();
+        let lengths: Vec<u64> = sizes
+            .iter()
+            .map(|n| n.checked_sub(PART_OVERHEAD))
+            .collect::<Option<_>>()
+            .ok_or("a part is shorter than a part's overhead")?;
         crate::format::seal_closing(*suite, dek, c.last(), &plain, &lengths, &cx.ports.rng)
             .map_err(|_| "too many distinct part lengths for its table")
     }
@@ -489,7 +502,7 @@ impl Complete {
             ));
             return complete_as_listed(c);
         };
-        let keep = listed_parts(c).take(c.last() as usize - 1);
+        let keep = listed_parts(c).take_while(|&(n, _)| n < c.last());
         let parts = keep.chain(std::iter::once((c.last(), etag)));
         Ok(RequestStep::Body(part_list(parts, c.length)?))
     }
@@ -521,6 +534,12 @@ impl Completing {
     /// Number of the last listed part.
     pub(crate) fn last(&self) -> u32 {
         u32::try_from(self.etags.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Number of the end part the filter adds after the last listed part (`None` past
+    /// u32; the list names at most 10,000 parts).
+    pub(crate) fn end_number(&self) -> Option<u32> {
+        self.last().checked_add(1)
     }
 }
 
@@ -560,13 +579,15 @@ pub(crate) fn part_list<'a>(
     }
     let close = b"</CompleteMultipartUpload>";
     if let Some(n) = length {
-        let pad = usize::try_from(n)
+        // The parts, then spaces, up to where the closing tag must start.
+        let padded = usize::try_from(n)
             .ok()
-            .and_then(|n| n.checked_sub(out.len() + close.len()))
+            .and_then(|n| n.checked_sub(close.len()))
+            .filter(|&padded| padded >= out.len())
             .ok_or_else(|| {
                 S3Error::internal("s3crypt: the part list does not fit its announced length")
             })?;
-        out.resize(out.len() + pad, b' ');
+        out.resize(padded, b' ');
     }
     out.extend_from_slice(close);
     Ok(out)
@@ -582,8 +603,8 @@ pub(crate) fn parse_list_parts(xml: &str) -> Option<ListedParts> {
     let mut parts = Vec::new();
     let mut pos = 0;
     while let Some(i) = xml.get(pos..)?.find("<Part>") {
-        let start = pos + i;
-        let end = start + xml.get(start..)?.find("</Part>")?;
+        let start = pos.checked_add(i)?;
+        let end = start.checked_add(xml.get(start..)?.find("</Part>")?)?;
         let one = xml.get(start..end)?;
         let n = xml::element_text(one, "PartNumber")?.trim().parse().ok()?;
         let size = xml::element_text(one, "Size")?.trim().parse().ok()?;
@@ -652,20 +673,28 @@ pub(crate) fn blank_part_checksums(xml: &[u8]) -> Vec<u8> {
         return out;
     };
     let mut pos = 0;
+    // (Offsets into `text`: sums of them stay within its length.)
     while let Some(i) = text
         .get(pos..)
         .and_then(|t| t.find("<Checksum"))
-        .map(|i| i + pos)
+        .and_then(|i| i.checked_add(pos))
     {
-        let Some(name_end) = text.get(i..).and_then(|t| t.find('>')).map(|j| i + j) else {
+        let Some(name_end) = text
+            .get(i..)
+            .and_then(|t| t.find('>'))
+            .and_then(|j| i.checked_add(j))
+        else {
             break;
         };
-        let name = text.get(i + 1..name_end).unwrap_or("");
+        let name = text
+            .get(i..name_end)
+            .and_then(|t| t.strip_prefix('<'))
+            .unwrap_or("");
         let close = format!("</{name}>");
         let Some(end) = text
             .get(name_end..)
             .and_then(|t| t.find(&close))
-            .map(|j| name_end + j + close.len())
+            .and_then(|j| name_end.checked_add(j)?.checked_add(close.len()))
         else {
             break;
         };

@@ -2,6 +2,7 @@
 //! multipart objects, conditions evaluated against the ETag clients see, and a body that
 //! is only released frame by frame after each tag verified (a failure after the headers
 //! went out is a reset, with at most the verified prefix released).
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 use super::cx::{object_path, Cx};
 use super::request::{remove_query_param, strip_checksum_headers};
@@ -291,7 +292,8 @@ impl Get {
         let (first, last) = match (self.plan.part_number, self.plan.range) {
             (Some(n), _) => {
                 let (off, len) = t.part_range(n).ok_or_else(invalid_part_number)?;
-                (off, off + len - 1)
+                let last = off.checked_add(len).and_then(|end| end.checked_sub(1));
+                (off, last.ok_or_else(|| cx.integrity())?)
             }
             (None, Some(spec)) => range::resolve(spec, total)
                 .map_err(|_| S3Error::invalid_range("The requested range is not satisfiable"))?,
@@ -508,7 +510,8 @@ impl Get {
             "content-range",
             range::content_range(mp.first, mp.last, mp.plain_total),
         );
-        out.set("content-length", (mp.last - mp.first + 1).to_string());
+        let len = range::span(mp.first, mp.last).ok_or_else(|| cx.integrity())?;
+        out.set("content-length", len.to_string());
         if self.plan.part_number.is_some() {
             out.set("x-amz-mp-parts-count", mp.parts.to_string());
         }
@@ -560,7 +563,8 @@ impl Get {
         let len = if plain_total == 0 {
             0
         } else {
-            last - first + 1
+            range::span(first, last)
+                .ok_or_else(|| S3Error::invalid_range("The requested range is not satisfiable"))?
         };
         match wanted {
             Some(_) => {
@@ -579,17 +583,17 @@ impl Get {
         // Where what the backend sends ends (exclusive; `None`: its numbers add up past
         // u64::MAX).
         let sent_end = start.checked_add(sent_len);
+        // Whether it sends every stored byte before `end` (`None`: past u64::MAX).
+        let sent = |end: Option<u64>| end.zip(sent_end).is_some_and(|(end, sent)| end <= sent);
         match enc {
             None => {
-                if first < start || (len > 0 && sent_end.is_none_or(|e| first + len > e)) {
-                    return Err(S3Error::internal(
-                        "s3crypt: the backend returned an unexpected range",
-                    ));
-                }
-                self.body = RespBody::Trim {
-                    skip: first - start,
-                    take: len,
-                };
+                let skip = first
+                    .checked_sub(start)
+                    .filter(|_| len == 0 || sent(first.checked_add(len)))
+                    .ok_or_else(|| {
+                        S3Error::internal("s3crypt: the backend returned an unexpected range")
+                    })?;
+                self.body = RespBody::Trim { skip, take: len };
             }
             Some((env, dek, geo)) => {
                 if len == 0 {
@@ -599,17 +603,16 @@ impl Get {
                     return Ok(());
                 }
                 let (i0, i1) = (geo.frame_of(first), geo.frame_of(last));
-                let (Some(c0), Some(c1)) = (geo.frame_cipher_start(i0), geo.frame_cipher_end(i1))
-                else {
-                    return Err(cx.integrity());
-                };
-                if c0 < start || sent_end.is_none_or(|e| c1 > e) {
-                    cx.count(Counter::IntegrityFailures, 1);
-                    return Err(S3Error::integrity());
-                }
-                let skip = first - geo.frame_plain_start(i0);
+                let lead = geo
+                    .frame_cipher_start(i0)
+                    .and_then(|c0| c0.checked_sub(start))
+                    .filter(|_| sent(geo.frame_cipher_end(i1)))
+                    .ok_or_else(|| cx.integrity())?;
+                let skip = first
+                    .checked_sub(geo.frame_plain_start(i0))
+                    .ok_or_else(|| cx.integrity())?;
                 let w = Window {
-                    lead: c0 - start,
+                    lead,
                     first: i0,
                     last: i1,
                     skip,
@@ -636,14 +639,24 @@ pub(crate) fn invalid_part_number() -> S3Error {
 pub(crate) fn widened_range(spec: RangeSpec) -> String {
     let f = SINGLE_FRAME;
     let s = SINGLE_FRAME + FRAME_OVERHEAD;
+    // `(x / f) · f` ≤ x and `x / f + 1` ≤ 2^48 cannot overflow. The stored end of a frame
+    // can pass u64::MAX: it saturates, which still asks for everything to the end.
+    let frame_start = |a: u64| (a / f).saturating_mul(f);
     match spec {
         RangeSpec::FromTo(a, b) => format!(
             "bytes={}-{}",
-            (a / f) * f,
-            (b / f + 1).saturating_mul(s).saturating_sub(1).max(b)
+            frame_start(a),
+            (b / f)
+                .saturating_add(1)
+                .saturating_mul(s)
+                .saturating_sub(1)
+                .max(b)
         ),
-        RangeSpec::From(a) => format!("bytes={}-", (a / f) * f),
-        RangeSpec::Suffix(n) => format!("bytes=-{}", (n.div_ceil(f) + 1).saturating_mul(s).max(n)),
+        RangeSpec::From(a) => format!("bytes={}-", frame_start(a)),
+        RangeSpec::Suffix(n) => format!(
+            "bytes=-{}",
+            n.div_ceil(f).saturating_add(1).saturating_mul(s).max(n)
+        ),
     }
 }
 

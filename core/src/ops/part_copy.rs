@@ -3,6 +3,7 @@
 //! source is read in ranged GETs of [`COPY_READ_CHUNK`] (each decrypted and verified),
 //! re-encrypted as part N into one buffer of at most `max_copy_part_bytes` plus the part
 //! overhead, and sent as one UploadPart; the client then gets a CopyPartResult.
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 use super::copy::{copy_source_in_scope, copy_source_ok, copy_source_path};
 use super::cx::{iso8601, part_put_failed, precondition_failed, Cx};
@@ -21,6 +22,7 @@ use crate::format::{
 };
 use crate::headers::Headers;
 use crate::s3::error::S3Error;
+use crate::s3::range::span;
 use crate::s3::S3Request;
 use crate::state::UploadState;
 
@@ -273,16 +275,17 @@ impl UploadPartCopy {
     /// the part size limit; then the reads start.
     fn part_copy_plan(&mut self, cx: &Cx, mut pc: Box<PartCopy>) -> Result<RequestStep, S3Error> {
         let size = pc.from.len();
-        let (first, last) = match pc.range.as_deref() {
-            Some(r) => copy_source_range(r, size)?,
-            None if size == 0 => {
+        let (first, last) = match (pc.range.as_deref(), size.checked_sub(1)) {
+            (Some(r), _) => copy_source_range(r, size)?,
+            (None, Some(end)) => (0, end),
+            (None, None) => {
                 return Err(S3Error::invalid_request(
                     "s3crypt: empty parts are not supported",
                 ))
             }
-            None => (0, size - 1),
         };
-        let len = last - first + 1;
+        // (copy_source_range checked first ≤ last < size.)
+        let len = span(first, last).ok_or_else(|| invalid_copy_range(size))?;
         let max = cx.cfg.plugin.max_copy_part_bytes;
         if len > max {
             return Err(S3Error::new(
@@ -331,9 +334,10 @@ impl UploadPartCopy {
             if Some(body.len() as u64) != enc.geometry().cipher_len() {
                 return Err(S3Error::internal("s3crypt: part length mismatch"));
             }
+            // (The part's plaintext: first..=last.)
             cx.ports
                 .stats
-                .add(Counter::BytesEncrypted, pc.last - pc.first + 1);
+                .add(Counter::BytesEncrypted, enc.geometry().plain_len);
             let geo = *enc.geometry();
             pc.stage = staging::stage_for(cx, pc.dest_v2, &geo).map(|(mut kept, held)| {
                 kept.extend_from_slice(&body);
@@ -350,12 +354,13 @@ impl UploadPartCopy {
         }
         let end = pc.chunk_end();
         let (s0, s1, dec) = pc.from.read(pc.next, end).ok_or_else(|| cx.integrity())?;
+        let expect = span(s0, s1).ok_or_else(|| cx.integrity())?;
         let mut h = cx.request_at("GET", pc.src_path.clone(), Some(format!("bytes={s0}-{s1}")));
         if !pc.src_etag.is_empty() {
             h.set("if-match", pc.src_etag.clone());
         }
         cx.sign(&mut h, sigv4::EMPTY_SHA256);
-        self.state = PartCopyState::Read(pc, s1 - s0 + 1, dec);
+        self.state = PartCopyState::Read(pc, expect, dec);
         Ok(RequestStep::CallOut(cx.backend_callout(h)))
     }
 
@@ -395,7 +400,7 @@ impl UploadPartCopy {
                 scratch
             }
         };
-        if plain.len() as u64 != end - next + 1 {
+        if Some(plain.len() as u64) != span(next, end) {
             return Err(cx.integrity());
         }
         cx.count(Counter::BytesDecrypted, plain.len() as u64);
@@ -403,7 +408,8 @@ impl UploadPartCopy {
             .ok_or_else(|| S3Error::internal("s3crypt: no encryptor"))?
             .push(plain, out)
             .map_err(|_| S3Error::internal("s3crypt: part encryption failed"))?;
-        pc.next = end + 1;
+        // end ≤ last < the source's size: end + 1 fits.
+        pc.next = end.checked_add(1).ok_or_else(|| cx.integrity())?;
         self.part_copy_read(cx, pc)
     }
 
@@ -536,11 +542,11 @@ impl CopyFrom {
                     lead: 0,
                     first: i0,
                     last: i1,
-                    skip: a - geo.frame_plain_start(i0),
-                    take: b - a + 1,
+                    skip: a.checked_sub(geo.frame_plain_start(i0))?,
+                    take: span(a, b)?,
                 };
                 let d = FrameDecryptor::new(*suite, dek, *geo, w);
-                Some((c0, c1 - 1, Some(Box::new(d))))
+                Some((c0, c1.checked_sub(1)?, Some(Box::new(d))))
             }
             CopyFrom::Multi { suite, dek, table } => {
                 let plan = table.plan(a, b)?;
@@ -568,9 +574,13 @@ pub(crate) fn copy_source_range(v: &str, size: u64) -> Result<(u64, u64), S3Erro
             )
         })?;
     if a > b || b >= size {
-        return Err(S3Error::invalid_argument(format!(
-            "Range specified is not valid for source object of size: {size}"
-        )));
+        return Err(invalid_copy_range(size));
     }
     Ok((a, b))
+}
+
+fn invalid_copy_range(size: u64) -> S3Error {
+    S3Error::invalid_argument(format!(
+        "Range specified is not valid for source object of size: {size}"
+    ))
 }

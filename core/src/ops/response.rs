@@ -1,11 +1,12 @@
 //! The response side every operation shares: what happens to the backend's response body
 //! ([`RespBody`]: passed, decrypted and verified, trimmed, buffered as XML, replaced), the
 //! hold-back of the last promised byte, and the checks on responses that carry no object.
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 use super::cx::Cx;
 use super::request::MAX_XML_BODY;
 use super::{BodyError, Counter};
-use crate::format::{Decrypt, FormatError, ENVELOPE_HEADER};
+use crate::format::{take_up_to, Decrypt, FormatError, ENVELOPE_HEADER};
 use crate::headers::Headers;
 use crate::s3::error::S3Error;
 use crate::s3::Response;
@@ -63,12 +64,10 @@ impl RespBody {
         match self {
             RespBody::Pass => out.extend_from_slice(chunk),
             RespBody::Trim { skip, take } => {
-                let s = (*skip).min(chunk.len() as u64) as usize;
-                *skip -= s as u64;
+                let s = take_up_to(skip, chunk.len());
                 let rest = chunk.get(s..).unwrap_or(&[]);
-                let n = (*take).min(rest.len() as u64) as usize;
+                let n = take_up_to(take, rest.len());
                 out.extend_from_slice(rest.get(..n).unwrap_or(&[]));
-                *take -= n as u64;
                 if end && *take > 0 {
                     return Err(BodyError::Reset(
                         "s3crypt: backend response ended early".into(),
@@ -88,7 +87,9 @@ impl RespBody {
                         "s3crypt: stored object failed verification ({e:?}); stream reset"
                     )));
                 }
-                *released += (out.len() - before) as u64;
+                // `out` only grew; a count of bytes that went through memory is far below
+                // u64::MAX: nothing saturates.
+                *released = released.saturating_add(out.len().saturating_sub(before) as u64);
                 if end {
                     cx.count(Counter::ObjectsDecrypted, 1);
                     cx.count(Counter::BytesDecrypted, *released);

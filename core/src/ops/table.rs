@@ -3,6 +3,7 @@
 //! (one read of its last 28,688 bytes), else by walking its parts. Used by reads (GET and
 //! HEAD by range or part), CopyObject and UploadPartCopy of multipart objects; each keeps
 //! its [`Lookup`] in its own state while the reads are in flight.
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 use sha2::{Digest as _, Sha256};
 
@@ -187,6 +188,6 @@ pub(crate) fn table_version(etag: &str, stored: u64, env: &Envelope) -> String {
 /// The cache slot of an object version.
 pub(crate) fn table_slot(version: &str) -> String {
     let h = Sha256::digest(version.as_bytes());
-    let n = u64::from_be_bytes(h[..8].try_into().unwrap_or([0; 8])) % TABLE_SLOTS;
+    let n = u64::from_be_bytes(h.first_chunk().copied().unwrap_or([0; 8])) % TABLE_SLOTS;
     format!("s3crypt/pt/{n}")
 }

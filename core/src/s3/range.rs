@@ -52,6 +52,11 @@ pub fn resolve(spec: RangeSpec, len: u64) -> Result<(u64, u64), ()> {
     }
 }
 
+/// Bytes in `first..=last`: `None` when the range is inverted (or is all 2^64 offsets).
+pub fn span(first: u64, last: u64) -> Option<u64> {
+    last.checked_sub(first)?.checked_add(1)
+}
+
 /// The Content-Range value of a partial response.
 pub fn content_range(first: u64, last: u64, len: u64) -> String {
     format!("bytes {first}-{last}/{len}")
