@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 WASM  := target/wasm32-wasip1/release/s3crypt.wasm
 
-.PHONY: toolchain setup wasm oci chart-test unit crypto-test-wasm lint e2e test run bench crypto-bench clean
+.PHONY: toolchain setup wasm oci chart-test unit fuzz fuzz-smoke fuzz-seeds crypto-test-wasm lint e2e test run bench crypto-bench clean
 
 # The Rust toolchain rust-toolchain.toml pins (rustup does not install it by itself).
 toolchain:
@@ -28,6 +28,20 @@ chart-test: wasm
 unit: toolchain
 	cargo test -p s3crypt-core --profile test-release
 
+# The fuzz targets in fuzz/ (README "Fuzzing"), FUZZ_SECONDS each, one after the other;
+# fuzz-smoke is the short run of `make test`. Both install cargo-fuzz if it is missing.
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
+fuzz: toolchain
+	@scripts/fuzz.sh $(FUZZ_SECONDS)
+
+fuzz-smoke: toolchain
+	@scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS)
+
+# Rewrites the committed seeds in fuzz/corpus (built without the fuzzing instrumentation).
+fuzz-seeds:
+	cd fuzz && cargo test --release --lib --target-dir ../target/fuzz-seeds -- --include-ignored --test-threads=1
+
 # The fast AES-256-GCM's tests (NIST, Wycheproof, differential vs RustCrypto) compiled to
 # wasm32-wasip1 with SIMD128 and run in V8 (node's WASI), where the filter uses it.
 crypto-test-wasm: setup
@@ -43,7 +57,7 @@ lint: toolchain
 e2e: wasm oci
 	$(PY) -m pytest -v tests/
 
-test: setup unit crypto-test-wasm lint wasm e2e
+test: setup unit fuzz-smoke crypto-test-wasm lint wasm e2e
 
 run: wasm
 	$(PY) scripts/run-local.py
