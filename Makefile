@@ -53,6 +53,7 @@ lint: toolchain
 	cargo clippy -p cryptobench --all-targets -- -D warnings
 	cargo clippy -p cryptobench --all-targets --target wasm32-wasip1 -- -D warnings
 	cargo fmt --check
+	cd fuzz && cargo fmt --check
 
 e2e: wasm oci
 	$(PY) -m pytest -v tests/
