@@ -1,0 +1,905 @@
+//! Drives [`Exchange`]s as Envoy and `wasm/src/glue.rs` do, and the world they talk to.
+//!
+//! One [`Flow`] per client request, a state machine over the glue's callbacks:
+//! request headers (`Forward` continues, `Reply` answers, `CallOut` pauses everything until
+//! its response, `Wait` parks the request until a shared part-table lookup ends), request
+//! body chunks (held for a call-out, or refused: a local reply and an upstream request
+//! that never completes), the upstream request on the fake backend, response headers
+//! (`ForwardAfter` holds the response for a call-out), response body chunks (any error
+//! resets the stream after what was already released). Proxy-wasm turns a paused header
+//! callback into StopAllIteration, so no body reaches the filter while its headers wait;
+//! call-outs carry the token the host gave them; after every call-out response and at
+//! every stream's end (`on_log`: [`Exchange::abandon`]) the requests waiting for finished
+//! lookups are woken with [`Exchange::table_shared`].
+//!
+//! [`run`] interleaves the runnable flows in a seeded order and delivers call-outs in the
+//! order they are due on a virtual clock (faults can fail, delay or answer them).
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use crate::config::Config;
+use crate::crypto::Random;
+use crate::headers::Headers;
+use crate::ops::{
+    BodyError, CallOut, CallOutStep, Clock, Exchange, Ports, Reply, RequestStep, ResponseResume,
+    ResponseStep, SharedStore, Stats,
+};
+
+use super::s3::FakeS3;
+use super::webdis::FakeWebdis;
+use super::{Proxy, NOW};
+
+/// An HTTP request or response as the harness passes it around: headers (pseudo-headers
+/// included: `:method`, `:path`, `:status`) and the whole body.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Http {
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+impl Http {
+    pub fn status(&self) -> u16 {
+        self.headers
+            .get(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+    pub fn with_status(status: u16) -> Http {
+        let mut h = Headers::new();
+        h.set(":status", status.to_string());
+        Http {
+            headers: h,
+            body: Vec::new(),
+        }
+    }
+}
+
+/// What a client got.
+#[derive(Clone, Debug, Default)]
+pub struct ClientResponse {
+    /// 0: no response at all (reset before the headers went out).
+    pub status: u16,
+    pub headers: Headers,
+    /// Every byte released downstream.
+    pub body: Vec<u8>,
+    /// The stream was reset (after `body`).
+    pub reset: bool,
+    /// Answered by the filter itself (a local reply).
+    pub local: bool,
+    /// Never ended: waited for something that did not come.
+    pub stuck: bool,
+}
+
+impl ClientResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn xml(&self, name: &str) -> Option<String> {
+        crate::s3::xml::element_text(&self.text(), name)
+    }
+    /// The S3 error code of an error body.
+    pub fn code(&self) -> Option<String> {
+        self.xml("Code")
+    }
+    /// Ended normally with every byte its `content-length` promised.
+    pub fn complete(&self) -> bool {
+        let len_ok = self
+            .header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_none_or(|n| n == self.body.len());
+        self.status != 0 && !self.reset && !self.stuck && len_ok
+    }
+    /// A complete 2xx.
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status) && self.complete()
+    }
+}
+
+/// Who a logged request went to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SentKind {
+    /// The client's request, forwarded by the filter.
+    Upstream,
+    /// A call-out the filter made, to this cluster.
+    CallOut(String),
+}
+
+/// A request the filter sent out, as the other end received it.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub kind: SentKind,
+    pub proxy: usize,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+    /// The whole body arrived (an upstream request cut short by a refusal does not).
+    pub complete: bool,
+    /// The answer's status, if it was executed.
+    pub status: Option<u16>,
+}
+
+impl Sent {
+    pub fn method(&self) -> &str {
+        self.headers.get(":method").unwrap_or("")
+    }
+    pub fn path(&self) -> &str {
+        self.headers.get(":path").unwrap_or("")
+    }
+}
+
+/// What a fault does to a request.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Connection failure: never arrives; a call-out gets no response, an upstream request
+    /// Envoy's 503.
+    Fail,
+    /// Arrives (and is executed) this many milliseconds late; a call-out whose timeout
+    /// passes first gets no response.
+    Delay(u64),
+    /// Answered with this status and no body, not executed.
+    Status(u16),
+    /// Answered with this, not executed.
+    Answer(Http),
+}
+
+/// Where a fault applies: `cluster` `None` means the client's forwarded requests (the
+/// router), `Some(c)` call-outs to cluster `c`; `path` a substring of `:path`.
+#[derive(Clone, Debug)]
+pub struct FaultRule {
+    pub cluster: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub fault: Fault,
+    /// How many more times (`None`: always).
+    pub times: Option<usize>,
+}
+
+impl FaultRule {
+    pub fn callouts(cluster: &str, fault: Fault) -> FaultRule {
+        FaultRule {
+            cluster: Some(cluster.to_string()),
+            method: None,
+            path: None,
+            fault,
+            times: None,
+        }
+    }
+    pub fn upstream(fault: Fault) -> FaultRule {
+        FaultRule {
+            cluster: None,
+            method: None,
+            path: None,
+            fault,
+            times: None,
+        }
+    }
+    pub fn path(mut self, p: &str) -> FaultRule {
+        self.path = Some(p.to_string());
+        self
+    }
+    pub fn method(mut self, m: &str) -> FaultRule {
+        self.method = Some(m.to_string());
+        self
+    }
+    pub fn times(mut self, n: usize) -> FaultRule {
+        self.times = Some(n);
+        self
+    }
+}
+
+/// Random faults on call-outs (property tests): each call-out fails with `fail`, or is
+/// delayed by up to `max_delay_ms` with `delay`.
+#[derive(Clone, Debug)]
+pub struct RandomFaults {
+    pub fail: f64,
+    pub delay: f64,
+    pub max_delay_ms: u64,
+}
+
+/// A small seeded generator (SplitMix64) for splits, orders and faults.
+#[derive(Clone, Debug)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 + f64::EPSILON < p
+    }
+}
+
+/// How bodies are cut into the chunks Envoy delivers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Splitter {
+    Whole,
+    /// Chunks of this many bytes.
+    Every(usize),
+    /// Cut at these offsets.
+    At(Vec<usize>),
+    /// Random sizes (a byte, a few, around a frame, hundreds of KiB), sometimes an empty
+    /// last chunk (an HTTP/2 END_STREAM on an empty DATA frame).
+    Seeded,
+}
+
+impl Splitter {
+    pub fn split(&self, body: &[u8], prng: &mut SplitMix) -> Vec<Vec<u8>> {
+        if body.is_empty() {
+            return Vec::new();
+        }
+        let mut cuts: Vec<usize> = match self {
+            Splitter::Whole => Vec::new(),
+            Splitter::Every(n) => (1..)
+                .map(|i| i * n.max(&1))
+                .take_while(|&c| c < body.len())
+                .collect(),
+            Splitter::At(v) => v.clone(),
+            Splitter::Seeded => {
+                let mut v = Vec::new();
+                let mut at = 0usize;
+                loop {
+                    at += match prng.below(10) {
+                        0 | 1 => 1 + prng.below(16),
+                        2..=4 => 1 + prng.below(70_000),
+                        _ => 16_384 + prng.below(240_000),
+                    };
+                    if at >= body.len() {
+                        break;
+                    }
+                    v.push(at);
+                }
+                v
+            }
+        };
+        cuts.retain(|&c| c > 0 && c < body.len());
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut out = Vec::with_capacity(cuts.len() + 2);
+        let mut from = 0;
+        for c in cuts {
+            out.push(body[from..c].to_vec());
+            from = c;
+        }
+        out.push(body[from..].to_vec());
+        if *self == Splitter::Seeded && prng.below(8) == 0 {
+            out.push(Vec::new());
+        }
+        out
+    }
+}
+
+/// Everything outside the proxies.
+pub struct World {
+    pub s3: FakeS3,
+    pub webdis: FakeWebdis,
+    pub clock: Rc<Cell<i64>>,
+    elapsed_ms: u64,
+    /// Every request the backend and webdis received, in order.
+    pub sent: Vec<Sent>,
+    /// Steps a real Envoy could not have taken, or filter behaviour the glue could not
+    /// carry out (headers changed after the body began, a refused token, ...).
+    pub anomalies: Vec<String>,
+    pub faults: Vec<FaultRule>,
+    pub random_faults: Option<RandomFaults>,
+    pub req_split: Splitter,
+    pub resp_split: Splitter,
+    /// Call-out latency when no fault says otherwise.
+    pub latency_ms: u64,
+    pub prng: SplitMix,
+    next_token: u32,
+    next_request: u64,
+}
+
+impl World {
+    pub(super) fn new(cfg: &Config, seed: u64) -> World {
+        let clock = Rc::new(Cell::new(NOW));
+        World {
+            s3: FakeS3::new(
+                &cfg.plugin.upstream_authority,
+                &cfg.plugin.region,
+                &cfg.backend_access_key,
+                cfg.backend_secret(),
+            ),
+            webdis: FakeWebdis::new(cfg.redis_authorization().map(str::to_string)),
+            clock,
+            elapsed_ms: 0,
+            sent: Vec::new(),
+            anomalies: Vec::new(),
+            faults: Vec::new(),
+            random_faults: None,
+            req_split: Splitter::Seeded,
+            resp_split: Splitter::Seeded,
+            latency_ms: 1,
+            prng: SplitMix(seed ^ 0x5eed_f00d_1234_5678),
+            next_token: 100,
+            next_request: 0,
+        }
+    }
+
+    /// Steps the virtual time (and the clock, in whole seconds).
+    pub fn advance_ms(&mut self, ms: u64) {
+        self.elapsed_ms += ms;
+        self.clock.set(NOW + (self.elapsed_ms / 1000) as i64);
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.get()
+    }
+
+    /// The first fault rule that applies (its count taken), else a random one.
+    fn fault_for(&mut self, cluster: Option<&str>, h: &Headers) -> Option<Fault> {
+        let method = h.get(":method").unwrap_or("");
+        let path = h.get(":path").unwrap_or("");
+        let hit = self.faults.iter_mut().find(|r| {
+            r.times != Some(0)
+                && r.cluster.as_deref() == cluster
+                && r.method.as_deref().is_none_or(|m| m == method)
+                && r.path.as_deref().is_none_or(|p| path.contains(p))
+        });
+        if let Some(r) = hit {
+            if let Some(t) = r.times.as_mut() {
+                *t -= 1;
+            }
+            return Some(r.fault.clone());
+        }
+        let rf = self.random_faults.clone()?;
+        cluster?;
+        if self.prng.chance(rf.fail) {
+            Some(Fault::Fail)
+        } else if self.prng.chance(rf.delay) {
+            Some(Fault::Delay(
+                1 + self.prng.below(rf.max_delay_ms.max(1) as usize) as u64,
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Executes a request at the backend or webdis and logs it.
+    fn execute(&mut self, proxy: usize, kind: SentKind, req: &Http, to_webdis: bool) -> Http {
+        let now = self.now();
+        let resp = if to_webdis {
+            self.webdis.handle(req, now)
+        } else {
+            self.s3.handle(req, now)
+        };
+        self.sent.push(Sent {
+            kind,
+            proxy,
+            headers: req.headers.clone(),
+            body: req.body.clone(),
+            complete: true,
+            status: Some(resp.status()),
+        });
+        resp
+    }
+}
+
+/// A call-out in flight.
+struct InFlight {
+    flow: usize,
+    token: u32,
+    call: CallOut,
+    due_ms: u64,
+    /// The response once due (`None`: none comes, the host reports a failure).
+    outcome: Outcome,
+}
+
+enum Outcome {
+    /// Executed when due, answered.
+    Execute,
+    /// Executed when due, but the timeout passes first.
+    ExecuteTimedOut,
+    Fail,
+    Answer(Http),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ctx {
+    Headers,
+    Body(usize),
+    RespHeaders,
+    RespBody(usize),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum St {
+    Start,
+    ReqBody(usize),
+    Upstream,
+    RespHeaders,
+    RespBody(usize),
+    CallOut(Ctx),
+    Wait(String),
+    Done,
+}
+
+/// One client request on its way through a proxy.
+pub struct Flow {
+    proxy: usize,
+    ex: Exchange,
+    state: St,
+    request: Headers,
+    chunks: Vec<Vec<u8>>,
+    up: Option<Headers>,
+    up_body: Vec<u8>,
+    backend: Http,
+    resp_chunks: Vec<Vec<u8>>,
+    out: ClientResponse,
+}
+
+impl Flow {
+    pub(super) fn new(
+        proxy: usize,
+        p: &Proxy,
+        rng: Rc<dyn Random>,
+        (request, body): (Headers, Vec<u8>),
+        w: &mut World,
+    ) -> Flow {
+        w.next_request += 1;
+        let ports = Ports {
+            stats: Rc::clone(&p.stats) as Rc<dyn Stats>,
+            store: Rc::clone(&p.store) as Rc<dyn SharedStore>,
+            clock: Rc::clone(&w.clock) as Rc<dyn Clock>,
+            rng,
+        };
+        let ex = Exchange::new(
+            Rc::clone(&p.cfg),
+            ports,
+            Rc::clone(&p.vm),
+            format!("req-{}", w.next_request),
+        );
+        let split = w.req_split.clone();
+        let chunks = split.split(&body, &mut w.prng);
+        Flow {
+            proxy,
+            ex,
+            state: St::Start,
+            request,
+            chunks,
+            up: None,
+            up_body: Vec::new(),
+            backend: Http::default(),
+            resp_chunks: Vec::new(),
+            out: ClientResponse::default(),
+        }
+    }
+
+    fn runnable(&self) -> bool {
+        matches!(
+            self.state,
+            St::Start | St::ReqBody(_) | St::Upstream | St::RespHeaders | St::RespBody(_)
+        )
+    }
+
+    /// One callback. Returns the call-out it dispatched, if any.
+    fn step(&mut self, p: &Proxy, w: &mut World) -> Option<CallOut> {
+        match std::mem::replace(&mut self.state, St::Done) {
+            St::Start => {
+                let eos = self.chunks.is_empty();
+                let s = self.ex.on_request_headers(&self.request, eos);
+                self.request_step(s, Ctx::Headers, w)
+            }
+            St::ReqBody(i) => {
+                let last = i + 1 == self.chunks.len();
+                let mut out = Vec::new();
+                match self.ex.on_request_body(&self.chunks[i], last, &mut out) {
+                    Ok(None) => {
+                        self.up_body.extend_from_slice(&out);
+                        self.next_body(i);
+                        None
+                    }
+                    Ok(Some(c)) => {
+                        if !out.is_empty() {
+                            w.anomalies
+                                .push("body held for a call-out with output".into());
+                        }
+                        self.state = St::CallOut(Ctx::Body(i));
+                        Some(c)
+                    }
+                    Err(BodyError::Reply(r)) => {
+                        if !out.is_empty() {
+                            w.anomalies.push("refused body chunk with output".into());
+                        }
+                        self.reply(r, w);
+                        None
+                    }
+                    Err(BodyError::Reset(_)) => {
+                        self.abort_upstream(w);
+                        self.out.reset = true;
+                        None
+                    }
+                }
+            }
+            St::Upstream => {
+                self.upstream(p, w);
+                None
+            }
+            St::RespHeaders => {
+                let eos = self.resp_chunks.is_empty();
+                match self.ex.on_response_headers(&self.backend.headers, eos) {
+                    ResponseStep::Forward(h) => {
+                        self.send_headers(h);
+                        self.next_resp(None);
+                        None
+                    }
+                    ResponseStep::ForwardAfter(h, c) => {
+                        self.send_headers(h);
+                        self.state = St::CallOut(Ctx::RespHeaders);
+                        Some(c)
+                    }
+                }
+            }
+            St::RespBody(i) => {
+                let last = i + 1 == self.resp_chunks.len();
+                let mut out = Vec::new();
+                match self
+                    .ex
+                    .on_response_body(&self.resp_chunks[i], last, &mut out)
+                {
+                    Ok(hold) => {
+                        self.out.body.extend_from_slice(&out);
+                        match hold {
+                            Some(c) => {
+                                self.state = St::CallOut(Ctx::RespBody(i));
+                                Some(c)
+                            }
+                            None => {
+                                self.next_resp(Some(i));
+                                None
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        // The glue drops this chunk's output and resets.
+                        self.out.reset = true;
+                        None
+                    }
+                }
+            }
+            s => {
+                w.anomalies.push(format!("step in state {s:?}"));
+                self.state = s;
+                None
+            }
+        }
+    }
+
+    fn send_headers(&mut self, h: Headers) {
+        self.out.status = h.get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        self.out.headers = h;
+    }
+
+    fn next_body(&mut self, i: usize) {
+        self.state = if i + 1 < self.chunks.len() {
+            St::ReqBody(i + 1)
+        } else {
+            St::Upstream
+        };
+    }
+
+    fn next_resp(&mut self, i: Option<usize>) {
+        let next = i.map_or(0, |i| i + 1);
+        self.state = if next < self.resp_chunks.len() {
+            St::RespBody(next)
+        } else {
+            St::Done
+        };
+    }
+
+    /// Resumes the request after the headers were decided (or after a body call-out).
+    fn resume_request(&mut self, ctx: Ctx) {
+        match ctx {
+            Ctx::Headers if self.chunks.is_empty() => self.state = St::Upstream,
+            Ctx::Headers => self.state = St::ReqBody(0),
+            Ctx::Body(i) => self.next_body(i),
+            Ctx::RespHeaders | Ctx::RespBody(_) => self.state = St::Done,
+        }
+    }
+
+    fn request_step(&mut self, s: RequestStep, ctx: Ctx, w: &mut World) -> Option<CallOut> {
+        if matches!(ctx, Ctx::RespHeaders | Ctx::RespBody(_)) {
+            w.anomalies
+                .push(format!("request step {s:?} during the response"));
+        }
+        match s {
+            RequestStep::Forward(h) => {
+                if matches!(ctx, Ctx::Body(_)) {
+                    w.anomalies
+                        .push("request headers replaced after they went upstream".into());
+                } else {
+                    self.up = Some(h);
+                }
+                self.resume_request(ctx);
+                None
+            }
+            RequestStep::Reply(r) => {
+                self.reply(r, w);
+                None
+            }
+            RequestStep::CallOut(c) => {
+                self.state = St::CallOut(ctx);
+                Some(c)
+            }
+            RequestStep::Wait(v) => {
+                if ctx != Ctx::Headers {
+                    w.anomalies.push("a wait after the headers".into());
+                }
+                self.state = St::Wait(v);
+                None
+            }
+            RequestStep::Body(b) => {
+                // set_http_request_body(0, 0, b): prepended to the (emptied) held body.
+                if ctx == Ctx::Headers {
+                    w.anomalies.push("a held body before any body".into());
+                }
+                self.up_body.extend_from_slice(&b);
+                self.resume_request(ctx);
+                None
+            }
+        }
+    }
+
+    fn callout_step(&mut self, s: CallOutStep, ctx: Ctx, w: &mut World) -> Option<CallOut> {
+        match s {
+            CallOutStep::Request(r) => self.request_step(r, ctx, w),
+            CallOutStep::Response(ResponseResume::Continue) => {
+                match ctx {
+                    Ctx::RespHeaders => self.next_resp(None),
+                    Ctx::RespBody(i) => self.next_resp(Some(i)),
+                    _ => {
+                        w.anomalies
+                            .push("response resumed during the request".into());
+                        self.resume_request(ctx);
+                    }
+                }
+                None
+            }
+            CallOutStep::Response(ResponseResume::Reset(_)) => {
+                if ctx == Ctx::RespHeaders {
+                    // The headers were held: the client sees nothing but the reset.
+                    self.out.status = 0;
+                    self.out.headers = Headers::new();
+                }
+                self.out.reset = true;
+                self.state = St::Done;
+                None
+            }
+        }
+    }
+
+    /// A local reply; an upstream request already begun is reset (never completes).
+    fn reply(&mut self, r: Reply, w: &mut World) {
+        self.abort_upstream(w);
+        let mut h = Headers::new();
+        h.set(":status", r.status.to_string());
+        for (k, v) in r.headers {
+            h.0.push((k, v));
+        }
+        self.out.status = r.status;
+        self.out.headers = h;
+        self.out.body = r.body;
+        self.out.local = true;
+        self.state = St::Done;
+    }
+
+    fn abort_upstream(&mut self, w: &mut World) {
+        if let Some(h) = self.up.take() {
+            w.sent.push(Sent {
+                kind: SentKind::Upstream,
+                proxy: self.proxy,
+                headers: h,
+                body: std::mem::take(&mut self.up_body),
+                complete: false,
+                status: None,
+            });
+        }
+        self.state = St::Done;
+    }
+
+    /// The forwarded request reaches the backend (its whole body sent).
+    fn upstream(&mut self, _p: &Proxy, w: &mut World) {
+        let Some(h) = self.up.take() else {
+            w.anomalies.push("no upstream headers".into());
+            self.state = St::Done;
+            return;
+        };
+        let req = Http {
+            headers: h,
+            body: std::mem::take(&mut self.up_body),
+        };
+        if let Some(n) = req
+            .headers
+            .get("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            if n != req.body.len() {
+                w.anomalies.push(format!(
+                    "upstream content-length {n} but {} bytes sent ({})",
+                    req.body.len(),
+                    req.headers.get(":path").unwrap_or("")
+                ));
+            }
+        }
+        let resp = match w.fault_for(None, &req.headers) {
+            None => w.execute(self.proxy, SentKind::Upstream, &req, false),
+            Some(Fault::Delay(ms)) => {
+                w.advance_ms(ms);
+                w.execute(self.proxy, SentKind::Upstream, &req, false)
+            }
+            Some(Fault::Fail) => {
+                let mut r = Http::with_status(503);
+                r.headers.set("content-type", "text/plain");
+                r.body = b"upstream connect error or disconnect/reset before headers. reset reason: connection failure".to_vec();
+                r.headers.set("content-length", r.body.len().to_string());
+                r
+            }
+            Some(Fault::Status(s)) => Http::with_status(s),
+            Some(Fault::Answer(a)) => a,
+        };
+        let split = w.resp_split.clone();
+        self.resp_chunks = if req.headers.get(":method") == Some("HEAD") {
+            Vec::new()
+        } else {
+            split.split(&resp.body, &mut w.prng)
+        };
+        self.backend = resp;
+        self.state = St::RespHeaders;
+    }
+
+    /// The response to a call-out (or its failure).
+    fn deliver(&mut self, token: u32, resp: Option<&Http>, w: &mut World) -> Option<CallOut> {
+        let St::CallOut(ctx) = self.state.clone() else {
+            w.anomalies
+                .push("a call-out response without a call-out".into());
+            return None;
+        };
+        let r = resp.map(|h| (&h.headers, h.body.as_slice()));
+        match self.ex.on_callout_response_with(token, r) {
+            Some(s) => self.callout_step(s, ctx, w),
+            None => {
+                w.anomalies
+                    .push(format!("call-out response {token} refused"));
+                self.state = St::Done;
+                None
+            }
+        }
+    }
+
+    /// Woken from a wait: planned from the shared table, refused, or reset.
+    fn woken(&mut self, w: &mut World) {
+        match self.ex.table_shared() {
+            RequestStep::Forward(h) => {
+                self.up = Some(h);
+                self.resume_request(Ctx::Headers);
+            }
+            RequestStep::Reply(r) => self.reply(r, w),
+            _ => {
+                self.out.reset = true;
+                self.state = St::Done;
+            }
+        }
+    }
+
+    fn result(mut self) -> ClientResponse {
+        if self.state != St::Done {
+            self.out.stuck = true;
+        }
+        self.out
+    }
+}
+
+/// Dispatches a call-out of flow `i`: its token to the exchange, its fate decided.
+fn dispatch(i: usize, f: &mut Flow, p: &Proxy, c: CallOut, w: &mut World, q: &mut Vec<InFlight>) {
+    w.next_token += 1;
+    let token = w.next_token;
+    f.ex.dispatched(token);
+    let known =
+        c.cluster == p.cfg.plugin.upstream_cluster || c.cluster == p.cfg.plugin.redis_cluster;
+    let headers = Headers(c.headers.clone());
+    let fault = if known {
+        w.fault_for(Some(&c.cluster), &headers)
+    } else {
+        w.anomalies
+            .push(format!("call-out to unknown cluster {}", c.cluster));
+        Some(Fault::Fail)
+    };
+    let now = w.elapsed_ms;
+    let (due_ms, outcome) = match fault {
+        None => (now + w.latency_ms, Outcome::Execute),
+        Some(Fault::Delay(ms)) if ms >= c.timeout_ms => {
+            (now + c.timeout_ms, Outcome::ExecuteTimedOut)
+        }
+        Some(Fault::Delay(ms)) => (now + ms, Outcome::Execute),
+        Some(Fault::Fail) => (now + w.latency_ms, Outcome::Fail),
+        Some(Fault::Status(s)) => (now + w.latency_ms, Outcome::Answer(Http::with_status(s))),
+        Some(Fault::Answer(a)) => (now + w.latency_ms, Outcome::Answer(a)),
+    };
+    q.push(InFlight {
+        flow: i,
+        token,
+        call: c,
+        due_ms,
+        outcome,
+    });
+}
+
+/// Wakes the flows of proxy `p` waiting for lookups that ended (glue: `wake_waiters`).
+fn wake(p: usize, proxies: &[Proxy], flows: &mut [Flow], w: &mut World) {
+    for version in proxies[p].vm.finished_lookups() {
+        for f in flows.iter_mut() {
+            if f.proxy == p && f.state == St::Wait(version.clone()) {
+                f.woken(w);
+            }
+        }
+    }
+}
+
+/// Runs `flows` to their ends; what each client got, in order.
+pub fn run(proxies: &[Proxy], w: &mut World, mut flows: Vec<Flow>) -> Vec<ClientResponse> {
+    let mut q: Vec<InFlight> = Vec::new();
+    loop {
+        let runnable: Vec<usize> = (0..flows.len()).filter(|&i| flows[i].runnable()).collect();
+        if !runnable.is_empty() {
+            let i = runnable[w.prng.below(runnable.len())];
+            let p = flows[i].proxy;
+            let call = flows[i].step(&proxies[p], w);
+            if let Some(c) = call {
+                dispatch(i, &mut flows[i], &proxies[p], c, w, &mut q);
+            }
+            if flows[i].state == St::Done {
+                // on_log: the stream ended.
+                flows[i].ex.abandon();
+                wake(p, proxies, &mut flows, w);
+            }
+            continue;
+        }
+        let Some(k) = (0..q.len()).min_by_key(|&k| (q[k].due_ms, q[k].token)) else {
+            break;
+        };
+        let c = q.remove(k);
+        if c.due_ms > w.elapsed_ms {
+            w.advance_ms(c.due_ms - w.elapsed_ms);
+        }
+        let i = c.flow;
+        let p = flows[i].proxy;
+        let to_webdis = c.call.cluster == proxies[p].cfg.plugin.redis_cluster
+            && c.call.cluster != proxies[p].cfg.plugin.upstream_cluster;
+        let req = Http {
+            headers: Headers(c.call.headers.clone()),
+            body: c.call.body.clone().unwrap_or_default(),
+        };
+        let kind = SentKind::CallOut(c.call.cluster.clone());
+        let resp = match c.outcome {
+            Outcome::Execute => Some(w.execute(p, kind, &req, to_webdis)),
+            Outcome::ExecuteTimedOut => {
+                w.execute(p, kind, &req, to_webdis);
+                None
+            }
+            Outcome::Fail => None,
+            Outcome::Answer(a) => Some(a),
+        };
+        let call = flows[i].deliver(c.token, resp.as_ref(), w);
+        if let Some(next) = call {
+            dispatch(i, &mut flows[i], &proxies[p], next, w, &mut q);
+        }
+        // The glue wakes waiters after every call-out response.
+        wake(p, proxies, &mut flows, w);
+        if flows[i].state == St::Done {
+            flows[i].ex.abandon();
+            wake(p, proxies, &mut flows, w);
+        }
+    }
+    flows.into_iter().map(Flow::result).collect()
+}

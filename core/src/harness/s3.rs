@@ -1,0 +1,762 @@
+//! A fake S3 backend: buckets of objects in memory, executing what the filter sends after
+//! checking its SigV4 signature against the backend credentials (with the crate's own
+//! verifier: a wrongly signed request fails as at S3) and its payload hash, Content-MD5
+//! and checksums. S3-style XML answers and errors. Multipart uploads are in
+//! `s3_multipart.rs`, listings in `s3_xml.rs`.
+//!
+//! It is also the storage provider a test may turn hostile: [`FakeS3::flip`],
+//! [`FakeS3::truncate`], [`FakeS3::swap_objects`], [`FakeS3::set_raw`] and friends
+//! rewrite what is stored; [`FakeS3::answer`] answers requests its own way.
+
+use std::collections::{BTreeMap, HashMap};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use md5::{Digest as _, Md5};
+use sha2::Sha256;
+
+use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
+use crate::auth::chunked::ChunkedDecoder;
+use crate::auth::sigv4::{self, PayloadMode};
+use crate::headers::Headers;
+use crate::s3::error::S3Error;
+
+use super::drive::Http;
+use super::s3_xml::{http_date, xml_escape};
+use super::BUCKET;
+
+/// A stored object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredObject {
+    pub data: Vec<u8>,
+    /// `x-amz-meta-*` and the standard content headers, lower-case names.
+    pub meta: Vec<(String, String)>,
+    /// As sent in `ETag` (quoted).
+    pub etag: String,
+    pub last_modified: i64,
+    /// Stored lengths of the parts of a multipart object, in order (empty otherwise).
+    pub parts: Vec<u64>,
+}
+
+impl StoredObject {
+    pub fn meta(&self, name: &str) -> Option<&str> {
+        self.meta
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    /// (offset, length) of each stored part of a multipart object.
+    pub fn part_spans(&self) -> Vec<(usize, usize)> {
+        let mut at = 0usize;
+        self.parts
+            .iter()
+            .map(|&l| {
+                let s = (at, l as usize);
+                at += l as usize;
+                s
+            })
+            .collect()
+    }
+}
+
+/// A part of an upload in progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPart {
+    pub data: Vec<u8>,
+    pub etag: String,
+    pub last_modified: i64,
+}
+
+/// A multipart upload in progress.
+#[derive(Clone, Debug)]
+pub struct Upload {
+    pub bucket: String,
+    pub key: String,
+    pub meta: Vec<(String, String)>,
+    pub parts: BTreeMap<u32, StoredPart>,
+    pub initiated: i64,
+}
+
+/// A hostile answer: given the request, the response to give instead of executing it.
+pub type Answer = Box<dyn FnMut(&Http) -> Option<Http>>;
+
+pub struct FakeS3 {
+    authority: String,
+    access_key: String,
+    secret: String,
+    pub buckets: BTreeMap<String, BTreeMap<String, StoredObject>>,
+    pub uploads: BTreeMap<String, Upload>,
+    /// The envelope each upload was created with, kept after it ended (for checks).
+    pub upload_envelopes: HashMap<String, String>,
+    pub(super) next_upload: u64,
+    /// Check signatures (a test may turn it off to see what a lax backend does).
+    pub verify_signatures: bool,
+    /// S3's rule for parts that are not the last (5 MiB).
+    pub min_part_size: u64,
+    /// A hostile provider's own answers, tried before anything is executed.
+    pub answer: Option<Answer>,
+    /// Requests handled.
+    pub requests: u64,
+}
+
+/// The standard headers S3 stores with an object.
+const CONTENT_HEADERS: &[&str] = &[
+    "content-type",
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "expires",
+];
+
+pub(super) fn err(status: u16, code: &'static str, msg: &str, resource: &str) -> Http {
+    let body = S3Error::new(status, code, msg).to_xml(resource, "fake-s3");
+    let mut r = Http::with_status(status);
+    r.headers.set("content-type", "application/xml");
+    r.headers.set("content-length", body.len().to_string());
+    r.body = body.into_bytes();
+    r
+}
+
+pub(super) fn xml_ok(body: String) -> Http {
+    let mut r = Http::with_status(200);
+    r.headers.set("content-type", "application/xml");
+    r.headers.set("content-length", body.len().to_string());
+    r.body = body.into_bytes();
+    r
+}
+
+pub(super) fn md5_etag(data: &[u8]) -> String {
+    format!("\"{}\"", hex::encode(Md5::digest(data)))
+}
+
+/// An ETag without quotes and weakness, for comparisons.
+pub(super) fn bare(e: &str) -> &str {
+    e.trim().trim_start_matches("W/").trim_matches('"')
+}
+
+pub(super) fn etag_matches(list: &str, etag: &str) -> bool {
+    list.split(',')
+        .any(|c| c.trim() == "*" || bare(c) == bare(etag))
+}
+
+/// A parsed request: what every operation needs.
+pub(super) struct Req<'a> {
+    pub method: &'a str,
+    pub bucket: Option<String>,
+    pub key: Option<String>,
+    pub query: Vec<(String, String)>,
+    pub headers: &'a Headers,
+    pub body: Vec<u8>,
+    pub resource: String,
+}
+
+impl Req<'_> {
+    pub fn q(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn has(&self, name: &str) -> bool {
+        self.query.iter().any(|(k, _)| k == name)
+    }
+    pub fn err(&self, status: u16, code: &'static str, msg: &str) -> Http {
+        err(status, code, msg, &self.resource)
+    }
+    /// Metadata to store from this request's headers.
+    pub fn meta(&self) -> Result<Vec<(String, String)>, Http> {
+        let mut m: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .filter(|(k, _)| k.starts_with("x-amz-meta-") || CONTENT_HEADERS.contains(&k.as_str()))
+            .collect();
+        m.sort();
+        let size: usize = m
+            .iter()
+            .filter(|(k, _)| k.starts_with("x-amz-meta-"))
+            .map(|(k, v)| k.len() - "x-amz-meta-".len() + v.len())
+            .sum();
+        if size > 2048 {
+            return Err(self.err(
+                400,
+                "MetadataTooLarge",
+                "Your metadata headers exceed the maximum allowed metadata size.",
+            ));
+        }
+        Ok(m)
+    }
+    /// Content-MD5 and `x-amz-checksum-*` of the body, as S3 checks them.
+    pub fn check_digests(&self) -> Result<Vec<(String, String)>, Http> {
+        if let Some(m) = self.headers.get("content-md5") {
+            if B64.decode(m.trim()).ok().as_deref() != Some(&Md5::digest(&self.body)[..]) {
+                return Err(self.err(
+                    400,
+                    "BadDigest",
+                    "The Content-MD5 you specified did not match what we received.",
+                ));
+            }
+        }
+        let mut echo = Vec::new();
+        for (k, v) in self.headers.iter() {
+            if let Some(a) = ChecksumAlgorithm::from_header_name(k) {
+                let mut c = Checksummer::new(a);
+                c.update(&self.body);
+                if c.finalize_base64() != v.trim() {
+                    return Err(self.err(
+                        400,
+                        "BadDigest",
+                        &format!("The {k} you specified did not match the calculated checksum."),
+                    ));
+                }
+                echo.push((k.to_ascii_lowercase(), v.clone()));
+            }
+        }
+        Ok(echo)
+    }
+}
+
+impl FakeS3 {
+    pub fn new(authority: &str, _region: &str, access_key: &str, secret: &str) -> FakeS3 {
+        let mut buckets = BTreeMap::new();
+        buckets.insert(BUCKET.to_string(), BTreeMap::new());
+        FakeS3 {
+            authority: authority.to_string(),
+            access_key: access_key.to_string(),
+            secret: secret.to_string(),
+            buckets,
+            uploads: BTreeMap::new(),
+            upload_envelopes: HashMap::new(),
+            next_upload: 0,
+            verify_signatures: true,
+            min_part_size: 5 * 1024 * 1024,
+            answer: None,
+            requests: 0,
+        }
+    }
+
+    /// Executes one request (signature, payload, operation).
+    pub fn handle(&mut self, req: &Http, now: i64) -> Http {
+        self.requests += 1;
+        if let Some(f) = self.answer.as_mut() {
+            if let Some(r) = f(req) {
+                return r;
+            }
+        }
+        let method = req.headers.get(":method").unwrap_or("GET");
+        let mut resp = match self.parse(req, now) {
+            Ok(r) => self.dispatch(r, now),
+            Err(e) => e,
+        };
+        if method == "HEAD" {
+            resp.body.clear();
+        }
+        resp
+    }
+
+    fn parse<'a>(&self, req: &'a Http, now: i64) -> Result<Req<'a>, Http> {
+        let h = &req.headers;
+        let method = h.get(":method").unwrap_or("GET");
+        let raw = h.get(":path").unwrap_or("/");
+        let (path, query) = raw.split_once('?').unwrap_or((raw, ""));
+        let bad_uri = || err(400, "InvalidURI", "Couldn't parse the specified URI.", path);
+        let p = path.strip_prefix('/').ok_or_else(bad_uri)?;
+        let (b, k) = match p.split_once('/') {
+            Some((b, k)) => (b, Some(k)),
+            None => (p, None),
+        };
+        let bucket = (!b.is_empty())
+            .then(|| crate::s3::uri::decode(b))
+            .transpose()
+            .map_err(|_| bad_uri())?;
+        let key = k
+            .filter(|k| !k.is_empty())
+            .map(crate::s3::uri::decode)
+            .transpose()
+            .map_err(|_| bad_uri())?;
+        let query = crate::s3::uri::query_pairs(query).map_err(|_| bad_uri())?;
+        let resource = path.to_string();
+        let mut body = req.body.clone();
+        if self.verify_signatures {
+            if h.get(":authority").or_else(|| h.get("host")) != Some(self.authority.as_str()) {
+                return Err(err(400, "InvalidRequest", "wrong endpoint", &resource));
+            }
+            let secret = |ak: &str| (ak == self.access_key).then(|| self.secret.clone());
+            let v = sigv4::verify_with_skew(method, raw, h, &secret, now, 900)
+                .map_err(|e| err(e.status, e.code, &e.message, &resource))?;
+            match &v.payload {
+                PayloadMode::Sha256(x) => {
+                    if hex::encode(Sha256::digest(&body)) != *x {
+                        return Err(err(400, "XAmzContentSHA256Mismatch", "The provided 'x-amz-content-sha256' header does not match what was computed.", &resource));
+                    }
+                }
+                PayloadMode::Unsigned => {}
+                mode => {
+                    let declared = h
+                        .get("x-amz-decoded-content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let mut d = ChunkedDecoder::new(
+                        mode,
+                        v.chunk_ctx.clone(),
+                        h.get("x-amz-trailer"),
+                        declared,
+                    )
+                    .map_err(|e| err(e.status, e.code, &e.message, &resource))?;
+                    let mut out = Vec::new();
+                    d.push(&body, &mut out)
+                        .and_then(|()| d.finish().map(|_| ()))
+                        .map_err(|e| err(e.status, e.code, &e.message, &resource))?;
+                    body = out;
+                }
+            }
+        }
+        if let Some(n) = h
+            .get("content-length")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            if n != req.body.len() {
+                return Err(err(400, "IncompleteBody", "You did not provide the number of bytes specified by the Content-Length HTTP header.", &resource));
+            }
+        }
+        Ok(Req {
+            method,
+            bucket,
+            key,
+            query,
+            headers: h,
+            body,
+            resource,
+        })
+    }
+
+    fn dispatch(&mut self, r: Req<'_>, now: i64) -> Http {
+        let Some(bucket) = r.bucket.clone() else {
+            return match r.method {
+                "GET" => self.list_buckets(),
+                _ => r.err(
+                    405,
+                    "MethodNotAllowed",
+                    "The specified method is not allowed against this resource.",
+                ),
+            };
+        };
+        if r.method == "PUT" && r.key.is_none() && r.query.is_empty() {
+            self.buckets.entry(bucket).or_default();
+            return Http::with_status(200);
+        }
+        if !self.buckets.contains_key(&bucket) {
+            return r.err(404, "NoSuchBucket", "The specified bucket does not exist");
+        }
+        let Some(key) = r.key.clone() else {
+            return self.bucket_op(&r, &bucket, now);
+        };
+        let copy = r.headers.contains("x-amz-copy-source");
+        match r.method {
+            "POST" if r.has("uploads") => self.create_upload(&r, &bucket, &key, now),
+            "PUT" if r.has("uploadId") && copy => self.upload_part_copy(&r, &bucket, &key, now),
+            "PUT" if r.has("uploadId") => self.upload_part(&r, &bucket, &key, now),
+            "GET" if r.has("uploadId") => self.list_parts(&r, &bucket, &key),
+            "POST" if r.has("uploadId") => self.complete(&r, &bucket, &key, now),
+            "DELETE" if r.has("uploadId") => self.abort(&r, &bucket, &key),
+            _ if r.query.iter().any(|(k, _)| {
+                !matches!(k.as_str(), "versionId" | "partNumber" | "x-id")
+                    && !k.starts_with("response-")
+            }) =>
+            {
+                let name = r.query.first().map(|(k, _)| k.clone()).unwrap_or_default();
+                r.err(
+                    501,
+                    "NotImplemented",
+                    &format!("{}{name} is not implemented yet", r.method),
+                )
+            }
+            "PUT" if copy => self.copy_object(&r, &bucket, &key, now),
+            "PUT" => self.put_object(&r, &bucket, &key, now),
+            "GET" | "HEAD" => self.get_object(&r, &bucket, &key),
+            "DELETE" => {
+                self.buckets.get_mut(&bucket).map(|b| b.remove(&key));
+                Http::with_status(204)
+            }
+            _ => r.err(
+                405,
+                "MethodNotAllowed",
+                "The specified method is not allowed against this resource.",
+            ),
+        }
+    }
+
+    fn bucket_op(&mut self, r: &Req<'_>, bucket: &str, now: i64) -> Http {
+        let _ = now;
+        match r.method {
+            "HEAD" if r.query.is_empty() => Http::with_status(200),
+            "GET" if r.q("list-type") == Some("2") => self.list_v2(r, bucket),
+            "GET" if r.has("uploads") => self.list_uploads(bucket),
+            "GET" if r.has("location") => xml_ok(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"></LocationConstraint>".into(),
+            ),
+            "GET" if r.query.iter().all(|(k, _)| ["prefix", "delimiter", "marker", "max-keys", "encoding-type"].contains(&k.as_str())) => {
+                self.list_v1(r, bucket)
+            }
+            "POST" if r.has("delete") => {
+                let text = String::from_utf8_lossy(&r.body).into_owned();
+                let keys = crate::s3::xml::element_texts(&text, "Key");
+                let b = self.buckets.get_mut(bucket).expect("bucket");
+                let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DeleteResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+                for k in keys {
+                    b.remove(&k);
+                    out.push_str(&format!("<Deleted><Key>{}</Key></Deleted>", xml_escape(&k)));
+                }
+                out.push_str("</DeleteResult>");
+                xml_ok(out)
+            }
+            "DELETE" if r.query.is_empty() => {
+                if self.buckets.get(bucket).is_some_and(|b| !b.is_empty()) {
+                    return r.err(409, "BucketNotEmpty", "The bucket you tried to delete is not empty");
+                }
+                self.buckets.remove(bucket);
+                Http::with_status(204)
+            }
+            _ => {
+                let name = r.query.first().map(|(k, _)| k.clone()).unwrap_or_default();
+                r.err(501, "NotImplemented", &format!("bucket {name} is not implemented"))
+            }
+        }
+    }
+
+    fn put_object(&mut self, r: &Req<'_>, bucket: &str, key: &str, now: i64) -> Http {
+        let echo = match r.check_digests() {
+            Ok(e) => e,
+            Err(e) => return e,
+        };
+        let meta = match r.meta() {
+            Ok(m) => m,
+            Err(e) => return e,
+        };
+        let o = StoredObject {
+            etag: md5_etag(&r.body),
+            data: r.body.clone(),
+            meta,
+            last_modified: now,
+            parts: Vec::new(),
+        };
+        let mut resp = Http::with_status(200);
+        resp.headers.set("etag", o.etag.clone());
+        for (k, v) in echo {
+            resp.headers.set(&k, v);
+        }
+        self.buckets
+            .get_mut(bucket)
+            .expect("bucket")
+            .insert(key.to_string(), o);
+        resp
+    }
+
+    /// `x-amz-copy-source` as S3 reads it: the (bucket, key) of an existing object.
+    pub(super) fn copy_source(&self, r: &Req<'_>) -> Result<(String, String), Http> {
+        let v = r.headers.get("x-amz-copy-source").unwrap_or("");
+        let path = v.split('?').next().unwrap_or("");
+        let path = path.strip_prefix('/').unwrap_or(path);
+        let (b, k) = path.split_once('/').ok_or_else(|| {
+            r.err(
+                400,
+                "InvalidArgument",
+                "Copy Source must mention the source bucket and key",
+            )
+        })?;
+        let dec = |s: &str| {
+            crate::s3::uri::decode(s).map_err(|_| r.err(400, "InvalidArgument", "bad copy source"))
+        };
+        let (b, k) = (dec(b)?, dec(k)?);
+        if !self.buckets.get(&b).is_some_and(|m| m.contains_key(&k)) {
+            return Err(r.err(404, "NoSuchKey", "The specified key does not exist."));
+        }
+        Ok((b, k))
+    }
+
+    /// `x-amz-copy-source-if-match` / `-if-none-match` against the source's ETag.
+    pub(super) fn copy_conditions(r: &Req<'_>, etag: &str) -> Result<(), Http> {
+        let failed = r
+            .headers
+            .get("x-amz-copy-source-if-match")
+            .is_some_and(|m| !etag_matches(m, etag))
+            || r.headers
+                .get("x-amz-copy-source-if-none-match")
+                .is_some_and(|m| etag_matches(m, etag));
+        if failed {
+            return Err(r.err(
+                412,
+                "PreconditionFailed",
+                "At least one of the pre-conditions you specified did not hold",
+            ));
+        }
+        Ok(())
+    }
+
+    fn copy_object(&mut self, r: &Req<'_>, bucket: &str, key: &str, now: i64) -> Http {
+        let (sb, sk) = match self.copy_source(r) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        let src = self.buckets[&sb][&sk].clone();
+        if let Err(e) = Self::copy_conditions(r, &src.etag) {
+            return e;
+        }
+        let replace = r
+            .headers
+            .get("x-amz-metadata-directive")
+            .is_some_and(|d| d.eq_ignore_ascii_case("REPLACE"));
+        if !replace && sb == bucket && sk == key {
+            return r.err(400, "InvalidRequest", "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.");
+        }
+        let meta = if replace {
+            match r.meta() {
+                Ok(m) => m,
+                Err(e) => return e,
+            }
+        } else {
+            src.meta.clone()
+        };
+        let etag = if src.parts.is_empty() {
+            src.etag.clone()
+        } else {
+            md5_etag(&src.data)
+        };
+        let o = StoredObject {
+            data: src.data,
+            meta,
+            etag: etag.clone(),
+            last_modified: now,
+            parts: Vec::new(),
+        };
+        self.buckets
+            .get_mut(bucket)
+            .expect("bucket")
+            .insert(key.to_string(), o);
+        xml_ok(format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{}</LastModified><ETag>{}</ETag></CopyObjectResult>",
+            super::s3_xml::iso8601(now),
+            xml_escape(&etag)
+        ))
+    }
+
+    fn get_object(&mut self, r: &Req<'_>, bucket: &str, key: &str) -> Http {
+        let Some(o) = self.buckets[bucket].get(key) else {
+            return r.err(404, "NoSuchKey", "The specified key does not exist.");
+        };
+        let h = r.headers;
+        if h.get("if-match").is_some_and(|m| !etag_matches(m, &o.etag)) {
+            return r.err(
+                412,
+                "PreconditionFailed",
+                "At least one of the pre-conditions you specified did not hold",
+            );
+        }
+        if h.get("if-none-match")
+            .is_some_and(|m| etag_matches(m, &o.etag))
+        {
+            let mut resp = Http::with_status(304);
+            resp.headers.set("etag", o.etag.clone());
+            return resp;
+        }
+        let len = o.data.len() as u64;
+        let mut window: Option<(u64, u64)> = None;
+        let mut parts_count = None;
+        if let Some(n) = r.q("partNumber") {
+            let n: usize = n.parse().unwrap_or(0);
+            let spans = o.part_spans();
+            match (o.parts.is_empty(), n) {
+                (true, 1) => {}
+                (false, n) if (1..=spans.len()).contains(&n) => {
+                    let (at, l) = spans[n - 1];
+                    window = Some((at as u64, (at + l) as u64 - 1));
+                    parts_count = Some(spans.len());
+                }
+                _ => {
+                    return r.err(
+                        416,
+                        "InvalidPartNumber",
+                        "The requested partnumber is not satisfiable",
+                    )
+                }
+            }
+        } else if let Some(spec) = h.get("range").and_then(parse_range) {
+            match resolve(spec, len) {
+                Some(w) => window = Some(w),
+                None => {
+                    let mut e = r.err(
+                        416,
+                        "InvalidRange",
+                        "The requested range is not satisfiable",
+                    );
+                    e.headers.set("content-range", format!("bytes */{len}"));
+                    return e;
+                }
+            }
+        }
+        let mut resp = Http::with_status(if window.is_some() { 206 } else { 200 });
+        let (a, b) = window.unwrap_or((0, len.saturating_sub(1)));
+        let body = if len == 0 {
+            Vec::new()
+        } else {
+            o.data[a as usize..=b as usize].to_vec()
+        };
+        resp.headers.set("content-length", body.len().to_string());
+        if window.is_some() {
+            resp.headers
+                .set("content-range", format!("bytes {a}-{b}/{len}"));
+        }
+        if let Some(n) = parts_count {
+            resp.headers.set("x-amz-mp-parts-count", n.to_string());
+        }
+        resp.headers.set("etag", o.etag.clone());
+        resp.headers
+            .set("last-modified", http_date(o.last_modified));
+        resp.headers.set("accept-ranges", "bytes");
+        if o.meta("content-type").is_none() {
+            resp.headers.set("content-type", "binary/octet-stream");
+        }
+        for (k, v) in &o.meta {
+            resp.headers.0.push((k.clone(), v.clone()));
+        }
+        for (k, v) in &r.query {
+            if let Some(name) = k.strip_prefix("response-") {
+                if CONTENT_HEADERS.contains(&name) {
+                    resp.headers.set(name, v.clone());
+                }
+            }
+        }
+        resp.body = body;
+        resp
+    }
+
+    fn list_buckets(&self) -> Http {
+        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListAllMyBucketsResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Buckets>");
+        for b in self.buckets.keys() {
+            out.push_str(&format!("<Bucket><Name>{}</Name></Bucket>", xml_escape(b)));
+        }
+        out.push_str("</Buckets></ListAllMyBucketsResult>");
+        xml_ok(out)
+    }
+
+    // The provider's view: read and rewrite what is stored (bucket [`BUCKET`]).
+
+    pub fn object(&self, key: &str) -> Option<&StoredObject> {
+        self.buckets.get(BUCKET)?.get(key)
+    }
+
+    pub fn object_mut(&mut self, key: &str) -> Option<&mut StoredObject> {
+        self.buckets.get_mut(BUCKET)?.get_mut(key)
+    }
+
+    /// The stored bytes of an object.
+    pub fn raw(&self, key: &str) -> Vec<u8> {
+        self.object(key).map(|o| o.data.clone()).unwrap_or_default()
+    }
+
+    /// Replaces an object's stored bytes (metadata and ETag stay, as a provider that
+    /// rewrites the file under its own bookkeeping would leave them).
+    pub fn set_raw(&mut self, key: &str, data: Vec<u8>) {
+        self.object_mut(key).expect("object").data = data;
+    }
+
+    pub fn flip(&mut self, key: &str, at: usize, mask: u8) {
+        self.object_mut(key).expect("object").data[at] ^= mask;
+    }
+
+    pub fn truncate(&mut self, key: &str, len: usize) {
+        self.object_mut(key).expect("object").data.truncate(len);
+    }
+
+    /// Swaps two objects whole (data, metadata, ETag).
+    pub fn swap_objects(&mut self, a: &str, b: &str) {
+        let bucket = self.buckets.get_mut(BUCKET).expect("bucket");
+        let oa = bucket.remove(a).expect("a");
+        let ob = bucket.remove(b).expect("b");
+        bucket.insert(a.to_string(), ob);
+        bucket.insert(b.to_string(), oa);
+    }
+
+    /// Swaps the stored bytes of two objects, each keeping its metadata and ETag.
+    pub fn swap_data(&mut self, a: &str, b: &str) {
+        let da = self.raw(a);
+        let db = self.raw(b);
+        self.set_raw(a, db);
+        self.set_raw(b, da);
+    }
+
+    /// An object the provider writes itself.
+    pub fn put_raw(&mut self, key: &str, data: Vec<u8>, meta: &[(&str, &str)]) {
+        let o = StoredObject {
+            etag: md5_etag(&data),
+            data,
+            meta: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            last_modified: 0,
+            parts: Vec::new(),
+        };
+        self.buckets
+            .get_mut(BUCKET)
+            .expect("bucket")
+            .insert(key.to_string(), o);
+    }
+
+    pub fn set_etag(&mut self, key: &str, etag: &str) {
+        self.object_mut(key).expect("object").etag = etag.to_string();
+    }
+
+    /// Sets (`Some`) or removes (`None`) a stored metadata header.
+    pub fn set_meta(&mut self, key: &str, name: &str, value: Option<&str>) {
+        let o = self.object_mut(key).expect("object");
+        o.meta.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        if let Some(v) = value {
+            o.meta.push((name.to_string(), v.to_string()));
+        }
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.buckets
+            .get(BUCKET)
+            .map(|b| b.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n`: (first, last) or (None, suffix length); anything
+/// else S3 ignores.
+pub(super) fn parse_range(v: &str) -> Option<(Option<u64>, Option<u64>)> {
+    let s = v.trim().strip_prefix("bytes=")?;
+    if s.contains(',') {
+        return None;
+    }
+    let (a, b) = s.split_once('-')?;
+    let num = |t: &str| -> Option<Option<u64>> {
+        let t = t.trim();
+        if t.is_empty() {
+            Some(None)
+        } else {
+            t.parse().ok().map(Some)
+        }
+    };
+    let (a, b) = (num(a)?, num(b)?);
+    match (a, b) {
+        (None, None) => None,
+        (Some(a), Some(b)) if a > b => None,
+        _ => Some((a, b)),
+    }
+}
+
+/// The (first, last) bytes of a parsed range in an object of `len` bytes; `None`: 416.
+pub(super) fn resolve(spec: (Option<u64>, Option<u64>), len: u64) -> Option<(u64, u64)> {
+    if len == 0 {
+        return None;
+    }
+    match spec {
+        (Some(a), b) if a < len => Some((a, b.unwrap_or(len - 1).min(len - 1))),
+        (None, Some(n)) if n > 0 => Some((len.saturating_sub(n), len - 1)),
+        _ => None,
+    }
+}
