@@ -62,8 +62,12 @@ enum Data {
     None,
 }
 
-fn classify(s: &Sent) -> Data {
-    if s.method() != "PUT" || s.headers.contains("x-amz-copy-source") {
+fn classify(h: &Harness, s: &Sent) -> Data {
+    let to_backend = match &s.kind {
+        SentKind::Upstream => true,
+        SentKind::CallOut(c) => *c == h.proxies[s.proxy].cfg.plugin.upstream_cluster,
+    };
+    if !to_backend || s.method() != "PUT" || s.headers.contains("x-amz-copy-source") {
         return Data::None;
     }
     let (path, query) = s.path().split_once('?').unwrap_or((s.path(), ""));
@@ -145,7 +149,7 @@ pub fn check_sent(h: &Harness, s: &Sent) -> Result<Option<Vec<u8>>, String> {
         .headers
         .get("content-length")
         .and_then(|v| v.parse::<usize>().ok());
-    let r = match classify(s) {
+    let r = match classify(h, s) {
         Data::None => return Ok(None),
         Data::Single => check_single(h, s, cl),
         Data::Part { upload_id, number } => check_part(h, &h.world.s3, s, &upload_id, number, cl),
@@ -283,4 +287,39 @@ pub fn check_read(r: &ClientResponse, truth: &[u8], want: (usize, usize)) -> Res
         ));
     }
     Ok(())
+}
+
+/// The plaintext of a stored object, decrypted here from what the backend holds (its
+/// envelope, then the single stream or every part in order); an error if anything fails.
+pub fn decrypt_stored(h: &Harness, key: &str) -> Result<Vec<u8>, String> {
+    use crate::format::PartsDecryptor;
+    let o = h.world.s3.object(key).ok_or("no such object")?;
+    let ev = o.meta(ENVELOPE_HEADER).ok_or("no envelope")?;
+    let (env, dek) = open(h, ev)?;
+    if env.layout == Layout::Single {
+        let geo = Geometry::single(env.plain_len.ok_or("no length")?);
+        return verify_stream(&env, &dek, geo, &o.data, true);
+    }
+    let parts: u64 = bare_etag(&o.etag)
+        .rsplit_once('-')
+        .and_then(|(_, n)| n.parse().ok())
+        .ok_or("a multipart envelope on an object without a -N ETag")?;
+    let mut d = PartsDecryptor::new(env.suite, &dek, parts, env.version >= 2);
+    let mut plain = Vec::new();
+    d.push(&o.data, &mut plain).map_err(|e| format!("{e:?}"))?;
+    d.finish().map_err(|e| format!("{e:?}"))?;
+    Ok(plain)
+}
+
+fn bare_etag(e: &str) -> &str {
+    e.trim_matches('"')
+}
+
+/// The magic of each stored part of a multipart object (`s3cP`, `s3cF`, `s3cE`, `s3cC`).
+pub fn part_magics(h: &Harness, key: &str) -> Vec<String> {
+    let o = h.world.s3.object(key).expect("object");
+    o.part_spans()
+        .iter()
+        .map(|&(at, _)| String::from_utf8_lossy(&o.data[at..at + 4]).into_owned())
+        .collect()
 }

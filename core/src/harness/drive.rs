@@ -436,6 +436,8 @@ pub struct Flow {
     up_body: Vec<u8>,
     backend: Http,
     resp_chunks: Vec<Vec<u8>>,
+    /// A response chunk paused on (buffered by Envoy until the response resumes).
+    held: Vec<u8>,
     out: ClientResponse,
 }
 
@@ -472,6 +474,7 @@ impl Flow {
             up_body: Vec::new(),
             backend: Http::default(),
             resp_chunks: Vec::new(),
+            held: Vec::new(),
             out: ClientResponse::default(),
         }
     }
@@ -548,18 +551,17 @@ impl Flow {
                     .ex
                     .on_response_body(&self.resp_chunks[i], last, &mut out)
                 {
-                    Ok(hold) => {
+                    Ok(Some(c)) => {
+                        // set_http_response_body, then Pause: Envoy buffers the chunk
+                        // until the response resumes (a reset drops it).
+                        self.held = out;
+                        self.state = St::CallOut(Ctx::RespBody(i));
+                        Some(c)
+                    }
+                    Ok(None) => {
                         self.out.body.extend_from_slice(&out);
-                        match hold {
-                            Some(c) => {
-                                self.state = St::CallOut(Ctx::RespBody(i));
-                                Some(c)
-                            }
-                            None => {
-                                self.next_resp(Some(i));
-                                None
-                            }
-                        }
+                        self.next_resp(Some(i));
+                        None
                     }
                     Err(_) => {
                         // The glue drops this chunk's output and resets.
@@ -657,7 +659,11 @@ impl Flow {
             CallOutStep::Response(ResponseResume::Continue) => {
                 match ctx {
                     Ctx::RespHeaders => self.next_resp(None),
-                    Ctx::RespBody(i) => self.next_resp(Some(i)),
+                    Ctx::RespBody(i) => {
+                        let held = std::mem::take(&mut self.held);
+                        self.out.body.extend_from_slice(&held);
+                        self.next_resp(Some(i));
+                    }
                     _ => {
                         w.anomalies
                             .push("response resumed during the request".into());

@@ -430,17 +430,12 @@ pub fn complete_body(parts: &[(u32, String)]) -> String {
     s
 }
 
-/// Deterministic, high-entropy test data: SHA-256 blocks of `seed`.
+/// Deterministic, high-entropy test data: a SplitMix64 stream of `seed`.
 pub fn pattern(n: usize, seed: u64) -> Vec<u8> {
-    use sha2::{Digest as _, Sha256};
-    let mut out = Vec::with_capacity(n + 32);
-    let mut block = 0u64;
+    let mut g = drive::SplitMix(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x0123_4567_89ab_cdef);
+    let mut out = Vec::with_capacity(n + 8);
     while out.len() < n {
-        let mut h = Sha256::new();
-        h.update(seed.to_be_bytes());
-        h.update(block.to_be_bytes());
-        out.extend_from_slice(&h.finalize());
-        block += 1;
+        out.extend_from_slice(&g.next_u64().to_le_bytes());
     }
     out.truncate(n);
     out

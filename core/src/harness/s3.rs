@@ -147,7 +147,8 @@ pub(super) struct Req<'a> {
     pub key: Option<String>,
     pub query: Vec<(String, String)>,
     pub headers: &'a Headers,
-    pub body: Vec<u8>,
+    /// The payload (aws-chunked framing decoded).
+    pub body: std::borrow::Cow<'a, [u8]>,
     pub resource: String,
 }
 
@@ -277,7 +278,7 @@ impl FakeS3 {
             .map_err(|_| bad_uri())?;
         let query = crate::s3::uri::query_pairs(query).map_err(|_| bad_uri())?;
         let resource = path.to_string();
-        let mut body = req.body.clone();
+        let mut body = std::borrow::Cow::Borrowed(&req.body[..]);
         if self.verify_signatures {
             if h.get(":authority").or_else(|| h.get("host")) != Some(self.authority.as_str()) {
                 return Err(err(400, "InvalidRequest", "wrong endpoint", &resource));
@@ -308,7 +309,7 @@ impl FakeS3 {
                     d.push(&body, &mut out)
                         .and_then(|()| d.finish().map(|_| ()))
                         .map_err(|e| err(e.status, e.code, &e.message, &resource))?;
-                    body = out;
+                    body = std::borrow::Cow::Owned(out);
                 }
             }
         }
@@ -436,7 +437,7 @@ impl FakeS3 {
         };
         let o = StoredObject {
             etag: md5_etag(&r.body),
-            data: r.body.clone(),
+            data: r.body.to_vec(),
             meta,
             last_modified: now,
             parts: Vec::new(),

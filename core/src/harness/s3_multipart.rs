@@ -102,7 +102,7 @@ impl FakeS3 {
             Ok(e) => e,
             Err(e) => return e,
         };
-        let etag = self.store_part(&id, n, r.body.clone(), now);
+        let etag = self.store_part(&id, n, r.body.to_vec(), now);
         let mut resp = Http::with_status(200);
         resp.headers.set("etag", etag);
         for (k, v) in echo {
@@ -262,7 +262,8 @@ impl FakeS3 {
                     "Your proposed upload is smaller than the minimum allowed object size.",
                 );
             }
-            md5s.extend_from_slice(&Md5::digest(&p.data));
+            // The part's MD5 as recorded when it was stored (its ETag).
+            md5s.extend_from_slice(&hex::decode(bare(&p.etag)).unwrap_or_default());
             sizes.push(p.data.len() as u64);
             data.extend_from_slice(&p.data);
         }
