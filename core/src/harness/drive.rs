@@ -85,13 +85,20 @@ impl ClientResponse {
     pub fn code(&self) -> Option<String> {
         self.xml("Code")
     }
-    /// Ended normally with every byte its `content-length` promised.
+    /// Complete as a client sees it: every byte its `content-length` promised arrived (a
+    /// reset after them goes unnoticed: the response looks whole), or, without a length,
+    /// the stream ended without a reset.
     pub fn complete(&self) -> bool {
-        let len_ok = self
+        if self.status == 0 || self.stuck {
+            return false;
+        }
+        match self
             .header("content-length")
             .and_then(|v| v.parse::<usize>().ok())
-            .is_none_or(|n| n == self.body.len());
-        self.status != 0 && !self.reset && !self.stuck && len_ok
+        {
+            Some(n) => n == self.body.len(),
+            None => !self.reset,
+        }
     }
     /// A complete 2xx.
     pub fn ok(&self) -> bool {
@@ -798,9 +805,24 @@ impl Flow {
         }
     }
 
-    fn result(mut self) -> ClientResponse {
+    fn result(mut self, w: &mut World) -> ClientResponse {
         if self.state != St::Done {
             self.out.stuck = true;
+        }
+        // A client reads what `content-length` promised and no more: anything after it is
+        // not part of this response (and a filter that sends it is wrong).
+        if let Some(n) = self
+            .out
+            .header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            if self.out.body.len() > n {
+                w.anomalies.push(format!(
+                    "{} body bytes released for a content-length of {n}",
+                    self.out.body.len()
+                ));
+                self.out.body.truncate(n);
+            }
         }
         self.out
     }
@@ -907,5 +929,5 @@ pub fn run(proxies: &[Proxy], w: &mut World, mut flows: Vec<Flow>) -> Vec<Client
             wake(p, proxies, &mut flows, w);
         }
     }
-    flows.into_iter().map(Flow::result).collect()
+    flows.into_iter().map(|f| f.result(w)).collect()
 }
