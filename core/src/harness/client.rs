@@ -77,6 +77,8 @@ pub struct Request {
     pub secret: String,
     /// Sign `content-length` (SDKs do); otherwise it is sent unsigned.
     pub sign_content_length: bool,
+    /// The client goes away after sending this many body bytes (the stream is reset).
+    pub cut_after: Option<usize>,
 }
 
 impl Request {
@@ -96,6 +98,7 @@ impl Request {
             access_key: CLIENT_KEY.to_string(),
             secret: CLIENT_SECRET.to_string(),
             sign_content_length: true,
+            cut_after: None,
         }
     }
     pub fn get(path: &str) -> Request {
@@ -139,6 +142,11 @@ impl Request {
     }
     pub fn skew(mut self, secs: i64) -> Request {
         self.skew = secs;
+        self
+    }
+    /// The client disconnects after `n` bytes of its body.
+    pub fn cut_after(mut self, n: usize) -> Request {
+        self.cut_after = Some(n);
         self
     }
     pub fn creds(mut self, ak: &str, sk: &str) -> Request {

@@ -429,6 +429,8 @@ enum St {
     RespBody(usize),
     CallOut(Ctx),
     Wait(String),
+    /// The client went away before the end of its body.
+    ClientGone,
     Done,
 }
 
@@ -446,6 +448,8 @@ pub struct Flow {
     /// A response chunk paused on (buffered by Envoy until the response resumes).
     held: Vec<u8>,
     out: ClientResponse,
+    /// The client disconnects after the chunks it sent.
+    gone: bool,
 }
 
 impl Flow {
@@ -453,9 +457,14 @@ impl Flow {
         proxy: usize,
         p: &Proxy,
         rng: Rc<dyn Random>,
-        (request, body): (Headers, Vec<u8>),
+        (request, mut body): (Headers, Vec<u8>),
+        cut: Option<usize>,
         w: &mut World,
     ) -> Flow {
+        let gone = cut.is_some_and(|n| n < body.len());
+        if let Some(n) = cut {
+            body.truncate(n);
+        }
         w.next_request += 1;
         let ports = Ports {
             stats: Rc::clone(&p.stats) as Rc<dyn Stats>,
@@ -483,13 +492,19 @@ impl Flow {
             resp_chunks: Vec::new(),
             held: Vec::new(),
             out: ClientResponse::default(),
+            gone,
         }
     }
 
     fn runnable(&self) -> bool {
         matches!(
             self.state,
-            St::Start | St::ReqBody(_) | St::Upstream | St::RespHeaders | St::RespBody(_)
+            St::Start
+                | St::ReqBody(_)
+                | St::Upstream
+                | St::RespHeaders
+                | St::RespBody(_)
+                | St::ClientGone
         )
     }
 
@@ -497,12 +512,12 @@ impl Flow {
     fn step(&mut self, p: &Proxy, w: &mut World) -> Option<CallOut> {
         match std::mem::replace(&mut self.state, St::Done) {
             St::Start => {
-                let eos = self.chunks.is_empty();
+                let eos = self.chunks.is_empty() && !self.gone;
                 let s = self.ex.on_request_headers(&self.request, eos);
                 self.request_step(s, Ctx::Headers, w)
             }
             St::ReqBody(i) => {
-                let last = i + 1 == self.chunks.len();
+                let last = i + 1 == self.chunks.len() && !self.gone;
                 let mut out = Vec::new();
                 match self.ex.on_request_body(&self.chunks[i], last, &mut out) {
                     Ok(None) => {
@@ -534,6 +549,12 @@ impl Flow {
             }
             St::Upstream => {
                 self.upstream(p, w);
+                None
+            }
+            St::ClientGone => {
+                // Envoy resets the upstream request; on_log follows.
+                self.abort_upstream(w);
+                self.out.reset = true;
                 None
             }
             St::RespHeaders => {
@@ -593,6 +614,8 @@ impl Flow {
     fn next_body(&mut self, i: usize) {
         self.state = if i + 1 < self.chunks.len() {
             St::ReqBody(i + 1)
+        } else if self.gone {
+            St::ClientGone
         } else {
             St::Upstream
         };
@@ -610,6 +633,7 @@ impl Flow {
     /// Resumes the request after the headers were decided (or after a body call-out).
     fn resume_request(&mut self, ctx: Ctx) {
         match ctx {
+            Ctx::Headers if self.chunks.is_empty() && self.gone => self.state = St::ClientGone,
             Ctx::Headers if self.chunks.is_empty() => self.state = St::Upstream,
             Ctx::Headers => self.state = St::ReqBody(0),
             Ctx::Body(i) => self.next_body(i),
@@ -693,6 +717,9 @@ impl Flow {
     }
 
     /// A local reply; an upstream request already begun is reset (never completes).
+    /// Envoy sends it through the encoder filters, this one included (its response
+    /// callbacks are skipped only after a failure reply), so the exchange sees it as a
+    /// response; a HEAD's has no body.
     fn reply(&mut self, r: Reply, w: &mut World) {
         self.abort_upstream(w);
         let mut h = Headers::new();
@@ -700,11 +727,19 @@ impl Flow {
         for (k, v) in r.headers {
             h.0.push((k, v));
         }
-        self.out.status = r.status;
-        self.out.headers = h;
-        self.out.body = r.body;
+        h.set("content-length", r.body.len().to_string());
+        let head = self.request.get(":method") == Some("HEAD");
+        self.resp_chunks = if head || r.body.is_empty() {
+            Vec::new()
+        } else {
+            vec![r.body.clone()]
+        };
+        self.backend = Http {
+            headers: h,
+            body: r.body,
+        };
         self.out.local = true;
-        self.state = St::Done;
+        self.state = St::RespHeaders;
     }
 
     fn abort_upstream(&mut self, w: &mut World) {

@@ -35,6 +35,8 @@ mod tests_boundary;
 #[cfg(test)]
 mod tests_copy;
 #[cfg(test)]
+mod tests_edges;
+#[cfg(test)]
 mod tests_multipart;
 #[cfg(test)]
 mod tests_objects;
@@ -259,6 +261,20 @@ impl Harness {
         self.proxies.len() - 1
     }
 
+    /// Another worker of proxy `of`'s Envoy: the same configuration and shared data, its
+    /// own VM (its index).
+    pub fn add_worker(&mut self, of: usize) -> usize {
+        let p = &self.proxies[of];
+        let w = Proxy {
+            cfg: Rc::clone(&p.cfg),
+            store: Rc::clone(&p.store),
+            vm: Rc::new(VmState::default()),
+            stats: Rc::clone(&p.stats),
+        };
+        self.proxies.push(w);
+        self.proxies.len() - 1
+    }
+
     /// Proxy `i` restarts: its shared data and VM state are gone.
     pub fn restart(&mut self, i: usize) {
         let p = &mut self.proxies[i];
@@ -306,6 +322,7 @@ impl Harness {
                     proxy,
                     Rc::clone(&self.rng) as _,
                     prepared,
+                    r.cut_after,
                     &mut self.world,
                 )
             })

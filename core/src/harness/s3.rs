@@ -95,6 +95,9 @@ pub struct FakeS3 {
     pub min_part_size: u64,
     /// A hostile provider's own answers, tried before anything is executed.
     pub answer: Option<Answer>,
+    /// Most entries per ListParts or listing page, whatever the request asks (some
+    /// backends page at fewer than the 1,000 S3 gives).
+    pub max_page: usize,
     /// Requests handled.
     pub requests: u64,
 }
@@ -233,6 +236,7 @@ impl FakeS3 {
             verify_signatures: true,
             min_part_size: 5 * 1024 * 1024,
             answer: None,
+            max_page: 1000,
             requests: 0,
         }
     }
@@ -394,6 +398,7 @@ impl FakeS3 {
             "HEAD" if r.query.is_empty() => Http::with_status(200),
             "GET" if r.q("list-type") == Some("2") => self.list_v2(r, bucket),
             "GET" if r.has("uploads") => self.list_uploads(bucket),
+            "GET" if r.has("versions") => self.list_versions(r, bucket),
             "GET" if r.has("location") => xml_ok(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"></LocationConstraint>".into(),
             ),

@@ -184,7 +184,7 @@ impl FakeS3 {
             .q("max-parts")
             .and_then(|m| m.parse().ok())
             .unwrap_or(1000)
-            .clamp(1, 1000);
+            .clamp(1, self.max_page.clamp(1, 1000));
         let u = &self.uploads[&id];
         let after: Vec<(&u32, &StoredPart)> = u.parts.range(marker + 1..).collect();
         let page = &after[..after.len().min(max)];

@@ -131,7 +131,7 @@ impl FakeS3 {
             .q("max-keys")
             .and_then(|m| m.parse().ok())
             .unwrap_or(1000)
-            .min(1000);
+            .min(self.max_page.clamp(1, 1000));
         let token = r.q("continuation-token");
         let after = match token {
             Some(t) => match hex::decode(t).ok().and_then(|b| String::from_utf8(b).ok()) {
@@ -183,7 +183,7 @@ impl FakeS3 {
             .q("max-keys")
             .and_then(|m| m.parse().ok())
             .unwrap_or(1000)
-            .min(1000);
+            .min(self.max_page.clamp(1, 1000));
         let keys: Vec<&String> = self.buckets[bucket].keys().collect();
         let (contents, prefixes, truncated, last) = page(&keys, prefix, delimiter, marker, max);
         let mut out = format!(
@@ -204,6 +204,32 @@ impl FakeS3 {
         out.push_str(&self.contents_xml(bucket, &contents));
         out.push_str(&Self::prefixes_xml(&prefixes));
         out.push_str("</ListBucketResult>");
+        xml_ok(out)
+    }
+}
+
+impl FakeS3 {
+    /// ListObjectVersions of an unversioned bucket: every object once, `null` version.
+    pub(super) fn list_versions(&self, r: &Req<'_>, bucket: &str) -> Http {
+        let prefix = r.q("prefix").unwrap_or("");
+        let mut out = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListVersionsResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>{}</Name><Prefix>{}</Prefix><IsTruncated>false</IsTruncated>",
+            xml_escape(bucket),
+            xml_escape(prefix)
+        );
+        for (k, o) in self.buckets[bucket]
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+        {
+            out.push_str(&format!(
+                "<Version><Key>{}</Key><VersionId>null</VersionId><IsLatest>true</IsLatest><LastModified>{}</LastModified><ETag>{}</ETag><Size>{}</Size><StorageClass>STANDARD</StorageClass></Version>",
+                xml_escape(k),
+                iso8601(o.last_modified),
+                xml_escape(&o.etag),
+                o.data.len()
+            ));
+        }
+        out.push_str("</ListVersionsResult>");
         xml_ok(out)
     }
 }
