@@ -373,13 +373,21 @@ impl World {
         }
     }
 
-    /// Executes a request at the backend or webdis and logs it.
-    fn execute(&mut self, proxy: usize, kind: SentKind, req: &Http, to_webdis: bool) -> Http {
+    /// Executes a request at the backend or webdis and logs it. `headers_at`: when its
+    /// headers arrived (an upstream request's go ahead of its body).
+    fn execute(
+        &mut self,
+        proxy: usize,
+        kind: SentKind,
+        req: &Http,
+        to_webdis: bool,
+        headers_at: Option<i64>,
+    ) -> Http {
         let now = self.now();
         let resp = if to_webdis {
             self.webdis.handle(req, now)
         } else {
-            self.s3.handle(req, now)
+            self.s3.handle_at(req, now, headers_at.unwrap_or(now))
         };
         self.sent.push(Sent {
             kind,
@@ -442,6 +450,8 @@ pub struct Flow {
     request: Headers,
     chunks: Vec<Vec<u8>>,
     up: Option<Headers>,
+    /// When the upstream headers went out (Envoy forwards them ahead of the body).
+    up_at: Option<i64>,
     up_body: Vec<u8>,
     backend: Http,
     resp_chunks: Vec<Vec<u8>>,
@@ -487,6 +497,7 @@ impl Flow {
             request,
             chunks,
             up: None,
+            up_at: None,
             up_body: Vec::new(),
             backend: Http::default(),
             resp_chunks: Vec::new(),
@@ -653,6 +664,7 @@ impl Flow {
                         .push("request headers replaced after they went upstream".into());
                 } else {
                     self.up = Some(h);
+                    self.up_at = Some(w.now());
                 }
                 self.resume_request(ctx);
                 None
@@ -781,10 +793,10 @@ impl Flow {
             }
         }
         let resp = match w.fault_for(None, &req.headers) {
-            None => w.execute(self.proxy, SentKind::Upstream, &req, false),
+            None => w.execute(self.proxy, SentKind::Upstream, &req, false, self.up_at),
             Some(Fault::Delay(ms)) => {
                 w.advance_ms(ms);
-                w.execute(self.proxy, SentKind::Upstream, &req, false)
+                w.execute(self.proxy, SentKind::Upstream, &req, false, self.up_at)
             }
             Some(Fault::Fail) => {
                 let mut r = Http::with_status(503);
@@ -830,6 +842,7 @@ impl Flow {
         match self.ex.table_shared() {
             RequestStep::Forward(h) => {
                 self.up = Some(h);
+                self.up_at = Some(w.now());
                 self.resume_request(Ctx::Headers);
             }
             RequestStep::Reply(r) => self.reply(r, w),
@@ -945,9 +958,9 @@ pub fn run(proxies: &[Proxy], w: &mut World, mut flows: Vec<Flow>) -> Vec<Client
         };
         let kind = SentKind::CallOut(c.call.cluster.clone());
         let resp = match c.outcome {
-            Outcome::Execute => Some(w.execute(p, kind, &req, to_webdis)),
+            Outcome::Execute => Some(w.execute(p, kind, &req, to_webdis, None)),
             Outcome::ExecuteTimedOut => {
-                w.execute(p, kind, &req, to_webdis);
+                w.execute(p, kind, &req, to_webdis, None);
                 None
             }
             Outcome::Fail => None,

@@ -98,6 +98,8 @@ pub struct FakeS3 {
     /// Most entries per ListParts or listing page, whatever the request asks (some
     /// backends page at fewer than the 1,000 S3 gives).
     pub max_page: usize,
+    /// Accepted difference between a request's signing time and its arrival (S3: 15 min).
+    pub max_skew: i64,
     /// Requests handled.
     pub requests: u64,
 }
@@ -237,12 +239,19 @@ impl FakeS3 {
             min_part_size: 5 * 1024 * 1024,
             answer: None,
             max_page: 1000,
+            max_skew: 900,
             requests: 0,
         }
     }
 
-    /// Executes one request (signature, payload, operation).
+    /// Executes one request (signature, payload, operation) that arrived whole at `now`.
     pub fn handle(&mut self, req: &Http, now: i64) -> Http {
+        self.handle_at(req, now, now)
+    }
+
+    /// Executes a request whose headers arrived at `headers_at` (when its signature's
+    /// time is checked) and whose body ended at `now`.
+    pub fn handle_at(&mut self, req: &Http, now: i64, headers_at: i64) -> Http {
         self.requests += 1;
         if let Some(f) = self.answer.as_mut() {
             if let Some(r) = f(req) {
@@ -250,7 +259,7 @@ impl FakeS3 {
             }
         }
         let method = req.headers.get(":method").unwrap_or("GET");
-        let mut resp = match self.parse(req, now) {
+        let mut resp = match self.parse(req, headers_at) {
             Ok(r) => self.dispatch(r, now),
             Err(e) => e,
         };
@@ -288,7 +297,7 @@ impl FakeS3 {
                 return Err(err(400, "InvalidRequest", "wrong endpoint", &resource));
             }
             let secret = |ak: &str| (ak == self.access_key).then(|| self.secret.clone());
-            let v = sigv4::verify_with_skew(method, raw, h, &secret, now, 900)
+            let v = sigv4::verify_with_skew(method, raw, h, &secret, now, self.max_skew)
                 .map_err(|e| err(e.status, e.code, &e.message, &resource))?;
             match &v.payload {
                 PayloadMode::Sha256(x) => {

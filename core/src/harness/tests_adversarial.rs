@@ -578,3 +578,71 @@ fn the_checks_catch_what_they_must() {
     assert!(check_sent(&h, &s).is_err());
     check_upstream(&h, 0).unwrap();
 }
+
+#[test]
+fn a_backend_that_keeps_saying_truncated_gets_no_more_lists_than_parts() {
+    let mut h = Harness::shared(53);
+    let id = h.create_upload("t");
+    let p = [marked(5 * MIB, 1), marked(5 * MIB, 2), marked(100, 3)];
+    let etags: Vec<(u32, String)> = (1u32..)
+        .zip(&p)
+        .map(|(n, d)| (n, h.part_ok("t", &id, n, d)))
+        .collect();
+    // ListParts answers "truncated", lists nothing and moves its marker on, forever.
+    h.world.s3.answer = Some(Box::new(|req: &Http| {
+        let path = req.headers.get(":path")?;
+        if req.headers.get(":method") != Some("GET") || !path.contains("uploadId=") {
+            return None;
+        }
+        let marker: u32 = path
+            .split("part-number-marker=")
+            .nth(1)
+            .and_then(|m| m.split('&').next()?.parse().ok())
+            .unwrap_or(0);
+        let body = format!("<ListPartsResult><IsTruncated>true</IsTruncated><NextPartNumberMarker>{}</NextPartNumberMarker></ListPartsResult>", marker + 1);
+        let mut r = Http::with_status(200);
+        r.headers.set("content-length", body.len().to_string());
+        r.body = body.into_bytes();
+        Some(r)
+    }));
+    let m = h.mark();
+    let r = h.complete("t", &id, &etags);
+    assert_eq!(r.code().as_deref(), Some("InvalidPart"), "{}", r.text());
+    let lists = h
+        .sent_since(m)
+        .iter()
+        .filter(|s| s.method() == "GET")
+        .count();
+    assert!(lists <= p.len(), "{lists} pages asked for");
+    assert!(h.world.s3.object("t").is_none());
+    h.assert_clean();
+}
+
+#[test]
+fn plaintext_objects_are_served_with_every_range_inside_a_scope() {
+    let mut h = Harness::new(
+        Options::shared().with("passthrough_unencrypted", serde_json::json!(["b"])),
+        54,
+    );
+    let data = marked(3 * F + 5, 40);
+    h.world
+        .s3
+        .put_raw("plain", data.clone(), &[("x-amz-meta-x", "y")]);
+    let g = h.get("plain");
+    assert_eq!(
+        (g.body == data, g.header("x-amz-meta-x")),
+        (true, Some("y"))
+    );
+    for (rng, a, b) in [
+        ("bytes=5-9", 5, 9),
+        ("bytes=70000-", 70000, data.len() - 1),
+        ("bytes=-3", data.len() - 3, data.len() - 1),
+        ("bytes=65534-65538", F - 2, F + 2),
+    ] {
+        let r = h.get_range("plain", rng);
+        assert_eq!(r.body, data[a..=b], "{rng}");
+        assert_eq!(r.status, 206);
+    }
+    assert!(h.proxy().counter(Counter::PlaintextServed) >= 5);
+    h.assert_clean();
+}

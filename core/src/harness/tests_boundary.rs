@@ -390,3 +390,41 @@ fn call_out_responses_must_carry_their_token() {
 }
 
 use crate::headers::Headers;
+
+#[test]
+fn presigned_urls_must_sign_host_and_listing_parameters_follow_the_key_rules() {
+    let mut h = Harness::shared(66);
+    h.put("p", b"presigned");
+    let mut r = Request::get(&obj("p"))
+        .presigned(60)
+        .header("x-amz-meta-a", "1");
+    r.sign_host = false;
+    let resp = h.send(r);
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    assert!(resp.text().contains("host"));
+    let mut r = Request::get(&obj("p"));
+    r.sign_host = false;
+    assert_eq!(h.send(r).status, 400);
+    let m = h.mark();
+    for q in [
+        "prefix=../x",
+        "prefix=a/../b",
+        "start-after=..%2Fx",
+        "marker=..",
+    ] {
+        let lt = if q.starts_with("marker") {
+            ""
+        } else {
+            "list-type=2&"
+        };
+        let r = h.send(Request::get(&format!("/{BUCKET}?{lt}{q}")));
+        assert_eq!(r.status, 400, "{q}: {}", r.text());
+    }
+    assert!(h.sent_since(m).is_empty());
+    assert_eq!(
+        h.list("prefix=a..b").len(),
+        0,
+        "dots inside a segment are fine"
+    );
+    h.assert_clean();
+}

@@ -340,3 +340,38 @@ fn envelope_less_copy_sources_only_inside_a_passthrough_scope() {
     check_upstream(&h, 0).unwrap();
     h.assert_clean();
 }
+
+#[test]
+fn copies_keep_the_source_suite() {
+    let mut h = Harness::shared(35);
+    let chacha = h.add_proxy(Options::shared().with("suite", "chacha20-poly1305".into()));
+    let data = marked(100_000, 1);
+    assert_eq!(
+        h.send_on(chacha, Request::put(&obj("src"), &data)).status,
+        200
+    );
+    // Copied through the AES deployment: server-side, the source's envelope and suite.
+    assert_eq!(h.send(copy("src", "dst")).status, 200);
+    let suite = |h: &Harness, k: &str| {
+        h.world
+            .s3
+            .object(k)
+            .unwrap()
+            .meta(ENVELOPE_HEADER)
+            .unwrap()
+            .contains(";s=2;")
+    };
+    assert!(suite(&h, "dst"));
+    assert_eq!(h.get("dst").body, data);
+    // UploadPartCopy re-encrypts under the destination upload's suite.
+    let id = h.create_upload("up");
+    let r = h.send(part_copy("up", &id, 1, "src"));
+    assert_eq!(
+        h.complete("up", &id, &[(1, r.xml("ETag").unwrap())]).status,
+        200
+    );
+    assert!(!suite(&h, "up"));
+    assert_eq!(h.send_on(chacha, Request::get(&obj("up"))).body, data);
+    check_upstream(&h, 0).unwrap();
+    h.assert_clean();
+}

@@ -401,3 +401,48 @@ fn a_part_list_with_text_that_needs_escaping_is_answered_by_the_backend() {
         r.text()
     );
 }
+
+#[test]
+fn call_outs_are_signed_when_they_are_sent() {
+    // A backend that accepts 5 seconds of skew, ListParts one part per page, each page
+    // 4 seconds late: Complete's later requests (the end part's upload) are signed when
+    // they are sent, not when the request began.
+    let mut h = Harness::shared(91);
+    h.world.s3.max_skew = 5;
+    h.world.s3.max_page = 1;
+    let p = [marked(5 * MIB, 1), marked(5 * MIB + 1, 2)];
+    let id = h.create_upload("slow");
+    let etags: Vec<(u32, String)> = (1u32..)
+        .zip(&p)
+        .map(|(n, d)| (n, h.part_ok("slow", &id, n, d)))
+        .collect();
+    h.world
+        .faults
+        .push(FaultRule::callouts("s3_backend", Fault::Delay(4000)).method("GET"));
+    let t0 = h.now();
+    let r = h.complete("slow", &id, &etags);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(h.now() - t0 >= 8);
+    assert_eq!(part_magics(&h, "slow"), ["s3cP", "s3cP", "s3cE"]);
+    h.assert_clean();
+}
+
+#[test]
+fn an_unknown_suite_is_refused_at_configuration() {
+    let opts = Options::shared().with("suite", "aes-128-gcm".into());
+    let json =
+        serde_json::json!({"upstream_authority": UPSTREAM_AUTHORITY, "suite": "aes-128-gcm"});
+    let env = |k: &str| match k {
+        crate::config::ENV_KEKS => Some(format!("k1={}", B64.encode(KEK))),
+        crate::config::ENV_CLIENT_CREDENTIALS => Some("a:b".into()),
+        crate::config::ENV_BACKEND_ACCESS_KEY_ID | crate::config::ENV_BACKEND_SECRET_ACCESS_KEY => {
+            Some("x".into())
+        }
+        _ => None,
+    };
+    let e = crate::config::Config::load(json.to_string().as_bytes(), &env)
+        .err()
+        .unwrap();
+    assert!(e.contains("suite \"aes-128-gcm\" is not supported"), "{e}");
+    assert!(std::panic::catch_unwind(|| opts.config()).is_err());
+}

@@ -590,3 +590,23 @@ fn version_1_objects_stay_readable() {
     assert!(g.body.len() < 1000 && find_marker(&g.body).is_none());
     h.assert_clean();
 }
+
+#[test]
+fn counters_count_what_happened() {
+    use crate::ops::Counter;
+    let mut h = Harness::shared(16);
+    h.put("m", b"abc");
+    h.get("m");
+    h.send(Request::get(&obj("m")).creds(CLIENT_KEY, "wrong"));
+    h.world.s3.flip("m", 20, 1);
+    h.get("m");
+    h.send(Request::get(&format!("{}?torrent", obj("m"))));
+    let p = h.proxy();
+    assert_eq!(p.counter(Counter::ObjectsEncrypted), 1);
+    assert_eq!(p.counter(Counter::BytesEncrypted), 3);
+    assert_eq!(p.counter(Counter::ObjectsDecrypted), 1);
+    assert_eq!(p.counter(Counter::BytesDecrypted), 3);
+    assert_eq!(p.counter(Counter::AuthFailures), 1);
+    assert!(p.counter(Counter::IntegrityFailures) >= 1);
+    assert!(p.counter(Counter::RejectedRequests) >= 2);
+}

@@ -399,3 +399,75 @@ fn a_lost_staged_part_completes_without_a_table() {
     assert_eq!(h.get("lost").body, data);
     h.assert_clean();
 }
+
+#[test]
+fn a_staged_copy_that_is_not_the_listed_part_is_not_used() {
+    // Part 2 is uploaded twice, the second time through a replica that does not stage:
+    // the staged copy is the first upload's, the list names the second. The object
+    // completes as listed (ending with the client's final part), holding the second.
+    let mut h = Harness::redis(79);
+    let nostage = h.add_proxy(Options::redis().with("stage_short_parts", false.into()));
+    let id = create_on(&mut h, 0, "s");
+    let p1 = marked(5 * MIB + 1, 1);
+    let (first, second) = (marked(3000, 2), marked(3000, 3));
+    let e1 = etag(&part_on(&mut h, 0, "s", &id, 1, &p1));
+    etag(&part_on(&mut h, 0, "s", &id, 2, &first));
+    let e2 = etag(&part_on(&mut h, nostage, "s", &id, 2, &second));
+    assert_eq!(
+        complete_on(&mut h, 0, "s", &id, &[(1, e1), (2, e2)]).status,
+        200
+    );
+    assert_eq!(part_magics(&h, "s"), ["s3cP", "s3cF"]);
+    assert_eq!(h.get("s").body, [p1, second].concat());
+    h.assert_clean();
+}
+
+#[test]
+fn parts_use_the_uploads_suite_on_a_replica_of_the_other_suite() {
+    for creator_chacha in [false, true] {
+        let chacha = Options::redis().with("suite", "chacha20-poly1305".into());
+        let (first, other) = if creator_chacha {
+            (chacha, Options::redis())
+        } else {
+            (Options::redis(), chacha)
+        };
+        let mut h = Harness::new(first, 80);
+        let b = h.add_proxy(other);
+        let p = [
+            marked(5 * MIB + 1, 61),
+            marked(5 * MIB + 1, 62),
+            marked(999, 63),
+        ];
+        let id = create_on(&mut h, 0, "x");
+        let mut etags = Vec::new();
+        for (n, d) in (1u32..).zip(&p) {
+            let on = if n == 2 { 0 } else { b };
+            etags.push((n, etag(&part_on(&mut h, on, "x", &id, n, d))));
+        }
+        assert_eq!(complete_on(&mut h, b, "x", &id, &etags).status, 200);
+        let env = h
+            .world
+            .s3
+            .object("x")
+            .unwrap()
+            .meta(crate::format::ENVELOPE_HEADER)
+            .unwrap()
+            .to_string();
+        assert!(
+            env.contains(if creator_chacha { ";s=2;" } else { ";s=1;" }),
+            "{env}"
+        );
+        // Every part decrypts under the upload's envelope (its suite).
+        check_upstream(&h, 0).unwrap();
+        let data = p.concat();
+        for on in [0, b] {
+            assert_eq!(h.send_on(on, Request::get(&obj("x"))).body, data);
+            assert_eq!(
+                h.send_on(on, Request::get(&format!("{}?partNumber=1", obj("x"))))
+                    .body,
+                p[0]
+            );
+        }
+        h.assert_clean();
+    }
+}
