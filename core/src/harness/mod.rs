@@ -23,13 +23,17 @@
 pub mod check;
 pub mod client;
 pub mod drive;
+mod flow;
 pub mod s3;
 mod s3_multipart;
+mod s3_objects;
 mod s3_xml;
 pub mod webdis;
 
 #[cfg(test)]
 mod tests_adversarial;
+#[cfg(test)]
+mod tests_auth;
 #[cfg(test)]
 mod tests_boundary;
 #[cfg(test)]
@@ -43,7 +47,11 @@ mod tests_objects;
 #[cfg(test)]
 mod tests_props;
 #[cfg(test)]
+mod tests_props_sim;
+#[cfg(test)]
 mod tests_redis;
+#[cfg(test)]
+mod tests_tamper_multipart;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
