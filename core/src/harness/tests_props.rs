@@ -78,6 +78,10 @@ pub(super) enum Op {
         read: u8,
         range: Option<Range>,
     },
+    /// A proxy restarts (its shared data and VM state are gone).
+    Restart {
+        proxy: usize,
+    },
 }
 
 fn range() -> impl Strategy<Value = Option<Range>> {
@@ -110,6 +114,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => key().prop_map(|key| Op::Delete { key }),
         1 => Just(Op::List),
         3 => (key(), tamper, 0u8..4, range()).prop_map(|(key, how, read, range)| Op::Tamper { key, how, read, range }),
+        1 => (0usize..2).prop_map(|proxy| Op::Restart { proxy }),
     ]
 }
 
@@ -170,5 +175,65 @@ proptest! {
         for (i, (a, b)) in whole.seen.iter().zip(&cut.seen).enumerate() {
             prop_assert!(a == b, "response {} differs: {:?} / {:?}", i, (a.0, &a.1), (b.0, &b.1));
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..config() })]
+
+    /// Concurrent first readers of multipart objects on one worker (the part tables not
+    /// cached), call-outs failing and delayed at random, one object's sealed table
+    /// damaged or not: every read ends, and each either returns exactly its bytes or is
+    /// refused (503 to retry, 500 for the damaged object); without faults and damage,
+    /// every read succeeds.
+    #[test]
+    fn concurrent_first_reads_share_lookups_under_faults(
+        seed in any::<u64>(),
+        reads in prop::collection::vec((0usize..2, 0u8..3, any::<u32>()), 2..8),
+        fail in 0u8..3,
+        damage in any::<bool>(),
+    ) {
+        use super::check::{check_read, marked};
+        use super::drive::RandomFaults;
+        let mut h = Harness::shared(seed);
+        let objs = [("a", marked(3000, 1)), ("b", marked(70_000, 2))];
+        for (k, d) in &objs {
+            prop_assert_eq!(h.multipart(k, &[d]).status, 200);
+        }
+        h.restart(0);
+        if damage {
+            let n = h.world.s3.raw("b").len();
+            h.world.s3.flip("b", n - 100, 1);
+        }
+        h.world.random_faults = Some(RandomFaults { fail: f64::from(fail) * 0.15, delay: 0.5, max_delay_ms: 3000 });
+        let reqs: Vec<(usize, Request, (usize, usize))> = reads
+            .iter()
+            .map(|&(o, kind, x)| {
+                let (k, d) = &objs[o];
+                let n = d.len();
+                let a = x as usize % n;
+                match kind {
+                    0 => (o, Request::get(&obj(k)).header("range", &format!("bytes={a}-{}", a + 99)), (a, (a + 99).min(n - 1))),
+                    1 => (o, Request::get(&format!("{}?partNumber=1", obj(k))), (0, n - 1)),
+                    _ => (o, Request::get(&obj(k)).header("range", &format!("bytes=-{}", a + 1)), (n - a - 1, n - 1)),
+                }
+            })
+            .collect();
+        let wants: Vec<(usize, (usize, usize))> = reqs.iter().map(|(o, _, w)| (*o, *w)).collect();
+        let got = h.send_all(reqs.into_iter().map(|(_, r, _)| (0, r)).collect());
+        for (r, (o, w)) in got.iter().zip(wants) {
+            prop_assert!(!r.stuck, "a read never ended");
+            check_read(r, &objs[o].1, w).map_err(TestCaseError::fail)?;
+            let damaged = damage && o == 1;
+            if r.ok() {
+                prop_assert!(!damaged, "a read of the damaged object succeeded");
+            } else if fail == 0 && !damaged {
+                // Delays alone never fail a read (they stay within the call-out timeouts).
+                prop_assert!(false, "an undamaged read failed without failing call-outs: {} {:?}", r.status, r.code());
+            } else {
+                prop_assert!(r.status == 503 || (damaged && r.status == 500), "{} {:?}", r.status, r.code());
+            }
+        }
+        prop_assert!(h.world.anomalies.is_empty(), "{:?}", h.world.anomalies);
     }
 }

@@ -38,6 +38,8 @@ pub(super) struct Sim {
     seed: u32,
     /// What the client saw, operation by operation (for comparisons across runs).
     pub(super) seen: Vec<Seen>,
+    /// Requests so far (they go to the proxies in turn).
+    turn: usize,
 }
 
 fn range_header(range: &Option<Range>, len: usize) -> Option<String> {
@@ -58,7 +60,12 @@ fn range_header(range: &Option<Range>, len: usize) -> Option<String> {
 
 impl Sim {
     pub(super) fn new(opts: Options, seed: u64, faults: bool, split: Splitter) -> Sim {
-        let mut h = Harness::new(opts, seed);
+        let redis = opts.redis;
+        let mut h = Harness::new(opts.clone(), seed);
+        if redis {
+            // A second replica: requests go to both in turn, sharing state in Redis.
+            h.add_proxy(opts);
+        }
         h.world.req_split = split.clone();
         h.world.resp_split = split;
         if faults {
@@ -76,6 +83,7 @@ impl Sim {
             faults,
             seed: 0,
             seen: Vec::new(),
+            turn: 0,
         }
     }
 
@@ -90,7 +98,9 @@ impl Sim {
     }
 
     fn send(&mut self, r: Request) -> ClientResponse {
-        let r = self.h.send(r);
+        self.turn += 1;
+        let p = self.turn % self.h.proxies.len();
+        let r = self.h.send_on(p, r);
         assert!(!r.stuck, "a request never ended: {r:?}");
         let mut hs: Vec<(String, String)> = r.headers.0.clone();
         hs.sort();
@@ -352,6 +362,7 @@ impl Sim {
                     }
                 }
             }
+            Op::Restart { proxy } => self.h.restart(proxy % self.h.proxies.len()),
             Op::Tamper {
                 key,
                 how,
