@@ -375,3 +375,33 @@ fn copies_keep_the_source_suite() {
     check_upstream(&h, 0).unwrap();
     h.assert_clean();
 }
+
+#[test]
+fn copies_of_a_multipart_source_without_a_sealed_table_walk_its_parts() {
+    let mut h = Harness::new(
+        Options::shared().with("stage_short_parts", false.into()),
+        36,
+    );
+    let p: Vec<Vec<u8>> = vec![marked(5 * MIB + 3, 1), marked(2500, 2)];
+    let data = p.concat();
+    h.multipart("src", &[&p[0], &p[1]]);
+    assert_eq!(part_magics(&h, "src"), ["s3cP", "s3cF"]);
+    // UploadPartCopy of a range across the part boundary: the walk finds the table.
+    let id = h.create_upload("dst");
+    let range = format!("bytes={}-{}", 5 * MIB - 5, 5 * MIB + 1000);
+    let r = h.send(part_copy("dst", &id, 1, "src").header("x-amz-copy-source-range", &range));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        h.complete("dst", &id, &[(1, r.xml("ETag").unwrap())])
+            .status,
+        200
+    );
+    assert_eq!(h.get("dst").body, data[5 * MIB - 5..=5 * MIB + 1000]);
+    // CopyObject: a multipart copy planned from the walked table.
+    h.restart(0);
+    assert_eq!(h.send(copy("src", "whole")).status, 200);
+    assert_eq!(h.world.s3.raw("whole"), h.world.s3.raw("src"));
+    assert_eq!(h.get("whole").body, data);
+    check_upstream(&h, 0).unwrap();
+    h.assert_clean();
+}

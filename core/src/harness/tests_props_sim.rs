@@ -13,8 +13,8 @@ use crate::format::ENVELOPE_HEADER;
 
 const MIB: usize = 1 << 20;
 
-/// A response as a client saw it: status, headers (sorted), body.
-pub(super) type Seen = (u16, Vec<(String, String)>, Vec<u8>);
+/// A response as a client saw it: status, headers (sorted), body, complete.
+pub(super) type Seen = (u16, Vec<(String, String)>, Vec<u8>, bool);
 
 /// A version of an object the client may have stored: its plaintext, and its parts'
 /// lengths if it is a multipart object.
@@ -104,7 +104,7 @@ impl Sim {
         assert!(!r.stuck, "a request never ended: {r:?}");
         let mut hs: Vec<(String, String)> = r.headers.0.clone();
         hs.sort();
-        self.seen.push((r.status, hs, r.body.clone()));
+        self.seen.push((r.status, hs, r.body.clone(), r.complete()));
         r
     }
 

@@ -471,3 +471,44 @@ fn parts_use_the_uploads_suite_on_a_replica_of_the_other_suite() {
         h.assert_clean();
     }
 }
+
+#[test]
+fn a_record_replayed_after_its_upload_ended_stores_nothing() {
+    let mut h = Harness::redis(81);
+    for end in ["abort", "complete"] {
+        let id = create_on(&mut h, 0, "r");
+        let saved = h.world.webdis.get_raw(&state::redis_key(&id)).unwrap();
+        let e = etag(&part_on(&mut h, 0, "r", &id, 1, b"first"));
+        if end == "abort" {
+            assert_eq!(
+                h.send_on(
+                    0,
+                    Request::new("DELETE", &format!("{}?uploadId={}", obj("r"), enc(&id)))
+                )
+                .status,
+                204
+            );
+        } else {
+            assert_eq!(complete_on(&mut h, 0, "r", &id, &[(1, e)]).status, 200);
+        }
+        assert!(h.world.webdis.get_raw(&state::redis_key(&id)).is_none());
+        // Whoever kept the record puts it back: it is genuine (same UploadId, in its TTL),
+        // so a fresh replica forwards the part, and the backend, whose upload has ended,
+        // refuses it. Nothing is stored, nothing overwritten.
+        h.world.webdis.set_raw(&state::redis_key(&id), &saved);
+        let fresh = h.add_proxy(Options::redis());
+        let before = h.world.s3.object("r").cloned();
+        let r = part_on(&mut h, fresh, "r", &id, 2, b"replayed");
+        assert_eq!(
+            r.code().as_deref(),
+            Some("NoSuchUpload"),
+            "{end}: {}",
+            r.text()
+        );
+        assert_eq!(h.world.s3.object("r").cloned(), before, "{end}");
+        let r = complete_on(&mut h, fresh, "r", &id, &[(1, "\"x\"".into())]);
+        assert!(r.status == 404 || r.status == 400, "{end}: {}", r.text());
+        assert_eq!(h.world.s3.object("r").cloned(), before, "{end}");
+    }
+    h.assert_clean();
+}
