@@ -14,6 +14,8 @@
 //!   the shell's events; [`ops::ports`] are the effects they need (clock, randomness,
 //!   shared store, stats; call-outs are commands they return).
 //! - [`config`]: the plugin configuration.
+//! - `harness` (tests, and the `harness` feature): the filter driven as Envoy drives it,
+//!   against an in-memory S3 backend and webdis.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -21,6 +23,8 @@ pub mod auth;
 pub mod config;
 pub mod crypto;
 pub mod format;
+#[cfg(any(test, feature = "harness"))]
+pub mod harness;
 pub mod headers;
 pub mod ops;
 pub mod s3;
