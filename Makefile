@@ -48,7 +48,7 @@ crypto-test-wasm: setup
 	bench/crypto_test_wasm.sh
 
 lint: toolchain
-	cargo clippy -p s3crypt-core --all-targets -- -D warnings
+	cargo clippy -p s3crypt-core --all-targets --features harness -- -D warnings
 	cargo clippy -p s3crypt-core -p s3crypt --target wasm32-wasip1 -- -D warnings
 	cargo clippy -p cryptobench --all-targets -- -D warnings
 	cargo clippy -p cryptobench --all-targets --target wasm32-wasip1 -- -D warnings

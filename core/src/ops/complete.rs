@@ -202,6 +202,15 @@ impl Complete {
         if etags.len() != last as usize {
             return Err(malformed_part_list());
         }
+        // No part has an ETag with XML markup in it (S3's are quoted hex digits); one that
+        // has cannot name a part, and escaped it could outgrow the room the rebuilt list
+        // was given.
+        if etags
+            .iter()
+            .any(|e| e.len() > MAX_ETAG_LEN || e.contains(['&', '<', '>']))
+        {
+            return Err(invalid_part());
+        }
         let req = cx.request()?;
         let upload_id = req.query_param("uploadId").unwrap_or("").to_string();
         let path = object_path(req);
@@ -542,6 +551,9 @@ impl Completing {
         self.last().checked_add(1)
     }
 }
+
+/// Longest ETag a Complete may name (S3's are 34 to 40 characters, quotes included).
+const MAX_ETAG_LEN: usize = 104;
 
 /// Bytes a CompleteMultipartUpload body may grow by when the filter rebuilds it: the
 /// namespace on the root element (44) and one `<Part>` element (the end part) with an
