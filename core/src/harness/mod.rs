@@ -28,6 +28,7 @@ pub mod s3;
 mod s3_multipart;
 mod s3_objects;
 mod s3_xml;
+pub mod sim;
 pub mod webdis;
 
 #[cfg(test)]
@@ -46,8 +47,6 @@ mod tests_multipart;
 mod tests_objects;
 #[cfg(test)]
 mod tests_props;
-#[cfg(test)]
-mod tests_props_sim;
 #[cfg(test)]
 mod tests_redis;
 #[cfg(test)]

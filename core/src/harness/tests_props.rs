@@ -11,78 +11,8 @@
 use proptest::prelude::*;
 
 use super::drive::Splitter;
-use super::tests_props_sim::Sim;
+use super::sim::{Op, Range, Sim, Tamper, KEYS};
 use super::*;
-
-pub(super) const KEYS: [&str; 3] = ["k0", "dir/k1", "k2"];
-
-#[derive(Clone, Debug)]
-pub(super) enum Range {
-    FromTo(u32, u32),
-    From(u32),
-    Suffix(u32),
-}
-
-#[derive(Clone, Debug)]
-pub(super) enum Tamper {
-    Flip(u32),
-    Truncate(u32),
-    Envelope(u32),
-    Restore,
-}
-
-#[derive(Clone, Debug)]
-pub(super) enum Op {
-    Put {
-        key: usize,
-        len: usize,
-        chunked: u8,
-    },
-    Get {
-        key: usize,
-        range: Option<Range>,
-    },
-    Head {
-        key: usize,
-    },
-    Part {
-        key: usize,
-        n: u32,
-    },
-    /// `big` parts of 5 MiB and a bit, then a last part of `last` bytes (or 5 MiB).
-    Multipart {
-        key: usize,
-        big: u8,
-        last: usize,
-        last_big: bool,
-    },
-    Copy {
-        src: usize,
-        dst: usize,
-        replace: bool,
-    },
-    PartCopy {
-        src: usize,
-        dst: usize,
-        range: Option<(u32, u32)>,
-    },
-    Delete {
-        key: usize,
-    },
-    List,
-    /// The provider tampers with a stored object, then the client reads it (whole, a
-    /// range, or part 1 or 2).
-    Tamper {
-        key: usize,
-        how: Tamper,
-        read: u8,
-        range: Option<Range>,
-    },
-    /// A proxy restarts (its shared data and VM state are gone).
-    Restart {
-        proxy: usize,
-    },
-}
 
 fn range() -> impl Strategy<Value = Option<Range>> {
     prop_oneof![

@@ -1,20 +1,90 @@
-//! The model the property tests check the filter against (see `tests_props.rs`): what
-//! each key may hold, and one operation at a time run through the harness and checked.
+//! The model the property tests (`tests_props.rs`) and the `harness` fuzz target check the
+//! filter against: what each key may hold, and one operation at a time run through the
+//! harness and checked against both invariants.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::check::{check_read, check_upstream, marked};
 use super::drive::{RandomFaults, Splitter};
 use super::s3::StoredObject;
-use super::tests_props::{Op, Range, Tamper, KEYS};
 use super::*;
 use crate::auth::checksum::ChecksumAlgorithm;
 use crate::format::ENVELOPE_HEADER;
 
+pub const KEYS: [&str; 3] = ["k0", "dir/k1", "k2"];
+
+#[derive(Clone, Debug)]
+pub enum Range {
+    FromTo(u32, u32),
+    From(u32),
+    Suffix(u32),
+}
+
+#[derive(Clone, Debug)]
+pub enum Tamper {
+    Flip(u32),
+    Truncate(u32),
+    Envelope(u32),
+    Restore,
+}
+
+#[derive(Clone, Debug)]
+pub enum Op {
+    Put {
+        key: usize,
+        len: usize,
+        chunked: u8,
+    },
+    Get {
+        key: usize,
+        range: Option<Range>,
+    },
+    Head {
+        key: usize,
+    },
+    Part {
+        key: usize,
+        n: u32,
+    },
+    /// `big` parts of 5 MiB and a bit, then a last part of `last` bytes (or 5 MiB).
+    Multipart {
+        key: usize,
+        big: u8,
+        last: usize,
+        last_big: bool,
+    },
+    Copy {
+        src: usize,
+        dst: usize,
+        replace: bool,
+    },
+    PartCopy {
+        src: usize,
+        dst: usize,
+        range: Option<(u32, u32)>,
+    },
+    Delete {
+        key: usize,
+    },
+    List,
+    /// The provider tampers with a stored object, then the client reads it (whole, a
+    /// range, or part 1 or 2).
+    Tamper {
+        key: usize,
+        how: Tamper,
+        read: u8,
+        range: Option<Range>,
+    },
+    /// A proxy restarts (its shared data and VM state are gone).
+    Restart {
+        proxy: usize,
+    },
+}
+
 const MIB: usize = 1 << 20;
 
 /// A response as a client saw it: status, headers (sorted), body, complete.
-pub(super) type Seen = (u16, Vec<(String, String)>, Vec<u8>, bool);
+pub type Seen = (u16, Vec<(String, String)>, Vec<u8>, bool);
 
 /// A version of an object the client may have stored: its plaintext, and its parts'
 /// lengths if it is a multipart object.
@@ -27,7 +97,7 @@ struct Version {
 /// What each key may hold: one version (or absence) when the last write's outcome is
 /// known, several when it is not (a write that failed after it may have reached the
 /// backend).
-pub(super) struct Sim {
+pub struct Sim {
     h: Harness,
     model: BTreeMap<usize, Vec<Option<Version>>>,
     /// Keys whose stored bytes the provider changed.
@@ -37,7 +107,7 @@ pub(super) struct Sim {
     faults: bool,
     seed: u32,
     /// What the client saw, operation by operation (for comparisons across runs).
-    pub(super) seen: Vec<Seen>,
+    pub seen: Vec<Seen>,
     /// Requests so far (they go to the proxies in turn).
     turn: usize,
 }
@@ -59,7 +129,7 @@ fn range_header(range: &Option<Range>, len: usize) -> Option<String> {
 }
 
 impl Sim {
-    pub(super) fn new(opts: Options, seed: u64, faults: bool, split: Splitter) -> Sim {
+    pub fn new(opts: Options, seed: u64, faults: bool, split: Splitter) -> Sim {
         let redis = opts.redis;
         let mut h = Harness::new(opts.clone(), seed);
         if redis {
@@ -225,7 +295,7 @@ impl Sim {
         }
     }
 
-    pub(super) fn run(&mut self, op: &Op) -> Result<(), String> {
+    pub fn run(&mut self, op: &Op) -> Result<(), String> {
         let from = self.h.mark();
         match op.clone() {
             Op::Put { key, len, chunked } => {
