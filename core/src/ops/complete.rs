@@ -11,7 +11,7 @@ use md5::{Digest as _, Md5};
 use super::cx::{no_such_upload, object_path, object_tag, part_put_failed, Cx};
 use super::multipart::{find_record, record_answered, Record};
 use super::request::{strip_integrity_headers, Document};
-use super::response::{no_object_response, RespBody};
+use super::response::RespBody;
 use super::vm::CopyReservation;
 use super::{staging, BodyError, CallOut, CallOutStep, RequestStep, ResponseResume, ResponseStep};
 use crate::auth::sigv4::{self, VerifiedRequest};
@@ -151,17 +151,11 @@ impl Complete {
             }
             CompleteState::Holding | CompleteState::Sent => return super::unexpected_callout(cx),
         };
-        CallOutStep::Request(match r {
-            Ok(s) => s,
-            Err(e) => cx.reject(&e),
-        })
+        cx.request_step(r)
     }
 
     pub fn response_headers(&mut self, cx: &Cx, h: &Headers, eos: bool) -> ResponseStep {
-        let mut out = h.clone();
-        no_object_response(cx, h, &mut out, &mut self.body);
-        self.body.headers_done(&mut out, eos);
-        ResponseStep::Forward(out)
+        self.body.no_object_headers(cx, h, eos)
     }
 
     /// The CompleteMultipartUpload result: once the backend completed the upload (S3 may

@@ -11,7 +11,7 @@ use sha2::{Digest as _, Sha256};
 use super::cx::{iso8601, no_such_key, precondition_failed, Cx};
 use super::get::etag_list_matches;
 use super::request::PassBody;
-use super::response::{no_object_response, RespBody};
+use super::response::RespBody;
 use super::table::{cached_table, parts_in_etag, table_version, Found, Lookup};
 use super::{BodyError, CallOutStep, RequestStep, ResponseStep};
 use crate::auth::sigv4::{self, PayloadMode, VerifiedRequest};
@@ -100,17 +100,11 @@ impl Copy {
             CopyState::Abort(e) => Err(e),
             CopyState::Sent => return super::unexpected_callout(cx),
         };
-        CallOutStep::Request(match r {
-            Ok(s) => s,
-            Err(e) => cx.reject(&e),
-        })
+        cx.request_step(r)
     }
 
     pub fn response_headers(&mut self, cx: &Cx, h: &Headers, eos: bool) -> ResponseStep {
-        let mut out = h.clone();
-        no_object_response(cx, h, &mut out, &mut self.body);
-        self.body.headers_done(&mut out, eos);
-        ResponseStep::Forward(out)
+        self.body.no_object_headers(cx, h, eos)
     }
 
     /// The CopyObjectResult of a single-part copy shows the plaintext ETag.

@@ -5,7 +5,7 @@
 
 use std::rc::Rc;
 
-use super::{CallOut, Counter, Ports, Reply, RequestStep, VmState};
+use super::{CallOut, CallOutStep, Counter, Ports, Reply, RequestStep, VmState};
 use crate::auth::sigv4;
 use crate::config::Config;
 use crate::crypto::{self, DataKey};
@@ -51,6 +51,12 @@ impl Cx {
     pub fn reject(&self, e: &S3Error) -> RequestStep {
         self.count(Counter::RejectedRequests, 1);
         RequestStep::Reply(self.reply(e))
+    }
+
+    /// What a call-out made from the request headers leads to: the next step, or the
+    /// error answered (counted as rejected).
+    pub fn request_step(&self, r: Result<RequestStep, S3Error>) -> CallOutStep {
+        CallOutStep::Request(r.unwrap_or_else(|e| self.reject(&e)))
     }
 
     /// An integrity failure (counted).

@@ -110,10 +110,7 @@ impl Get {
             },
             GetState::Sent | GetState::Wait(_) => return super::unexpected_callout(cx),
         };
-        CallOutStep::Request(match r {
-            Ok(s) => s,
-            Err(e) => cx.reject(&e),
-        })
+        cx.request_step(r)
     }
 
     pub fn response_headers(&mut self, cx: &Cx, h: &Headers, eos: bool) -> ResponseStep {

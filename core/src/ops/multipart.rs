@@ -6,7 +6,7 @@
 use super::cx::{no_such_upload, redis_unavailable, Cx};
 use super::put::{start_upload, PartKey, Upload};
 use super::request::{pass_body, strip_checksum_headers, strip_integrity_headers, PassBody};
-use super::response::{no_object_response, RespBody};
+use super::response::RespBody;
 use super::{staging, BodyError, CallOutStep, Counter, ResponseResume, ResponseStep};
 use super::{CallOut, RequestStep};
 use crate::auth::sigv4::VerifiedRequest;
@@ -169,10 +169,7 @@ impl Create {
     }
 
     pub fn response_headers(&mut self, cx: &Cx, h: &Headers, eos: bool) -> ResponseStep {
-        let mut out = h.clone();
-        no_object_response(cx, h, &mut out, &mut self.body);
-        self.body.headers_done(&mut out, eos);
-        ResponseStep::Forward(out)
+        self.body.no_object_headers(cx, h, eos)
     }
 
     /// The CreateMultipartUpload result: the upload's record is written under its UploadId

@@ -10,7 +10,7 @@ use super::cx::{iso8601, part_put_failed, precondition_failed, Cx};
 use super::multipart::{find_record, part_number, record_answered, Record};
 use super::put::part_geometry;
 use super::request::PassBody;
-use super::response::{no_object_response, RespBody};
+use super::response::RespBody;
 use super::table::{cached_table, parts_in_etag, table_version, Found, Lookup};
 use super::vm::CopyReservation;
 use super::{staging, BodyError, CallOutStep, Counter, Reply, RequestStep, ResponseStep};
@@ -124,17 +124,11 @@ impl UploadPartCopy {
             PartCopyState::StagedThenReply(r) => Ok(RequestStep::Reply(r)),
             PartCopyState::Sent => return super::unexpected_callout(cx),
         };
-        CallOutStep::Request(match r {
-            Ok(s) => s,
-            Err(e) => cx.reject(&e),
-        })
+        cx.request_step(r)
     }
 
     pub fn response_headers(&mut self, cx: &Cx, h: &Headers, eos: bool) -> ResponseStep {
-        let mut out = h.clone();
-        no_object_response(cx, h, &mut out, &mut self.body);
-        self.body.headers_done(&mut out, eos);
-        ResponseStep::Forward(out)
+        self.body.no_object_headers(cx, h, eos)
     }
 
     pub fn response_body(

@@ -5,7 +5,7 @@
 
 use super::cx::Cx;
 use super::request::{drop_empty_param_delimiter, pass_body, PassBody};
-use super::response::{no_object_response, RespBody};
+use super::response::RespBody;
 use super::{BodyError, RequestStep, ResponseStep};
 use crate::auth::sigv4::VerifiedRequest;
 use crate::headers::Headers;
@@ -64,10 +64,7 @@ impl Pass {
     }
 
     pub fn response_headers(&mut self, cx: &Cx, h: &Headers, eos: bool) -> ResponseStep {
-        let mut out = h.clone();
-        no_object_response(cx, h, &mut out, &mut self.body);
-        self.body.headers_done(&mut out, eos);
-        ResponseStep::Forward(out)
+        self.body.no_object_headers(cx, h, eos)
     }
 
     pub fn response_body(

@@ -5,7 +5,7 @@
 
 use super::cx::Cx;
 use super::request::MAX_XML_BODY;
-use super::{BodyError, Counter};
+use super::{BodyError, Counter, ResponseStep};
 use crate::format::{take_up_to, Decrypt, FormatError, ENVELOPE_HEADER};
 use crate::headers::Headers;
 use crate::s3::error::S3Error;
@@ -50,6 +50,15 @@ impl RespBody {
                 *self = RespBody::Replace(None);
             }
         }
+    }
+
+    /// The response headers of an operation that returns no object data, as they go to
+    /// the client (see [`no_object_response`]).
+    pub fn no_object_headers(&mut self, cx: &Cx, h: &Headers, eos: bool) -> ResponseStep {
+        let mut out = h.clone();
+        no_object_response(cx, h, &mut out, self);
+        self.headers_done(&mut out, eos);
+        ResponseStep::Forward(out)
     }
 
     /// A response body chunk: what goes to the client is appended to `out`; a buffered XML
