@@ -49,7 +49,7 @@ def canonical(obj):
 
 
 def crate_version():
-    text = (ROOT / "filter" / "Cargo.toml").read_text()
+    text = (ROOT / "wasm" / "Cargo.toml").read_text()
     return re.search(r'^version\s*=\s*"([^"]+)"', text, re.M).group(1)
 
 
