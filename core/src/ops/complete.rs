@@ -131,8 +131,7 @@ impl Complete {
     }
 
     pub fn callout(&mut self, cx: &Cx, resp: Option<(&Headers, &[u8])>) -> CallOutStep {
-        let status: Option<u16> = resp.and_then(|(h, _)| h.get(":status")?.parse().ok());
-        let body: &[u8] = resp.map(|(_, b)| b).unwrap_or(&[]);
+        let (status, body) = super::answer(resp);
         let r = match std::mem::replace(&mut self.state, CompleteState::Sent) {
             CompleteState::Record(c) => record_answered(cx, &c.upload_id, &c.object, resp)
                 .and_then(|st| self.complete_with(cx, c, st)),

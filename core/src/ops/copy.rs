@@ -77,8 +77,7 @@ impl Copy {
     }
 
     pub fn callout(&mut self, cx: &Cx, resp: Option<(&Headers, &[u8])>) -> CallOutStep {
-        let status: Option<u16> = resp.and_then(|(h, _)| h.get(":status")?.parse().ok());
-        let body: &[u8] = resp.map(|(_, b)| b).unwrap_or(&[]);
+        let (status, body) = super::answer(resp);
         let r = match std::mem::replace(&mut self.state, CopyState::Sent) {
             CopyState::Source(up) => {
                 return CallOutStep::Request(self.after_copy_source(cx, up, resp.map(|(h, _)| h)))

@@ -163,6 +163,12 @@ pub struct Exchange {
     token: Option<u32>,
 }
 
+/// The status and body of a call-out's answer (`None` and nothing when it failed).
+fn answer<'a>(resp: Option<(&Headers, &'a [u8])>) -> (Option<u16>, &'a [u8]) {
+    let status = resp.and_then(|(h, _)| h.get(":status")?.parse().ok());
+    (status, resp.map_or(&[][..], |(_, b)| b))
+}
+
 /// A call-out response no state waits for.
 fn unexpected_callout(cx: &Cx) -> CallOutStep {
     CallOutStep::Request(cx.reject(&S3Error::internal("s3crypt: unexpected call-out response")))

@@ -50,8 +50,7 @@ pub(crate) fn record_answered(
     object: &str,
     resp: Option<(&Headers, &[u8])>,
 ) -> Result<UploadState, S3Error> {
-    let status = resp.and_then(|(h, _)| h.get(":status")?.parse().ok());
-    let body = resp.map(|(_, b)| b).unwrap_or(&[]);
+    let (status, body) = super::answer(resp);
     match state::parse_get(status, body) {
         Err(_) => Err(redis_unavailable()),
         Ok(None) => Err(no_such_upload()),
@@ -141,8 +140,7 @@ impl Create {
     }
 
     pub fn callout(&mut self, cx: &Cx, resp: Option<(&Headers, &[u8])>) -> CallOutStep {
-        let status = resp.and_then(|(h, _)| h.get(":status")?.parse().ok());
-        let body = resp.map(|(_, b)| b).unwrap_or(&[]);
+        let (status, body) = super::answer(resp);
         match std::mem::replace(&mut self.state, CreateState::Sent) {
             CreateState::Ping(up) => match state::parse_ok(status, body, "PING") {
                 Ok(()) => CallOutStep::Request(RequestStep::Forward(up)),
@@ -437,8 +435,7 @@ impl Abort {
     }
 
     pub fn callout(&mut self, cx: &Cx, resp: Option<(&Headers, &[u8])>) -> CallOutStep {
-        let status = resp.and_then(|(h, _)| h.get(":status")?.parse().ok());
-        let body = resp.map(|(_, b)| b).unwrap_or(&[]);
+        let (status, body) = super::answer(resp);
         match std::mem::replace(&mut self.state, AbortState::Sent) {
             AbortState::Record { up, object } => match state::parse_get(status, body) {
                 Err(_) => CallOutStep::Request(cx.reject(&redis_unavailable())),
