@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""`make run`: the local stack on fixed ports — s3s-fs (data in .run/data) behind Envoy
-with the s3crypt filter — with a key-encryption key and client credentials generated once
-into .run/secrets.env (mode 600) and reused. Runs until interrupted."""
+"""`make run`: the local stack on fixed ports — Ceph RGW (a one-node cluster whose data
+persists in .run/rgw, scripts/rgw.sh) behind Envoy with the s3crypt filter — with a
+key-encryption key and client credentials generated once into .run/secrets.env (mode 600)
+and reused. Runs until interrupted; the objects are there again at the next start."""
 
 import base64
 import os
@@ -15,10 +16,13 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from stack import Stack  # noqa: E402
 
-RUN = ROOT / ".run"
+RUN = pathlib.Path(os.environ.get("S3CRYPT_RUN_DIR", ROOT / ".run"))
 PORT = int(os.environ.get("S3CRYPT_PORT", 8080))
 ADMIN = int(os.environ.get("S3CRYPT_ADMIN_PORT", 9901))
+TLS_PORT = int(os.environ.get("S3CRYPT_TLS_PORT", 8443))
 S3PORT = int(os.environ.get("S3CRYPT_S3_PORT", 9000))
+MON_PORT = int(os.environ.get("S3CRYPT_CEPH_MON_PORT", 3300))  # and MON_PORT + 1
+OSD_PORTS = os.environ.get("S3CRYPT_CEPH_OSD_PORTS", "6800-6815")
 
 
 def load_secrets():
@@ -44,23 +48,25 @@ def main():
 
     def configure(st):
         st.root = RUN
-        st.data_dir = RUN / "data"
-        st.data_dir.mkdir(parents=True, exist_ok=True)
         st.s3_port = S3PORT
+        st.rgw_objstore = "bluestore"  # kept in .run/rgw across restarts
+        st.rgw_ports = {"mon_port": MON_PORT, "osd_ports": OSD_PORTS}
         st.key_id, st.kek = s["KEY_ID"], base64.b64decode(s["KEK"])
         st.client_creds = (s["CLIENT_ACCESS_KEY"], s["CLIENT_SECRET"])
         st.all_client_creds = [st.client_creds]
         st.backend_creds = (s["BACKEND_ACCESS_KEY"], s["BACKEND_SECRET"])
 
-    stack = Stack.start(RUN, configure=configure, port=PORT, admin_port=ADMIN)
-    ep = stack.endpoint
+    stack = Stack.start(RUN, configure=configure, port=PORT, admin_port=ADMIN, tls_port=TLS_PORT)
+    ep, tls_ep, ca = stack.endpoint, stack.main.tls_endpoint, stack.tls[0]
     print(f"""
 s3crypt is running.
 
   S3 endpoint (Envoy + s3crypt):  {ep}
+  the same over TLS:              {tls_ep} (certificate from the local CA {ca})
   probes (answered by Envoy):     {ep}/healthz  {ep}/readyz
   Prometheus stats:               {stack.admin_url}/stats/prometheus
-  backend S3 server (ciphertext): {stack.backend_endpoint}, data in {stack.data_dir}
+  backend S3 server (ciphertext): {stack.backend_endpoint} (Ceph RGW, data in {RUN / 'rgw'})
+  backend credentials:            {stack.backend_creds[0]} / see BACKEND_SECRET in secrets.env
   secrets:                        {RUN / 'secrets.env'} (key id {stack.key_id})
 
 Use it with the aws CLI:
@@ -73,12 +79,17 @@ Use it with the aws CLI:
   aws --endpoint-url {ep} s3 cp s3://demo/README.md -
   aws --endpoint-url {ep} s3 ls s3://demo
 
+Over TLS (SDKs then send aws-chunked uploads with trailing checksums), trust the local CA:
+
+  export AWS_CA_BUNDLE={ca}
+  aws --endpoint-url {tls_ep} s3 ls s3://demo
+
 Press Ctrl-C to stop.
 """, flush=True)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:
-        while not stop and all(e.proc.poll() is None for e in stack.envoys) and stack.s3_proc.poll() is None:
+        while not stop and all(e.proc.poll() is None for e in stack.envoys) and stack.backend_alive():
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass

@@ -28,7 +28,9 @@ then
 fi
 
 missing=()
-for pkg_bin in rclone:rclone restic:restic redis-server:redis-server webdis:webdis curl:curl nodejs:node; do
+# Ceph (mon, OSD, radosgw; python3-rados comes with ceph-common) is the local S3 server.
+for pkg_bin in rclone:rclone restic:restic redis-server:redis-server webdis:webdis curl:curl nodejs:node \
+    radosgw:radosgw ceph-mon:ceph-mon ceph-osd:ceph-osd ceph-common:ceph; do
   command -v "${pkg_bin#*:}" >/dev/null 2>&1 || missing+=("${pkg_bin%%:*}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,11 +1,13 @@
-"""The local stack for end-to-end tests: a real S3 server (s3s-fs, which verifies SigV4)
-and real Envoy processes loading the built s3crypt.wasm, all on loopback with free ports
-and temporary directories.
+"""The local stack for end-to-end tests: a real S3 server (Ceph RGW by default, see
+scripts/rgw.sh; s3s-fs where a test needs to edit stored files) and real Envoy processes
+loading the built s3crypt.wasm, all on loopback with free ports and temporary directories.
 
-    stack = Stack.start(root)          # s3s-fs + one Envoy with the filter
+    stack = Stack.start(root)          # RGW + one Envoy with the filter
+    stack = Stack.start(root, backend="s3s-fs")
     stack.s3()                         # boto3 client through Envoy (client credentials)
     stack.backend_s3()                 # boto3 client straight to the S3 server
-    stack.backend_object_path(b, k)    # the stored (ciphertext) file on disk
+    stack.stored(b, k)                 # the stored (ciphertext) bytes, read from the backend
+    stack.backend_object_path(b, k)    # s3s-fs only: the stored file on disk
     stack.start_envoy(keks={...})      # another Envoy on the same backend, other keys
     stack.start_envoy(s3_port=p)       # another Envoy in front of another backend
     stack.counter("s3crypt_...")       # a filter counter from /stats/prometheus
@@ -36,6 +38,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "s3crypt.wasm"
 CACHE = pathlib.Path(os.environ.get("S3CRYPT_CACHE", pathlib.Path.home() / ".cache" / "s3crypt"))
 S3S_FS = CACHE / "s3s-fs-0.14.1" / "bin" / "s3s-fs"
+RGW_SH = ROOT / "scripts" / "rgw.sh"
+# The S3 server of a stack unless a test asks for another: "rgw" or "s3s-fs".
+DEFAULT_BACKEND = os.environ.get("S3CRYPT_TEST_BACKEND", "rgw")
 TEMPLATE = ROOT / "envoy" / "local.yaml.in"
 REGION = "us-east-1"
 
@@ -63,6 +68,25 @@ def free_port():
             return port
 
 
+def free_port_block(n):
+    """`n` consecutive free local ports (for a Ceph mon or OSD, which bind in a range)."""
+    import random
+
+    while True:
+        base = random.randrange(20000, 60000 - n)
+        ports = range(base, base + n)
+        if any(p in _HANDED_OUT for p in ports):
+            continue
+        try:
+            for p in ports:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        _HANDED_OUT.update(ports)
+        return base
+
+
 def wait_http(url, timeout=30, proc=None, log=None):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -83,11 +107,58 @@ def tail(path, n=40):
         return ""
 
 
+def make_tls(d):
+    """A local CA and a certificate for 127.0.0.1 / localhost signed by it, in `d`
+    (ca.pem, cert.pem, key.pem), made once: (ca, cert, key) paths."""
+    import datetime  # noqa: PLC0415
+    import ipaddress  # noqa: PLC0415
+
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    d = pathlib.Path(d)
+    ca_p, cert_p, key_p = d / "ca.pem", d / "cert.pem", d / "key.pem"
+    if ca_p.exists() and cert_p.exists() and key_p.exists():
+        return ca_p, cert_p, key_p
+    d.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "s3crypt local CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=3650))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=825))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    ca_p.write_bytes(ca.public_bytes(pem))
+    cert_p.write_bytes(cert.public_bytes(pem) + ca.public_bytes(pem))
+    fd = os.open(key_p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return ca_p, cert_p, key_p
+
+
 def render_envoy_config(out, *, listener_port, admin_port, s3_port, wasm=True, runtime="v8", wasm_path=WASM,
-                        webdis_port=None, plugin_extra=None):
+                        webdis_port=None, plugin_extra=None, tls=None):
     """Renders envoy/local.yaml.in. `wasm=False` gives the same listener without the filter;
-    `webdis_port` adds the webdis cluster and selects the Redis state store."""
+    `webdis_port` adds the webdis cluster and selects the Redis state store; `tls` =
+    (port, cert, key) adds the TLS listener."""
     text = TEMPLATE.read_text()
+    if tls is None:
+        text = re.sub(r"[ \t]*# BEGIN TLS.*?# END TLS\n", "", text, flags=re.S)
+    else:
+        text = text.replace("${TLS_PORT}", str(tls[0])).replace("${TLS_CERT}", str(tls[1]))
+        text = text.replace("${TLS_KEY}", str(tls[2]))
     if not wasm:
         text = re.sub(r"[ \t]*# BEGIN S3CRYPT.*?# END S3CRYPT\n", "", text, flags=re.S)
     extra = dict(plugin_extra or {})
@@ -109,24 +180,28 @@ def render_envoy_config(out, *, listener_port, admin_port, s3_port, wasm=True, r
     pathlib.Path(out).write_text(text)
 
 
-def client_config():
-    return Config(s3={"addressing_style": "path"}, signature_version="s3v4", retries={"max_attempts": 1, "mode": "standard"})
+def client_config(**kw):
+    return Config(s3={"addressing_style": "path"}, signature_version="s3v4", retries={"max_attempts": 1, "mode": "standard"},
+                  **kw)
 
 
 class Envoy:
     """One Envoy process in front of the stack's S3 server."""
 
     def __init__(self, stack, name, *, keks, active, wasm=True, runtime="v8", concurrency=2, port=None, admin_port=None,
-                 redis=None, plugin_extra=None, s3_port=None):
+                 redis=None, plugin_extra=None, s3_port=None, tls_port=None):
         self.stack = stack
         self.port, self.admin_port = port or free_port(), admin_port or free_port()
+        self.tls_port = tls_port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.tls_endpoint = f"https://127.0.0.1:{self.tls_port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         d = stack.root / name
         d.mkdir(parents=True, exist_ok=True)
         cfg = d / "envoy.yaml"
         render_envoy_config(cfg, listener_port=self.port, admin_port=self.admin_port, s3_port=s3_port or stack.s3_port, wasm=wasm,
-                            runtime=runtime, webdis_port=redis.webdis_port if redis else None, plugin_extra=plugin_extra)
+                            runtime=runtime, webdis_port=redis.webdis_port if redis else None, plugin_extra=plugin_extra,
+                            tls=(self.tls_port, *stack.tls[1:]))
         self.log = d / "envoy.log"
         env = dict(os.environ)
         env.update({
@@ -152,10 +227,13 @@ class Envoy:
         wait_http(self.endpoint + "/healthz", proc=self.proc, log=self.log)
         wait_http(self.admin_url + "/ready", proc=self.proc, log=self.log)
 
-    def s3(self, access_key=None, secret=None):
+    def s3(self, access_key=None, secret=None, tls=False, **config):
+        """A boto3 client through this Envoy (`tls=True`: its TLS listener, trusting the
+        stack's CA; boto3 then sends aws-chunked bodies with trailing checksums)."""
         ak, sk = self.stack.client_creds
         return boto3.client(
-            "s3", endpoint_url=self.endpoint, region_name=REGION, config=client_config(),
+            "s3", endpoint_url=self.tls_endpoint if tls else self.endpoint, region_name=REGION,
+            config=client_config(**config), verify=str(self.stack.tls[0]) if tls else None,
             aws_access_key_id=access_key or ak, aws_secret_access_key=secret or sk,
         )
 
@@ -256,9 +334,48 @@ class Redis:
                     p.kill()
 
 
-class Stack:
-    def __init__(self, root):
+class RGW:
+    """A single-node Ceph cluster with radosgw, started and stopped by scripts/rgw.sh:
+    memstore (gone when stopped) unless `objstore="bluestore"` (kept in `root`)."""
+
+    def __init__(self, root, port, objstore="memstore", mon_port=None, osd_ports=None):
         self.root = pathlib.Path(root)
+        self.port = port
+        self.env = dict(os.environ, RGW_PORT=str(port), OBJSTORE=objstore,
+                        MON_PORT=str(mon_port or free_port_block(2)),
+                        OSD_PORTS=osd_ports or f"{(b := free_port_block(16))}-{b + 15}")
+        self.log = self.root / "log" / "client.rgw.a.log"
+
+    def _sh(self, *args, timeout=180):
+        r = subprocess.run([str(RGW_SH), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError(f"scripts/rgw.sh {' '.join(args[:2])} failed ({r.returncode}):\n{r.stdout}{r.stderr}\n"
+                               f"{tail(self.log)}")
+        return r
+
+    def start(self):
+        self._sh("start", str(self.root))
+
+    def add_user(self, access_key, secret, uid=None):
+        self._sh("user", str(self.root), access_key, secret, *([uid] if uid else []))
+
+    def alive(self):
+        try:
+            pid = int((self.root / "run" / "client.rgw.a.pid").read_text())
+            return (pathlib.Path(f"/proc/{pid}/stat").read_text().split()[2]) != "Z"
+        except (OSError, ValueError, IndexError):
+            return False
+
+    def stop(self):
+        self._sh("stop", str(self.root), timeout=60)
+
+
+class Stack:
+    def __init__(self, root, backend=None):
+        self.root = pathlib.Path(root)
+        self.backend = backend or DEFAULT_BACKEND
+        assert self.backend in ("rgw", "s3s-fs"), self.backend
+        self.rgw_objstore = "memstore"
         self.root.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.root / "s3data"
         self.data_dir.mkdir(exist_ok=True)
@@ -269,12 +386,15 @@ class Stack:
         self.kek = os.urandom(32)
         self.envoys = []
         self.s3_proc = None
+        self.rgw = None
+        self.tls_dir = self.root / "tls"
 
     @classmethod
-    def start(cls, root, configure=None, **envoy_kw):
-        st = cls(root)
+    def start(cls, root, configure=None, backend=None, **envoy_kw):
+        st = cls(root, backend=backend)
         if configure:
             configure(st)
+        st.tls = make_tls(st.tls_dir)
         try:
             st._start_s3()
             st.main = st.start_envoy(**envoy_kw)
@@ -284,6 +404,8 @@ class Stack:
         return st
 
     def _start_s3(self):
+        if self.backend == "rgw":
+            return self._start_rgw()
         if not S3S_FS.exists():
             raise RuntimeError(f"{S3S_FS} is missing: run `make setup`")
         self.s3_port = getattr(self, "s3_port", None) or free_port()
@@ -298,6 +420,20 @@ class Stack:
             )
         self.backend_endpoint = f"http://127.0.0.1:{self.s3_port}"
         wait_http(self.backend_endpoint, proc=self.s3_proc, log=self.s3_log)
+
+    def _start_rgw(self):
+        self.s3_port = getattr(self, "s3_port", None) or free_port()
+        self.rgw = RGW(self.root / "rgw", self.s3_port, objstore=self.rgw_objstore,
+                       **getattr(self, "rgw_ports", {}))
+        self.s3_log = self.rgw.log
+        self.rgw.start()
+        self.rgw.add_user(*self.backend_creds)
+        self.backend_endpoint = f"http://127.0.0.1:{self.s3_port}"
+
+    def backend_alive(self):
+        if self.rgw is not None:
+            return self.rgw.alive()
+        return self.s3_proc is not None and self.s3_proc.poll() is None
 
     def start_envoy(self, keks=None, active=None, **kw):
         keks = keks if keks is not None else {self.key_id: self.kek}
@@ -327,7 +463,67 @@ class Stack:
         )
 
     def backend_object_path(self, bucket, key):
+        """The file s3s-fs stores an object's bytes in (for tests that edit stored bytes)."""
+        assert self.backend == "s3s-fs", "stored files exist only with s3s-fs: use stored()"
         return self.data_dir / bucket / key
+
+    def stored(self, bucket, key):
+        """The bytes the backend stores for an object (ciphertext), read through its API."""
+        return self.backend_s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def rewrite_stored(self, bucket, key, fn):
+        """The provider replaces a single-part object's stored bytes with `fn(bytes)`,
+        keeping its metadata (the envelope): s3s-fs's data file is edited in place (its
+        ETag stays), RGW gets a PUT with the old metadata (a new ETag, as a provider
+        rewriting through the S3 API would cause)."""
+        if self.backend == "s3s-fs":
+            path = self.backend_object_path(bucket, key)
+            path.write_bytes(bytes(fn(bytearray(path.read_bytes()))))
+            return
+        b = self.backend_s3()
+        head = b.head_object(Bucket=bucket, Key=key)
+        assert "-" not in head["ETag"], "rewrite_stored is for single-part objects"
+        data = b.get_object(Bucket=bucket, Key=key)["Body"].read()
+        b.put_object(Bucket=bucket, Key=key, Body=bytes(fn(bytearray(data))), Metadata=head["Metadata"],
+                     ContentType=head.get("ContentType", "binary/octet-stream"))
+
+    def rewrite_stored_parts(self, bucket, key, parts):
+        """The provider replaces a multipart object with one made of the stored `parts`
+        (bytes each, 5 MiB or more but the last), keeping its metadata: RGW gets a new
+        multipart upload of them (its `-N` ETag then counts them), s3s-fs's file is
+        rewritten with their concatenation (its ETag stays)."""
+        if self.backend == "s3s-fs":
+            self.backend_object_path(bucket, key).write_bytes(b"".join(parts))
+            return
+        b = self.backend_s3()
+        head = b.head_object(Bucket=bucket, Key=key)
+        up = b.create_multipart_upload(Bucket=bucket, Key=key, Metadata=head["Metadata"],
+                                       ContentType=head.get("ContentType", "binary/octet-stream"))["UploadId"]
+        done = [{"PartNumber": n, "ETag": b.upload_part(Bucket=bucket, Key=key, UploadId=up, PartNumber=n,
+                                                        Body=p)["ETag"]} for n, p in enumerate(parts, 1)]
+        b.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=up, MultipartUpload={"Parts": done})
+
+    def backend_holds(self, needle):
+        """Every place of the S3 server's own storage that holds `needle`: each file of
+        s3s-fs (data and metadata), or each RADOS object of RGW's cluster (data, xattrs,
+        omap: objects, metadata, parts, indexes, logs), read by tests/rgw_scan.py."""
+        if self.backend == "s3s-fs":
+            return [p for p in pathlib.Path(self.data_dir).rglob("*") if p.is_file() and needle in p.read_bytes()]
+        r = subprocess.run(["/usr/bin/python3", str(ROOT / "tests" / "rgw_scan.py"), str(self.rgw.root / "ceph.conf"),
+                            needle.hex()], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.splitlines()
+
+    def stored_exists(self, bucket, key):
+        import botocore.exceptions  # noqa: PLC0415
+
+        try:
+            self.backend_s3().head_object(Bucket=bucket, Key=key)
+            return True
+        except botocore.exceptions.ClientError as e:
+            if e.response["ResponseMetadata"]["HTTPStatusCode"] == 404:
+                return False
+            raise
 
     def presigned_get(self, bucket, key, expires=300):
         return self.s3().generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires)
@@ -344,7 +540,7 @@ class Stack:
         return env
 
     def logs(self):
-        out = f"--- s3s-fs log ---\n{tail(self.s3_log)}"
+        out = f"--- {self.backend} log ---\n{tail(self.s3_log)}"
         for e in self.envoys:
             out += f"\n--- {e.log} ---\n{tail(e.log)}"
         return out
@@ -352,6 +548,8 @@ class Stack:
     def stop(self):
         for e in self.envoys:
             e.stop()
+        if self.rgw is not None:
+            self.rgw.stop()
         if self.s3_proc is not None and self.s3_proc.poll() is None:
             self.s3_proc.terminate()
             try:

@@ -178,7 +178,7 @@ class ConfiguredEnvoy:
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
-    """The local S3 server (s3s-fs, verifies SigV4) of tests/stack.py, without its Envoy."""
+    """The local S3 server (Ceph RGW) of tests/stack.py, without its Envoy."""
     st = Stack(tmp_path_factory.mktemp("deploy-stack"))
     try:
         st._start_s3()
@@ -304,7 +304,7 @@ def test_encrypted_round_trip_through_production_config(source, helm, backend, t
         s3.put_object(Bucket=bucket, Key="dir/obj.bin", Body=body)
         assert s3.get_object(Bucket=bucket, Key="dir/obj.bin")["Body"].read() == body
 
-        stored = backend.backend_object_path(bucket, "dir/obj.bin").read_bytes()
+        stored = backend.stored(bucket, "dir/obj.bin")
         assert len(stored) > len(body) and body[:4096] not in stored
         raw = backend.backend_s3().head_object(Bucket=bucket, Key="dir/obj.bin")
         assert "s3crypt" in raw["Metadata"], raw["Metadata"]

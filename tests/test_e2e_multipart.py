@@ -56,18 +56,15 @@ def test_parts_out_of_order_in_parallel(stack, bucket):
     parts = {1: pattern(5 * MiB + 1, 1), 2: pattern(5 * MiB + 1, 2), 3: pattern(1000, 3)}
     data = b"".join(parts[n] for n in sorted(parts))
     uid, done = upload_parts(s3, bucket, "mp", parts, order=[3, 1, 2], metadata={"k": "v"})
-    assert done["ETag"].endswith('-3"')
+    assert s3.head_object(Bucket=bucket, Key="mp")["ETag"].endswith('-3"')
     g = s3.get_object(Bucket=bucket, Key="mp")
     assert g["ContentLength"] == len(data) and g["Metadata"] == {"k": "v"}
     assert g["Body"].read() == data
     assert s3.head_object(Bucket=bucket, Key="mp")["ContentLength"] == len(data)
     # Listings give a multipart object's plaintext size from its stored size and the part
-    # count in its "-N" ETag. s3s-fs leaves ETag out of listings (S3, MinIO, Ceph and Garage
-    # include it), so against s3s-fs only HEAD/GET sizes can be exact; the listing math
-    # itself is unit-tested (format::tests::sizes_part, xml::tests).
-    if all("ETag" in o for o in stack.backend_s3().list_objects_v2(Bucket=bucket)["Contents"]):
-        assert {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]} == {"mp": len(data)}
-    stored = stack.backend_object_path(bucket, "mp").read_bytes()
+    # count in its "-N" ETag.
+    assert {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]} == {"mp": len(data)}
+    stored = stack.stored(bucket, "mp")
     assert len(stored) == len(data) + 3 * PART_OVERHEAD
     assert parts[1][:1000] not in stored
     # The upload's state is gone once completed.
@@ -103,16 +100,15 @@ def test_swapped_or_foreign_parts_are_detected(stack, bucket):
     a = {1: pattern(5 * MiB, 7), 2: pattern(5 * MiB, 8)}
     upload_parts(s3, bucket, "a", a)
     upload_parts(s3, bucket, "b", {1: pattern(5 * MiB, 9), 2: pattern(5 * MiB, 10)})
-    path = stack.backend_object_path(bucket, "a")
-    stored = path.read_bytes()
+    stored = stack.stored(bucket, "a")
     n = 5 * MiB + PART_OVERHEAD
     # Parts 1 and 2 swapped.
-    path.write_bytes(stored[n:] + stored[:n])
+    stack.rewrite_stored_parts(bucket, "a", [stored[n:], stored[:n]])
     with pytest.raises(Exception):
         s3.get_object(Bucket=bucket, Key="a")["Body"].read()
     # Part 2 replaced by part 2 of another upload (another data key).
-    other = stack.backend_object_path(bucket, "b").read_bytes()
-    path.write_bytes(stored[:n] + other[n:])
+    other = stack.stored(bucket, "b")
+    stack.rewrite_stored_parts(bucket, "a", [stored[:n], other[n:]])
     got = b""
     with pytest.raises(Exception):
         body = s3.get_object(Bucket=bucket, Key="a")["Body"]
@@ -206,9 +202,9 @@ def test_evicted_staged_part_completes_without_a_table_and_reads_walk(stack, buc
     for i in range(1, 8):
         s3.abort_multipart_upload(Bucket=bucket, Key=f"ev{i}", UploadId=uids[i])
     at = len(head) + PART_OVERHEAD
-    evicted = stack.backend_object_path(bucket, "ev0").read_bytes()
+    evicted = stack.stored(bucket, "ev0")
     assert evicted[at:at + 4] == b"s3cF"  # the client's final part, no table
-    assert stack.backend_object_path(bucket, "ev8").read_bytes()[at:at + 4] == b"s3cC"
+    assert stack.stored(bucket, "ev8")[at:at + 4] == b"s3cC"
     for i, walk in ((0, 2 + 1), (8, 0)):
         before = backend_requests(stack.main)
         r = s3.get_object(Bucket=bucket, Key=f"ev{i}", Range="bytes=-100")
@@ -318,7 +314,7 @@ def test_part_number_and_range_reads(stack, bucket):
     upload_parts(s3, bucket, "pr", parts)
     p1 = len(parts[1])
     # Complete rewrote the short last part as a closing part, same stored size.
-    stored = stack.backend_object_path(bucket, "pr").read_bytes()
+    stored = stack.stored(bucket, "pr")
     at = p1 + len(parts[2]) + 2 * PART_OVERHEAD
     assert len(stored) == len(data) + 3 * PART_OVERHEAD
     assert stored[at:at + 8] == b"s3cC" + (3).to_bytes(4, "big")
@@ -394,11 +390,11 @@ def test_ranged_read_of_tampered_multipart_fails_closed(stack, bucket):
     s3 = stack.s3()
     parts = {1: pattern(5 * MiB, 25), 2: pattern(5 * MiB, 26)}
     upload_parts(s3, bucket, "tr", parts)
-    path = stack.backend_object_path(bucket, "tr")
-    stored = bytearray(path.read_bytes())
+    stored = bytearray(stack.stored(bucket, "tr"))
     n = 5 * MiB + PART_OVERHEAD
     stored[n + 5000] ^= 1  # a bit in part 2's ciphertext
-    path.write_bytes(bytes(stored))
+    # Stored again part by part (part 1, part 2, the filter's end part): only part 2 changed.
+    stack.rewrite_stored_parts(bucket, "tr", [bytes(stored[:n]), bytes(stored[n:2 * n]), bytes(stored[2 * n:])])
     assert s3.get_object(Bucket=bucket, Key="tr", PartNumber=1)["Body"].read() == parts[1]
     with pytest.raises(Exception):
         s3.get_object(Bucket=bucket, Key="tr", PartNumber=2)["Body"].read()
@@ -437,6 +433,17 @@ def test_restic_backup_check_restore(stack, bucket, tmp_path):
         assert "s3crypt" in backend.head_object(Bucket=bucket, Key=k)["Metadata"]
 
 
+@pytest.mark.xfail(strict=True, reason="RGW answers CompleteMultipartUpload with an empty <ETag> (HEAD has it); "
+                   "the filter passes it on, in Complete and in a multipart CopyObject's result")
+def test_complete_and_multipart_copy_answer_the_objects_etag(stack, bucket):
+    s3 = stack.s3()
+    parts = {1: pattern(5 * MiB + 9, 34), 2: pattern(777, 35)}
+    _, done = upload_parts(s3, bucket, "src", parts)
+    r = s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
+    assert done["ETag"] == s3.head_object(Bucket=bucket, Key="src")["ETag"]
+    assert r["CopyObjectResult"]["ETag"] == s3.head_object(Bucket=bucket, Key="dst")["ETag"]
+
+
 def test_copy_object_of_multipart_object(stack, bucket):
     """CopyObject of a multipart object: a server-side multipart copy under the source's
     data key; no data passes through the filter."""
@@ -445,8 +452,8 @@ def test_copy_object_of_multipart_object(stack, bucket):
     data = b"".join(parts[n] for n in sorted(parts))
     upload_parts(s3, bucket, "src", parts, metadata={"a": "1"})
     before = stack.counter("s3crypt_bytes_decrypted")
-    r = s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
-    assert r["CopyObjectResult"]["ETag"].endswith('-3"')
+    s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
+    assert s3.head_object(Bucket=bucket, Key="dst")["ETag"].endswith('-3"')
     g = s3.get_object(Bucket=bucket, Key="dst")
     assert g["Metadata"] == {"a": "1"} and g["ContentLength"] == len(data)
     assert stack.counter("s3crypt_bytes_decrypted") == before  # nothing was decrypted to copy
@@ -459,7 +466,7 @@ def test_copy_object_of_multipart_object(stack, bucket):
     assert g["Metadata"] == {"b": "2"} and g["ContentType"] == "text/x-test"
     assert g["Body"].read() == data
     # The stored copy is ciphertext; a failed precondition copies nothing.
-    assert parts[1][:1000] not in stack.backend_object_path(bucket, "dst").read_bytes()
+    assert parts[1][:1000] not in stack.stored(bucket, "dst")
     with pytest.raises(botocore.exceptions.ClientError) as e:
         s3.copy_object(Bucket=bucket, Key="dst3", CopySource={"Bucket": bucket, "Key": "src"},
                        CopySourceIfMatch='"0123"')
@@ -502,7 +509,7 @@ def test_upload_part_copy(stack, bucket, tmp_path):
         assert g["Body"].read() == want
         for n, _, _, w in copies:
             assert s3.get_object(Bucket=bucket, Key=key, PartNumber=n)["Body"].read() == w
-        return stack.backend_object_path(bucket, key).read_bytes()
+        return stack.stored(bucket, key)
 
     before = stack.counter("s3crypt_bytes_decrypted")
     stored = copy_upload("dst", [  # (part number, source, range, expected bytes)
@@ -558,10 +565,11 @@ def test_upload_part_copy_errors_store_nothing(stack, bucket):
         s3.upload_part_copy(Bucket=bucket, Key="dst", UploadId="not-an-upload", PartNumber=1, CopySource=src)
     assert e.value.response["Error"]["Code"] == "NoSuchUpload"
     # A tampered source: integrity error, nothing stored, no plaintext anywhere.
-    p = stack.backend_object_path(bucket, "src")
-    b = bytearray(p.read_bytes())
-    b[70_000] ^= 1
-    p.write_bytes(bytes(b))
+    def flip(b):
+        b[70_000] ^= 1
+        return b
+
+    stack.rewrite_stored(bucket, "src", flip)
     status, code = copy(CopySource=src)
     assert status == 500 and code == "InternalError"
     assert s3.list_parts(Bucket=bucket, Key="dst", UploadId=uid).get("Parts", []) == []

@@ -124,11 +124,7 @@ def read_all_or_error(envoy, bucket, key, **params):
 
 
 def _tamper_file(stack, bucket, key, fn):
-    path = stack.backend_object_path(bucket, key)
-    data = bytearray(open(path, "rb").read())
-    data = fn(data)
-    with open(path, "wb") as f:
-        f.write(data)
+    stack.rewrite_stored(bucket, key, fn)
 
 
 @pytest.mark.parametrize("where", ["first-frame", "last-frame", "tag"])
@@ -169,10 +165,9 @@ def test_swapped_bodies_fail(stack, bucket):
     a, b = pattern(5000, seed=10), pattern(5000, seed=11)
     s3.put_object(Bucket=bucket, Key="a", Body=a)
     s3.put_object(Bucket=bucket, Key="b", Body=b)
-    pa, pb = stack.backend_object_path(bucket, "a"), stack.backend_object_path(bucket, "b")
-    da, db = open(pa, "rb").read(), open(pb, "rb").read()
-    open(pa, "wb").write(db)
-    open(pb, "wb").write(da)
+    da, db = stack.stored(bucket, "a"), stack.stored(bucket, "b")
+    stack.rewrite_stored(bucket, "a", lambda _: db)
+    stack.rewrite_stored(bucket, "b", lambda _: da)
     for key in ["a", "b"]:
         status, got, complete = read_all_or_error(stack, bucket, key)
         assert not complete and got == b""

@@ -92,7 +92,7 @@ def test_complete_on_a_replica_that_never_saw_the_upload(stack, bucket, redis, r
     sb = b.s3()
     sb.complete_multipart_upload(Bucket=bucket, Key="far", UploadId=uid, MultipartUpload={
         "Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(parts)]})
-    stored = stack.backend_object_path(bucket, "far").read_bytes()
+    stored = stack.stored(bucket, "far")
     assert len(stored) == sum(map(len, parts.values())) + 3 * PART_OVERHEAD
     assert stored[-PART_OVERHEAD:][:8] == b"s3cE" + (3).to_bytes(4, "big")  # the end part
     data = parts[1] + parts[2]
@@ -126,7 +126,7 @@ def test_short_last_part_staged_in_redis_closes_the_object_on_another_replica(st
     sb.complete_multipart_upload(Bucket=bucket, Key="closing", UploadId=uid, MultipartUpload={
         "Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(parts)]})
     assert redis.command("KEYS", "s3crypt:stage:*")["KEYS"] == [] and mpu_keys(redis) == []
-    stored = stack.backend_object_path(bucket, "closing").read_bytes()
+    stored = stack.stored(bucket, "closing")
     at = len(parts[1]) + PART_OVERHEAD
     assert len(stored) == at + len(parts[2]) + PART_OVERHEAD  # listing sizes unchanged
     assert stored[at:at + 8] == b"s3cC" + (2).to_bytes(4, "big")

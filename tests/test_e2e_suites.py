@@ -91,10 +91,11 @@ def test_chacha_flipped_stored_byte_fails(stack, bucket, chacha, where):
     data = pattern(3 * F + 10, seed=8)
     s3.put_object(Bucket=bucket, Key="t", Body=data)
     pos = {"first-frame": 100, "last-frame": 3 * (F + O) + 13, "tag": F + O - 1}[where]
-    path = stack.backend_object_path(bucket, "t")
-    b = bytearray(path.read_bytes())
-    b[pos] ^= 0x01
-    path.write_bytes(bytes(b))
+    def flip(b):
+        b[pos] ^= 0x01
+        return b
+
+    stack.rewrite_stored(bucket, "t", flip)
     before = chacha.counter("s3crypt_integrity_failures")
     status, got, complete = read_all_or_error(chacha, bucket, "t")
     assert not complete
