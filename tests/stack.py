@@ -211,6 +211,9 @@ class Envoy:
             "S3CRYPT_BACKEND_ACCESS_KEY_ID": stack.backend_creds[0],
             "S3CRYPT_BACKEND_SECRET_ACCESS_KEY": stack.backend_creds[1],
         })
+        if stack.client_backends:
+            env["S3CRYPT_BACKEND_CREDENTIALS"] = ",".join(
+                f"{c}={ak}:{sk}" for c, (ak, sk) in stack.client_backends.items())
         self.cmd = None
         self._env = env
         self._cfg = cfg
@@ -382,6 +385,8 @@ class Stack:
         self.backend_creds = ("S3BACKEND" + secrets.token_hex(4).upper(), secrets.token_urlsafe(24))
         self.client_creds = ("S3CLIENT" + secrets.token_hex(4).upper(), secrets.token_urlsafe(24))
         self.all_client_creds = [self.client_creds]
+        # Client access key -> its own backend credentials (S3CRYPT_BACKEND_CREDENTIALS).
+        self.client_backends = {}
         self.key_id = "test-key-1"
         self.kek = os.urandom(32)
         self.envoys = []
@@ -434,6 +439,28 @@ class Stack:
         if self.rgw is not None:
             return self.rgw.alive()
         return self.s3_proc is not None and self.s3_proc.poll() is None
+
+    def add_client(self, own_backend_user=True):
+        """Another client credential for Envoys started from now on; with its own backend
+        user (RGW) when `own_backend_user`: (access key, secret, backend uid, backend
+        access key, backend secret)."""
+        n = len(self.all_client_creds)
+        creds = (f"S3CLIENT{n}" + secrets.token_hex(4).upper(), secrets.token_urlsafe(24))
+        self.all_client_creds.append(creds)
+        if not own_backend_user:
+            return (*creds, None, None, None)
+        uid = f"user{n}-{secrets.token_hex(3)}"
+        backend = ("S3BACKEND" + secrets.token_hex(6).upper(), secrets.token_urlsafe(24))
+        self.rgw.add_user(*backend, uid)
+        self.client_backends[creds[0]] = backend
+        return (*creds, uid, *backend)
+
+    def backend_s3_as(self, access_key, secret):
+        """A boto3 client straight to the backend as another backend user."""
+        return boto3.client(
+            "s3", endpoint_url=self.backend_endpoint, region_name=REGION, config=client_config(),
+            aws_access_key_id=access_key, aws_secret_access_key=secret,
+        )
 
     def start_envoy(self, keks=None, active=None, **kw):
         keks = keks if keks is not None else {self.key_id: self.kek}

@@ -44,7 +44,8 @@ OCI_SCRIPT = ROOT / "scripts" / "oci-image.py"
 HPO = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 SECRET_KEYS = [
     "S3CRYPT_KEKS", "S3CRYPT_ACTIVE_KEY_ID", "S3CRYPT_CLIENT_CREDENTIALS",
-    "S3CRYPT_BACKEND_ACCESS_KEY_ID", "S3CRYPT_BACKEND_SECRET_ACCESS_KEY", "S3CRYPT_REDIS_AUTH",
+    "S3CRYPT_BACKEND_ACCESS_KEY_ID", "S3CRYPT_BACKEND_SECRET_ACCESS_KEY", "S3CRYPT_BACKEND_CREDENTIALS",
+    "S3CRYPT_REDIS_AUTH",
 ]
 PLUGIN_KEYS = {
     "upstream_authority", "upstream_cluster", "region", "virtual_host_suffixes", "suite", "passthrough_unencrypted",
@@ -561,6 +562,10 @@ def test_chart_inline_secret_format(helm):
     assert data["S3CRYPT_ACTIVE_KEY_ID"] == "k2"
     assert data["S3CRYPT_CLIENT_CREDENTIALS"] == "CLIENTEXAMPLE:client-secret-example"
     assert data["S3CRYPT_REDIS_AUTH"] == "s3crypt:webdis-password-example"
+    assert "S3CRYPT_BACKEND_CREDENTIALS" not in data
+    docs = render(helm, *values_file("inline-secrets-values.yaml"),
+                  "--set", "secrets.backendCredentials[0]=CLIENTEXAMPLE=BACKENDA:secret-a")
+    assert one(docs, "Secret")["stringData"]["S3CRYPT_BACKEND_CREDENTIALS"] == "CLIENTEXAMPLE=BACKENDA:secret-a"
 
 
 def test_chart_existing_secret_and_image_volume(helm):

@@ -18,6 +18,8 @@ pub const ENV_KEKS: &str = "S3CRYPT_KEKS";
 pub const ENV_ACTIVE_KEY_ID: &str = "S3CRYPT_ACTIVE_KEY_ID";
 pub const ENV_CLIENT_CREDENTIALS: &str = "S3CRYPT_CLIENT_CREDENTIALS";
 pub const ENV_BACKEND_ACCESS_KEY_ID: &str = "S3CRYPT_BACKEND_ACCESS_KEY_ID";
+/// Per-client backend identities: `CLIENTKEY=BACKENDKEY:SECRET[,...]`.
+pub const ENV_BACKEND_CREDENTIALS: &str = "S3CRYPT_BACKEND_CREDENTIALS";
 pub const ENV_BACKEND_SECRET_ACCESS_KEY: &str = "S3CRYPT_BACKEND_SECRET_ACCESS_KEY";
 pub const ENV_REDIS_AUTH: &str = "S3CRYPT_REDIS_AUTH";
 
@@ -163,6 +165,8 @@ pub struct EnvNames {
     pub client_credentials: String,
     pub backend_access_key_id: String,
     pub backend_secret_access_key: String,
+    /// Optional per-client backend identities (`CLIENTKEY=BACKENDKEY:SECRET,...`).
+    pub backend_credentials: String,
     /// Optional `user:password` for webdis HTTP basic auth (Redis mode).
     pub redis_auth: String,
 }
@@ -175,6 +179,7 @@ impl Default for EnvNames {
             client_credentials: ENV_CLIENT_CREDENTIALS.into(),
             backend_access_key_id: ENV_BACKEND_ACCESS_KEY_ID.into(),
             backend_secret_access_key: ENV_BACKEND_SECRET_ACCESS_KEY.into(),
+            backend_credentials: ENV_BACKEND_CREDENTIALS.into(),
             redis_auth: ENV_REDIS_AUTH.into(),
         }
     }
@@ -225,8 +230,10 @@ pub struct Config {
     keks: BTreeMap<String, [u8; KEY_LEN]>,
     pub active_key_id: String,
     clients: BTreeMap<String, String>,
-    pub backend_access_key: String,
-    backend_secret: String,
+    /// The shared backend identity (for clients without their own): access key, secret.
+    backend: Option<(String, String)>,
+    /// Client access key → its own backend identity.
+    backends: BTreeMap<String, (String, String)>,
     /// `Authorization` header value for webdis, if configured.
     redis_authorization: Option<String>,
     /// Where envelope-less objects may be served (from `plugin.passthrough_unencrypted`).
@@ -243,7 +250,15 @@ impl std::fmt::Debug for Config {
                 "client_access_keys",
                 &self.clients.keys().collect::<Vec<_>>(),
             )
-            .field("backend_access_key", &self.backend_access_key)
+            .field("backend_access_key", &self.backend.as_ref().map(|b| &b.0))
+            .field(
+                "client_backend_keys",
+                &self
+                    .backends
+                    .iter()
+                    .map(|(c, b)| (c, &b.0))
+                    .collect::<Vec<_>>(),
+            )
             .field("redis_auth", &self.redis_authorization.is_some())
             .finish()
     }
@@ -284,12 +299,19 @@ impl Config {
                 .ok_or_else(|| format!("{} is not set", n.client_credentials))?,
         )
         .map_err(|e| format!("{}: {e}", n.client_credentials))?;
-        let backend_access_key = env(&n.backend_access_key_id)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| format!("{} is not set", n.backend_access_key_id))?;
-        let backend_secret = env(&n.backend_secret_access_key)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| format!("{} is not set", n.backend_secret_access_key))?;
+        let backends = match env(&n.backend_credentials).filter(|s| !s.trim().is_empty()) {
+            Some(v) => parse_backend_credentials(&v, &clients)
+                .map_err(|e| format!("{}: {e}", n.backend_credentials))?,
+            None => BTreeMap::new(),
+        };
+        let backend_access_key = env(&n.backend_access_key_id).filter(|s| !s.is_empty());
+        let backend_secret = env(&n.backend_secret_access_key).filter(|s| !s.is_empty());
+        let backend = match (backend_access_key, backend_secret) {
+            (Some(ak), Some(sk)) => Some((ak, sk)),
+            (None, None) if clients.keys().all(|c| backends.contains_key(c)) => None,
+            (None, _) => return Err(format!("{} is not set", n.backend_access_key_id)),
+            (Some(_), None) => return Err(format!("{} is not set", n.backend_secret_access_key)),
+        };
         if plugin.redis_timeout_ms == 0
             || plugin.upload_ttl_secs <= 0
             || plugin.max_copy_part_bytes == 0
@@ -314,8 +336,8 @@ impl Config {
             keks,
             active_key_id,
             clients,
-            backend_access_key,
-            backend_secret,
+            backend,
+            backends,
             redis_authorization,
             passthrough,
         })
@@ -344,8 +366,14 @@ impl Config {
         self.clients.get(access_key).cloned()
     }
 
-    pub fn backend_secret(&self) -> &str {
-        &self.backend_secret
+    /// The backend identity (access key, secret) requests of this client are signed
+    /// with: its own if configured, else the shared one. (`load` made sure every client
+    /// has one; `None` only for a client that is not configured.)
+    pub fn backend_identity(&self, client: Option<&str>) -> Option<(&str, &str)> {
+        client
+            .and_then(|c| self.backends.get(c))
+            .or(self.backend.as_ref())
+            .map(|(ak, sk)| (ak.as_str(), sk.as_str()))
     }
 
     /// `Authorization` header for webdis call-outs, if configured.
@@ -400,6 +428,36 @@ fn parse_credentials(v: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(m)
 }
 
+/// `CLIENTKEY=BACKENDKEY:SECRET[,...]`, each client one of `clients`, once.
+fn parse_backend_credentials(
+    v: &str,
+    clients: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, (String, String)>, String> {
+    let mut m = BTreeMap::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (client, backend) = item
+            .split_once('=')
+            .ok_or("expected CLIENTKEY=BACKENDKEY:SECRET entries")?;
+        let (ak, sk) = backend
+            .split_once(':')
+            .ok_or("expected CLIENTKEY=BACKENDKEY:SECRET entries")?;
+        if client.is_empty() || ak.is_empty() || sk.is_empty() {
+            return Err("empty client key, backend key or secret".into());
+        }
+        if !clients.contains_key(client) {
+            return Err(format!(
+                "client access key {client:?} is not a configured client"
+            ));
+        }
+        if m.insert(client.to_string(), (ak.to_string(), sk.to_string()))
+            .is_some()
+        {
+            return Err(format!("client access key {client:?} given twice"));
+        }
+    }
+    Ok(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,6 +490,43 @@ mod tests {
                 && !dbg.contains("bsecret")
                 && !dbg.contains(&B64.encode([1u8; 32]))
         );
+    }
+
+    #[test]
+    fn per_client_backend_identities() {
+        let c = Config::load(br#"{"upstream_authority":"x"}"#, &env).unwrap();
+        assert_eq!(c.backend_identity(Some("AK1")), Some(("BK", "bsecret")));
+        assert_eq!(c.backend_identity(None), Some(("BK", "bsecret")));
+        let with = |extra: &'static str, shared: bool| {
+            move |k: &str| match k {
+                ENV_BACKEND_CREDENTIALS => Some(extra.to_string()),
+                ENV_BACKEND_ACCESS_KEY_ID | ENV_BACKEND_SECRET_ACCESS_KEY if !shared => None,
+                _ => env(k),
+            }
+        };
+        let c = Config::load(br#"{"upstream_authority":"x"}"#, &with("AK1=BK1:bs1", true)).unwrap();
+        assert_eq!(c.backend_identity(Some("AK1")), Some(("BK1", "bs1")));
+        assert_eq!(c.backend_identity(Some("AK2")), Some(("BK", "bsecret")));
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("bs1") && !dbg.contains("bsecret"), "{dbg}");
+        // Without a shared identity every client needs its own.
+        let all = with("AK1=BK1:bs1, AK2=BK2:bs2", false);
+        let c = Config::load(br#"{"upstream_authority":"x"}"#, &all).unwrap();
+        assert_eq!(c.backend_identity(Some("AK2")), Some(("BK2", "bs2")));
+        assert_eq!(c.backend_identity(None), None);
+        let e = Config::load(
+            br#"{"upstream_authority":"x"}"#,
+            &with("AK1=BK1:bs1", false),
+        )
+        .unwrap_err();
+        assert!(e.contains(ENV_BACKEND_ACCESS_KEY_ID), "{e}");
+        for bad in ["AK9=BK:s", "AK1=BK", "AK1", "AK1=:s", "AK1=BK:s,AK1=BK2:t"] {
+            let e = Config::load(br#"{"upstream_authority":"x"}"#, &with(bad, true)).unwrap_err();
+            assert!(
+                e.contains(ENV_BACKEND_CREDENTIALS) && !e.contains(":s"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -309,12 +309,13 @@ pub struct World {
 impl World {
     pub(super) fn new(cfg: &Config, seed: u64) -> World {
         let clock = Rc::new(Cell::new(NOW));
+        let (backend_key, backend_secret) = cfg.backend_identity(None).unwrap_or(("", ""));
         World {
             s3: FakeS3::new(
                 &cfg.plugin.upstream_authority,
                 &cfg.plugin.region,
-                &cfg.backend_access_key,
-                cfg.backend_secret(),
+                backend_key,
+                backend_secret,
             ),
             webdis: FakeWebdis::new(cfg.redis_authorization().map(str::to_string)),
             clock,

@@ -28,6 +28,9 @@ pub(crate) struct Cx {
     pub head: bool,
     /// The parsed request (set once its signature verified).
     pub req: Option<S3Request>,
+    /// The access key of the client whose signature verified: its backend identity
+    /// signs every request made for it (upstream and call-outs).
+    pub client: Option<String>,
 }
 
 impl Cx {
@@ -65,16 +68,23 @@ impl Cx {
         S3Error::integrity()
     }
 
-    /// Signs `up` for the backend with the filter's own credentials.
+    /// Signs `up` for the backend as the requesting client's backend identity (its own,
+    /// or the shared one). Before a client verified there is none: the request is signed
+    /// with an empty key, which no backend accepts.
     pub fn sign(&self, up: &mut Headers, payload_hash: &str) {
         let method = up.get(":method").unwrap_or("GET").to_string();
         let path = up.get(":path").unwrap_or("/").to_string();
+        let (ak, sk) = self
+            .client
+            .as_deref()
+            .and_then(|c| self.cfg.backend_identity(Some(c)))
+            .unwrap_or(("", ""));
         sigv4::sign(
             &method,
             &path,
             up,
-            &self.cfg.backend_access_key,
-            self.cfg.backend_secret(),
+            ak,
+            sk,
             &self.cfg.plugin.region,
             self.now(),
             payload_hash,

@@ -185,6 +185,7 @@ impl Exchange {
                 resource: String::new(),
                 head: false,
                 req: None,
+                client: None,
             },
             op: Op::Idle,
             token: None,
@@ -224,6 +225,7 @@ impl Exchange {
         let verified =
             sigv4::verify_with_skew(&method, &raw, raw_headers, &secret, self.cx.now(), skew)
                 .inspect_err(|_| self.cx.count(Counter::AuthFailures, 1))?;
+        self.cx.client = Some(verified.access_key.clone());
         // From here on the filter reads only what the client signed.
         let h = verified_view(raw_headers, &verified)?;
         let req = s3::parse_request(
