@@ -29,8 +29,11 @@ fi
 
 missing=()
 # Ceph (mon, OSD, radosgw; python3-rados comes with ceph-common) is the local S3 server.
+# PostgreSQL 15, barman-cloud and pgBackRest for tests/test_e2e_backup_tools.py (a package
+# is checked by a command name or, for PostgreSQL's versioned binaries, an absolute path).
 for pkg_bin in rclone:rclone restic:restic redis-server:redis-server webdis:webdis curl:curl nodejs:node \
-    radosgw:radosgw ceph-mon:ceph-mon ceph-osd:ceph-osd ceph-common:ceph; do
+    radosgw:radosgw ceph-mon:ceph-mon ceph-osd:ceph-osd ceph-common:ceph \
+    postgresql:/usr/lib/postgresql/15/bin/postgres pgbackrest:pgbackrest barman-cli-cloud:barman-cloud-backup; do
   command -v "${pkg_bin#*:}" >/dev/null 2>&1 || missing+=("${pkg_bin%%:*}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
