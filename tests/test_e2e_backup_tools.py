@@ -25,6 +25,7 @@ import time
 import pytest
 
 from stack import REGION, free_port
+from test_e2e_multipart import PART_OVERHEAD
 
 MiB = 1 << 20
 PGBIN = pathlib.Path("/usr/lib/postgresql/15/bin")
@@ -196,6 +197,30 @@ def stored_parts(head):
     return int(m.group(1)) if m else 1
 
 
+def tamper_stored(stack, bucket, key, part_size):
+    """The provider flips one bit in the middle of the first stored part of a multipart
+    object whose client parts were `part_size` bytes, and stores it again as the same
+    parts with the same metadata. (RGW 16 ignores partNumber on GET: the parts' bounds
+    come from the format, README "Multipart".)"""
+    n = stored_parts(stack.backend_s3().head_object(Bucket=bucket, Key=key))
+    assert n >= 2, key
+    stored = bytearray(stack.stored(bucket, key))
+    size = part_size + PART_OVERHEAD
+    stored[size // 2] ^= 1
+    parts = [bytes(stored[i * size:(i + 1) * size]) for i in range(n - 1)] + [bytes(stored[(n - 1) * size:])]
+    assert all(len(p) == size for p in parts[:-1]) and parts[-1], [len(p) for p in parts]
+    stack.rewrite_stored_parts(bucket, key, parts)
+
+
+def assert_verified_prefix(path, true):
+    """What a failed read left behind (the tools write as they download; PostgreSQL
+    ignores the file of a failed restore_command) is a strict prefix of the true bytes:
+    only verified plaintext was released."""
+    if path.exists():
+        got = path.read_bytes()
+        assert len(got) < len(true) and true.startswith(got), (len(got), len(true))
+
+
 def client_parts(s3, bucket, key):
     """The number of parts the client uploaded, as the filter presents it."""
     return s3.head_object(Bucket=bucket, Key=key, PartNumber=1).get("PartsCount", 1)
@@ -281,6 +306,16 @@ def test_barman_cloud_archive_backup_restore(stack, bucket, pgbase):
     as_postgres([archive, seg_copy])
     assert s3.get_object(Bucket=bucket, Key=wal_key)["Body"].read() == seg_copy.read_bytes()
     assert_ciphertext_only(stack, bucket, canary)
+
+    # The provider changes one bit of that archived segment: barman-cloud-wal-restore
+    # fails (PostgreSQL would not replay it) having received only verified bytes.
+    tamper_stored(stack, bucket, wal_key, 8 * MiB)
+    failures = stack.counter("s3crypt_integrity_failures")
+    dest = rs.dir / "RECOVERYXLOG"
+    r = as_postgres([restore, seg, dest], check=False)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert_verified_prefix(dest, seg_copy.read_bytes())
+    assert stack.counter("s3crypt_integrity_failures") > failures
 
 
 # ------------------------------------------------------------------------------ pgBackRest
@@ -387,3 +422,14 @@ pg1-socket-path={pg.dir}
     r = as_postgres([*pgbr, f"--pg1-path={pg.data}", "archive-push", seg_copy])
     assert "already exists in the repo1 archive with the same checksum" in r.stdout + r.stderr, r.stdout + r.stderr
     assert stack.counter("s3crypt_bytes_encrypted") == encrypted
+
+    # The provider changes one bit of that archived segment: archive-get fails (PostgreSQL
+    # would not replay it) having received only verified bytes.
+    wal_key = next(k for k in wals if f"/{seg}-" in k)
+    tamper_stored(stack, bucket, wal_key, 5 * MiB)
+    failures = stack.counter("s3crypt_integrity_failures")
+    dest = rs.dir / "RECOVERYXLOG"
+    r = as_postgres([*pgbr, "archive-get", seg, dest], check=False)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert_verified_prefix(dest, seg_copy.read_bytes())
+    assert stack.counter("s3crypt_integrity_failures") > failures
