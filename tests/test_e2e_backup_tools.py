@@ -295,15 +295,17 @@ def test_barman_cloud_archive_backup_restore(stack, bucket, pgbase):
 
     # A second run: a new base backup of the primary, listed next to the first one, and
     # the already archived segment once more. barman-cloud-wal-archive 3.4 does not look
-    # for an existing WAL (it uploads again, as it does against AWS): the object is then
-    # the same segment, readable.
+    # for an existing WAL (it uploads all of it again, as it does against AWS): the object
+    # is then the same segment, readable.
     pg.start()
     as_postgres(["barman-cloud-backup", "--immediate-checkpoint", *tool, url, "pg"], env=creds)
     backups = json.loads(as_postgres(["barman-cloud-backup-list", "--format", "json", *cloud, url, "pg"],
                                      env=creds).stdout)["backups_list"]
     assert [b["status"] for b in backups] == ["DONE", "DONE"], backups
     pg.stop()
+    encrypted = stack.counter("s3crypt_bytes_encrypted")
     as_postgres([archive, seg_copy])
+    assert stack.counter("s3crypt_bytes_encrypted") >= encrypted + 16 * MiB
     assert s3.get_object(Bucket=bucket, Key=wal_key)["Body"].read() == seg_copy.read_bytes()
     assert_ciphertext_only(stack, bucket, canary)
 
