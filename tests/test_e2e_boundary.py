@@ -417,3 +417,13 @@ def test_unrecognised_part_checksum_elements_are_refused(stack, bucket):
     s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=up,
                                  MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": p["ETag"]}]})
     assert s3.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"part"
+
+
+def test_browser_post_upload_is_refused_clearly(stack, bucket):
+    """POST Object (an HTML form upload with a policy document) is not supported: 501 with
+    a message naming it, and nothing reaches the backend."""
+    data = b"form field plaintext " + secrets.token_hex(8).encode()
+    r = requests.post(f"{stack.endpoint}/{bucket}", files={"file": ("f.txt", data)},
+                      data={"key": "posted", "policy": "e30=", "x-amz-algorithm": "AWS4-HMAC-SHA256"}, timeout=30)
+    assert r.status_code == 501 and b"browser POST" in r.content and b"NotImplemented" in r.content, r.content
+    assert backend_keys(stack, bucket) == []

@@ -169,6 +169,27 @@ fn answer<'a>(resp: Option<(&Headers, &'a [u8])>) -> (Option<u16>, &'a [u8]) {
     (status, resp.map_or(&[][..], |(_, b)| b))
 }
 
+/// Browser POST uploads (POST Object: an HTML form whose policy document and signature
+/// travel in the multipart/form-data body, not in headers) are not supported: refused
+/// before anything else with a message that says so and what to use instead. (Such a
+/// request has no SigV4 header signature, so it would be refused anyway, as a confusing
+/// 403.) README "Known limits" says why.
+fn refuse_browser_post(method: &str, raw: &str, h: &Headers) -> Result<(), S3Error> {
+    let (path, query) = raw.split_once('?').unwrap_or((raw, ""));
+    let form = h.get("content-type").is_some_and(|t| {
+        t.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("multipart/form-data")
+    });
+    if method == "POST" && form && query.is_empty() && !path.trim_matches('/').contains('/') {
+        return Err(S3Error::not_implemented(
+            "s3crypt: browser POST uploads (POST Object with a policy document) are not supported; \
+             use a presigned PUT URL",
+        ));
+    }
+    Ok(())
+}
+
 /// A call-out response no state waits for.
 fn unexpected_callout(cx: &Cx) -> CallOutStep {
     CallOutStep::Request(cx.reject(&S3Error::internal("s3crypt: unexpected call-out response")))
@@ -219,6 +240,7 @@ impl Exchange {
         let raw = raw_headers.get(":path").unwrap_or("/").to_string();
         self.cx.resource = raw.split('?').next().unwrap_or("/").to_string();
         self.cx.head = method == "HEAD";
+        refuse_browser_post(&method, &raw, raw_headers)?;
         let cfg = Rc::clone(&self.cx.cfg);
         let secret = |ak: &str| cfg.client_secret(ak);
         let skew = cfg.plugin.max_clock_skew_secs;

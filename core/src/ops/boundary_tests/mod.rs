@@ -263,6 +263,40 @@ fn unsigned_amz_headers_and_unknown_operations_never_go_upstream() {
 }
 
 #[test]
+fn browser_post_uploads_are_refused_with_a_clear_error() {
+    let store = Rc::new(MemStore::default());
+    let form = "multipart/form-data; boundary=xyz";
+    // Unsigned (the policy and its signature are in the form), to the bucket: 501 first.
+    for path in ["/b", "/b/", "/"] {
+        let mut h = Headers::new();
+        for (k, v) in [
+            (":method", "POST"),
+            (":path", path),
+            (":authority", "s3.local"),
+            ("content-type", form),
+        ] {
+            h.set(k, v);
+        }
+        let r = replied(exchange(&store).on_request_headers(&h, false));
+        assert_eq!(r.status, 501, "{path}");
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(
+            body.contains("NotImplemented") && body.contains("browser POST"),
+            "{body}"
+        );
+    }
+    // Other POSTs are not mistaken for it: a signed DeleteObjects is forwarded.
+    let h = request_with(
+        "POST",
+        "/b?delete",
+        &[],
+        &[("content-type", form)],
+        sigv4::UNSIGNED_PAYLOAD,
+    );
+    forwarded(exchange(&store).on_request_headers(&h, false));
+}
+
+#[test]
 fn bodies_of_unknown_meaning_are_refused() {
     let store = Rc::new(MemStore::default());
     // GET with a body.
