@@ -34,6 +34,8 @@ pub mod webdis;
 #[cfg(test)]
 mod tests_adversarial;
 #[cfg(test)]
+mod tests_attributes;
+#[cfg(test)]
 mod tests_auth;
 #[cfg(test)]
 mod tests_boundary;

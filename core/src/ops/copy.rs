@@ -8,7 +8,7 @@
 
 use sha2::{Digest as _, Sha256};
 
-use super::cx::{iso8601, no_such_key, precondition_failed, Cx};
+use super::cx::{iso8601, no_such_key, precondition_failed, Cx, SseFor, COPY_SOURCE_SSE_PREFIX};
 use super::get::etag_list_matches;
 use super::request::PassBody;
 use super::response::RespBody;
@@ -53,7 +53,7 @@ impl Copy {
         up: Headers,
         v: &VerifiedRequest,
     ) -> Result<(Copy, RequestStep), S3Error> {
-        let head = cx.request_at("HEAD", copy_source_path(h)?, None);
+        let head = cx.sse_request_at("HEAD", copy_source_path(h)?, None, SseFor::CopySource);
         let payload_hash = match &v.payload {
             PayloadMode::Sha256(h) => h.clone(),
             _ => sigv4::UNSIGNED_PAYLOAD.to_string(),
@@ -237,10 +237,22 @@ impl Copy {
                 create.set(k, v.to_string());
             }
         }
+        // The destination's server-side encryption (SSE-S3, SSE-KMS, SSE-C).
+        for (k, v) in up.iter() {
+            if k.to_ascii_lowercase()
+                .starts_with("x-amz-server-side-encryption")
+            {
+                create.set(k, v.clone());
+            }
+        }
         create.set(ENVELOPE_HEADER, envelope);
+        // Source conditions and the source's SSE-C key go with every part copy.
         let conditions = up
             .iter()
-            .filter(|(k, _)| k.to_ascii_lowercase().starts_with("x-amz-copy-source-if-"))
+            .filter(|(k, _)| {
+                let k = k.to_ascii_lowercase();
+                k.starts_with("x-amz-copy-source-if-") || k.starts_with(COPY_SOURCE_SSE_PREFIX)
+            })
             .cloned()
             .collect();
         let mc = Box::new(MultipartCopy {
@@ -264,8 +276,17 @@ impl Copy {
                 self.copy_create(cx, mc)
             }
             None => {
-                let (lookup, call) =
-                    Lookup::start(cx, &env, &dek, src_path, etag, stored, parts, None);
+                let (lookup, call) = Lookup::start(
+                    cx,
+                    &env,
+                    &dek,
+                    src_path,
+                    etag,
+                    stored,
+                    parts,
+                    None,
+                    SseFor::CopySource,
+                );
                 self.state = CopyState::Table(Box::new(lookup), mc);
                 Ok(RequestStep::CallOut(call))
             }
@@ -299,7 +320,7 @@ impl Copy {
         let Some(&(number, len, offset)) = mc.parts.get(mc.next) else {
             return self.copy_complete(cx, mc);
         };
-        let mut h = cx.request_at(
+        let mut h = cx.sse_request_at(
             "PUT",
             format!(
                 "{}?partNumber={number}&uploadId={}",
@@ -307,6 +328,7 @@ impl Copy {
                 s3::uri_encode(&mc.upload_id, true)
             ),
             None,
+            SseFor::Object,
         );
         h.set("x-amz-copy-source", mc.copy_source.clone());
         h.set(

@@ -38,6 +38,7 @@ use crate::headers::Headers;
 use crate::s3::error::S3Error;
 use crate::s3::{self, Operation};
 
+mod attributes;
 mod complete;
 mod copy;
 mod cx;
@@ -153,6 +154,7 @@ enum Op {
     Get(Box<get::Get>),
     Copy(Box<copy::Copy>),
     PartCopy(Box<part_copy::UploadPartCopy>),
+    Attributes(Box<attributes::Attributes>),
 }
 
 /// One request/response exchange.
@@ -185,6 +187,7 @@ impl Exchange {
                 resource: String::new(),
                 head: false,
                 req: None,
+                sse: cx::SseHeaders::default(),
             },
             op: Op::Idle,
             token: None,
@@ -241,6 +244,7 @@ impl Exchange {
         let up = upstream_headers(raw_headers, &h, &req, &cfg.plugin.upstream_authority)?;
         let cx = &mut self.cx;
         cx.req = Some(req);
+        cx.sse = cx::SseHeaders::of(&h);
         let cx = &*cx;
         let Some(req) = cx.req.as_ref() else {
             return Err(S3Error::internal("s3crypt: no request"));
@@ -281,6 +285,11 @@ impl Exchange {
                 no_body(&h, eos)?;
                 let (op, step) = part_copy::UploadPartCopy::start(cx, &h, up, req)?;
                 (Op::PartCopy(Box::new(op)), step)
+            }
+            Operation::GetObjectAttributes => {
+                no_body(&h, eos)?;
+                let (op, step) = attributes::Attributes::start(cx, &h, req)?;
+                (Op::Attributes(Box::new(op)), step)
             }
             Operation::ListParts => {
                 let rewrite = Some(pass::Rewrite::PartSizes);
@@ -323,7 +332,7 @@ impl Exchange {
             Op::Abort(o) => o.request_body(chunk, end, out).map(|()| None),
             Op::Copy(o) => o.request_body(chunk, end, out).map(|()| None),
             Op::PartCopy(o) => o.request_body(chunk, end, out).map(|()| None),
-            Op::Get(_) | Op::Idle => refuse_body(chunk).map(|()| None),
+            Op::Get(_) | Op::Attributes(_) | Op::Idle => refuse_body(chunk).map(|()| None),
         };
         r.map_err(|e| {
             // Nothing of a refused body goes upstream.
@@ -367,6 +376,7 @@ impl Exchange {
             Op::Get(o) => o.callout(cx, resp),
             Op::Copy(o) => o.callout(cx, resp),
             Op::PartCopy(o) => o.callout(cx, resp),
+            Op::Attributes(o) => o.callout(cx, resp),
             Op::Pass(_) | Op::Put(_) | Op::Idle => unexpected_callout(cx),
         }
     }
@@ -404,6 +414,7 @@ impl Exchange {
             Op::Copy(o) => o.response_headers(cx, h, eos),
             Op::PartCopy(o) => o.response_headers(cx, h, eos),
             Op::Pass(o) => o.response_headers(cx, h, eos),
+            Op::Attributes(o) => o.response_headers(h, eos),
             Op::Idle => {
                 let mut out = h.clone();
                 RespBody::Pass.headers_done(&mut out, eos);
@@ -429,7 +440,7 @@ impl Exchange {
             Op::PartCopy(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::Put(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::Pass(o) => o.response_body(cx, chunk, end, out).map(|()| None),
-            Op::Part(_) | Op::Abort(_) | Op::Idle => {
+            Op::Part(_) | Op::Abort(_) | Op::Attributes(_) | Op::Idle => {
                 out.extend_from_slice(chunk);
                 Ok(None)
             }
