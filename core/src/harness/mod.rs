@@ -40,6 +40,8 @@ mod tests_auth;
 #[cfg(test)]
 mod tests_boundary;
 #[cfg(test)]
+mod tests_conditional;
+#[cfg(test)]
 mod tests_copy;
 #[cfg(test)]
 mod tests_edges;

@@ -103,6 +103,9 @@ pub struct FakeS3 {
     pub max_skew: i64,
     /// Requests handled.
     pub requests: u64,
+    /// Enforce `If-None-Match` / `If-Match` on writes (AWS S3, MinIO); off: ignore them
+    /// (Ceph RGW 16 ignores `If-None-Match: *` on PUT).
+    pub conditional_writes: bool,
 }
 
 /// The standard headers S3 stores with an object.
@@ -242,6 +245,7 @@ impl FakeS3 {
             max_page: 1000,
             max_skew: 900,
             requests: 0,
+            conditional_writes: true,
         }
     }
 
@@ -391,6 +395,9 @@ impl FakeS3 {
             "PUT" => self.put_object(&r, &bucket, &key, now),
             "GET" | "HEAD" => self.get_object(&r, &bucket, &key),
             "DELETE" => {
+                if let Err(e) = self.write_conditions(&r, &bucket, &key) {
+                    return e;
+                }
                 self.buckets.get_mut(&bucket).map(|b| b.remove(&key));
                 Http::with_status(204)
             }

@@ -213,6 +213,9 @@ impl FakeS3 {
             Ok(id) => id,
             Err(e) => return e,
         };
+        if let Err(e) = self.write_conditions(r, bucket, key) {
+            return e;
+        }
         let text = String::from_utf8_lossy(&r.body).into_owned();
         let mut listed: Vec<(u32, String)> = Vec::new();
         let mut pos = 0;

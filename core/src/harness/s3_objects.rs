@@ -9,6 +9,9 @@ use super::s3_xml::{http_date, xml_escape};
 
 impl FakeS3 {
     pub(super) fn put_object(&mut self, r: &Req<'_>, bucket: &str, key: &str, now: i64) -> Http {
+        if let Err(e) = self.write_conditions(r, bucket, key) {
+            return e;
+        }
         let echo = match r.check_digests() {
             Ok(e) => e,
             Err(e) => return e,
@@ -58,6 +61,53 @@ impl FakeS3 {
         Ok((b, k))
     }
 
+    /// `If-None-Match: *` and `If-Match` of a write (PutObject, CopyObject,
+    /// CompleteMultipartUpload, DeleteObject) as S3 evaluates them against the stored
+    /// object, when [`FakeS3::conditional_writes`] is on (a backend such as Ceph RGW 16
+    /// ignores them: off).
+    pub(super) fn write_conditions(
+        &self,
+        r: &Req<'_>,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(), Http> {
+        if !self.conditional_writes {
+            return Ok(());
+        }
+        let current = self.buckets.get(bucket).and_then(|b| b.get(key));
+        let failed = |st: u16, code: &'static str, msg: &str| Err(r.err(st, code, msg));
+        if let Some(v) = r.headers.get("if-none-match") {
+            if v.trim() != "*" {
+                return failed(
+                    501,
+                    "NotImplemented",
+                    "A header you provided implies functionality that is not implemented",
+                );
+            }
+            if current.is_some() {
+                return failed(
+                    412,
+                    "PreconditionFailed",
+                    "At least one of the pre-conditions you specified did not hold",
+                );
+            }
+        }
+        if let Some(v) = r.headers.get("if-match") {
+            match current {
+                None => return failed(404, "NoSuchKey", "The specified key does not exist."),
+                Some(o) if !etag_matches(v, &o.etag) => {
+                    return failed(
+                        412,
+                        "PreconditionFailed",
+                        "At least one of the pre-conditions you specified did not hold",
+                    )
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// `x-amz-copy-source-if-match` / `-if-none-match` against the source's ETag.
     pub(super) fn copy_conditions(r: &Req<'_>, etag: &str) -> Result<(), Http> {
         let failed = r
@@ -84,6 +134,9 @@ impl FakeS3 {
         };
         let src = self.buckets[&sb][&sk].clone();
         if let Err(e) = Self::copy_conditions(r, &src.etag) {
+            return e;
+        }
+        if let Err(e) = self.write_conditions(r, bucket, key) {
             return e;
         }
         let replace = r

@@ -8,7 +8,10 @@
 
 use sha2::{Digest as _, Sha256};
 
-use super::cx::{iso8601, no_such_key, precondition_failed, Cx, SseFor, COPY_SOURCE_SSE_PREFIX};
+use super::cx::{
+    conditional_conflict, iso8601, no_such_key, precondition_failed, Cx, SseFor,
+    COPY_SOURCE_SSE_PREFIX,
+};
 use super::get::etag_list_matches;
 use super::request::PassBody;
 use super::response::RespBody;
@@ -255,11 +258,16 @@ impl Copy {
             })
             .cloned()
             .collect();
+        let dest_conditions = ["if-match", "if-none-match"]
+            .iter()
+            .filter_map(|k| up.get(k).map(|v| (k.to_string(), v.to_string())))
+            .collect();
         let mc = Box::new(MultipartCopy {
             dest,
             copy_source,
             conditions,
             create,
+            dest_conditions,
             src_etag: etag.clone(),
             parts: Vec::new(),
             upload_id: String::new(),
@@ -385,6 +393,9 @@ impl Copy {
         );
         h.set("content-type", "application/xml");
         h.set("content-length", body.len().to_string());
+        for (k, v) in &mc.dest_conditions {
+            h.set(k, v.clone());
+        }
         cx.sign(&mut h, &hex::encode(Sha256::digest(body.as_bytes())));
         self.state = CopyState::Complete(mc);
         let mut c = cx.backend_callout(h);
@@ -448,6 +459,9 @@ pub(crate) struct MultipartCopy {
     conditions: Vec<(String, String)>,
     /// CreateMultipartUpload headers (metadata, content headers, envelope).
     create: Headers,
+    /// The destination's write conditions (`If-None-Match: *`, `If-Match` with the
+    /// backend's ETag; see `condition`), applied to the Complete.
+    dest_conditions: Vec<(String, String)>,
     src_etag: String,
     /// (part number, stored length, stored offset) of the source's parts.
     parts: Vec<(u32, u64, u64)>,
@@ -460,6 +474,7 @@ pub(crate) struct MultipartCopy {
 pub(crate) fn copy_failed(status: Option<u16>) -> S3Error {
     match status {
         Some(412) => precondition_failed(),
+        Some(409) => conditional_conflict(),
         Some(404) => no_such_key(),
         Some(403) => S3Error::access_denied("Access Denied"),
         _ => S3Error::service_unavailable(

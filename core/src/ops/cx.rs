@@ -347,6 +347,15 @@ pub(crate) fn precondition_failed() -> S3Error {
     )
 }
 
+/// A conditional write met a concurrent one (S3: retry).
+pub(crate) fn conditional_conflict() -> S3Error {
+    S3Error::new(
+        409,
+        "ConditionalRequestConflict",
+        "A conflicting conditional operation is currently in progress against this resource. Please try again.",
+    )
+}
+
 /// The backend refused the UploadPart of an UploadPartCopy.
 pub(crate) fn part_put_failed(status: Option<u16>, body: &str) -> S3Error {
     match (
