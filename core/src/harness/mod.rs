@@ -54,6 +54,8 @@ mod tests_props;
 #[cfg(test)]
 mod tests_redis;
 #[cfg(test)]
+mod tests_sse;
+#[cfg(test)]
 mod tests_tamper_multipart;
 
 use std::cell::RefCell;

@@ -4,7 +4,10 @@
 //! them.
 
 use super::drive::Http;
-use super::s3::{etag_matches, md5_etag, xml_ok, FakeS3, Req, StoredObject, CONTENT_HEADERS};
+use super::s3::{
+    check_customer_key, etag_matches, md5_etag, xml_ok, FakeS3, Req, StoredObject, CONTENT_HEADERS,
+    SSE_STORED,
+};
 use super::s3_xml::{http_date, xml_escape};
 
 impl FakeS3 {
@@ -31,6 +34,13 @@ impl FakeS3 {
         resp.headers.set("etag", o.etag.clone());
         for (k, v) in echo {
             resp.headers.set(&k, v);
+        }
+        for (k, v) in o
+            .meta
+            .iter()
+            .filter(|(k, _)| SSE_STORED.contains(&k.as_str()))
+        {
+            resp.headers.set(k, v.clone());
         }
         self.buckets
             .get_mut(bucket)
@@ -133,6 +143,10 @@ impl FakeS3 {
             Err(e) => return e,
         };
         let src = self.buckets[&sb][&sk].clone();
+        if let Err(e) = check_customer_key(r, &src.meta, "x-amz-copy-source-server-side-encryption")
+        {
+            return e;
+        }
         if let Err(e) = Self::copy_conditions(r, &src.etag) {
             return e;
         }
@@ -152,7 +166,18 @@ impl FakeS3 {
                 Err(e) => return e,
             }
         } else {
-            src.meta.clone()
+            // The destination's encryption is the request's, not the source's.
+            let mut m: Vec<(String, String)> = src
+                .meta
+                .iter()
+                .filter(|(k, _)| !SSE_STORED.contains(&k.as_str()))
+                .cloned()
+                .collect();
+            m.extend(r.headers.iter().filter_map(|(k, v)| {
+                let k = k.to_ascii_lowercase();
+                SSE_STORED.contains(&k.as_str()).then(|| (k, v.clone()))
+            }));
+            m
         };
         let etag = if src.parts.is_empty() {
             src.etag.clone()
@@ -181,6 +206,9 @@ impl FakeS3 {
         let Some(o) = self.buckets[bucket].get(key) else {
             return r.err(404, "NoSuchKey", "The specified key does not exist.");
         };
+        if let Err(e) = check_customer_key(r, &o.meta, "x-amz-server-side-encryption") {
+            return e;
+        }
         let h = r.headers;
         if h.get("if-match").is_some_and(|m| !etag_matches(m, &o.etag)) {
             return r.err(
