@@ -17,6 +17,8 @@
 //! | `copy`      | CopyObject (single and multipart sources) |
 //! | `part_copy` | UploadPartCopy |
 //! | `pass`      | listings, ListParts, and the pass-through operations of the table |
+//! | `attributes`| GetObjectAttributes (answered by the filter) |
+//! | `condition` | write conditions checked before PutObject, Complete, CopyObject, DeleteObject |
 //!
 //! Shared parts: `cx` (the request context and its helpers), `response` (what happens
 //! to a response body), `table` (part-table lookups), `staging` (short last parts),
@@ -461,7 +463,7 @@ fn start_op(
     let req = cx.request()?;
     Ok(match req.op {
         Operation::PutObject => {
-            let (op, up) = put::Put::start(cx, &h, up, v, eos)?;
+            let (op, up) = put::Put::start(cx, h, up, v, eos)?;
             (Op::Put(Box::new(op)), RequestStep::Forward(up))
         }
         Operation::CreateMultipartUpload => {
@@ -469,7 +471,7 @@ fn start_op(
             (Op::Create(Box::new(op)), step)
         }
         Operation::UploadPart => {
-            let (op, step) = multipart::Part::start(cx, &h, up, v, req, eos)?;
+            let (op, step) = multipart::Part::start(cx, h, up, v, req, eos)?;
             (Op::Part(Box::new(op)), step)
         }
         Operation::CompleteMultipartUpload => {
@@ -481,23 +483,23 @@ fn start_op(
             (Op::Abort(Box::new(op)), step)
         }
         Operation::GetObject | Operation::HeadObject => {
-            no_body(&h, eos)?;
-            let (op, step) = get::Get::start(cx, &h, up, req)?;
+            no_body(h, eos)?;
+            let (op, step) = get::Get::start(cx, h, up, req)?;
             (Op::Get(Box::new(op)), step)
         }
         Operation::CopyObject => {
-            no_body(&h, eos)?;
-            let (op, step) = copy::Copy::start(cx, &h, up, v)?;
+            no_body(h, eos)?;
+            let (op, step) = copy::Copy::start(cx, h, up, v)?;
             (Op::Copy(Box::new(op)), step)
         }
         Operation::UploadPartCopy => {
-            no_body(&h, eos)?;
-            let (op, step) = part_copy::UploadPartCopy::start(cx, &h, up, req)?;
+            no_body(h, eos)?;
+            let (op, step) = part_copy::UploadPartCopy::start(cx, h, up, req)?;
             (Op::PartCopy(Box::new(op)), step)
         }
         Operation::GetObjectAttributes => {
-            no_body(&h, eos)?;
-            let (op, step) = attributes::Attributes::start(cx, &h, req)?;
+            no_body(h, eos)?;
+            let (op, step) = attributes::Attributes::start(cx, h, req)?;
             (Op::Attributes(Box::new(op)), step)
         }
         Operation::ListParts => {
