@@ -34,6 +34,23 @@ pub enum StateStore {
     Redis,
 }
 
+/// What the filter does with `If-None-Match` / `If-Match` on writes (PutObject,
+/// CompleteMultipartUpload, CopyObject, and `If-Match` on DeleteObject). The filter cannot
+/// find out whether the backend enforces them (Ceph RGW 16 ignores `If-None-Match: *` on
+/// a PUT), so the operator says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ConditionalWrites {
+    /// Refused with 501 NotImplemented (the default): never silently ignored.
+    #[default]
+    Refuse,
+    /// The backend enforces them (AWS S3, MinIO): `If-None-Match: *` goes upstream as
+    /// signed; `If-Match` is checked by the filter against the client-visible ETag (a
+    /// HEAD) and goes upstream as the backend's ETag of that version, so the backend
+    /// still decides atomically.
+    Backend,
+}
+
 /// The non-secret part, as written in Envoy's filter configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +121,9 @@ pub struct PluginConfig {
     /// 5 MiB, so at most 40 MiB). A new one evicts the oldest when all are taken.
     #[serde(default = "default_staging_slots")]
     pub staging_slots: u32,
+    /// `If-None-Match` / `If-Match` on writes: `refuse` (the default) or `backend`.
+    #[serde(default)]
+    pub conditional_writes: ConditionalWrites,
     /// Environment variable names, if the defaults do not suit.
     #[serde(default)]
     pub env: EnvNames,

@@ -62,6 +62,9 @@ app.kubernetes.io/component: webdis
 {{/* Checks that make a broken or unsafe deployment fail at render time. */}}
 {{- define "s3crypt.validate" -}}
 {{- $redis := eq .Values.stateStore.type "redis" -}}
+{{- if not (has .Values.filter.conditionalWrites (list "refuse" "backend")) -}}
+{{- fail "filter.conditionalWrites must be refuse or backend" -}}
+{{- end -}}
 {{- if not (has .Values.stateStore.type (list "shared_data" "redis")) -}}
 {{- fail "stateStore.type must be shared_data or redis" -}}
 {{- end -}}

@@ -34,9 +34,13 @@ pub mod webdis;
 #[cfg(test)]
 mod tests_adversarial;
 #[cfg(test)]
+mod tests_attributes;
+#[cfg(test)]
 mod tests_auth;
 #[cfg(test)]
 mod tests_boundary;
+#[cfg(test)]
+mod tests_conditional;
 #[cfg(test)]
 mod tests_copy;
 #[cfg(test)]
@@ -49,6 +53,8 @@ mod tests_objects;
 mod tests_props;
 #[cfg(test)]
 mod tests_redis;
+#[cfg(test)]
+mod tests_sse;
 #[cfg(test)]
 mod tests_tamper_multipart;
 

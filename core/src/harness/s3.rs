@@ -103,6 +103,55 @@ pub struct FakeS3 {
     pub max_skew: i64,
     /// Requests handled.
     pub requests: u64,
+    /// Enforce `If-None-Match` / `If-Match` on writes (AWS S3, MinIO); off: ignore them
+    /// (Ceph RGW 16 ignores `If-None-Match: *` on PUT).
+    pub conditional_writes: bool,
+}
+
+/// Server-side encryption headers S3 keeps with an object and returns on reads (the
+/// SSE-C key itself is never stored, only its MD5).
+pub(super) const SSE_STORED: &[&str] = &[
+    "x-amz-server-side-encryption",
+    "x-amz-server-side-encryption-aws-kms-key-id",
+    "x-amz-server-side-encryption-context",
+    "x-amz-server-side-encryption-bucket-key-enabled",
+    "x-amz-server-side-encryption-customer-algorithm",
+    "x-amz-server-side-encryption-customer-key-md5",
+];
+
+/// SSE-C: a request for an object stored under a customer key must carry that key under
+/// `prefix` (`x-amz-server-side-encryption` for the object itself,
+/// `x-amz-copy-source-server-side-encryption` for a copy's source); one that carries a
+/// key for an object stored without one is refused too (S3's rules).
+pub(super) fn check_customer_key(
+    r: &Req<'_>,
+    stored: &[(String, String)],
+    prefix: &str,
+) -> Result<(), Http> {
+    let want = stored
+        .iter()
+        .find(|(k, _)| k == "x-amz-server-side-encryption-customer-key-md5")
+        .map(|(_, v)| v.as_str());
+    let key = r.headers.get(&format!("{prefix}-customer-key"));
+    let md5 = r.headers.get(&format!("{prefix}-customer-key-md5"));
+    match (want, key) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(r.err(
+            400,
+            "InvalidRequest",
+            "The encryption parameters are not applicable to this object.",
+        )),
+        (Some(want), key) => {
+            let actual = key
+                .and_then(|k| B64.decode(k.trim()).ok())
+                .map(|k| B64.encode(Md5::digest(&k)));
+            if actual.as_deref() == Some(want) && md5 == Some(want) {
+                Ok(())
+            } else {
+                Err(r.err(400, "InvalidRequest", "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object."))
+            }
+        }
+    }
 }
 
 /// The standard headers S3 stores with an object.
@@ -177,7 +226,11 @@ impl Req<'_> {
             .headers
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-            .filter(|(k, _)| k.starts_with("x-amz-meta-") || CONTENT_HEADERS.contains(&k.as_str()))
+            .filter(|(k, _)| {
+                k.starts_with("x-amz-meta-")
+                    || CONTENT_HEADERS.contains(&k.as_str())
+                    || SSE_STORED.contains(&k.as_str())
+            })
             .collect();
         m.sort();
         let size: usize = m
@@ -242,6 +295,7 @@ impl FakeS3 {
             max_page: 1000,
             max_skew: 900,
             requests: 0,
+            conditional_writes: true,
         }
     }
 
@@ -391,6 +445,9 @@ impl FakeS3 {
             "PUT" => self.put_object(&r, &bucket, &key, now),
             "GET" | "HEAD" => self.get_object(&r, &bucket, &key),
             "DELETE" => {
+                if let Err(e) = self.write_conditions(&r, &bucket, &key) {
+                    return e;
+                }
                 self.buckets.get_mut(&bucket).map(|b| b.remove(&key));
                 Http::with_status(204)
             }

@@ -7,7 +7,9 @@
 use md5::{Digest as _, Md5};
 
 use super::drive::Http;
-use super::s3::{bare, md5_etag, xml_ok, FakeS3, Req, StoredObject, StoredPart, Upload};
+use super::s3::{
+    bare, check_customer_key, md5_etag, xml_ok, FakeS3, Req, StoredObject, StoredPart, Upload,
+};
 use super::s3_xml::{iso8601, xml_escape};
 
 const NS: &str = "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"";
@@ -98,6 +100,11 @@ impl FakeS3 {
             Ok(n) => n,
             Err(e) => return e,
         };
+        if let Err(e) =
+            check_customer_key(r, &self.uploads[&id].meta, "x-amz-server-side-encryption")
+        {
+            return e;
+        }
         let echo = match r.check_digests() {
             Ok(e) => e,
             Err(e) => return e,
@@ -131,6 +138,13 @@ impl FakeS3 {
             Err(e) => return e,
         };
         let src = &self.buckets[&sb][&sk];
+        if let Err(e) =
+            check_customer_key(r, &self.uploads[&id].meta, "x-amz-server-side-encryption").and_then(
+                |()| check_customer_key(r, &src.meta, "x-amz-copy-source-server-side-encryption"),
+            )
+        {
+            return e;
+        }
         if let Err(e) = Self::copy_conditions(r, &src.etag) {
             return e;
         }
@@ -213,6 +227,9 @@ impl FakeS3 {
             Ok(id) => id,
             Err(e) => return e,
         };
+        if let Err(e) = self.write_conditions(r, bucket, key) {
+            return e;
+        }
         let text = String::from_utf8_lossy(&r.body).into_owned();
         let mut listed: Vec<(u32, String)> = Vec::new();
         let mut pos = 0;

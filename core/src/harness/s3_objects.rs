@@ -4,11 +4,17 @@
 //! them.
 
 use super::drive::Http;
-use super::s3::{etag_matches, md5_etag, xml_ok, FakeS3, Req, StoredObject, CONTENT_HEADERS};
+use super::s3::{
+    check_customer_key, etag_matches, md5_etag, xml_ok, FakeS3, Req, StoredObject, CONTENT_HEADERS,
+    SSE_STORED,
+};
 use super::s3_xml::{http_date, xml_escape};
 
 impl FakeS3 {
     pub(super) fn put_object(&mut self, r: &Req<'_>, bucket: &str, key: &str, now: i64) -> Http {
+        if let Err(e) = self.write_conditions(r, bucket, key) {
+            return e;
+        }
         let echo = match r.check_digests() {
             Ok(e) => e,
             Err(e) => return e,
@@ -28,6 +34,13 @@ impl FakeS3 {
         resp.headers.set("etag", o.etag.clone());
         for (k, v) in echo {
             resp.headers.set(&k, v);
+        }
+        for (k, v) in o
+            .meta
+            .iter()
+            .filter(|(k, _)| SSE_STORED.contains(&k.as_str()))
+        {
+            resp.headers.set(k, v.clone());
         }
         self.buckets
             .get_mut(bucket)
@@ -58,6 +71,53 @@ impl FakeS3 {
         Ok((b, k))
     }
 
+    /// `If-None-Match: *` and `If-Match` of a write (PutObject, CopyObject,
+    /// CompleteMultipartUpload, DeleteObject) as S3 evaluates them against the stored
+    /// object, when [`FakeS3::conditional_writes`] is on (a backend such as Ceph RGW 16
+    /// ignores them: off).
+    pub(super) fn write_conditions(
+        &self,
+        r: &Req<'_>,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(), Http> {
+        if !self.conditional_writes {
+            return Ok(());
+        }
+        let current = self.buckets.get(bucket).and_then(|b| b.get(key));
+        let failed = |st: u16, code: &'static str, msg: &str| Err(r.err(st, code, msg));
+        if let Some(v) = r.headers.get("if-none-match") {
+            if v.trim() != "*" {
+                return failed(
+                    501,
+                    "NotImplemented",
+                    "A header you provided implies functionality that is not implemented",
+                );
+            }
+            if current.is_some() {
+                return failed(
+                    412,
+                    "PreconditionFailed",
+                    "At least one of the pre-conditions you specified did not hold",
+                );
+            }
+        }
+        if let Some(v) = r.headers.get("if-match") {
+            match current {
+                None => return failed(404, "NoSuchKey", "The specified key does not exist."),
+                Some(o) if !etag_matches(v, &o.etag) => {
+                    return failed(
+                        412,
+                        "PreconditionFailed",
+                        "At least one of the pre-conditions you specified did not hold",
+                    )
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// `x-amz-copy-source-if-match` / `-if-none-match` against the source's ETag.
     pub(super) fn copy_conditions(r: &Req<'_>, etag: &str) -> Result<(), Http> {
         let failed = r
@@ -83,7 +143,14 @@ impl FakeS3 {
             Err(e) => return e,
         };
         let src = self.buckets[&sb][&sk].clone();
+        if let Err(e) = check_customer_key(r, &src.meta, "x-amz-copy-source-server-side-encryption")
+        {
+            return e;
+        }
         if let Err(e) = Self::copy_conditions(r, &src.etag) {
+            return e;
+        }
+        if let Err(e) = self.write_conditions(r, bucket, key) {
             return e;
         }
         let replace = r
@@ -99,7 +166,18 @@ impl FakeS3 {
                 Err(e) => return e,
             }
         } else {
-            src.meta.clone()
+            // The destination's encryption is the request's, not the source's.
+            let mut m: Vec<(String, String)> = src
+                .meta
+                .iter()
+                .filter(|(k, _)| !SSE_STORED.contains(&k.as_str()))
+                .cloned()
+                .collect();
+            m.extend(r.headers.iter().filter_map(|(k, v)| {
+                let k = k.to_ascii_lowercase();
+                SSE_STORED.contains(&k.as_str()).then(|| (k, v.clone()))
+            }));
+            m
         };
         let etag = if src.parts.is_empty() {
             src.etag.clone()
@@ -128,6 +206,9 @@ impl FakeS3 {
         let Some(o) = self.buckets[bucket].get(key) else {
             return r.err(404, "NoSuchKey", "The specified key does not exist.");
         };
+        if let Err(e) = check_customer_key(r, &o.meta, "x-amz-server-side-encryption") {
+            return e;
+        }
         let h = r.headers;
         if h.get("if-match").is_some_and(|m| !etag_matches(m, &o.etag)) {
             return r.err(

@@ -349,7 +349,8 @@ impl Complete {
             c.path,
             s3::uri_encode(&c.upload_id, true)
         );
-        let mut h = cx.request_at("PUT", path, None);
+        // An SSE-C upload's parts need its key: the client's Complete must carry it.
+        let mut h = cx.sse_request_at("PUT", path, None, super::cx::SseFor::Object);
         h.set("content-length", body.len().to_string());
         cx.sign(&mut h, sigv4::UNSIGNED_PAYLOAD);
         let mut call = cx.backend_callout(h);

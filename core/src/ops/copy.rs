@@ -8,7 +8,10 @@
 
 use sha2::{Digest as _, Sha256};
 
-use super::cx::{iso8601, no_such_key, precondition_failed, Cx};
+use super::cx::{
+    conditional_conflict, iso8601, no_such_key, precondition_failed, Cx, SseFor,
+    COPY_SOURCE_SSE_PREFIX,
+};
 use super::get::etag_list_matches;
 use super::request::PassBody;
 use super::response::RespBody;
@@ -53,7 +56,7 @@ impl Copy {
         up: Headers,
         v: &VerifiedRequest,
     ) -> Result<(Copy, RequestStep), S3Error> {
-        let head = cx.request_at("HEAD", copy_source_path(h)?, None);
+        let head = cx.sse_request_at("HEAD", copy_source_path(h)?, None, SseFor::CopySource);
         let payload_hash = match &v.payload {
             PayloadMode::Sha256(h) => h.clone(),
             _ => sigv4::UNSIGNED_PAYLOAD.to_string(),
@@ -237,17 +240,34 @@ impl Copy {
                 create.set(k, v.to_string());
             }
         }
+        // The destination's server-side encryption (SSE-S3, SSE-KMS, SSE-C).
+        for (k, v) in up.iter() {
+            if k.to_ascii_lowercase()
+                .starts_with("x-amz-server-side-encryption")
+            {
+                create.set(k, v.clone());
+            }
+        }
         create.set(ENVELOPE_HEADER, envelope);
+        // Source conditions and the source's SSE-C key go with every part copy.
         let conditions = up
             .iter()
-            .filter(|(k, _)| k.to_ascii_lowercase().starts_with("x-amz-copy-source-if-"))
+            .filter(|(k, _)| {
+                let k = k.to_ascii_lowercase();
+                k.starts_with("x-amz-copy-source-if-") || k.starts_with(COPY_SOURCE_SSE_PREFIX)
+            })
             .cloned()
+            .collect();
+        let dest_conditions = ["if-match", "if-none-match"]
+            .iter()
+            .filter_map(|k| up.get(k).map(|v| (k.to_string(), v.to_string())))
             .collect();
         let mc = Box::new(MultipartCopy {
             dest,
             copy_source,
             conditions,
             create,
+            dest_conditions,
             src_etag: etag.clone(),
             parts: Vec::new(),
             upload_id: String::new(),
@@ -264,8 +284,17 @@ impl Copy {
                 self.copy_create(cx, mc)
             }
             None => {
-                let (lookup, call) =
-                    Lookup::start(cx, &env, &dek, src_path, etag, stored, parts, None);
+                let (lookup, call) = Lookup::start(
+                    cx,
+                    &env,
+                    &dek,
+                    src_path,
+                    etag,
+                    stored,
+                    parts,
+                    None,
+                    SseFor::CopySource,
+                );
                 self.state = CopyState::Table(Box::new(lookup), mc);
                 Ok(RequestStep::CallOut(call))
             }
@@ -299,7 +328,7 @@ impl Copy {
         let Some(&(number, len, offset)) = mc.parts.get(mc.next) else {
             return self.copy_complete(cx, mc);
         };
-        let mut h = cx.request_at(
+        let mut h = cx.sse_request_at(
             "PUT",
             format!(
                 "{}?partNumber={number}&uploadId={}",
@@ -307,6 +336,7 @@ impl Copy {
                 s3::uri_encode(&mc.upload_id, true)
             ),
             None,
+            SseFor::Object,
         );
         h.set("x-amz-copy-source", mc.copy_source.clone());
         h.set(
@@ -363,6 +393,9 @@ impl Copy {
         );
         h.set("content-type", "application/xml");
         h.set("content-length", body.len().to_string());
+        for (k, v) in &mc.dest_conditions {
+            h.set(k, v.clone());
+        }
         cx.sign(&mut h, &hex::encode(Sha256::digest(body.as_bytes())));
         self.state = CopyState::Complete(mc);
         let mut c = cx.backend_callout(h);
@@ -426,6 +459,9 @@ pub(crate) struct MultipartCopy {
     conditions: Vec<(String, String)>,
     /// CreateMultipartUpload headers (metadata, content headers, envelope).
     create: Headers,
+    /// The destination's write conditions (`If-None-Match: *`, `If-Match` with the
+    /// backend's ETag; see `condition`), applied to the Complete.
+    dest_conditions: Vec<(String, String)>,
     src_etag: String,
     /// (part number, stored length, stored offset) of the source's parts.
     parts: Vec<(u32, u64, u64)>,
@@ -438,6 +474,7 @@ pub(crate) struct MultipartCopy {
 pub(crate) fn copy_failed(status: Option<u16>) -> S3Error {
     match status {
         Some(412) => precondition_failed(),
+        Some(409) => conditional_conflict(),
         Some(404) => no_such_key(),
         Some(403) => S3Error::access_denied("Access Denied"),
         _ => S3Error::service_unavailable(

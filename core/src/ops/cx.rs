@@ -31,6 +31,58 @@ pub(crate) struct Cx {
     /// The access key of the client whose signature verified: its backend identity
     /// signs every request made for it (upstream and call-outs).
     pub client: Option<String>,
+    /// The client's signed SSE-C headers, for the filter's own requests (see [`SseFor`]).
+    pub sse: SseHeaders,
+}
+
+/// SSE-C request headers (customer-provided keys: secrets, never logged) of the client's
+/// request: the backend refuses any read or write of an SSE-C object without them, so
+/// the filter's own requests for that object carry them too.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct SseHeaders {
+    /// `x-amz-server-side-encryption-customer-*`: the key of the object the request names.
+    pub object: Vec<(String, String)>,
+    /// `x-amz-copy-source-server-side-encryption-customer-*`, under the names of the
+    /// object headers: the key of a copy's source, for reads of the source.
+    pub copy_source: Vec<(String, String)>,
+}
+
+/// SSE-C header names of an object's key.
+pub(crate) const SSE_C_HEADERS: &[&str] = &[
+    "x-amz-server-side-encryption-customer-algorithm",
+    "x-amz-server-side-encryption-customer-key",
+    "x-amz-server-side-encryption-customer-key-md5",
+];
+
+/// The prefix of a copy source's SSE-C headers (followed by `-customer-...`).
+pub(crate) const COPY_SOURCE_SSE_PREFIX: &str = "x-amz-copy-source-server-side-encryption";
+
+impl SseHeaders {
+    /// From the verified view of the request.
+    pub fn of(h: &Headers) -> SseHeaders {
+        let mut s = SseHeaders::default();
+        for name in SSE_C_HEADERS {
+            if let Some(v) = h.get(name) {
+                s.object.push((name.to_string(), v.to_string()));
+            }
+            let src = name.replacen("x-amz-server-side-encryption", COPY_SOURCE_SSE_PREFIX, 1);
+            if let Some(v) = h.get(&src) {
+                s.copy_source.push((name.to_string(), v.to_string()));
+            }
+        }
+        s
+    }
+}
+
+/// Which SSE-C key a request of the filter's own needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SseFor {
+    /// None (listings, aborts, upload state).
+    None,
+    /// The object the client's request names (reads of it, parts written to it).
+    Object,
+    /// The source of a copy (reads of it).
+    CopySource,
 }
 
 impl Cx {
@@ -93,6 +145,17 @@ impl Cx {
 
     /// A signed body-less request to the backend.
     pub fn request_at(&self, method: &str, path: String, range: Option<String>) -> Headers {
+        self.sse_request_at(method, path, range, SseFor::None)
+    }
+
+    /// A signed body-less request to the backend carrying the client's SSE-C key `which`.
+    pub fn sse_request_at(
+        &self,
+        method: &str,
+        path: String,
+        range: Option<String>,
+        which: SseFor,
+    ) -> Headers {
         let mut h = Headers::new();
         h.set(":method", method);
         h.set(":path", path);
@@ -101,8 +164,21 @@ impl Cx {
         if let Some(r) = range {
             h.set("range", r);
         }
+        self.add_sse(&mut h, which);
         self.sign(&mut h, sigv4::EMPTY_SHA256);
         h
+    }
+
+    /// Adds the client's SSE-C headers `which` to a request of the filter's own.
+    pub fn add_sse(&self, h: &mut Headers, which: SseFor) {
+        let set = match which {
+            SseFor::None => return,
+            SseFor::Object => &self.sse.object,
+            SseFor::CopySource => &self.sse.copy_source,
+        };
+        for (k, v) in set {
+            h.set(k, v.clone());
+        }
     }
 
     pub fn backend_callout(&self, h: Headers) -> CallOut {
@@ -278,6 +354,15 @@ pub(crate) fn precondition_failed() -> S3Error {
         412,
         "PreconditionFailed",
         "At least one of the pre-conditions you specified did not hold",
+    )
+}
+
+/// A conditional write met a concurrent one (S3: retry).
+pub(crate) fn conditional_conflict() -> S3Error {
+    S3Error::new(
+        409,
+        "ConditionalRequestConflict",
+        "A conflicting conditional operation is currently in progress against this resource. Please try again.",
     )
 }
 

@@ -4,7 +4,7 @@
 //! went out is a reset, with at most the verified prefix released).
 #![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
-use super::cx::{object_path, Cx};
+use super::cx::{object_path, Cx, SseFor};
 use super::request::{remove_query_param, strip_checksum_headers};
 use super::response::{replace_response, RespBody};
 use super::table::{cached_table, parts_in_etag, table_version, Found, Lookup};
@@ -181,7 +181,7 @@ impl Get {
         let original = up.get(":path").unwrap_or("/").to_string();
         up.set(":path", remove_query_param(&original, "partNumber"));
         cx.sign(up, sigv4::EMPTY_SHA256);
-        let head = cx.request_at("HEAD", object_path(req), None);
+        let head = cx.sse_request_at("HEAD", object_path(req), None, SseFor::Object);
         self.state = GetState::Head {
             up: std::mem::take(up),
             original,
@@ -247,8 +247,17 @@ impl Get {
                     return Ok(RequestStep::Wait(version));
                 };
                 let path = cx.object_path();
-                let (lookup, call) =
-                    Lookup::start(cx, &env, &dek, path, etag, stored, parts, Some(shared));
+                let (lookup, call) = Lookup::start(
+                    cx,
+                    &env,
+                    &dek,
+                    path,
+                    etag,
+                    stored,
+                    parts,
+                    Some(shared),
+                    SseFor::Object,
+                );
                 self.state = GetState::Table(Box::new(lookup), up);
                 Ok(RequestStep::CallOut(call))
             }
@@ -415,10 +424,7 @@ impl Get {
                 cx.count(Counter::IntegrityFailures, 1);
                 S3Error::integrity()
             })?;
-        let etag = match env.md5 {
-            Some(m) => format!("\"{}\"", hex::encode(m)),
-            None => out.get("etag").unwrap_or("").to_string(),
-        };
+        let etag = visible_etag(&env, out.get("etag").unwrap_or(""));
         if let Some(st) = self.check_conditions(Some(&etag)) {
             self.not_modified(cx, out, st);
             out.set("etag", etag);
@@ -620,6 +626,16 @@ impl Get {
             }
         }
         Ok(())
+    }
+}
+
+/// The ETag clients see for an encrypted object whose backend ETag is `backend`: for a
+/// single-part object the plaintext MD5 sealed in its envelope (when it has one), else the
+/// backend's. HEAD, GET, GetObjectAttributes and the write conditions all use this one.
+pub(crate) fn visible_etag(env: &Envelope, backend: &str) -> String {
+    match (env.layout, env.md5) {
+        (Layout::Single, Some(m)) => format!("\"{}\"", hex::encode(m)),
+        _ => backend.to_string(),
     }
 }
 

@@ -17,6 +17,8 @@
 //! | `copy`      | CopyObject (single and multipart sources) |
 //! | `part_copy` | UploadPartCopy |
 //! | `pass`      | listings, ListParts, and the pass-through operations of the table |
+//! | `attributes`| GetObjectAttributes (answered by the filter) |
+//! | `condition` | write conditions checked before PutObject, Complete, CopyObject, DeleteObject |
 //!
 //! Shared parts: `cx` (the request context and its helpers), `response` (what happens
 //! to a response body), `table` (part-table lookups), `staging` (short last parts),
@@ -38,7 +40,9 @@ use crate::headers::Headers;
 use crate::s3::error::S3Error;
 use crate::s3::{self, Operation};
 
+mod attributes;
 mod complete;
+mod condition;
 mod copy;
 mod cx;
 mod get;
@@ -153,6 +157,9 @@ enum Op {
     Get(Box<get::Get>),
     Copy(Box<copy::Copy>),
     PartCopy(Box<part_copy::UploadPartCopy>),
+    Attributes(Box<attributes::Attributes>),
+    /// A write waiting for the HEAD its `If-Match` is checked against.
+    Precondition(Box<Precondition>),
 }
 
 /// One request/response exchange.
@@ -207,6 +214,7 @@ impl Exchange {
                 head: false,
                 req: None,
                 client: None,
+                sse: cx::SseHeaders::default(),
             },
             op: Op::Idle,
             token: None,
@@ -265,67 +273,37 @@ impl Exchange {
         let up = upstream_headers(raw_headers, &h, &req, &cfg.plugin.upstream_authority)?;
         let cx = &mut self.cx;
         cx.req = Some(req);
+        cx.sse = cx::SseHeaders::of(&h);
         let cx = &*cx;
         let Some(req) = cx.req.as_ref() else {
             return Err(S3Error::internal("s3crypt: no request"));
         };
         let v = &verified;
-        Ok(match req.op {
-            Operation::PutObject => {
-                let (op, up) = put::Put::start(cx, &h, up, v, eos)?;
-                (Op::Put(Box::new(op)), RequestStep::Forward(up))
+        let mut up = up;
+        if matches!(
+            req.op,
+            Operation::PutObject
+                | Operation::CompleteMultipartUpload
+                | Operation::CopyObject
+                | Operation::DeleteObject
+        ) {
+            if let Some(list) = condition::write_conditions(cx, &h, &mut up)? {
+                // The client's If-Match is checked against the ETag it sees first.
+                let head = cx.sse_request_at("HEAD", cx.object_path(), None, cx::SseFor::Object);
+                let pending = Precondition {
+                    h,
+                    up,
+                    verified,
+                    eos,
+                    list,
+                };
+                return Ok((
+                    Op::Precondition(Box::new(pending)),
+                    RequestStep::CallOut(cx.backend_callout(head)),
+                ));
             }
-            Operation::CreateMultipartUpload => {
-                let (op, step) = multipart::Create::start(cx, up, v, req, eos)?;
-                (Op::Create(Box::new(op)), step)
-            }
-            Operation::UploadPart => {
-                let (op, step) = multipart::Part::start(cx, &h, up, v, req, eos)?;
-                (Op::Part(Box::new(op)), step)
-            }
-            Operation::CompleteMultipartUpload => {
-                let (op, step) = complete::Complete::start(cx, up, v, req, eos)?;
-                (Op::Complete(Box::new(op)), step)
-            }
-            Operation::AbortMultipartUpload => {
-                let (op, step) = multipart::Abort::start(cx, up, v, req, eos)?;
-                (Op::Abort(Box::new(op)), step)
-            }
-            Operation::GetObject | Operation::HeadObject => {
-                no_body(&h, eos)?;
-                let (op, step) = get::Get::start(cx, &h, up, req)?;
-                (Op::Get(Box::new(op)), step)
-            }
-            Operation::CopyObject => {
-                no_body(&h, eos)?;
-                let (op, step) = copy::Copy::start(cx, &h, up, v)?;
-                (Op::Copy(Box::new(op)), step)
-            }
-            Operation::UploadPartCopy => {
-                no_body(&h, eos)?;
-                let (op, step) = part_copy::UploadPartCopy::start(cx, &h, up, req)?;
-                (Op::PartCopy(Box::new(op)), step)
-            }
-            Operation::ListParts => {
-                let rewrite = Some(pass::Rewrite::PartSizes);
-                let (op, step) = pass::Pass::start(cx, up, v, req, eos, rewrite)?;
-                (Op::Pass(Box::new(op)), step)
-            }
-            Operation::ListObjectsV1 | Operation::ListObjectsV2 | Operation::ListObjectVersions => {
-                let rewrite = Some(pass::Rewrite::ListingSizes);
-                let (op, step) = pass::Pass::start(cx, up, v, req, eos, rewrite)?;
-                (Op::Pass(Box::new(op)), step)
-            }
-            Operation::ListBuckets
-            | Operation::BucketOp
-            | Operation::ListMultipartUploads
-            | Operation::DeleteObjects
-            | Operation::DeleteObject
-            | Operation::ObjectSubresource => {
-                let (op, step) = pass::Pass::start(cx, up, v, req, eos, None)?;
-                (Op::Pass(Box::new(op)), step)
-            }
-        })
+        }
+        start_op(cx, &h, up, v, eos)
     }
 
     /// A request body chunk; the transformed bytes are written to `out`.
@@ -347,7 +325,9 @@ impl Exchange {
             Op::Abort(o) => o.request_body(chunk, end, out).map(|()| None),
             Op::Copy(o) => o.request_body(chunk, end, out).map(|()| None),
             Op::PartCopy(o) => o.request_body(chunk, end, out).map(|()| None),
-            Op::Get(_) | Op::Idle => refuse_body(chunk).map(|()| None),
+            Op::Get(_) | Op::Attributes(_) | Op::Precondition(_) | Op::Idle => {
+                refuse_body(chunk).map(|()| None)
+            }
         };
         r.map_err(|e| {
             // Nothing of a refused body goes upstream.
@@ -382,6 +362,12 @@ impl Exchange {
 
     /// A call-out response (or `None`: it failed or timed out) for the pending state.
     pub fn on_callout_response(&mut self, resp: Option<(&Headers, &[u8])>) -> CallOutStep {
+        if let Op::Precondition(_) = self.op {
+            let Op::Precondition(p) = std::mem::replace(&mut self.op, Op::Idle) else {
+                return unexpected_callout(&self.cx);
+            };
+            return self.precondition_checked(*p, resp.map(|(h, _)| h));
+        }
         let cx = &self.cx;
         match &mut self.op {
             Op::Create(o) => o.callout(cx, resp),
@@ -391,7 +377,26 @@ impl Exchange {
             Op::Get(o) => o.callout(cx, resp),
             Op::Copy(o) => o.callout(cx, resp),
             Op::PartCopy(o) => o.callout(cx, resp),
-            Op::Pass(_) | Op::Put(_) | Op::Idle => unexpected_callout(cx),
+            Op::Attributes(o) => o.callout(cx, resp),
+            Op::Pass(_) | Op::Put(_) | Op::Precondition(_) | Op::Idle => unexpected_callout(cx),
+        }
+    }
+
+    /// The HEAD a write's `If-Match` is checked against answered: the write starts with
+    /// `If-Match: <backend ETag>` upstream, or is answered here (412, 404).
+    fn precondition_checked(&mut self, p: Precondition, resp: Option<&Headers>) -> CallOutStep {
+        let cx = &self.cx;
+        let r = condition::checked(cx, resp, &p.list).and_then(|backend_etag| {
+            let mut up = p.up;
+            up.set("if-match", backend_etag);
+            start_op(cx, &p.h, up, &p.verified, p.eos)
+        });
+        match r {
+            Ok((op, step)) => {
+                self.op = op;
+                CallOutStep::Request(step)
+            }
+            Err(e) => CallOutStep::Request(cx.reject(&e)),
         }
     }
 
@@ -428,7 +433,8 @@ impl Exchange {
             Op::Copy(o) => o.response_headers(cx, h, eos),
             Op::PartCopy(o) => o.response_headers(cx, h, eos),
             Op::Pass(o) => o.response_headers(cx, h, eos),
-            Op::Idle => {
+            Op::Attributes(o) => o.response_headers(h, eos),
+            Op::Precondition(_) | Op::Idle => {
                 let mut out = h.clone();
                 RespBody::Pass.headers_done(&mut out, eos);
                 ResponseStep::Forward(out)
@@ -453,12 +459,93 @@ impl Exchange {
             Op::PartCopy(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::Put(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::Pass(o) => o.response_body(cx, chunk, end, out).map(|()| None),
-            Op::Part(_) | Op::Abort(_) | Op::Idle => {
+            Op::Part(_) | Op::Abort(_) | Op::Attributes(_) | Op::Precondition(_) | Op::Idle => {
                 out.extend_from_slice(chunk);
                 Ok(None)
             }
         }
     }
+}
+
+/// A write whose `If-Match` the filter checks first (see `condition`): what its start needs.
+struct Precondition {
+    h: Headers,
+    up: Headers,
+    verified: sigv4::VerifiedRequest,
+    eos: bool,
+    list: String,
+}
+
+/// Starts the operation of a verified, parsed request (`cx.req`).
+fn start_op(
+    cx: &Cx,
+    h: &Headers,
+    up: Headers,
+    v: &sigv4::VerifiedRequest,
+    eos: bool,
+) -> Result<(Op, RequestStep), S3Error> {
+    let req = cx.request()?;
+    Ok(match req.op {
+        Operation::PutObject => {
+            let (op, up) = put::Put::start(cx, h, up, v, eos)?;
+            (Op::Put(Box::new(op)), RequestStep::Forward(up))
+        }
+        Operation::CreateMultipartUpload => {
+            let (op, step) = multipart::Create::start(cx, up, v, req, eos)?;
+            (Op::Create(Box::new(op)), step)
+        }
+        Operation::UploadPart => {
+            let (op, step) = multipart::Part::start(cx, h, up, v, req, eos)?;
+            (Op::Part(Box::new(op)), step)
+        }
+        Operation::CompleteMultipartUpload => {
+            let (op, step) = complete::Complete::start(cx, up, v, req, eos)?;
+            (Op::Complete(Box::new(op)), step)
+        }
+        Operation::AbortMultipartUpload => {
+            let (op, step) = multipart::Abort::start(cx, up, v, req, eos)?;
+            (Op::Abort(Box::new(op)), step)
+        }
+        Operation::GetObject | Operation::HeadObject => {
+            no_body(h, eos)?;
+            let (op, step) = get::Get::start(cx, h, up, req)?;
+            (Op::Get(Box::new(op)), step)
+        }
+        Operation::CopyObject => {
+            no_body(h, eos)?;
+            let (op, step) = copy::Copy::start(cx, h, up, v)?;
+            (Op::Copy(Box::new(op)), step)
+        }
+        Operation::UploadPartCopy => {
+            no_body(h, eos)?;
+            let (op, step) = part_copy::UploadPartCopy::start(cx, h, up, req)?;
+            (Op::PartCopy(Box::new(op)), step)
+        }
+        Operation::GetObjectAttributes => {
+            no_body(h, eos)?;
+            let (op, step) = attributes::Attributes::start(cx, h, req)?;
+            (Op::Attributes(Box::new(op)), step)
+        }
+        Operation::ListParts => {
+            let rewrite = Some(pass::Rewrite::PartSizes);
+            let (op, step) = pass::Pass::start(cx, up, v, req, eos, rewrite)?;
+            (Op::Pass(Box::new(op)), step)
+        }
+        Operation::ListObjectsV1 | Operation::ListObjectsV2 | Operation::ListObjectVersions => {
+            let rewrite = Some(pass::Rewrite::ListingSizes);
+            let (op, step) = pass::Pass::start(cx, up, v, req, eos, rewrite)?;
+            (Op::Pass(Box::new(op)), step)
+        }
+        Operation::ListBuckets
+        | Operation::BucketOp
+        | Operation::ListMultipartUploads
+        | Operation::DeleteObjects
+        | Operation::DeleteObject
+        | Operation::ObjectSubresource => {
+            let (op, step) = pass::Pass::start(cx, up, v, req, eos, None)?;
+            (Op::Pass(Box::new(op)), step)
+        }
+    })
 }
 
 #[cfg(test)]

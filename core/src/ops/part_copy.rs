@@ -6,7 +6,7 @@
 #![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 use super::copy::{copy_source_in_scope, copy_source_ok, copy_source_path};
-use super::cx::{iso8601, part_put_failed, precondition_failed, Cx};
+use super::cx::{iso8601, part_put_failed, precondition_failed, Cx, SseFor};
 use super::multipart::{find_record, part_number, record_answered, Record};
 use super::put::part_geometry;
 use super::request::PassBody;
@@ -156,7 +156,7 @@ impl UploadPartCopy {
         }
         let src_path = copy_source_path(h)?;
         let src_plain_ok = copy_source_in_scope(cx, h)?;
-        let mut head = cx.request_at("HEAD", src_path.clone(), None);
+        let mut head = cx.sse_request_at("HEAD", src_path.clone(), None, SseFor::CopySource);
         // Date conditions go to the backend with the HEAD (304/412 mean 412 for a copy).
         for (k, to) in [
             ("x-amz-copy-source-if-modified-since", "if-modified-since"),
@@ -254,8 +254,17 @@ impl UploadPartCopy {
                     }
                     None => {
                         let (path, etag) = (pc.src_path.clone(), pc.src_etag.clone());
-                        let (lookup, call) =
-                            Lookup::start(cx, &env, &dek, path, etag, stored, parts, None);
+                        let (lookup, call) = Lookup::start(
+                            cx,
+                            &env,
+                            &dek,
+                            path,
+                            etag,
+                            stored,
+                            parts,
+                            None,
+                            SseFor::CopySource,
+                        );
                         self.state = PartCopyState::Table(Box::new(lookup), pc, env.suite, dek);
                         Ok(RequestStep::CallOut(call))
                     }
@@ -336,7 +345,7 @@ impl UploadPartCopy {
                 kept.extend_from_slice(&body);
                 (kept, held)
             });
-            let mut h = cx.request_at("PUT", pc.dest.clone(), None);
+            let mut h = cx.sse_request_at("PUT", pc.dest.clone(), None, SseFor::Object);
             h.set("content-length", body.len().to_string());
             cx.sign(&mut h, sigv4::UNSIGNED_PAYLOAD);
             self.state = PartCopyState::Put(pc);
@@ -348,7 +357,12 @@ impl UploadPartCopy {
         let end = pc.chunk_end();
         let (s0, s1, dec) = pc.from.read(pc.next, end).ok_or_else(|| cx.integrity())?;
         let expect = span(s0, s1).ok_or_else(|| cx.integrity())?;
-        let mut h = cx.request_at("GET", pc.src_path.clone(), Some(format!("bytes={s0}-{s1}")));
+        let mut h = cx.sse_request_at(
+            "GET",
+            pc.src_path.clone(),
+            Some(format!("bytes={s0}-{s1}")),
+            SseFor::CopySource,
+        );
         if !pc.src_etag.is_empty() {
             h.set("if-match", pc.src_etag.clone());
         }

@@ -7,7 +7,7 @@
 
 use sha2::{Digest as _, Sha256};
 
-use super::cx::Cx;
+use super::cx::{Cx, SseFor};
 use super::vm::LookupInFlight;
 use super::CallOut;
 use crate::format::part_table::{PartTable, Walk};
@@ -24,6 +24,8 @@ pub(crate) struct Lookup {
     read: TableRead,
     /// Marks the lookup in flight for readers of the same version (range reads only).
     _shared: Option<LookupInFlight>,
+    /// The SSE-C key the reads need.
+    sse: SseFor,
 }
 
 /// Which read of a [`Lookup`] is in flight.
@@ -56,6 +58,7 @@ impl Lookup {
         stored: u64,
         parts: u64,
         shared: Option<LookupInFlight>,
+        sse: SseFor,
     ) -> (Lookup, CallOut) {
         let numbered = env.version >= 2;
         let mut walk = Walk::new(env.suite, dek, stored, parts, numbered);
@@ -70,6 +73,7 @@ impl Lookup {
             etag,
             read,
             _shared: shared,
+            sse,
         };
         let call = l.call(cx, range, read);
         (l, call)
@@ -82,10 +86,11 @@ impl Lookup {
 
     /// Reads stored bytes `first..=last` of the version.
     fn call(&mut self, cx: &Cx, (first, last): (u64, u64), read: TableRead) -> CallOut {
-        let mut h = cx.request_at(
+        let mut h = cx.sse_request_at(
             "GET",
             self.path.clone(),
             Some(format!("bytes={first}-{last}")),
+            self.sse,
         );
         h.set("if-match", self.etag.clone());
         self.read = read;

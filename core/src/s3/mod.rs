@@ -34,6 +34,8 @@ pub enum Operation {
     CompleteMultipartUpload,
     AbortMultipartUpload,
     ListParts,
+    /// Answered by the filter from the object's HEAD (and part table).
+    GetObjectAttributes,
     /// Object subresources that carry no object data (tagging, acl, retention, ...).
     ObjectSubresource,
 }
@@ -318,7 +320,13 @@ mod tests {
             ("GET", "/b/k?uploadId=u", false, ListParts),
             ("PUT", "/b/k?tagging", false, ObjectSubresource),
             ("GET", "/b/k?acl", false, ObjectSubresource),
-            ("GET", "/b/k?attributes", false, ObjectSubresource),
+            ("GET", "/b/k?attributes", false, GetObjectAttributes),
+            (
+                "GET",
+                "/b/k?attributes&versionId=v",
+                false,
+                GetObjectAttributes,
+            ),
         ];
         for (m, p, copy, want) in cases {
             assert_eq!(classify(m, p, "127.0.0.1:8080", copy).op, want, "{m} {p}");

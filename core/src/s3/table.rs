@@ -469,10 +469,10 @@ pub const TABLE: &[OpSpec] = &[
         ),
         xml(&["LegalHold"]),
     ),
-    // Sizes in it are those the backend stores (README, known limits).
+    // Answered by the filter (ops/attributes.rs): never sent upstream.
     op(
         "GetObjectAttributes",
-        O::ObjectSubresource,
+        O::GetObjectAttributes,
         "GET",
         Object,
         &["attributes"],
