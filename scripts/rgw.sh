@@ -106,6 +106,9 @@ bluestore cache size = 134217728
 rgw frontends = beast endpoint=127.0.0.1:$rgw_port
 rgw data = $B/rgw
 rgw thread pool size = 64
+# SSE-C over plain http: Envoy reaches radosgw over loopback (a production backend is
+# reached over TLS); RGW refuses SSE-C requests that did not arrive over TLS otherwise.
+rgw crypt require ssl = false
 CONF
 }
 

@@ -388,7 +388,10 @@ impl Exchange {
         let cx = &self.cx;
         let r = condition::checked(cx, resp, &p.list).and_then(|backend_etag| {
             let mut up = p.up;
-            up.set("if-match", backend_etag);
+            // Unquoted: Ceph RGW 16 compares a write's If-Match with the stored ETag
+            // without removing the quotes (a quoted value always fails, 412); AWS and
+            // MinIO accept either form.
+            up.set("if-match", backend_etag.trim_matches('"').to_string());
             start_op(cx, &p.h, up, &p.verified, p.eos)
         });
         match r {
