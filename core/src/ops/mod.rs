@@ -16,7 +16,8 @@
 //! | `get`       | GetObject, HeadObject (ranges, part reads) |
 //! | `copy`      | CopyObject (single and multipart sources) |
 //! | `part_copy` | UploadPartCopy |
-//! | `pass`      | listings, ListParts, and the pass-through operations of the table |
+//! | `list_parts`| ListParts (plaintext sizes and ETags) |
+//! | `pass`      | listings and the pass-through operations of the table |
 //!
 //! Shared parts: `cx` (the request context and its helpers), `response` (what happens
 //! to a response body), `table` (part-table lookups), `staging` (short last parts),
@@ -42,6 +43,7 @@ mod complete;
 mod copy;
 mod cx;
 mod get;
+mod list_parts;
 mod multipart;
 mod part_copy;
 mod pass;
@@ -104,6 +106,8 @@ pub enum CallOutStep {
 pub enum ResponseResume {
     Continue,
     Reset(String),
+    /// Keep holding the response until this further call-out answered too.
+    Then(CallOut),
 }
 
 /// What to do with the client's request headers.
@@ -153,6 +157,7 @@ enum Op {
     Get(Box<get::Get>),
     Copy(Box<copy::Copy>),
     PartCopy(Box<part_copy::UploadPartCopy>),
+    ListParts(Box<list_parts::ListParts>),
 }
 
 /// One request/response exchange.
@@ -283,9 +288,8 @@ impl Exchange {
                 (Op::PartCopy(Box::new(op)), step)
             }
             Operation::ListParts => {
-                let rewrite = Some(pass::Rewrite::PartSizes);
-                let (op, step) = pass::Pass::start(cx, up, v, req, eos, rewrite)?;
-                (Op::Pass(Box::new(op)), step)
+                let (op, step) = list_parts::ListParts::start(cx, up, v, req, eos)?;
+                (Op::ListParts(Box::new(op)), step)
             }
             Operation::ListObjectsV1 | Operation::ListObjectsV2 | Operation::ListObjectVersions => {
                 let rewrite = Some(pass::Rewrite::ListingSizes);
@@ -323,6 +327,7 @@ impl Exchange {
             Op::Abort(o) => o.request_body(chunk, end, out).map(|()| None),
             Op::Copy(o) => o.request_body(chunk, end, out).map(|()| None),
             Op::PartCopy(o) => o.request_body(chunk, end, out).map(|()| None),
+            Op::ListParts(o) => o.request_body(chunk, end, out).map(|()| None),
             Op::Get(_) | Op::Idle => refuse_body(chunk).map(|()| None),
         };
         r.map_err(|e| {
@@ -367,6 +372,7 @@ impl Exchange {
             Op::Get(o) => o.callout(cx, resp),
             Op::Copy(o) => o.callout(cx, resp),
             Op::PartCopy(o) => o.callout(cx, resp),
+            Op::ListParts(o) => o.callout(cx, resp),
             Op::Pass(_) | Op::Put(_) | Op::Idle => unexpected_callout(cx),
         }
     }
@@ -404,6 +410,7 @@ impl Exchange {
             Op::Copy(o) => o.response_headers(cx, h, eos),
             Op::PartCopy(o) => o.response_headers(cx, h, eos),
             Op::Pass(o) => o.response_headers(cx, h, eos),
+            Op::ListParts(o) => o.response_headers(cx, h, eos),
             Op::Idle => {
                 let mut out = h.clone();
                 RespBody::Pass.headers_done(&mut out, eos);
@@ -429,7 +436,9 @@ impl Exchange {
             Op::PartCopy(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::Put(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::Pass(o) => o.response_body(cx, chunk, end, out).map(|()| None),
-            Op::Part(_) | Op::Abort(_) | Op::Idle => {
+            Op::ListParts(o) => o.response_body(cx, chunk, end, out).map(|()| None),
+            Op::Part(o) => o.response_body(cx, chunk, end, out).map(|()| None),
+            Op::Abort(_) | Op::Idle => {
                 out.extend_from_slice(chunk);
                 Ok(None)
             }
