@@ -42,6 +42,8 @@ mod tests_copy;
 #[cfg(test)]
 mod tests_edges;
 #[cfg(test)]
+mod tests_etags;
+#[cfg(test)]
 mod tests_multipart;
 #[cfg(test)]
 mod tests_objects;

@@ -121,14 +121,19 @@ impl FakeWebdis {
             }
             "HSET" if arity(3) => {
                 if self.live(&args[0], now).is_some() {
-                    json!([false, "WRONGTYPE Operation against a key holding the wrong kind of value"])
+                    json!([
+                        false,
+                        "WRONGTYPE Operation against a key holding the wrong kind of value"
+                    ])
                 } else {
                     let h = &mut self
                         .hashes
                         .entry(args[0].clone())
                         .or_insert_with(|| (BTreeMap::new(), None))
                         .0;
-                    json!(u8::from(h.insert(args[1].clone(), args[2].clone()).is_none()))
+                    json!(u8::from(
+                        h.insert(args[1].clone(), args[2].clone()).is_none()
+                    ))
                 }
             }
             "HGETALL" if arity(1) => match self.live_hash(&args[0], now) {
@@ -171,7 +176,12 @@ impl FakeWebdis {
     }
 
     pub fn keys(&self) -> Vec<String> {
-        let mut k: Vec<String> = self.data.keys().chain(self.hashes.keys()).cloned().collect();
+        let mut k: Vec<String> = self
+            .data
+            .keys()
+            .chain(self.hashes.keys())
+            .cloned()
+            .collect();
         k.sort();
         k
     }

@@ -239,10 +239,14 @@ pub(crate) struct Part {
     upload_id: String,
     /// The upload's suite and data key and the part's number, once the record was read:
     /// the part's ETag entry is sealed with them.
-    seal: Option<(Suite, DataKey, u32)>,
+    seal: Option<PartSeal>,
     body: RespBody,
     state: PartState,
 }
+
+/// What a part's ETag entry is sealed with: the upload's suite and data key, the part's
+/// number.
+type PartSeal = (Suite, DataKey, u32);
 
 /// A call-out the UploadPart response waits for, and whether the part fails without it.
 struct Then {
@@ -322,7 +326,7 @@ impl Part {
         eos: bool,
         number: u32,
         st: &UploadState,
-    ) -> Result<(Box<Upload>, Headers, (Suite, DataKey, u32)), S3Error> {
+    ) -> Result<(Box<Upload>, Headers, PartSeal), S3Error> {
         let (env, dek) = cx.upload_envelope(st)?;
         let seal = (env.suite, DataKey::from_bytes(dek.0), number);
         // The upload's suite, from its envelope: not the configuration, which may have
@@ -413,8 +417,8 @@ impl Part {
         let entry = parts::EtagKey::new(*suite, dek)
             .seal(&self.upload_id, *number, backend, &md5, &*cx.ports.rng)
             .ok_or_else(|| {
-            S3Error::internal("s3crypt: the backend's ETag for the part could not be recorded")
-        })?;
+                S3Error::internal("s3crypt: the backend's ETag for the part could not be recorded")
+            })?;
         let mut calls = Vec::new();
         match cx.cfg.plugin.state_store {
             StateStore::SharedData => {
@@ -474,8 +478,7 @@ impl Part {
             }
             if let Some((cipher, _held)) = u.stage.take() {
                 if Some(cipher.len() as u64) == geo.cipher_len() {
-                    if let Some(call) = staging::stage_part(cx, &self.upload_id, cipher, geo.part)
-                    {
+                    if let Some(call) = staging::stage_part(cx, &self.upload_id, cipher, geo.part) {
                         calls.push(Then { call, must: None });
                     }
                 }

@@ -137,7 +137,12 @@ impl EtagKey {
 fn aad(upload_id: &str, number: u32, backend: &str) -> Vec<u8> {
     let tag = upload_tag(upload_id);
     let mut a = Vec::with_capacity(64 + backend.len());
-    for f in [KEY_LABEL, tag.as_bytes(), &number.to_be_bytes(), backend.as_bytes()] {
+    for f in [
+        KEY_LABEL,
+        tag.as_bytes(),
+        &number.to_be_bytes(),
+        backend.as_bytes(),
+    ] {
         a.extend_from_slice(&(f.len() as u64).to_be_bytes());
         a.extend_from_slice(f);
     }
@@ -275,7 +280,10 @@ mod tests {
         }
         let aes = EtagKey::new(Suite::Aes256Gcm, &dek);
         let e = aes.seal("u", 1, "\"x\"", &md5, &rng).unwrap();
-        assert_eq!(EtagKey::new(Suite::ChaCha20Poly1305, &dek).open("u", 1, &e), None);
+        assert_eq!(
+            EtagKey::new(Suite::ChaCha20Poly1305, &dek).open("u", 1, &e),
+            None
+        );
         // Backend ETags that could not go back into XML are not recorded.
         for bad in ["", "a<b", "a&b", "x\ny", &"e".repeat(105)] {
             assert!(aes.seal("u", 1, bad, &md5, &rng).is_none());
@@ -298,10 +306,15 @@ mod tests {
     #[test]
     fn webdis_hashes() {
         let m = parse_hgetall(Some(200), br#"{"HGETALL":{"1":"a","x":"b","2":"c"}}"#).unwrap();
-        assert_eq!(m.into_iter().collect::<Vec<_>>(), [(1, "a".into()), (2, "c".into())]);
+        assert_eq!(
+            m.into_iter().collect::<Vec<_>>(),
+            [(1, "a".into()), (2, "c".into())]
+        );
         let m = parse_hgetall(Some(200), br#"{"HGETALL":["3","d","4"]}"#).unwrap();
         assert_eq!(m.into_iter().collect::<Vec<_>>(), [(3, "d".into())]);
-        assert!(parse_hgetall(Some(200), br#"{"HGETALL":{}}"#).unwrap().is_empty());
+        assert!(parse_hgetall(Some(200), br#"{"HGETALL":{}}"#)
+            .unwrap()
+            .is_empty());
         assert!(parse_hgetall(Some(503), b"").is_err());
         assert!(parse_hgetall(Some(200), br#"{"HGETALL":[false,"ERR"]}"#).is_err());
         assert_eq!(parse_int(Some(200), br#"{"HSET":1}"#, "HSET"), Ok(1));
