@@ -173,7 +173,8 @@ impl ListParts {
 /// A ListParts answer with the ETag of each `<Part>` whose backend ETag is that of its
 /// entry replaced by the plaintext's (`"<hex MD5>"`). A part without a matching entry
 /// (the filter's own closing part after a Complete that failed; a part being uploaded
-/// again) keeps the backend's ETag, which says nothing about the plaintext.
+/// again) keeps the backend's ETag, which says nothing about the plaintext. A part the
+/// backend lists without an ETag (s3s-fs does) gets its entry's.
 pub(crate) fn plaintext_etags(xml: &str, etags: &BTreeMap<u32, PartEtag>) -> Option<String> {
     let mut out = String::with_capacity(xml.len());
     let mut pos = 0;
@@ -191,10 +192,54 @@ pub(crate) fn plaintext_etags(xml: &str, etags: &BTreeMap<u32, PartEtag>) -> Opt
                 let plain = format!("\"{}\"", hex::encode(e.md5));
                 out.push_str(&xml::replace_element_text(one, "ETag", &plain)?);
             }
+            // A backend that lists no ETags (s3s-fs): the newest upload's.
+            (Some(e), None) if one.contains("</PartNumber>") => {
+                let plain = format!("<ETag>&quot;{}&quot;</ETag>", hex::encode(e.md5));
+                out.push_str(&one.replacen("</PartNumber>", &format!("</PartNumber>{plain}"), 1));
+            }
             _ => out.push_str(one),
         }
         pos = end;
     }
     out.push_str(xml.get(pos..)?);
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_etags_become_the_plaintext_ones_only_for_their_backend_etag() {
+        let e = |backend: &str, b: u8| PartEtag {
+            backend: backend.into(),
+            md5: [b; 16],
+        };
+        let etags = BTreeMap::from([
+            (1, e("\"aa\"", 1)),
+            (2, e("\"bb\"", 2)),
+            (3, e("\"cc\"", 3)),
+        ]);
+        let xml = "<ListPartsResult><Part><PartNumber>1</PartNumber><ETag>&quot;AA&quot;</ETag><Size>5</Size></Part>\
+            <Part><PartNumber>2</PartNumber><ETag>\"zz\"</ETag><Size>6</Size></Part>\
+            <Part><PartNumber>3</PartNumber><Size>7</Size></Part>\
+            <Part><PartNumber>4</PartNumber><ETag>\"dd\"</ETag><Size>8</Size></Part></ListPartsResult>";
+        let out = plaintext_etags(xml, &etags).unwrap();
+        let listed = xml::element_texts(&out, "ETag");
+        assert_eq!(
+            listed,
+            [
+                format!("\"{}\"", hex::encode([1u8; 16])),
+                // Not the entry's backend ETag: the backend's, as listed.
+                "\"zz\"".to_string(),
+                // Listed without an ETag: the entry's.
+                format!("\"{}\"", hex::encode([3u8; 16])),
+                // No entry.
+                "\"dd\"".to_string(),
+            ]
+        );
+        assert_eq!(xml::element_texts(&out, "Size"), ["5", "6", "7", "8"]);
+        assert_eq!(plaintext_etags("<a/>", &etags).as_deref(), Some("<a/>"));
+        assert_eq!(plaintext_etags("<Part><PartNumber>1", &etags), None);
+    }
 }
