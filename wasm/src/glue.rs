@@ -115,6 +115,19 @@ impl SharedStore for EnvoySharedData {
         // This ABI has no delete for shared data: an empty value reads as absent.
         let _ = hostcalls::set_shared_data(key, Some(&[]), None);
     }
+    fn update(&self, key: &str, f: &dyn Fn(Option<&[u8]>) -> Vec<u8>) -> bool {
+        // Compare-and-swap: a write that another worker's overtook is made again from
+        // what that one wrote.
+        for _ in 0..16 {
+            let (cur, cas) = hostcalls::get_shared_data(key).unwrap_or((None, None));
+            let new = f(cur.as_deref().filter(|v| !v.is_empty()));
+            match hostcalls::set_shared_data(key, Some(&new), cas) {
+                Ok(()) => return true,
+                Err(_) => continue,
+            }
+        }
+        false
+    }
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -348,6 +361,7 @@ impl Http {
         match step {
             CallOutStep::Request(s) => self.apply_request_step(s),
             CallOutStep::Response(ResponseResume::Continue) => Action::Continue,
+            CallOutStep::Response(ResponseResume::Then(c)) => self.hold_response_for(&c),
             CallOutStep::Response(ResponseResume::Reset(msg)) => {
                 log(LogLevel::Warn, &msg);
                 self.reset_http_response();

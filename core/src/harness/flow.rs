@@ -311,6 +311,14 @@ impl Flow {
                 }
                 None
             }
+            CallOutStep::Response(ResponseResume::Then(c)) => {
+                if !matches!(ctx, Ctx::RespHeaders | Ctx::RespBody(_)) {
+                    w.anomalies
+                        .push("a response call-out during the request".into());
+                }
+                self.state = St::CallOut(ctx);
+                Some(c)
+            }
             CallOutStep::Response(ResponseResume::Reset(_)) => {
                 if ctx == Ctx::RespHeaders {
                     // The headers were held: the client sees nothing but the reset.

@@ -46,6 +46,8 @@ mod tests_copy;
 #[cfg(test)]
 mod tests_edges;
 #[cfg(test)]
+mod tests_etags;
+#[cfg(test)]
 mod tests_multipart;
 #[cfg(test)]
 mod tests_objects;
@@ -110,6 +112,10 @@ impl SharedStore for MemStore {
     }
     fn remove(&self, key: &str) {
         self.0.borrow_mut().remove(key);
+    }
+    fn update(&self, key: &str, f: &dyn Fn(Option<&[u8]>) -> Vec<u8>) -> bool {
+        let new = f(self.get(key).as_deref());
+        self.set(key, &new)
     }
 }
 

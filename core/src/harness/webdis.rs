@@ -1,6 +1,7 @@
 //! A fake webdis in front of an in-memory Redis: `/CMD/arg/...` over HTTP (a PUT body is
 //! the last argument), JSON answers as webdis gives them (`{"GET":"v"}`, `{"GET":null}`,
-//! `{"SETEX":[true,"OK"]}`, `{"DEL":1}`, `{"PING":[true,"PONG"]}`), keys with TTLs that
+//! `{"SETEX":[true,"OK"]}`, `{"DEL":1}`, `{"PING":[true,"PONG"]}`, `{"HSET":1}`,
+//! `{"HGETALL":{"f":"v"}}`, `{"EXPIRE":1}`), keys and hashes with TTLs that
 //! expire on the harness clock, and HTTP basic auth when configured. Failures and delays
 //! of call-outs are the driver's faults; a test can also read and write the store as
 //! whoever else has access to Redis.
@@ -16,6 +17,8 @@ pub struct FakeWebdis {
     auth: Option<String>,
     /// key → (value, expiry in Unix seconds).
     pub data: BTreeMap<String, (Vec<u8>, Option<i64>)>,
+    /// Hashes: key → (field → value, expiry in Unix seconds).
+    pub hashes: BTreeMap<String, (BTreeMap<String, String>, Option<i64>)>,
     /// Commands handled, as `CMD key` (for tests that count them).
     pub log: Vec<String>,
 }
@@ -38,6 +41,7 @@ impl FakeWebdis {
         FakeWebdis {
             auth,
             data: BTreeMap::new(),
+            hashes: BTreeMap::new(),
             log: Vec::new(),
         }
     }
@@ -51,6 +55,17 @@ impl FakeWebdis {
             self.data.remove(key);
         }
         self.data.get(key).map(|(v, _)| v)
+    }
+
+    fn live_hash(&mut self, key: &str, now: i64) -> Option<&mut BTreeMap<String, String>> {
+        if self
+            .hashes
+            .get(key)
+            .is_some_and(|(_, exp)| exp.is_some_and(|e| now >= e))
+        {
+            self.hashes.remove(key);
+        }
+        self.hashes.get_mut(key).map(|(h, _)| h)
     }
 
     pub fn handle(&mut self, req: &Http, now: i64) -> Http {
@@ -96,13 +111,50 @@ impl FakeWebdis {
             "DEL" if !args.is_empty() => {
                 let mut n = 0;
                 for k in &args {
-                    if self.live(k, now).is_some() {
+                    if self.live(k, now).is_some() || self.live_hash(k, now).is_some() {
                         n += 1;
                     }
                     self.data.remove(k);
+                    self.hashes.remove(k);
                 }
                 json!(n)
             }
+            "HSET" if arity(3) => {
+                if self.live(&args[0], now).is_some() {
+                    json!([
+                        false,
+                        "WRONGTYPE Operation against a key holding the wrong kind of value"
+                    ])
+                } else {
+                    let h = &mut self
+                        .hashes
+                        .entry(args[0].clone())
+                        .or_insert_with(|| (BTreeMap::new(), None))
+                        .0;
+                    json!(u8::from(
+                        h.insert(args[1].clone(), args[2].clone()).is_none()
+                    ))
+                }
+            }
+            "HGETALL" if arity(1) => match self.live_hash(&args[0], now) {
+                Some(h) => json!(h),
+                None => json!({}),
+            },
+            "EXPIRE" if arity(2) => match args[1].parse::<i64>() {
+                Ok(ttl) => {
+                    let at = Some(now + ttl);
+                    if self.live(&args[0], now).is_some() {
+                        self.data.get_mut(&args[0]).unwrap().1 = at;
+                        json!(1)
+                    } else if self.live_hash(&args[0], now).is_some() {
+                        self.hashes.get_mut(&args[0]).unwrap().1 = at;
+                        json!(1)
+                    } else {
+                        json!(0)
+                    }
+                }
+                Err(_) => json!([false, "ERR value is not an integer or out of range"]),
+            },
             "EXISTS" if arity(1) => json!(u8::from(self.live(&args[0], now).is_some())),
             _ => json!([false, format!("ERR wrong command or arguments: {cmd}")]),
         };
@@ -124,15 +176,40 @@ impl FakeWebdis {
     }
 
     pub fn keys(&self) -> Vec<String> {
-        self.data.keys().cloned().collect()
+        let mut k: Vec<String> = self
+            .data
+            .keys()
+            .chain(self.hashes.keys())
+            .cloned()
+            .collect();
+        k.sort();
+        k
     }
 
     /// Keys that have not expired at `now`.
     pub fn live_keys(&self, now: i64) -> Vec<String> {
-        self.data
+        let mut k: Vec<String> = self
+            .data
             .iter()
-            .filter(|(_, (_, e))| e.is_none_or(|e| now < e))
+            .map(|(k, (_, e))| (k, e))
+            .chain(self.hashes.iter().map(|(k, (_, e))| (k, e)))
+            .filter(|(_, e)| e.is_none_or(|e| now < e))
             .map(|(k, _)| k.clone())
-            .collect()
+            .collect();
+        k.sort();
+        k
+    }
+
+    /// A hash as stored (whoever else can read Redis).
+    pub fn hash_raw(&self, key: &str) -> Option<BTreeMap<String, String>> {
+        self.hashes.get(key).map(|(h, _)| h.clone())
+    }
+
+    /// Expiry of a key or hash, if it has one.
+    pub fn expiry(&self, key: &str) -> Option<i64> {
+        self.data
+            .get(key)
+            .and_then(|(_, e)| *e)
+            .or_else(|| self.hashes.get(key).and_then(|(_, e)| *e))
     }
 }

@@ -6,9 +6,12 @@
 //! Once the backend completed the upload, its record and staged part are forgotten.
 #![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
-use md5::{Digest as _, Md5};
+use std::collections::BTreeMap;
 
-use super::cx::{no_such_upload, object_path, object_tag, part_put_failed, Cx};
+use md5::{Digest as _, Md5};
+use subtle::ConstantTimeEq as _;
+
+use super::cx::{no_such_upload, object_path, object_tag, part_put_failed, redis_unavailable, Cx};
 use super::multipart::{find_record, record_answered, Record};
 use super::request::{strip_integrity_headers, Document};
 use super::response::RespBody;
@@ -21,7 +24,7 @@ use crate::format::{Geometry, Layout};
 use crate::headers::Headers;
 use crate::s3::error::S3Error;
 use crate::s3::{self, xml, Body, S3Request};
-use crate::state::{self, stage, UploadState};
+use crate::state::{self, parts, stage, UploadState};
 
 pub(crate) struct Complete {
     /// Length the body sent upstream must have (its Content-Length went ahead), if known.
@@ -37,6 +40,8 @@ enum CompleteState {
     Holding,
     /// The upload's record from Redis.
     Record(Box<Completing>),
+    /// The upload's part entries from Redis (with its checked record).
+    Entries(Box<Completing>, UploadState),
     /// A page of the upload's parts as the backend lists them.
     List(Box<Completing>, (Suite, DataKey)),
     /// The end part (it seals the part table) sent as UploadPart.
@@ -135,6 +140,10 @@ impl Complete {
         let r = match std::mem::replace(&mut self.state, CompleteState::Sent) {
             CompleteState::Record(c) => record_answered(cx, &c.upload_id, &c.object, resp)
                 .and_then(|st| self.complete_with(cx, c, st)),
+            CompleteState::Entries(c, st) => match parts::parse_hgetall(status, body) {
+                Ok(entries) => self.complete_mapped(cx, c, st, &entries),
+                Err(_) => Err(redis_unavailable()),
+            },
             CompleteState::List(c, key) => self.complete_listed(cx, c, key, status, body),
             CompleteState::Marker(c) => self.complete_marked(&c, resp.map(|(h, _)| h), body),
             CompleteState::Staged(c, key) => {
@@ -226,13 +235,42 @@ impl Complete {
         }
     }
 
-    /// CompleteMultipartUpload with the upload's checked record: a version 2 upload has
-    /// its parts listed; a version 1 upload (no final parts) completes as it is.
+    /// CompleteMultipartUpload with the upload's checked record: its part entries (the
+    /// backend ETag of each part's plaintext ETag), from shared data or Redis.
     fn complete_with(
         &mut self,
         cx: &Cx,
         c: Box<Completing>,
         st: UploadState,
+    ) -> Result<RequestStep, S3Error> {
+        match cx.cfg.plugin.state_store {
+            StateStore::SharedData => {
+                let entries = cx
+                    .ports
+                    .store
+                    .get(&parts::shared_key(&c.upload_id))
+                    .map(|v| parts::shared_entries(&v))
+                    .unwrap_or_default();
+                self.complete_mapped(cx, c, st, &entries)
+            }
+            StateStore::Redis => {
+                let get = parts::hgetall(&cx.cfg, &parts::redis_key(&c.upload_id));
+                self.state = CompleteState::Entries(c, st);
+                Ok(RequestStep::CallOut(cx.webdis(get)))
+            }
+        }
+    }
+
+    /// The part list's ETags mapped to the backend's (InvalidPart, before the backend is
+    /// asked anything, for one that is not the plaintext ETag of its part's newest
+    /// upload); then a version 2 upload has its parts listed, and a version 1 upload (no
+    /// final parts) completes as it is.
+    fn complete_mapped(
+        &mut self,
+        cx: &Cx,
+        mut c: Box<Completing>,
+        st: UploadState,
+        entries: &BTreeMap<u32, String>,
     ) -> Result<RequestStep, S3Error> {
         let (env, dek) = cx.open_envelope(&st.envelope)?;
         if env.layout == Layout::Single {
@@ -240,6 +278,7 @@ impl Complete {
                 "s3crypt: upload state is not a multipart envelope",
             ));
         }
+        map_etags(&mut c, &parts::EtagKey::new(env.suite, &dek), entries)?;
         if env.version < 2 {
             return complete_as_listed(&c);
         }
@@ -509,6 +548,34 @@ impl Complete {
         let parts = keep.chain(std::iter::once((c.last(), etag)));
         Ok(RequestStep::Body(part_list(parts, c.length)?))
     }
+}
+
+/// Replaces each ETag the client named by the backend's ETag of that part's newest
+/// upload, if the client's is the MD5 of that upload's plaintext (quotes and case aside):
+/// otherwise the part list names a part that is not there (InvalidPart). The backend's
+/// ETag is written with quotes if the client's had them (S3's part ETags are quoted hex
+/// of the same length: the rebuilt list keeps its length).
+pub(crate) fn map_etags(
+    c: &mut Completing,
+    key: &parts::EtagKey,
+    entries: &BTreeMap<u32, String>,
+) -> Result<(), S3Error> {
+    for (n, named) in (1u32..).zip(c.etags.iter_mut()) {
+        let entry = entries
+            .get(&n)
+            .and_then(|v| key.open(&c.upload_id, n, v))
+            .ok_or_else(invalid_part)?;
+        let want = hex::encode(entry.md5);
+        if !bool::from(etag_hex(named).as_bytes().ct_eq(want.as_bytes())) {
+            return Err(invalid_part());
+        }
+        *named = if named.trim().starts_with('"') {
+            entry.backend
+        } else {
+            entry.backend.trim_matches('"').to_string()
+        };
+    }
+    Ok(())
 }
 
 /// (part number, stored size) of each part in a ListParts answer, and the marker for the

@@ -16,7 +16,8 @@
 //! | `get`       | GetObject, HeadObject (ranges, part reads) |
 //! | `copy`      | CopyObject (single and multipart sources) |
 //! | `part_copy` | UploadPartCopy |
-//! | `pass`      | listings, ListParts, and the pass-through operations of the table |
+//! | `list_parts`| ListParts (plaintext sizes and ETags) |
+//! | `pass`      | listings and the pass-through operations of the table |
 //! | `attributes`| GetObjectAttributes (answered by the filter) |
 //! | `condition` | write conditions checked before PutObject, Complete, CopyObject, DeleteObject |
 //!
@@ -46,6 +47,7 @@ mod condition;
 mod copy;
 mod cx;
 mod get;
+mod list_parts;
 mod multipart;
 mod part_copy;
 mod pass;
@@ -108,6 +110,8 @@ pub enum CallOutStep {
 pub enum ResponseResume {
     Continue,
     Reset(String),
+    /// Keep holding the response until this further call-out answered too.
+    Then(CallOut),
 }
 
 /// What to do with the client's request headers.
@@ -160,6 +164,7 @@ enum Op {
     Attributes(Box<attributes::Attributes>),
     /// A write waiting for the HEAD its `If-Match` is checked against.
     Precondition(Box<Precondition>),
+    ListParts(Box<list_parts::ListParts>),
 }
 
 /// One request/response exchange.
@@ -325,6 +330,7 @@ impl Exchange {
             Op::Abort(o) => o.request_body(chunk, end, out).map(|()| None),
             Op::Copy(o) => o.request_body(chunk, end, out).map(|()| None),
             Op::PartCopy(o) => o.request_body(chunk, end, out).map(|()| None),
+            Op::ListParts(o) => o.request_body(chunk, end, out).map(|()| None),
             Op::Get(_) | Op::Attributes(_) | Op::Precondition(_) | Op::Idle => {
                 refuse_body(chunk).map(|()| None)
             }
@@ -378,6 +384,7 @@ impl Exchange {
             Op::Copy(o) => o.callout(cx, resp),
             Op::PartCopy(o) => o.callout(cx, resp),
             Op::Attributes(o) => o.callout(cx, resp),
+            Op::ListParts(o) => o.callout(cx, resp),
             Op::Pass(_) | Op::Put(_) | Op::Precondition(_) | Op::Idle => unexpected_callout(cx),
         }
     }
@@ -437,6 +444,7 @@ impl Exchange {
             Op::PartCopy(o) => o.response_headers(cx, h, eos),
             Op::Pass(o) => o.response_headers(cx, h, eos),
             Op::Attributes(o) => o.response_headers(h, eos),
+            Op::ListParts(o) => o.response_headers(cx, h, eos),
             Op::Precondition(_) | Op::Idle => {
                 let mut out = h.clone();
                 RespBody::Pass.headers_done(&mut out, eos);
@@ -462,7 +470,9 @@ impl Exchange {
             Op::PartCopy(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::Put(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::Pass(o) => o.response_body(cx, chunk, end, out).map(|()| None),
-            Op::Part(_) | Op::Abort(_) | Op::Attributes(_) | Op::Precondition(_) | Op::Idle => {
+            Op::ListParts(o) => o.response_body(cx, chunk, end, out).map(|()| None),
+            Op::Part(o) => o.response_body(cx, chunk, end, out).map(|()| None),
+            Op::Abort(_) | Op::Attributes(_) | Op::Precondition(_) | Op::Idle => {
                 out.extend_from_slice(chunk);
                 Ok(None)
             }
@@ -530,9 +540,8 @@ fn start_op(
             (Op::Attributes(Box::new(op)), step)
         }
         Operation::ListParts => {
-            let rewrite = Some(pass::Rewrite::PartSizes);
-            let (op, step) = pass::Pass::start(cx, up, v, req, eos, rewrite)?;
-            (Op::Pass(Box::new(op)), step)
+            let (op, step) = list_parts::ListParts::start(cx, up, v, req, eos)?;
+            (Op::ListParts(Box::new(op)), step)
         }
         Operation::ListObjectsV1 | Operation::ListObjectsV2 | Operation::ListObjectVersions => {
             let rewrite = Some(pass::Rewrite::ListingSizes);

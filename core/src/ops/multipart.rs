@@ -6,17 +6,18 @@
 use super::cx::{no_such_upload, redis_unavailable, Cx};
 use super::put::{start_upload, PartKey, Upload};
 use super::request::{pass_body, strip_checksum_headers, strip_integrity_headers, PassBody};
-use super::response::RespBody;
+use super::response::{replace_response, RespBody};
 use super::{staging, BodyError, CallOutStep, Counter, ResponseResume, ResponseStep};
 use super::{CallOut, RequestStep};
 use crate::auth::sigv4::VerifiedRequest;
 use crate::config::StateStore;
+use crate::crypto::{DataKey, Suite};
 use crate::format::{Layout, ENVELOPE_HEADER};
 use crate::headers::Headers;
 use crate::s3::error::S3Error;
 use crate::s3::xml;
 use crate::s3::S3Request;
-use crate::state::{self, StateError, UploadState};
+use crate::state::{self, parts, StateError, UploadState};
 
 /// Where an upload's record was found.
 pub(crate) enum Record {
@@ -210,6 +211,12 @@ impl Create {
                         "s3crypt: could not record the upload state".into(),
                     ));
                 }
+                // The part entries start empty: every part's update has a version to
+                // compare and swap.
+                let empty = format!("{}\n", parts::SHARED_HEADER);
+                cx.ports
+                    .store
+                    .set(&parts::shared_key(&id), empty.as_bytes());
             }
             StateStore::Redis => {
                 let ttl = cx.cfg.plugin.upload_ttl_secs;
@@ -230,7 +237,23 @@ impl Create {
 /// an independent stream (part layout) under it. A short last part is staged.
 pub(crate) struct Part {
     upload_id: String,
+    /// The upload's suite and data key and the part's number, once the record was read:
+    /// the part's ETag entry is sealed with them.
+    seal: Option<PartSeal>,
+    body: RespBody,
     state: PartState,
+}
+
+/// What a part's ETag entry is sealed with: the upload's suite and data key, the part's
+/// number.
+type PartSeal = (Suite, DataKey, u32);
+
+/// A call-out the UploadPart response waits for, and whether the part fails without it.
+struct Then {
+    call: CallOut,
+    /// The webdis command whose integer answer must come back (`HSET`, `EXPIRE`), or
+    /// `None`: best effort (the staged copy of a short last part).
+    must: Option<&'static str>,
 }
 
 enum PartState {
@@ -245,8 +268,9 @@ enum PartState {
     },
     /// The body is being encrypted and sent.
     Sending(Box<Upload>),
-    /// The response waits until the staged copy of a short last part is in Redis.
-    Staging,
+    /// The response waits for these call-outs in turn (Redis: the part's ETag entry,
+    /// its TTL, the staged copy of a short last part); the first is in flight.
+    Recording(Vec<Then>),
     Done,
 }
 
@@ -264,9 +288,11 @@ impl Part {
         let object = cx.object_tag();
         match find_record(cx, &upload_id, &object)? {
             Record::Here(st) => {
-                let (upload, up) = Self::encrypt_with(cx, h, up, v, eos, number, &st)?;
+                let (upload, up, seal) = Self::encrypt_with(cx, h, up, v, eos, number, &st)?;
                 let op = Part {
                     upload_id,
+                    seal: Some(seal),
+                    body: RespBody::Pass,
                     state: PartState::Sending(upload),
                 };
                 Ok((op, RequestStep::Forward(up)))
@@ -280,7 +306,13 @@ impl Part {
                     object,
                     verified: Box::new(v.clone()),
                 };
-                Ok((Part { upload_id, state }, RequestStep::CallOut(call)))
+                let op = Part {
+                    upload_id,
+                    seal: None,
+                    body: RespBody::Pass,
+                    state,
+                };
+                Ok((op, RequestStep::CallOut(call)))
             }
         }
     }
@@ -294,8 +326,9 @@ impl Part {
         eos: bool,
         number: u32,
         st: &UploadState,
-    ) -> Result<(Box<Upload>, Headers), S3Error> {
+    ) -> Result<(Box<Upload>, Headers, PartSeal), S3Error> {
         let (env, dek) = cx.upload_envelope(st)?;
+        let seal = (env.suite, DataKey::from_bytes(dek.0), number);
         // The upload's suite, from its envelope: not the configuration, which may have
         // changed since the upload was created (or differ on another replica).
         let key = PartKey {
@@ -304,7 +337,8 @@ impl Part {
             dek,
             v2: env.version >= 2,
         };
-        start_upload(cx, h, up, v, eos, Some(key))
+        let (upload, up) = start_upload(cx, h, up, v, eos, Some(key))?;
+        Ok((upload, up, seal))
     }
 
     pub fn request_body(
@@ -332,44 +366,142 @@ impl Part {
                 let r = record_answered(cx, &self.upload_id, &object, resp)
                     .and_then(|st| Self::encrypt_with(cx, &h, up, &verified, eos, number, &st));
                 CallOutStep::Request(match r {
-                    Ok((upload, up)) => {
+                    Ok((upload, up, seal)) => {
+                        self.seal = Some(seal);
                         self.state = PartState::Sending(upload);
                         RequestStep::Forward(up)
                     }
                     Err(e) => cx.reject(&e),
                 })
             }
-            PartState::Staging => CallOutStep::Response(ResponseResume::Continue),
+            PartState::Recording(mut calls) => {
+                let (status, body) = super::answer(resp);
+                if calls.is_empty() {
+                    return super::unexpected_callout(cx);
+                }
+                let done = calls.remove(0);
+                if let Some(cmd) = done.must {
+                    if parts::parse_int(status, body, cmd).is_err() {
+                        return CallOutStep::Response(ResponseResume::Reset(
+                            "s3crypt: could not record the part's ETag in Redis; response reset (the client retries the part)"
+                                .into(),
+                        ));
+                    }
+                }
+                if calls.is_empty() {
+                    return CallOutStep::Response(ResponseResume::Continue);
+                }
+                let next = calls.first().map(|t| t.call.clone());
+                self.state = PartState::Recording(calls);
+                match next {
+                    Some(c) => CallOutStep::Response(ResponseResume::Then(c)),
+                    None => CallOutStep::Response(ResponseResume::Continue),
+                }
+            }
             _ => super::unexpected_callout(cx),
         }
     }
 
-    /// The backend's ETag stays (the client sends it back in CompleteMultipartUpload);
-    /// checksums are those of the plaintext part. A short last part is staged.
+    /// The part is stored under the backend's ETag `backend`: its entry (that ETag and
+    /// the plaintext MD5, sealed) is recorded, in shared data at once or in Redis by the
+    /// returned call-outs; the client's ETag is the plaintext MD5's.
+    fn record_etag(
+        &self,
+        cx: &Cx,
+        md5: Option<[u8; 16]>,
+        backend: &str,
+    ) -> Result<(String, Vec<Then>), S3Error> {
+        let (Some(md5), Some((suite, dek, number))) = (md5, self.seal.as_ref()) else {
+            return Err(S3Error::internal("s3crypt: the part has no digest"));
+        };
+        let entry = parts::EtagKey::new(*suite, dek)
+            .seal(&self.upload_id, *number, backend, &md5, &*cx.ports.rng)
+            .ok_or_else(|| {
+                S3Error::internal("s3crypt: the backend's ETag for the part could not be recorded")
+            })?;
+        let mut calls = Vec::new();
+        match cx.cfg.plugin.state_store {
+            StateStore::SharedData => {
+                let key = parts::shared_key(&self.upload_id);
+                let n = *number;
+                if !cx
+                    .ports
+                    .store
+                    .update(&key, &|cur| parts::shared_with(cur, n, &entry))
+                {
+                    return Err(S3Error::slow_down(
+                        "s3crypt: the part's ETag could not be recorded; please retry the part",
+                    ));
+                }
+            }
+            StateStore::Redis => {
+                let key = parts::redis_key(&self.upload_id);
+                let ttl = cx.cfg.plugin.upload_ttl_secs;
+                calls.push(Then {
+                    call: cx.webdis(parts::hset(&cx.cfg, &key, *number, &entry)),
+                    must: Some("HSET"),
+                });
+                calls.push(Then {
+                    call: cx.webdis(parts::expire(&cx.cfg, &key, ttl)),
+                    must: Some("EXPIRE"),
+                });
+            }
+        }
+        Ok((format!("\"{}\"", hex::encode(md5)), calls))
+    }
+
+    /// The client gets the ETag S3 would give it, the MD5 of the plaintext part (its entry
+    /// maps it to the backend's ETag for CompleteMultipartUpload), and the checksums of the
+    /// plaintext part. A short last part is staged.
     pub fn response_headers(&mut self, cx: &Cx, h: &Headers, eos: bool) -> ResponseStep {
         let mut out = h.clone();
-        let mut call = None;
-        if let (PartState::Sending(u), Some("200")) = (&mut self.state, h.get(":status")) {
+        let mut calls = Vec::new();
+        let state = std::mem::replace(&mut self.state, PartState::Done);
+        if let (PartState::Sending(mut u), Some("200")) = (state, h.get(":status")) {
             strip_checksum_headers(&mut out);
             for (k, v) in &u.result_checksums {
                 out.set(k, v.clone());
             }
             let geo = *u.enc.geometry();
             cx.count(Counter::BytesEncrypted, geo.plain_len);
+            match self.record_etag(cx, u.result_md5, h.get("etag").unwrap_or("")) {
+                Ok((etag, recording)) => {
+                    out.set("etag", etag);
+                    calls = recording;
+                }
+                Err(e) => {
+                    // The client retries the part (the backend's copy is replaced).
+                    replace_response(cx, &mut out, &mut self.body, &e);
+                    self.body.headers_done(&mut out, eos);
+                    return ResponseStep::Forward(out);
+                }
+            }
             if let Some((cipher, _held)) = u.stage.take() {
                 if Some(cipher.len() as u64) == geo.cipher_len() {
-                    call = staging::stage_part(cx, &self.upload_id, cipher, geo.part);
+                    if let Some(call) = staging::stage_part(cx, &self.upload_id, cipher, geo.part) {
+                        calls.push(Then { call, must: None });
+                    }
                 }
             }
         }
-        RespBody::Pass.headers_done(&mut out, eos);
-        match call {
+        self.body.headers_done(&mut out, eos);
+        match calls.first().map(|t| t.call.clone()) {
             Some(c) => {
-                self.state = PartState::Staging;
+                self.state = PartState::Recording(calls);
                 ResponseStep::ForwardAfter(out, c)
             }
             None => ResponseStep::Forward(out),
         }
+    }
+
+    pub fn response_body(
+        &mut self,
+        cx: &Cx,
+        chunk: &[u8],
+        end: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), BodyError> {
+        self.body.push(cx, chunk, end, out).map(drop)
     }
 }
 

@@ -5,6 +5,8 @@
 //! overhead, and sent as one UploadPart; the client then gets a CopyPartResult.
 #![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
+use md5::{Digest as _, Md5};
+
 use super::copy::{copy_source_in_scope, copy_source_ok, copy_source_path};
 use super::cx::{iso8601, part_put_failed, precondition_failed, Cx, SseFor};
 use super::multipart::{find_record, part_number, record_answered, Record};
@@ -15,6 +17,7 @@ use super::table::{cached_table, parts_in_etag, table_version, Found, Lookup};
 use super::vm::CopyReservation;
 use super::{staging, BodyError, CallOutStep, Counter, Reply, RequestStep, ResponseStep};
 use crate::auth::sigv4;
+use crate::config::StateStore;
 use crate::crypto::{DataKey, Suite};
 use crate::format::part_table::{PartTable, RangeDecryptor};
 use crate::format::{
@@ -24,7 +27,7 @@ use crate::headers::Headers;
 use crate::s3::error::S3Error;
 use crate::s3::range::span;
 use crate::s3::S3Request;
-use crate::state::UploadState;
+use crate::state::{parts, UploadState};
 
 pub(crate) struct UploadPartCopy {
     upload_id: String,
@@ -49,8 +52,10 @@ enum PartCopyState {
     Read(Box<PartCopy>, u64, Option<Box<dyn Decrypt>>),
     /// The re-encrypted part sent as UploadPart.
     Put(Box<PartCopy>),
-    /// A short last part: the answer waits until the staged copy is in Redis (best effort).
-    StagedThenReply(Reply),
+    /// The answer waits for these call-outs in turn (Redis: the part's ETag entry and its
+    /// TTL, which must succeed, then the staged copy of a short last part, best effort);
+    /// the first is in flight.
+    Recording(Vec<(super::CallOut, Option<&'static str>)>, Reply),
 }
 
 impl UploadPartCopy {
@@ -120,7 +125,27 @@ impl UploadPartCopy {
                 self.part_copy_chunk(cx, pc, expect, dec, status, body)
             }
             PartCopyState::Put(pc) => self.part_copy_done(cx, pc, resp.map(|(h, _)| h), body),
-            PartCopyState::StagedThenReply(r) => Ok(RequestStep::Reply(r)),
+            PartCopyState::Recording(mut calls, r) => {
+                let done = if calls.is_empty() {
+                    return super::unexpected_callout(cx);
+                } else {
+                    calls.remove(0)
+                };
+                if let Some(cmd) = done.1 {
+                    if parts::parse_int(status, body, cmd).is_err() {
+                        return cx.request_step(Err(S3Error::slow_down(
+                            "s3crypt: the part's ETag could not be recorded in Redis; please retry",
+                        )));
+                    }
+                }
+                match calls.first().map(|c| c.0.clone()) {
+                    Some(next) => {
+                        self.state = PartCopyState::Recording(calls, r);
+                        Ok(RequestStep::CallOut(next))
+                    }
+                    None => Ok(RequestStep::Reply(r)),
+                }
+            }
             PartCopyState::Sent => return super::unexpected_callout(cx),
         };
         cx.request_step(r)
@@ -189,6 +214,7 @@ impl UploadPartCopy {
             enc: None,
             body: Vec::new(),
             plain: Vec::new(),
+            md5: Md5::new(),
             budget: None,
             stage: None,
         });
@@ -395,6 +421,7 @@ impl UploadPartCopy {
             enc,
             body: out,
             plain: scratch,
+            md5,
             ..
         } = &mut *pc;
         scratch.clear();
@@ -411,6 +438,7 @@ impl UploadPartCopy {
             return Err(cx.integrity());
         }
         cx.count(Counter::BytesDecrypted, plain.len() as u64);
+        md5.update(plain);
         enc.as_mut()
             .ok_or_else(|| S3Error::internal("s3crypt: no encryptor"))?
             .push(plain, out)
@@ -420,8 +448,9 @@ impl UploadPartCopy {
         self.part_copy_read(cx, pc)
     }
 
-    /// UploadPartCopy: the backend stored the part; answer CopyPartResult with its ETag
-    /// (the one CompleteMultipartUpload needs).
+    /// UploadPartCopy: the backend stored the part; its entry (the backend's ETag and the
+    /// plaintext MD5, sealed) is recorded like an UploadPart's, and the client gets a
+    /// CopyPartResult with the ETag S3 would give, the MD5 of the copied plaintext.
     fn part_copy_done(
         &mut self,
         cx: &Cx,
@@ -431,25 +460,59 @@ impl UploadPartCopy {
     ) -> Result<RequestStep, S3Error> {
         let status = resp.and_then(|h| h.get(":status")?.parse().ok());
         let etag = resp.and_then(|h| h.get("etag")).map(str::to_string);
-        let Some(etag) = etag.filter(|_| status == Some(200)) else {
+        let Some(backend) = etag.filter(|_| status == Some(200)) else {
             return Err(part_put_failed(status, &String::from_utf8_lossy(body)));
         };
+        let md5: [u8; 16] = std::mem::take(&mut pc.md5).finalize().into();
+        let entry = parts::EtagKey::new(pc.dest_suite, &pc.dest_dek)
+            .seal(&self.upload_id, pc.number, &backend, &md5, &*cx.ports.rng)
+            .ok_or_else(|| {
+                S3Error::internal("s3crypt: the backend's ETag for the part could not be recorded")
+            })?;
+        let mut calls = Vec::new();
+        match cx.cfg.plugin.state_store {
+            StateStore::SharedData => {
+                let n = pc.number;
+                let key = parts::shared_key(&self.upload_id);
+                if !cx
+                    .ports
+                    .store
+                    .update(&key, &|cur| parts::shared_with(cur, n, &entry))
+                {
+                    return Err(S3Error::slow_down(
+                        "s3crypt: the part's ETag could not be recorded; please retry",
+                    ));
+                }
+            }
+            StateStore::Redis => {
+                let key = parts::redis_key(&self.upload_id);
+                let ttl = cx.cfg.plugin.upload_ttl_secs;
+                let hset = parts::hset(&cx.cfg, &key, pc.number, &entry);
+                calls.push((cx.webdis(hset), Some("HSET")));
+                calls.push((cx.webdis(parts::expire(&cx.cfg, &key, ttl)), Some("EXPIRE")));
+            }
+        }
         let xml = format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyPartResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{}</LastModified><ETag>{}</ETag></CopyPartResult>",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyPartResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{}</LastModified><ETag>&quot;{}&quot;</ETag></CopyPartResult>",
             iso8601(cx.now()),
-            crate::s3::error::xml_escape(&etag)
+            hex::encode(md5)
         );
-        let reply = cx.xml_reply(xml);
+        let RequestStep::Reply(reply) = cx.xml_reply(xml) else {
+            return Err(S3Error::internal("s3crypt: no reply"));
+        };
         // A short last part: staged like one sent by UploadPart (Redis: the answer waits).
         if let Some((cipher, _held)) = pc.stage.take() {
             if let Some(call) = staging::stage_part(cx, &self.upload_id, cipher, pc.number) {
-                if let RequestStep::Reply(r) = reply {
-                    self.state = PartCopyState::StagedThenReply(r);
-                    return Ok(RequestStep::CallOut(call));
-                }
+                calls.push((call, None));
             }
         }
-        Ok(reply)
+        match calls.first().map(|c| c.0.clone()) {
+            Some(first) => {
+                self.state = PartCopyState::Recording(calls, reply);
+                Ok(RequestStep::CallOut(first))
+            }
+            None => Ok(RequestStep::Reply(reply)),
+        }
     }
 }
 
@@ -492,6 +555,8 @@ pub(crate) struct PartCopy {
     body: Vec<u8>,
     /// Decrypted plaintext of the current chunk (reused).
     plain: Vec<u8>,
+    /// MD5 of the copied plaintext (the part's ETag for the client).
+    md5: Md5,
     /// This copy's share of `max_copy_buffer_bytes`, held until the copy ends.
     budget: Option<CopyReservation>,
     /// A short last part: a copy of the part sent, staged once the backend stored it.

@@ -81,4 +81,8 @@ pub trait SharedStore {
     fn get(&self, key: &str) -> Option<Vec<u8>>;
     fn set(&self, key: &str, value: &[u8]) -> bool;
     fn remove(&self, key: &str);
+    /// Replaces the value of `key` with what `f` makes of the current one (`None`: absent),
+    /// so that no concurrent update by another worker is lost (compare-and-swap, retried a
+    /// few times). `false` if it could not be stored.
+    fn update(&self, key: &str, f: &dyn Fn(Option<&[u8]>) -> Vec<u8>) -> bool;
 }

@@ -73,11 +73,12 @@ fn owners(cx: &Cx) -> Vec<Option<Vec<u8>>> {
         .collect()
 }
 
-/// Forgets an upload once the backend completed or aborted it: its record and staged
-/// part at once in shared data; in Redis by the returned call-out (the response waits
+/// Forgets an upload once the backend completed or aborted it: its record, part entries
+/// and staged part at once in shared data; in Redis by the returned call-out (the response waits
 /// for it; best effort: the TTL removes them anyway).
 pub(crate) fn forget_upload(cx: &Cx, upload_id: &str) -> Option<CallOut> {
     cx.ports.store.remove(&state::shared_key(upload_id));
+    cx.ports.store.remove(&state::parts::shared_key(upload_id));
     match cx.cfg.plugin.state_store {
         StateStore::SharedData => {
             if let Some(i) = stage::find_slot(&owners(cx), upload_id) {
@@ -87,7 +88,11 @@ pub(crate) fn forget_upload(cx: &Cx, upload_id: &str) -> Option<CallOut> {
             None
         }
         StateStore::Redis => {
-            let keys = [state::redis_key(upload_id), stage::redis_key(upload_id)];
+            let keys = [
+                state::redis_key(upload_id),
+                stage::redis_key(upload_id),
+                state::parts::redis_key(upload_id),
+            ];
             Some(cx.webdis(state::del_keys(&cx.cfg, &keys)))
         }
     }

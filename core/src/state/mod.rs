@@ -12,6 +12,7 @@
 //! data caches records on each replica. Completed objects never need either: everything
 //! a read needs is in the object (envelope header, part headers).
 
+pub mod parts;
 pub mod stage;
 
 use hmac::{Hmac, Mac};

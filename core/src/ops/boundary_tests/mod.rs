@@ -50,6 +50,10 @@ impl SharedStore for MemStore {
     fn remove(&self, key: &str) {
         self.0.borrow_mut().remove(key);
     }
+    fn update(&self, key: &str, f: &dyn Fn(Option<&[u8]>) -> Vec<u8>) -> bool {
+        let new = f(self.get(key).as_deref());
+        self.set(key, &new)
+    }
 }
 
 struct NoStats;

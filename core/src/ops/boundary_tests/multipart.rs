@@ -15,6 +15,23 @@ pub(super) fn upload_u1_record() -> (String, DataKey) {
     (record, dek)
 }
 
+/// The ETag a client has for part `n` in these tests: the MD5 of its plaintext, here
+/// `[n; 16]`.
+pub(super) fn plain_etag(n: u32) -> String {
+    format!("\"{}\"", hex::encode([n as u8; 16]))
+}
+
+/// Records in shared data that part `n` of upload `u1` (plaintext MD5 `md5`) is stored
+/// under the backend ETag `backend`, as UploadPart does.
+pub(super) fn record_part(store: &MemStore, dek: &DataKey, n: u32, md5: [u8; 16], backend: &str) {
+    let e = state::parts::EtagKey::new(Suite::Aes256Gcm, dek)
+        .seal("u1", n, backend, &md5, &crate::crypto::OsRandom)
+        .unwrap();
+    let key = state::parts::shared_key("u1");
+    let v = state::parts::shared_with(store.get(&key).as_deref(), n, &e);
+    store.set(&key, &v);
+}
+
 /// CompleteMultipartUpload of upload `u1` of `b/k` with this part list, its hash signed.
 pub(super) fn complete_request(list: &[u8]) -> Headers {
     let hash = hex::encode(Sha256::digest(list));
@@ -56,7 +73,9 @@ pub(super) fn unpadded(sent: &[u8]) -> String {
 #[test]
 fn complete_ends_the_object_with_a_final_part() {
     let (record, dek) = upload_u1_record();
-    let list = b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"e1\"</ETag></Part><Part><PartNumber>2</PartNumber><ETag>\"e2\"</ETag></Part></CompleteMultipartUpload>";
+    // The client names its parts by their plaintext ETags; the backend knows them as e1, e2.
+    let list = format!("<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{}</ETag></Part><Part><PartNumber>2</PartNumber><ETag>{}</ETag></Part></CompleteMultipartUpload>", plain_etag(1), plain_etag(2));
+    let list = list.as_bytes();
     let listing = |sizes: &[(u32, u64)]| {
         let mut x = String::from("<ListPartsResult><IsTruncated>false</IsTruncated>");
         for (n, s) in sizes {
@@ -97,6 +116,8 @@ fn complete_ends_the_object_with_a_final_part() {
     // Last part of 5 MiB or more: the end part, part 3, goes up; then the list with it.
     let store = Rc::new(MemStore::default());
     store.set(&state::shared_key("u1"), record.as_bytes());
+    record_part(&store, &dek, 1, [1; 16], "\"e1\"");
+    record_part(&store, &dek, 2, [2; 16], "\"e2\"");
     let mut ex = exchange(&store);
     let announced = start(&mut ex);
     let body = listing(&[(2, big), (1, big)]);
@@ -252,18 +273,22 @@ fn a_short_last_part_is_staged_and_closes_the_object() {
     let md5 = hex::encode(Md5::digest(&cipher));
     let mut stored = ok("200");
     stored.set("etag", format!("\"{md5}\""));
-    assert!(matches!(
-        ex.on_response_headers(&stored, true),
-        ResponseStep::Forward(_)
-    ));
+    let ResponseStep::Forward(answered) = ex.on_response_headers(&stored, true) else {
+        panic!("expected the answer");
+    };
+    // The client gets the plaintext's ETag; the entry maps it to the backend's.
+    let plain_md5: [u8; 16] = Md5::digest(&plain).into();
+    let plain_etag2 = format!("\"{}\"", hex::encode(plain_md5));
+    assert_eq!(answered.get("etag"), Some(plain_etag2.as_str()));
     let owners: Vec<_> = (0..8).map(|i| store.get(&stage::owner_key(i))).collect();
     let slot = stage::find_slot(&owners, "u1").expect("staged");
     let rec = store.get(&stage::slot_key(slot)).unwrap();
     assert_eq!(stage::decode(&rec, "u1").unwrap().cipher, cipher);
 
+    record_part(&store, &dek, 1, [1; 16], "\"e1\"");
     let big = crate::format::MIN_PART_SIZE + 10;
     let complete = |last_etag: &str| {
-        let list = format!("<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"e1\"</ETag></Part><Part><PartNumber>2</PartNumber><ETag>{last_etag}</ETag></Part></CompleteMultipartUpload>");
+        let list = format!("<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{}</ETag></Part><Part><PartNumber>2</PartNumber><ETag>{plain_etag2}</ETag></Part></CompleteMultipartUpload>", plain_etag(1));
         let h = complete_request(list.as_bytes());
         let mut ex = exchange(&store);
         forwarded(ex.on_request_headers(&h, false));
@@ -276,8 +301,11 @@ fn a_short_last_part_is_staged_and_closes_the_object() {
         (ex, step)
     };
 
-    // Listed with another ETag than the staged copy's: completes as listed.
-    let (_, step) = complete("\"0123456789abcdef0123456789abcdef\"");
+    // Part 2 uploaded again (the backend's ETag of the newest upload is another than
+    // the staged copy's): completes as listed.
+    let other = "\"0123456789abcdef0123456789abcdef\"";
+    record_part(&store, &dek, 2, plain_md5, other);
+    let (_, step) = complete(other);
     let CallOutStep::Request(RequestStep::Body(sent)) = step else {
         panic!("expected the list, got {step:?}");
     };
@@ -287,6 +315,7 @@ fn a_short_last_part_is_staged_and_closes_the_object() {
     );
 
     // The staged copy of the listed part: the closing part goes up as part 3.
+    record_part(&store, &dek, 2, plain_md5, &format!("\"{md5}\""));
     let (mut ex, step) = complete(&format!("\"{md5}\""));
     let CallOutStep::Request(RequestStep::CallOut(put)) = step else {
         panic!("expected the closing part, got {step:?}");
