@@ -1,0 +1,188 @@
+//! Request behaviours real clients rely on: suffix and out-of-bounds ranges resolved to
+//! stored bytes inside the stored object.
+
+use super::check::{check_read, find_marker, marked};
+use super::drive::SentKind;
+use super::*;
+
+const F: usize = 65536;
+const MIB: usize = 1 << 20;
+
+/// Every ranged GET or HEAD of `key` the backend received since `from` asks for an
+/// absolute range (`bytes=a-b`) inside its stored object of `stored` bytes.
+fn ranges_inside(h: &Harness, from: usize, key: &str, stored: usize) -> Result<usize, String> {
+    let mut n = 0;
+    for s in h.sent_since(from) {
+        let to_backend = match &s.kind {
+            SentKind::Upstream => true,
+            SentKind::CallOut(c) => *c == h.proxies[s.proxy].cfg.plugin.upstream_cluster,
+        };
+        let path = s.path().split('?').next().unwrap_or("");
+        if !to_backend || path != obj(key) {
+            continue;
+        }
+        let Some(r) = s.headers.get("range") else {
+            continue;
+        };
+        n += 1;
+        match s3::parse_range(r) {
+            Some((Some(a), Some(b))) if a <= b && (b as usize) < stored => {}
+            _ => {
+                return Err(format!(
+                    "{} {key}: range {r} of {stored} stored bytes",
+                    s.method()
+                ))
+            }
+        }
+    }
+    Ok(n)
+}
+
+#[test]
+fn suffix_ranges_ask_only_for_stored_bytes() {
+    let mut h = Harness::shared(301);
+    let u = u64::MAX;
+    for size in [1usize, 15, 100, F - 1, F, F + 1, 100_000, 3 * F + 7] {
+        let key = format!("s{size}");
+        let data = marked(size, size as u32);
+        assert_eq!(h.put(&key, &data).status, 200);
+        let stored = h.world.s3.raw(&key).len();
+        let mut cases: Vec<(String, usize)> = [1, 10, size - 1, size, size + 1, F, 2 * F, 200_000]
+            .into_iter()
+            .filter(|n| *n > 0)
+            .map(|n| (format!("bytes=-{n}"), size.saturating_sub(n)))
+            .collect();
+        cases.push((format!("bytes=-{u}"), 0));
+        cases.push((format!("bytes=0-{u}"), 0));
+        cases.push((format!("bytes={}-", size - 1), size - 1));
+        for (range, a) in cases {
+            let from = h.mark();
+            let r = h.get_range(&key, &range);
+            assert_eq!(r.status, 206, "{size} {range}: {}", r.text());
+            assert_eq!(r.body, data[a..], "{size} {range}");
+            assert_eq!(
+                r.header("content-range"),
+                Some(format!("bytes {a}-{}/{size}", size - 1).as_str()),
+                "{size} {range}"
+            );
+            check_read(&r, &data, (a, size - 1)).unwrap();
+            let head = h.send(Request::new("HEAD", &obj(&key)).header("range", &range));
+            assert_eq!(head.status, 206, "HEAD {size} {range}");
+            assert_eq!(
+                head.header("content-length"),
+                Some((size - a).to_string().as_str())
+            );
+            let n = ranges_inside(&h, from, &key, stored).unwrap();
+            assert!(n >= 1, "{size} {range}: no ranged request upstream");
+        }
+        // `bytes=-0` is unsatisfiable on any object, and nothing is read for it.
+        let from = h.mark();
+        let r = h.get_range(&key, "bytes=-0");
+        assert_eq!(r.status, 416, "{size}: {}", r.text());
+        assert_eq!(r.code().as_deref(), Some("InvalidRange"));
+        assert_eq!(find_marker(&r.body), None);
+        assert!(h.sent_since(from).iter().all(|s| s.method() == "HEAD"));
+    }
+    // Any suffix of an empty object is unsatisfiable; the backend is never asked for a
+    // byte of it.
+    assert_eq!(h.put("empty", b"").status, 200);
+    for range in [
+        "bytes=-0",
+        "bytes=-1",
+        "bytes=-100000",
+        &format!("bytes=-{u}"),
+    ] {
+        let from = h.mark();
+        let r = h.get_range("empty", range);
+        assert_eq!(r.status, 416, "{range}: {}", r.text());
+        assert_eq!(r.code().as_deref(), Some("InvalidRange"));
+        assert_eq!(ranges_inside(&h, from, "empty", 0), Ok(0), "{range}");
+    }
+    // Part 1 of a single object is all of it (an empty one included), read inside it.
+    for (key, size) in [("s100", 100usize), ("empty", 0)] {
+        let from = h.mark();
+        let r = h.get_part(key, 1);
+        assert!(r.ok(), "{key}: {}", r.text());
+        assert_eq!(r.body.len(), size);
+        let stored = h.world.s3.raw(key).len();
+        ranges_inside(&h, from, key, stored).unwrap();
+    }
+    h.assert_clean();
+}
+
+#[test]
+fn suffix_ranges_of_multipart_objects_ask_only_for_stored_bytes() {
+    let mut h = Harness::shared(302);
+    let p = [marked(5 * MIB + 3, 1), marked(777, 2)];
+    h.multipart("m", &[&p[0], &p[1]]);
+    let data = p.concat();
+    let size = data.len();
+    let stored = h.world.s3.raw("m").len();
+    for n in [1, 777, 778, 100_000, size - 1, size, size + 1, usize::MAX] {
+        let range = format!("bytes=-{n}");
+        let a = size.saturating_sub(n);
+        let from = h.mark();
+        let r = h.get_range("m", &range);
+        assert_eq!(r.status, 206, "{range}: {}", r.text());
+        assert_eq!(r.body, data[a..], "{range}");
+        assert_eq!(
+            r.header("content-range"),
+            Some(format!("bytes {a}-{}/{size}", size - 1).as_str())
+        );
+        assert!(ranges_inside(&h, from, "m", stored).unwrap() >= 1);
+    }
+    let r = h.get_range("m", "bytes=-0");
+    assert_eq!(r.status, 416, "{}", r.text());
+    assert_eq!(r.code().as_deref(), Some("InvalidRange"));
+    h.assert_clean();
+}
+
+#[test]
+fn a_ranged_read_of_an_object_replaced_after_its_head_is_retried() {
+    use super::drive::{Fault, FaultRule, Http};
+    let mut h = Harness::shared(303);
+    let old = marked(3 * F + 5, 1);
+    assert_eq!(h.put("x", &old).status, 200);
+    let stored_etag = h.world.s3.object("x").unwrap().etag.clone();
+    // The read is planned from the HEAD: the GET asks for that version only.
+    let from = h.mark();
+    assert_eq!(h.get_range("x", "bytes=-10").body, old[old.len() - 10..]);
+    let get = h
+        .sent_since(from)
+        .iter()
+        .find(|s| s.method() == "GET")
+        .unwrap();
+    assert_eq!(get.headers.get("if-match"), Some(stored_etag.as_str()));
+    // The object was replaced between the HEAD and the GET: the backend refuses the
+    // pinned version and the client is told to retry (not a 412 for a condition it
+    // never sent).
+    let mut refused = Http::with_status(412);
+    refused.body =
+        b"<?xml version=\"1.0\"?><Error><Code>PreconditionFailed</Code></Error>".to_vec();
+    refused.headers.set("content-type", "application/xml");
+    refused
+        .headers
+        .set("content-length", refused.body.len().to_string());
+    h.world.faults.push(
+        FaultRule::upstream(Fault::Answer(refused.clone()))
+            .method("GET")
+            .times(1),
+    );
+    let r = h.get_range("x", "bytes=-10");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.code().as_deref(), Some("SlowDown"));
+    // A client's own If-Unmodified-Since is the backend's to judge (the read is not
+    // pinned then): its 412 stays a 412.
+    h.world.faults.push(
+        FaultRule::upstream(Fault::Answer(refused.clone()))
+            .method("GET")
+            .times(1),
+    );
+    let r = h.send(
+        Request::get(&obj("x"))
+            .header("range", "bytes=-10")
+            .header("if-unmodified-since", "Mon, 01 Jan 2001 00:00:00 GMT"),
+    );
+    assert_eq!(r.status, 412, "{}", r.text());
+    h.assert_clean();
+}
