@@ -84,3 +84,62 @@ def test_suffix_ranges_of_a_multipart_object(stack, bucket):
         assert r["Body"].read() == data[a:], n
         assert r["ContentRange"] == f"bytes {a}-{size - 1}/{size}", n
     assert error_of(lambda: s3.get_object(Bucket=bucket, Key="m", Range="bytes=-0")) == (416, "InvalidRange")
+
+
+# --- 2. Expect: 100-continue ----------------------------------------------------------
+
+def _expect_put(stack, bucket, key, body, secret=None):
+    """A PUT with `Expect: 100-continue` on a raw socket: the headers alone first. Returns
+    the socket and the first response head (status, raw bytes) the proxy sent back."""
+    import socket
+    import urllib.parse
+    import s3util
+    u = urllib.parse.urlparse(stack.endpoint)
+    ak, sk = stack.client_creds
+    signer = s3util.Signer(ak, secret or sk)
+    path = f"/{bucket}/{key}"
+    h, *_ = signer.sign("PUT", u.netloc, path, payload_hash=hashlib.sha256(body).hexdigest())
+    h["content-length"] = str(len(body))
+    h["expect"] = "100-continue"  # unsigned, as SDKs send it
+    s = socket.create_connection((u.hostname, u.port), timeout=10)
+    head = f"PUT {path} HTTP/1.1\r\nhost: {u.netloc}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n"
+    s.sendall(head.encode())
+    return s, _read_head(s)
+
+
+def _read_head(s):
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    status = int(buf.split(b" ", 2)[1]) if buf.startswith(b"HTTP/") else 0
+    return status, buf
+
+
+def test_expect_continue_is_answered_after_authentication(stack, bucket):
+    body = pattern(200_000, 3)
+    # A bad signature: 403 at once, and never a 100 before it.
+    s, (status, raw) = _expect_put(stack, bucket, "e", body, secret="not-the-secret")
+    try:
+        assert status == 403, raw
+        assert b"100 Continue" not in raw
+    finally:
+        s.close()
+    with pytest.raises(botocore.exceptions.ClientError):
+        stack.backend_s3().head_object(Bucket=bucket, Key="e")
+    # A good one: 100 (from the backend, after the filter forwarded the request), then 200.
+    s, (status, raw) = _expect_put(stack, bucket, "e", body)
+    try:
+        assert status == 100, raw
+        rest = raw.split(b"\r\n\r\n", 1)[1]
+        s.sendall(body)
+        if not rest:
+            status, raw = _read_head(s)
+        else:
+            status = int(rest.split(b" ", 2)[1])
+        assert status == 200, raw
+    finally:
+        s.close()
+    assert stack.s3().get_object(Bucket=bucket, Key="e")["Body"].read() == body

@@ -186,3 +186,58 @@ fn a_ranged_read_of_an_object_replaced_after_its_head_is_retried() {
     assert_eq!(r.status, 412, "{}", r.text());
     h.assert_clean();
 }
+
+/// `Expect: 100-continue` goes upstream only with a request the filter authenticated (the
+/// backend then asks for the body, Envoy does not: `proxy_100_continue`); a request it
+/// refuses is answered before anything goes upstream, so no 100 is ever sent for it.
+#[test]
+fn expect_continue_goes_upstream_only_with_authenticated_requests() {
+    let mut h = Harness::shared(304);
+    let data = marked(3 * F + 1, 1);
+    let expecting = |sent: &[Sent]| {
+        sent.iter()
+            .filter(|s| s.headers.get("expect").is_some())
+            .map(|s| {
+                (
+                    s.method().to_string(),
+                    s.headers.get("expect").unwrap().to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // Unauthenticated (a wrong secret, a wrong key, anonymous): refused at the headers.
+    for r in [
+        Request::put(&obj("e"), &data).creds(CLIENT_KEY, "not-the-secret"),
+        Request::put(&obj("e"), &data).creds("AKIDUNKNOWN", "x"),
+        Request::put(&obj("e"), &data).anonymous(),
+    ] {
+        let from = h.mark();
+        let r = h.send(r.unsigned("expect", "100-continue"));
+        assert_eq!(r.status, 403, "{}", r.text());
+        assert!(r.local);
+        assert!(h.sent_since(from).is_empty());
+    }
+    // Authenticated: the backend is asked with the expectation (unsigned, as SDKs send it).
+    let from = h.mark();
+    let r = h.send(Request::put(&obj("e"), &data).unsigned("expect", "100-Continue"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        expecting(h.sent_since(from)),
+        [("PUT".to_string(), "100-continue".to_string())]
+    );
+    // An UploadPart, after its upload's record was found.
+    let id = h.create_upload("m");
+    let from = h.mark();
+    let r = h.send(Request::put(&part_path("m", &id, 1), &data).unsigned("expect", "100-continue"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        expecting(h.sent_since(from)),
+        [("PUT".to_string(), "100-continue".to_string())]
+    );
+    // Other expectations are not forwarded.
+    let from = h.mark();
+    let r = h.send(Request::put(&obj("e"), &data).unsigned("expect", "102-processing"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(expecting(h.sent_since(from)).is_empty());
+    h.assert_clean();
+}
