@@ -143,3 +143,73 @@ def test_expect_continue_is_answered_after_authentication(stack, bucket):
     finally:
         s.close()
     assert stack.s3().get_object(Bucket=bucket, Key="e")["Body"].read() == body
+
+
+# --- 3. Presigned-URL expiry ----------------------------------------------------------
+
+def _xml(body, tag):
+    import re
+    m = re.search(rf"<{tag}>(.*?)</{tag}>".encode(), body)
+    return m.group(1).decode() if m else None
+
+
+def test_presigned_urls_expire_as_s3_says(stack, bucket):
+    import datetime
+    import urllib.parse
+    import s3util
+    stack.s3().put_object(Bucket=bucket, Key="p", Body=b"presigned")
+    ak, sk = stack.client_creds
+    signer = s3util.Signer(ak, sk)
+    host = urllib.parse.urlparse(stack.endpoint).netloc
+    now = datetime.datetime.now(datetime.timezone.utc)
+    path = f"/{bucket}/p"
+
+    def get(q):
+        return s3util.raw_request(stack.endpoint, "GET", f"{path}?{q}")
+
+    # Signed two minutes ago for 60 seconds: expired (a wrong secret changes nothing).
+    for s in [signer, s3util.Signer(ak, "wrong")]:
+        status, _, body = get(s.presign("GET", host, path, expires=60, now=now - datetime.timedelta(seconds=120)))
+        assert (status, _xml(body, "Code"), _xml(body, "Message")) == (403, "AccessDenied", "Request has expired"), body
+    # Signed a week ago for a week, a minute ago for an hour: valid.
+    for age, exp in [(604_700, 604_800), (60, 3600)]:
+        status, _, body = get(signer.presign("GET", host, path, expires=exp, now=now - datetime.timedelta(seconds=age)))
+        assert (status, body) == (200, b"presigned"), (age, exp, body)
+    # Longer than a week.
+    status, _, body = get(signer.presign("GET", host, path, expires=604_801))
+    assert status == 400 and _xml(body, "Code") == "AuthorizationQueryParametersError", body
+    assert _xml(body, "Message") == "X-Amz-Expires must be less than a week (in seconds) that is 604800"
+    # The SDK's own URL, expired.
+    url = stack.s3().generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "p"}, ExpiresIn=1)
+    import time
+    time.sleep(2.2)
+    status, _, body = s3util.raw_request(stack.endpoint, "GET", url.split(host, 1)[1])
+    assert (status, _xml(body, "Code")) == (403, "AccessDenied"), body
+
+
+# --- 4. Signature Version 2 refused -----------------------------------------------------
+
+V2_MESSAGE = "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256."
+
+
+def test_signature_version_2_is_refused_clearly(stack, bucket):
+    import base64
+    import email.utils
+    import hmac
+    ak, sk = stack.client_creds
+    stack.s3().put_object(Bucket=bucket, Key="p", Body=b"v2")
+    date = email.utils.formatdate(usegmt=True)
+    sig = base64.b64encode(hmac.new(sk.encode(), f"GET\n\n\n{date}\n/{bucket}/p".encode(), "sha1").digest()).decode()
+    expires = str(int(__import__("time").time()) + 300)
+    qsig = base64.b64encode(hmac.new(sk.encode(), f"GET\n\n\n{expires}\n/{bucket}/p".encode(), "sha1").digest()).decode()
+    import urllib.parse
+    cases = [
+        ("GET", f"/{bucket}/p", {"authorization": f"AWS {ak}:{sig}", "date": date}, b""),
+        ("PUT", f"/{bucket}/p", {"authorization": f"AWS {ak}:{sig}", "date": date}, b"replaced"),
+        ("GET", f"/{bucket}/p?AWSAccessKeyId={ak}&Expires={expires}&Signature={urllib.parse.quote(qsig, safe='')}", {}, b""),
+    ]
+    for method, target, headers, body in cases:
+        status, _, got = __import__("s3util").raw_request(stack.endpoint, method, target, headers, body)
+        assert (status, _xml(got, "Code"), _xml(got, "Message")) == (400, "InvalidRequest", V2_MESSAGE), (target, got)
+    assert stack.backend_s3().head_object(Bucket=bucket, Key="p")["ContentLength"] > 2
+    assert stack.s3().get_object(Bucket=bucket, Key="p")["Body"].read() == b"v2"

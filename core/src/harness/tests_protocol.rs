@@ -241,3 +241,113 @@ fn expect_continue_goes_upstream_only_with_authenticated_requests() {
     assert!(expecting(h.sent_since(from)).is_empty());
     h.assert_clean();
 }
+
+/// Presigned URLs expire as S3's do: valid through `X-Amz-Date + X-Amz-Expires`, then 403
+/// AccessDenied "Request has expired" (whatever the signature: the expiry is checked
+/// first, so an expired URL learns nothing about its key); an expiry longer than a week
+/// is 400 AuthorizationQueryParametersError. Nothing of a refused request goes upstream.
+#[test]
+fn presigned_urls_expire_as_s3_says() {
+    let mut h = Harness::shared(305);
+    assert_eq!(h.put("p", b"presigned").status, 200);
+    let from = h.mark();
+    let said = |r: &ClientResponse| (r.status, r.code(), r.xml("Message"));
+    let expired = (
+        403,
+        Some("AccessDenied".to_string()),
+        Some("Request has expired".to_string()),
+    );
+    for (expires, age) in [
+        (1, 2),
+        (60, 61),
+        (3600, 3601),
+        (604_800, 604_801),
+        (604_800, 10_000_000),
+    ] {
+        let r = h.send(Request::get(&obj("p")).presigned(expires).skew(-age));
+        assert_eq!(said(&r), expired, "{expires} {age}");
+        assert!(r.local);
+        // A wrong secret on an expired URL: still only "expired".
+        let r = h.send(
+            Request::get(&obj("p"))
+                .presigned(expires)
+                .skew(-age)
+                .creds(CLIENT_KEY, "wrong"),
+        );
+        assert_eq!(said(&r), expired, "{expires} {age}");
+    }
+    assert!(h.sent_since(from).is_empty());
+    // Valid through its last second.
+    for (expires, age) in [(1, 1), (60, 60), (604_800, 604_800)] {
+        let r = h.send(Request::get(&obj("p")).presigned(expires).skew(-age));
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &b"presigned"[..]),
+            "{expires} {age}"
+        );
+    }
+    let week =
+        Some("X-Amz-Expires must be less than a week (in seconds) that is 604800".to_string());
+    for expires in [604_801, 999_999_999, i64::MAX] {
+        let r = h.send(Request::get(&obj("p")).presigned(expires));
+        assert_eq!(
+            said(&r),
+            (
+                400,
+                Some("AuthorizationQueryParametersError".to_string()),
+                week.clone()
+            ),
+            "{expires}"
+        );
+    }
+    for expires in [0, -1] {
+        let r = h.send(Request::get(&obj("p")).presigned(expires));
+        assert_eq!(r.status, 400, "{expires}");
+        assert_eq!(
+            r.code().as_deref(),
+            Some("AuthorizationQueryParametersError")
+        );
+    }
+    h.assert_clean();
+}
+
+/// Signature Version 2, in the header or in a presigned URL, is refused the way S3 refuses
+/// it where only Version 4 is accepted: 400 InvalidRequest, nothing sent upstream.
+#[test]
+fn signature_version_2_is_refused_clearly() {
+    let mut h = Harness::shared(306);
+    assert_eq!(h.put("p", b"v2").status, 200);
+    let msg = "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256.";
+    let from = h.mark();
+    let v2 = format!("AWS {CLIENT_KEY}:frJIUN8DYpKDtOLCwo//yllqDzg=");
+    let reqs = [
+        Request::get(&obj("p"))
+            .anonymous()
+            .unsigned("authorization", &v2)
+            .unsigned("date", "Tue, 14 Nov 2023 22:13:20 GMT"),
+        Request::put(&obj("p"), b"replaced by v2")
+            .anonymous()
+            .unsigned("authorization", &v2),
+        Request::get(&format!(
+            "{}?AWSAccessKeyId={CLIENT_KEY}&Expires=1700003600&Signature=frJIUN8DYpKDtOLCwo%2F%2FyllqDzg%3D",
+            obj("p")
+        ))
+        .anonymous(),
+        Request::get(&format!("{}?Signature=x&Expires=1700003600", obj("p"))).anonymous(),
+        Request::get(&format!("/{BUCKET}?AWSAccessKeyId={CLIENT_KEY}&Expires=1&Signature=x"))
+            .anonymous(),
+        Request::get(&obj("p"))
+            .anonymous()
+            .unsigned("authorization", "Bearer token"),
+    ];
+    for r in reqs {
+        let r = h.send(r);
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(r.code().as_deref(), Some("InvalidRequest"));
+        assert_eq!(r.xml("Message").as_deref(), Some(msg));
+        assert!(r.local);
+    }
+    assert!(h.sent_since(from).is_empty());
+    assert_eq!(h.get("p").body, b"v2");
+    h.assert_clean();
+}
