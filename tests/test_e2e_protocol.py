@@ -213,3 +213,126 @@ def test_signature_version_2_is_refused_clearly(stack, bucket):
         assert (status, _xml(got, "Code"), _xml(got, "Message")) == (400, "InvalidRequest", V2_MESSAGE), (target, got)
     assert stack.backend_s3().head_object(Bucket=bucket, Key="p")["ContentLength"] > 2
     assert stack.s3().get_object(Bucket=bucket, Key="p")["Body"].read() == b"v2"
+
+
+# --- 5. CORS ------------------------------------------------------------------------
+
+class CorsRecorder:
+    """A backend that records every request and answers as S3 does for a bucket whose
+    CORS rules allow every origin (preflights and the CORS headers of other responses)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        self.requests = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self):
+                n = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(n) if n else b""
+                h = {k.lower(): v for k, v in self.headers.items()}
+                outer.requests.append((self.command, self.path, h, body))
+                self.send_response(200)
+                if "origin" in h:
+                    self.send_header("access-control-allow-origin", h["origin"])
+                    self.send_header("vary", "Origin")
+                if self.command == "OPTIONS":
+                    self.send_header("access-control-allow-methods", h.get("access-control-request-method", ""))
+                    if "access-control-request-headers" in h:
+                        self.send_header("access-control-allow-headers", h["access-control-request-headers"])
+                    self.send_header("access-control-max-age", "3000")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            do_OPTIONS = do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = _answer
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.port = self.server.server_address[1]
+
+
+@pytest.fixture
+def cors_backend(stack):
+    rec = CorsRecorder()
+    envoy = stack.start_envoy(s3_port=rec.port)
+    yield rec, envoy
+    envoy.stop()
+    rec.server.shutdown()
+
+
+PREFLIGHT = {"origin": "https://app.example", "access-control-request-method": "PUT",
+             "access-control-request-headers": "content-type,x-amz-meta-a"}
+
+
+def test_cors_preflight_is_rebuilt_from_an_allow_list(cors_backend):
+    import s3util
+    rec, envoy = cors_backend
+    hostile = {**PREFLIGHT, "x-amz-meta-evil": "1", "x-amz-copy-source": "/bkt/secret",
+               "x-http-method-override": "DELETE", "cookie": "c=1", "authorization": "AWS4-HMAC-SHA256 junk"}
+    for target, upstream in [("/bkt/k", "/bkt/k"), ("/bkt/k?uploads", "/bkt/k"),
+                             ("/bkt/k?uploadId=u1&partNumber=1", "/bkt/k"), ("/bkt?list-type=2", "/bkt")]:
+        before = len(rec.requests)
+        status, h, body = s3util.raw_request(envoy.endpoint, "OPTIONS", target, hostile)
+        assert status == 200, (target, body)
+        assert h["access-control-allow-origin"] == "https://app.example"
+        assert h["access-control-allow-methods"] == "PUT"
+        assert h["access-control-allow-headers"] == "content-type,x-amz-meta-a"
+        assert len(rec.requests) == before + 1
+        method, path, got, rbody = rec.requests[-1]
+        assert (method, path, rbody) == ("OPTIONS", upstream, b""), target
+        assert set(got) <= {"host", "origin", "access-control-request-method", "access-control-request-headers",
+                            "x-forwarded-proto", "content-length", "x-request-id", "x-envoy-expected-rq-timeout-ms"}, got
+        assert got.get("content-length", "0") == "0"
+
+
+def test_options_that_are_not_preflights_are_refused(cors_backend):
+    import s3util
+    rec, envoy = cors_backend
+    before = len(rec.requests)
+    for headers, body in [(PREFLIGHT, b"<Delete><Object><Key>k</Key></Object></Delete>"),
+                          ({**PREFLIGHT, "content-length": "5"}, b"abcde"),
+                          ({"access-control-request-method": "GET"}, b""),
+                          ({"origin": "https://app.example"}, b""),
+                          ({**PREFLIGHT, "access-control-request-method": "PATCH"}, b"")]:
+        status, _, got = s3util.raw_request(envoy.endpoint, "OPTIONS", "/bkt/k", headers, body)
+        assert status == 400, (headers, got)
+    assert len(rec.requests) == before
+
+
+def test_cors_headers_of_ordinary_responses_come_back(cors_backend, stack):
+    import s3util
+    rec, envoy = cors_backend
+    signer = s3util.Signer(*stack.client_creds)
+    status, h, _ = s3util.signed_request(envoy.endpoint, signer, "GET", "/bkt", params=[("list-type", "2")],
+                                         unsigned={"origin": "https://app.example"})
+    assert h.get("access-control-allow-origin") == "https://app.example", (status, h)
+    assert h.get("vary") == "Origin"
+    assert rec.requests[-1][2]["origin"] == "https://app.example"
+
+
+def test_bucket_cors_configuration_passes(stack, bucket):
+    """PutBucketCors/GetBucketCors/DeleteBucketCors with their XML document, against the
+    real backend (skipped where the backend has no CORS API)."""
+    s3 = stack.s3()
+    rules = {"CORSRules": [{"AllowedMethods": ["GET", "PUT"], "AllowedOrigins": ["https://app.example"],
+                            "AllowedHeaders": ["*"], "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 300}]}
+    try:
+        s3.put_bucket_cors(Bucket=bucket, CORSConfiguration=rules)
+    except botocore.exceptions.ClientError as e:
+        if e.response["Error"]["Code"] in ("NotImplemented", "MethodNotAllowed"):
+            pytest.skip(f"the backend has no bucket CORS API: {e}")
+        raise
+    got = s3.get_bucket_cors(Bucket=bucket)["CORSRules"]
+    assert got[0]["AllowedOrigins"] == ["https://app.example"]
+    import requests
+    r = requests.options(f"{stack.endpoint}/{bucket}/k", headers={"Origin": "https://app.example",
+                                                                  "Access-Control-Request-Method": "PUT"})
+    assert r.status_code == 200, r.text
+    assert r.headers["access-control-allow-origin"] == "https://app.example"
+    s3.delete_bucket_cors(Bucket=bucket)

@@ -351,3 +351,221 @@ fn signature_version_2_is_refused_clearly() {
     assert_eq!(h.get("p").body, b"v2");
     h.assert_clean();
 }
+
+/// The backend answers a CORS preflight as S3 does for a bucket that allows the origin.
+fn answer_preflights(h: &mut Harness) {
+    h.world.s3.answer = Some(Box::new(|req: &super::drive::Http| {
+        if req.headers.get(":method") != Some("OPTIONS") {
+            return None;
+        }
+        let mut r = super::drive::Http::with_status(200);
+        for (k, v) in [
+            ("access-control-allow-origin", req.headers.get("origin")?),
+            (
+                "access-control-allow-methods",
+                req.headers.get("access-control-request-method")?,
+            ),
+            ("access-control-max-age", "3000"),
+            (
+                "vary",
+                "Origin, Access-Control-Request-Headers, Access-Control-Request-Method",
+            ),
+            ("content-length", "0"),
+        ] {
+            r.headers.set(k, v.to_string());
+        }
+        if let Some(a) = req.headers.get("access-control-request-headers") {
+            r.headers.set("access-control-allow-headers", a.to_string());
+        }
+        Some(r)
+    }));
+}
+
+fn options(path: &str) -> Request {
+    Request::new("OPTIONS", path)
+        .anonymous()
+        .unsigned("origin", "https://app.example")
+        .unsigned("access-control-request-method", "PUT")
+}
+
+#[test]
+fn cors_preflights_are_rebuilt_from_an_allow_list() {
+    let mut h = Harness::shared(307);
+    answer_preflights(&mut h);
+    // A browser's preflight, with everything an attacker would add to it: unsigned
+    // x-amz-* headers, a method override, cookies, a query naming an operation.
+    for q in [
+        "",
+        "?uploads",
+        "?uploadId=u1&partNumber=1",
+        "?x-id=PutObject&torrent",
+    ] {
+        let from = h.mark();
+        let r = h.send(
+            options(&format!("{}{q}", obj("k")))
+                .unsigned(
+                    "access-control-request-headers",
+                    "content-type,x-amz-meta-a",
+                )
+                .unsigned("x-amz-copy-source", "/b/secret")
+                .unsigned("x-amz-meta-evil", "1")
+                .unsigned("x-http-method-override", "DELETE")
+                .unsigned("x-method-override", "PUT")
+                .unsigned("cookie", "c=1")
+                .unsigned("range", "bytes=0-1"),
+        );
+        assert_eq!(r.status, 200, "{q}: {}", r.text());
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("https://app.example")
+        );
+        assert_eq!(r.header("access-control-allow-methods"), Some("PUT"));
+        assert_eq!(
+            r.header("access-control-allow-headers"),
+            Some("content-type,x-amz-meta-a")
+        );
+        let sent = h.sent_since(from);
+        assert_eq!(sent.len(), 1, "{q}");
+        assert_eq!(sent[0].method(), "OPTIONS");
+        assert_eq!(sent[0].path(), obj("k"), "{q}: the query is dropped");
+        assert!(sent[0].body.is_empty());
+        let mut names: Vec<&str> = sent[0].headers.iter().map(|(k, _)| k.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                ":authority",
+                ":method",
+                ":path",
+                ":scheme",
+                "access-control-request-headers",
+                "access-control-request-method",
+                "origin",
+                "x-forwarded-proto",
+            ],
+            "{q}"
+        );
+        assert_eq!(sent[0].headers.get(":authority"), Some(UPSTREAM_AUTHORITY));
+    }
+    // A bucket-level preflight (a browser listing or uploading with POST).
+    let from = h.mark();
+    let r = h.send(options(&format!("/{BUCKET}?list-type=2")));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(h.sent_since(from)[0].path(), format!("/{BUCKET}"));
+    h.assert_clean();
+}
+
+#[test]
+fn options_that_are_not_preflights_are_refused() {
+    let mut h = Harness::shared(308);
+    answer_preflights(&mut h);
+    let from = h.mark();
+    let refused: Vec<(&str, Request)> = vec![
+        (
+            "a body",
+            options(&obj("k")).body(b"<Delete><Object><Key>k</Key></Object></Delete>"),
+        ),
+        (
+            "a declared body",
+            options(&obj("k")).unsigned("content-length", "5"),
+        ),
+        (
+            "a chunked body",
+            options(&obj("k")).unsigned("transfer-encoding", "chunked"),
+        ),
+        (
+            "no origin",
+            Request::new("OPTIONS", &obj("k"))
+                .anonymous()
+                .unsigned("access-control-request-method", "GET"),
+        ),
+        (
+            "no method",
+            Request::new("OPTIONS", &obj("k"))
+                .anonymous()
+                .unsigned("origin", "https://a.example"),
+        ),
+        (
+            "an unknown method",
+            Request::new("OPTIONS", &obj("k"))
+                .anonymous()
+                .unsigned("origin", "https://a.example")
+                .unsigned("access-control-request-method", "PATCH"),
+        ),
+        (
+            "an origin that is not one",
+            Request::new("OPTIONS", &obj("k"))
+                .anonymous()
+                .unsigned("origin", "https://a.example/path?x")
+                .unsigned("access-control-request-method", "GET"),
+        ),
+        (
+            "two origins",
+            options(&obj("k")).unsigned("origin", "https://b.example"),
+        ),
+        (
+            "headers that are not names",
+            options(&obj("k")).unsigned("access-control-request-headers", "a:b;c"),
+        ),
+        ("no bucket", options("/")),
+        ("a dot segment", options(&format!("/{BUCKET}/a/../k"))),
+    ];
+    for (what, r) in refused {
+        let r = h.send(r);
+        // (No bucket: the resource is no operation S3 has, 501.)
+        let want = if what == "no bucket" { 501 } else { 400 };
+        assert_eq!(r.status, want, "{what}: {}", r.text());
+        assert!(r.local, "{what}");
+    }
+    assert!(
+        h.sent_since(from).is_empty(),
+        "{:?}",
+        h.sent_since(from)
+            .iter()
+            .map(|s| s.path())
+            .collect::<Vec<_>>()
+    );
+    h.assert_clean();
+}
+
+/// The `Origin` of an ordinary (signed) request goes upstream, and the backend's CORS
+/// headers come back on every kind of response: decrypted objects, ranges, listings,
+/// uploads, errors.
+#[test]
+fn cors_headers_of_ordinary_responses_come_back() {
+    let mut h = Harness::shared(309);
+    let data = marked(100_000, 1);
+    let o = "https://app.example";
+    let from = h.mark();
+    let put = h.send(Request::put(&obj("c"), &data).unsigned("origin", o));
+    assert_eq!(put.status, 200);
+    assert!(h
+        .sent_since(from)
+        .iter()
+        .all(|s| s.headers.get("origin") == Some(o)));
+    for r in [
+        put,
+        h.send(Request::get(&obj("c")).unsigned("origin", o)),
+        h.send(
+            Request::get(&obj("c"))
+                .header("range", "bytes=-10")
+                .unsigned("origin", o),
+        ),
+        h.send(Request::new("HEAD", &obj("c")).unsigned("origin", o)),
+        h.send(Request::get(&format!("/{BUCKET}?list-type=2")).unsigned("origin", o)),
+        h.send(Request::get(&obj("missing")).unsigned("origin", o)),
+    ] {
+        assert_eq!(r.header("access-control-allow-origin"), Some(o), "{r:?}");
+        assert_eq!(r.header("access-control-expose-headers"), Some("ETag"));
+        assert_eq!(r.header("vary"), Some("Origin"));
+    }
+    assert_eq!(h.get("c").body, data);
+    // An origin that is not one is not forwarded.
+    let from = h.mark();
+    h.send(Request::get(&obj("c")).unsigned("origin", "x\u{7f}"));
+    assert!(h
+        .sent_since(from)
+        .iter()
+        .all(|s| s.headers.get("origin").is_none()));
+    h.assert_clean();
+}

@@ -40,6 +40,7 @@ use crate::s3::{self, Operation};
 
 mod complete;
 mod copy;
+mod cors;
 mod cx;
 mod get;
 mod multipart;
@@ -153,6 +154,7 @@ enum Op {
     Get(Box<get::Get>),
     Copy(Box<copy::Copy>),
     PartCopy(Box<part_copy::UploadPartCopy>),
+    Preflight(Box<cors::Preflight>),
 }
 
 /// One request/response exchange.
@@ -218,6 +220,11 @@ impl Exchange {
         let raw = raw_headers.get(":path").unwrap_or("/").to_string();
         self.cx.resource = raw.split('?').next().unwrap_or("/").to_string();
         self.cx.head = method == "HEAD";
+        if method == "OPTIONS" {
+            // A CORS preflight: unsigned by design, rebuilt from an allow-list.
+            let (op, up) = cors::Preflight::start(&self.cx, raw_headers, eos)?;
+            return Ok((Op::Preflight(Box::new(op)), RequestStep::Forward(up)));
+        }
         let cfg = Rc::clone(&self.cx.cfg);
         let secret = |ak: &str| cfg.client_secret(ak);
         let skew = cfg.plugin.max_clock_skew_secs;
@@ -323,7 +330,7 @@ impl Exchange {
             Op::Abort(o) => o.request_body(chunk, end, out).map(|()| None),
             Op::Copy(o) => o.request_body(chunk, end, out).map(|()| None),
             Op::PartCopy(o) => o.request_body(chunk, end, out).map(|()| None),
-            Op::Get(_) | Op::Idle => refuse_body(chunk).map(|()| None),
+            Op::Get(_) | Op::Preflight(_) | Op::Idle => refuse_body(chunk).map(|()| None),
         };
         r.map_err(|e| {
             // Nothing of a refused body goes upstream.
@@ -367,7 +374,7 @@ impl Exchange {
             Op::Get(o) => o.callout(cx, resp),
             Op::Copy(o) => o.callout(cx, resp),
             Op::PartCopy(o) => o.callout(cx, resp),
-            Op::Pass(_) | Op::Put(_) | Op::Idle => unexpected_callout(cx),
+            Op::Pass(_) | Op::Put(_) | Op::Preflight(_) | Op::Idle => unexpected_callout(cx),
         }
     }
 
@@ -404,6 +411,7 @@ impl Exchange {
             Op::Copy(o) => o.response_headers(cx, h, eos),
             Op::PartCopy(o) => o.response_headers(cx, h, eos),
             Op::Pass(o) => o.response_headers(cx, h, eos),
+            Op::Preflight(o) => o.response_headers(cx, h, eos),
             Op::Idle => {
                 let mut out = h.clone();
                 RespBody::Pass.headers_done(&mut out, eos);
@@ -429,6 +437,7 @@ impl Exchange {
             Op::PartCopy(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::Put(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::Pass(o) => o.response_body(cx, chunk, end, out).map(|()| None),
+            Op::Preflight(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::Part(_) | Op::Abort(_) | Op::Idle => {
                 out.extend_from_slice(chunk);
                 Ok(None)

@@ -250,6 +250,11 @@ pub(crate) fn upstream_headers(
     {
         up.set("expect", "100-continue");
     }
+    // A browser's `Origin` (never signed: scripts cannot set it): S3 reads it only to add
+    // the bucket's CORS headers to the response.
+    if let Some(o) = super::cors::request_origin(raw) {
+        up.set("origin", o);
+    }
     if let Some(src) = view.get("x-amz-copy-source") {
         let (b, k, ver) = s3::parse_copy_source(src)?;
         up.set(
