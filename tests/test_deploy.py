@@ -751,3 +751,25 @@ def test_istio_envoyfilter(tmp_path):
     filters[i] = copy.deepcopy(value)
     filters[i]["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(WASM)
     envoy_validate(cfg, tmp_path / "envoy.yaml")
+
+
+# ---------------------------------------------------------------- Expect: 100-continue
+
+def test_every_config_proxies_100_continue(helm):
+    """Every S3 connection manager the project ships proxies `Expect: 100-continue`
+    upstream: otherwise Envoy answers 100 itself before the filter authenticated the
+    request (tests/test_e2e_protocol.py shows the difference on a real Envoy)."""
+    def s3_hcm(cfg):
+        return listeners(cfg)["s3"]["filter_chains"][0]["filters"][0]["typed_config"]
+
+    assert s3_hcm(yaml.safe_load(PROD.read_text()))["proxy_100_continue"] is True
+    assert s3_hcm(chart_source(helm))["proxy_100_continue"] is True
+    local = (ROOT / "envoy" / "local.yaml.in").read_text()
+    assert local.count("proxy_100_continue: true") == 1
+    ef = yaml.safe_load((ISTIO / "proxy-100-continue.yaml").read_text())
+    (patch,) = ef["spec"]["configPatches"]
+    assert patch["applyTo"] == "NETWORK_FILTER" and patch["patch"]["operation"] == "MERGE"
+    assert patch["match"]["listener"]["filterChain"]["filter"]["name"] == "envoy.filters.network.http_connection_manager"
+    assert patch["patch"]["value"]["typed_config"]["proxy_100_continue"] is True
+    wp = yaml.safe_load((ISTIO / "wasmplugin.yaml").read_text())
+    assert ef["spec"]["workloadSelector"]["labels"] == wp["spec"]["selector"]["matchLabels"]

@@ -337,9 +337,8 @@ pub fn verify_with_skew(
     if let Some(auth) = headers.get("authorization") {
         let auth = auth.trim();
         let Some(rest) = auth.strip_prefix(ALGORITHM) else {
-            return Err(S3Error::invalid_request(
-                "Only AWS Signature Version 4 (AWS4-HMAC-SHA256) is supported.",
-            ));
+            // Signature Version 2 (`AWS AKID:signature`) or anything else.
+            return Err(unsupported_mechanism());
         };
         let (mut cred, mut signed, mut sig) = (None, None, None);
         for part in rest.split(',') {
@@ -475,7 +474,19 @@ pub fn verify_with_skew(
         };
         return check_signature(&req, cred, &secret, amz_date, sig, payload);
     }
+    if qget("AWSAccessKeyId").is_some() || qget("Signature").is_some() {
+        // A Signature Version 2 presigned URL (`AWSAccessKeyId`, `Signature`, `Expires`).
+        return Err(unsupported_mechanism());
+    }
     Err(S3Error::access_denied("Access Denied"))
+}
+
+/// What S3 answers (where only Signature Version 4 is accepted) for Signature Version 2,
+/// in the Authorization header or in a presigned URL.
+fn unsupported_mechanism() -> S3Error {
+    S3Error::invalid_request(
+        "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256.",
+    )
 }
 
 /// AWS's rule: every `x-amz-*` header present must be among the signed headers (403

@@ -54,6 +54,8 @@ mod tests_objects;
 #[cfg(test)]
 mod tests_props;
 #[cfg(test)]
+mod tests_protocol;
+#[cfg(test)]
 mod tests_redis;
 #[cfg(test)]
 mod tests_sse;

@@ -321,6 +321,14 @@ impl FakeS3 {
         if method == "HEAD" {
             resp.body.clear();
         }
+        // As S3 does for a bucket whose CORS rules allow every origin: the CORS headers
+        // of a request that names its origin.
+        if let Some(o) = req.headers.get("origin") {
+            resp.headers
+                .set("access-control-allow-origin", o.to_string());
+            resp.headers.set("access-control-expose-headers", "ETag");
+            resp.headers.set("vary", "Origin");
+        }
         resp
     }
 

@@ -46,6 +46,9 @@ struct GetPlan {
     range: Option<RangeSpec>,
     /// Upstream range start we asked for (ranges are widened to frames).
     widened: bool,
+    /// The upstream request carries an If-Match of the version the HEAD saw (not the
+    /// client's: its conditions are evaluated here), so a 412 means the object changed.
+    pinned: bool,
     if_match: Option<String>,
     if_none_match: Option<String>,
     checksum_mode: bool,
@@ -202,7 +205,20 @@ impl Get {
         })?;
         let status = resp.get(":status").unwrap_or("");
         let envelope = resp.get(ENVELOPE_HEADER);
+        let stored: Option<u64> = resp.get("content-length").and_then(|v| v.parse().ok());
+        let etag = resp.get("etag").unwrap_or("").to_string();
         let (Some(ev), "200") = (envelope, status) else {
+            if let (Some(spec), Some(len), "200", None) =
+                (self.plan.range, stored, status, self.plan.part_number)
+            {
+                // A plaintext object: the range resolved against its size, or the
+                // client's own range if it is not satisfiable (the backend says 416).
+                match range::resolve(spec, len) {
+                    Ok((a, b)) => up.set("range", format!("bytes={a}-{b}")),
+                    Err(()) => up.set("range", spec_header(spec)),
+                }
+                self.pin(&mut up, &etag);
+            }
             // Errors and plaintext objects: the backend answers the request as it is.
             if up.get(":path") != Some(original.as_str()) {
                 up.set(":path", original);
@@ -212,22 +228,9 @@ impl Get {
         };
         let (env, dek) = cx.open_envelope(ev)?;
         if env.layout == Layout::Single {
-            match self.plan.part_number {
-                None => {}
-                Some(1) => {
-                    // A single-part object is its own part 1.
-                    self.plan.range = Some(RangeSpec::From(0));
-                    up.set("range", widened_range(RangeSpec::From(0)));
-                }
-                Some(_) => return Err(invalid_part_number()),
-            }
-            return Ok(RequestStep::Forward(up));
+            return self.plan_single(cx, up, &env, stored, &etag);
         }
-        let etag = resp.get("etag").unwrap_or("").to_string();
-        let stored: u64 = resp
-            .get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let stored = stored.unwrap_or(0);
         let parts = parts_in_etag(&etag).ok_or_else(|| cx.integrity())?;
         let numbered = env.version >= 2;
         let version = table_version(&etag, stored, &env);
@@ -286,6 +289,65 @@ impl Get {
         }
     }
 
+    /// A range or part 1 of a single-layout object whose HEAD answered: the plaintext
+    /// range resolved against the size the envelope and the stored length agree on, and
+    /// the backend asked for exactly the stored frames that hold it (never a byte past the
+    /// stored object, whatever form the client's range had).
+    fn plan_single(
+        &mut self,
+        cx: &Cx,
+        mut up: Headers,
+        env: &Envelope,
+        stored: Option<u64>,
+        etag: &str,
+    ) -> Result<RequestStep, S3Error> {
+        let geo = stored
+            .and_then(Geometry::single_from_cipher)
+            .filter(|g| Some(g.plain_len) == env.plain_len)
+            .ok_or_else(|| cx.integrity())?;
+        let spec = match (self.plan.part_number, self.plan.range) {
+            (None, Some(spec)) => spec,
+            // A single-part object is its own part 1.
+            (Some(1), _) => RangeSpec::From(0),
+            (Some(_), _) => return Err(invalid_part_number()),
+            (None, None) => return Err(S3Error::internal("s3crypt: nothing to plan")),
+        };
+        match range::resolve(spec, geo.plain_len) {
+            Ok((first, last)) => {
+                let (i0, i1) = (geo.frame_of(first), geo.frame_of(last));
+                let from = geo.frame_cipher_start(i0);
+                let to = geo.frame_cipher_end(i1).and_then(|e| e.checked_sub(1));
+                let (Some(from), Some(to)) = (from, to) else {
+                    return Err(cx.integrity());
+                };
+                self.plan.range = Some(spec);
+                up.set("range", format!("bytes={from}-{to}"));
+            }
+            // Part 1 of an empty object: the whole (empty) object.
+            Err(()) if self.plan.part_number.is_some() => {
+                self.plan.range = None;
+                up.remove("range");
+            }
+            Err(()) => {
+                return Err(S3Error::invalid_range(
+                    "The requested range is not satisfiable",
+                ))
+            }
+        }
+        self.pin(&mut up, etag);
+        Ok(RequestStep::Forward(up))
+    }
+
+    /// The read is of the version the HEAD saw: if it changed since, the backend answers
+    /// 412 and the client is told to retry.
+    fn pin(&mut self, up: &mut Headers, etag: &str) {
+        // A client's If-Unmodified-Since can make the backend say 412 too: then it does.
+        if !etag.is_empty() && !up.contains("if-unmodified-since") {
+            up.set("if-match", etag);
+            self.plan.pinned = true;
+        }
+    }
+
     /// Reads a range or a part of a multipart object whose part table is known.
     fn plan_multipart(
         &mut self,
@@ -315,7 +377,7 @@ impl Get {
             );
         }
         // The same version the table describes, or the backend says 412.
-        up.set("if-match", etag.clone());
+        self.pin(&mut up, &etag);
         self.plan.multipart = Some(MultipartRead {
             etag,
             first,
@@ -372,6 +434,11 @@ impl Get {
             // A success without object data the filter can check (203, 204, ...): nothing
             // of it is released.
             return Err(cx.integrity());
+        }
+        if status == 412 && self.plan.pinned {
+            return Err(S3Error::slow_down(
+                "s3crypt: the object changed while it was read; please retry",
+            ));
         }
         if status != 200 && status != 206 {
             return Ok(()); // errors, 304 from date conditions: as the backend says
@@ -670,6 +737,15 @@ pub(crate) fn widened_range(spec: RangeSpec) -> String {
             "bytes=-{}",
             n.div_ceil(f).saturating_add(1).saturating_mul(s).max(n)
         ),
+    }
+}
+
+/// A range as a Range header value.
+fn spec_header(spec: RangeSpec) -> String {
+    match spec {
+        RangeSpec::FromTo(a, b) => format!("bytes={a}-{b}"),
+        RangeSpec::From(a) => format!("bytes={a}-"),
+        RangeSpec::Suffix(n) => format!("bytes=-{n}"),
     }
 }
 

@@ -45,6 +45,7 @@ mod attributes;
 mod complete;
 mod condition;
 mod copy;
+mod cors;
 mod cx;
 mod get;
 mod list_parts;
@@ -165,6 +166,7 @@ enum Op {
     /// A write waiting for the HEAD its `If-Match` is checked against.
     Precondition(Box<Precondition>),
     ListParts(Box<list_parts::ListParts>),
+    Preflight(Box<cors::Preflight>),
 }
 
 /// One request/response exchange.
@@ -253,6 +255,11 @@ impl Exchange {
         let raw = raw_headers.get(":path").unwrap_or("/").to_string();
         self.cx.resource = raw.split('?').next().unwrap_or("/").to_string();
         self.cx.head = method == "HEAD";
+        if method == "OPTIONS" {
+            // A CORS preflight: unsigned by design, rebuilt from an allow-list.
+            let (op, up) = cors::Preflight::start(&self.cx, raw_headers, eos)?;
+            return Ok((Op::Preflight(Box::new(op)), RequestStep::Forward(up)));
+        }
         refuse_browser_post(&method, &raw, raw_headers)?;
         let cfg = Rc::clone(&self.cx.cfg);
         let secret = |ak: &str| cfg.client_secret(ak);
@@ -331,7 +338,7 @@ impl Exchange {
             Op::Copy(o) => o.request_body(chunk, end, out).map(|()| None),
             Op::PartCopy(o) => o.request_body(chunk, end, out).map(|()| None),
             Op::ListParts(o) => o.request_body(chunk, end, out).map(|()| None),
-            Op::Get(_) | Op::Attributes(_) | Op::Precondition(_) | Op::Idle => {
+            Op::Get(_) | Op::Preflight(_) | Op::Attributes(_) | Op::Precondition(_) | Op::Idle => {
                 refuse_body(chunk).map(|()| None)
             }
         };
@@ -385,7 +392,9 @@ impl Exchange {
             Op::PartCopy(o) => o.callout(cx, resp),
             Op::Attributes(o) => o.callout(cx, resp),
             Op::ListParts(o) => o.callout(cx, resp),
-            Op::Pass(_) | Op::Put(_) | Op::Precondition(_) | Op::Idle => unexpected_callout(cx),
+            Op::Pass(_) | Op::Put(_) | Op::Preflight(_) | Op::Precondition(_) | Op::Idle => {
+                unexpected_callout(cx)
+            }
         }
     }
 
@@ -445,6 +454,7 @@ impl Exchange {
             Op::Pass(o) => o.response_headers(cx, h, eos),
             Op::Attributes(o) => o.response_headers(h, eos),
             Op::ListParts(o) => o.response_headers(cx, h, eos),
+            Op::Preflight(o) => o.response_headers(cx, h, eos),
             Op::Precondition(_) | Op::Idle => {
                 let mut out = h.clone();
                 RespBody::Pass.headers_done(&mut out, eos);
@@ -471,6 +481,7 @@ impl Exchange {
             Op::Put(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::Pass(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::ListParts(o) => o.response_body(cx, chunk, end, out).map(|()| None),
+            Op::Preflight(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::Part(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::Abort(_) | Op::Attributes(_) | Op::Precondition(_) | Op::Idle => {
                 out.extend_from_slice(chunk);

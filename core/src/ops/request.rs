@@ -240,6 +240,21 @@ pub(crate) fn upstream_headers(
     {
         up.set(ENVOY_ROUTING_HEADER, p.to_string());
     }
+    // `Expect: 100-continue` has no S3 meaning and SDKs leave it out of the signature:
+    // it goes upstream (as exactly that) so that the backend, not Envoy, tells the client
+    // to send its body, after this filter authenticated the request (the connection
+    // manager's `proxy_100_continue`; without it Envoy answers 100 before any filter ran).
+    if raw
+        .get("expect")
+        .is_some_and(|e| e.trim().eq_ignore_ascii_case("100-continue"))
+    {
+        up.set("expect", "100-continue");
+    }
+    // A browser's `Origin` (never signed: scripts cannot set it): S3 reads it only to add
+    // the bucket's CORS headers to the response.
+    if let Some(o) = super::cors::request_origin(raw) {
+        up.set("origin", o);
+    }
     if let Some(src) = view.get("x-amz-copy-source") {
         let (b, k, ver) = s3::parse_copy_source(src)?;
         up.set(
