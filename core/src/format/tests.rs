@@ -418,7 +418,10 @@ fn envelope_round_trip_and_tamper() {
         "v=2;s=1;t=s;k=a;w=AA;l=1;a=AA",
         &s.replacen(";e=", ";m=abababababababababababababababab;e=", 1),
         &s.replacen("v=2", "v=1", 1),
-        &s.replacen("v=2", "v=3", 1),
+        &s.replacen("v=2", "v=4", 1),
+        &s.replacen("v=2", "v=3", 1)
+            .replace("t=s", "t=m")
+            .replace(";l=12345", ""),
         &s.replace("s=1", "s=9"),
         &format!("{s};x=1"),
         &format!("{s};l=5"),
@@ -689,6 +692,7 @@ fn vectors_of_version(version: u8) -> (String, String) {
                 Layout::End => "end",
                 Layout::Closing => "closing",
                 Layout::Table => "table",
+                Layout::Trailer => "trailer",
             },
             geo.part,
             pt.len(),

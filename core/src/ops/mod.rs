@@ -41,7 +41,9 @@ use crate::s3::{self, Operation};
 mod complete;
 mod copy;
 mod cx;
+mod etags;
 mod get;
+mod listing;
 mod multipart;
 mod part_copy;
 mod pass;
@@ -104,6 +106,14 @@ pub enum CallOutStep {
 pub enum ResponseResume {
     Continue,
     Reset(String),
+    /// Replace the held response headers with these, then let the response continue
+    /// (only after [`ResponseStep::ForwardAfter`], before any body went out).
+    Headers(Headers),
+    /// The response body is held at its end (every chunk was emptied): these bytes are
+    /// all of it; let the response continue.
+    Body(Vec<u8>),
+    /// Keep holding the response and make this call-out too.
+    Lookup(CallOut),
 }
 
 /// What to do with the client's request headers.
@@ -367,7 +377,8 @@ impl Exchange {
             Op::Get(o) => o.callout(cx, resp),
             Op::Copy(o) => o.callout(cx, resp),
             Op::PartCopy(o) => o.callout(cx, resp),
-            Op::Pass(_) | Op::Put(_) | Op::Idle => unexpected_callout(cx),
+            Op::Pass(o) => o.callout(cx, resp),
+            Op::Put(_) | Op::Idle => unexpected_callout(cx),
         }
     }
 
@@ -428,7 +439,7 @@ impl Exchange {
             Op::Copy(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::PartCopy(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::Put(o) => o.response_body(cx, chunk, end, out).map(|()| None),
-            Op::Pass(o) => o.response_body(cx, chunk, end, out).map(|()| None),
+            Op::Pass(o) => o.response_body(cx, chunk, end, out),
             Op::Part(_) | Op::Abort(_) | Op::Idle => {
                 out.extend_from_slice(chunk);
                 Ok(None)

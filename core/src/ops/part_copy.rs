@@ -7,6 +7,7 @@
 
 use super::copy::{copy_source_in_scope, copy_source_ok, copy_source_path};
 use super::cx::{iso8601, part_put_failed, precondition_failed, Cx};
+use super::etags;
 use super::multipart::{find_record, part_number, record_answered, Record};
 use super::put::part_geometry;
 use super::request::PassBody;
@@ -18,7 +19,8 @@ use crate::auth::sigv4;
 use crate::crypto::{DataKey, Suite};
 use crate::format::part_table::{PartTable, RangeDecryptor};
 use crate::format::{
-    Decrypt, FrameDecryptor, FrameEncryptor, Geometry, Layout, Window, ENVELOPE_HEADER,
+    single_stored_len, Decrypt, FrameDecryptor, FrameEncryptor, Geometry, Layout, Window,
+    ENVELOPE_HEADER,
 };
 use crate::headers::Headers;
 use crate::s3::error::S3Error;
@@ -177,6 +179,7 @@ impl UploadPartCopy {
             dest_dek: dek,
             dest_v2: env.version >= 2,
             src_path,
+            src_object: etags::copy_source_object(h),
             src_plain_ok,
             range: h.get("x-amz-copy-source-range").map(str::to_string),
             if_match: h.get("x-amz-copy-source-if-match").map(str::to_string),
@@ -203,7 +206,8 @@ impl UploadPartCopy {
         mut pc: Box<PartCopy>,
         resp: Option<&Headers>,
     ) -> Result<RequestStep, S3Error> {
-        let opened = |ev: &str| cx.open_envelope(ev).ok().and_then(|(e, _)| e.md5);
+        let source = pc.src_object.clone();
+        let opened = |h: &Headers| etags::known_md5(cx, h, &source.0, &source.1);
         let resp = copy_source_ok(
             resp,
             pc.if_match.as_deref(),
@@ -229,8 +233,8 @@ impl UploadPartCopy {
             Layout::Single => {
                 let geo = env
                     .plain_len
+                    .filter(|&p| single_stored_len(env.version, p) == Some(stored))
                     .map(Geometry::single)
-                    .filter(|g| g.cipher_len() == Some(stored))
                     .ok_or_else(|| cx.integrity())?;
                 pc.from = CopyFrom::Single {
                     suite: env.suite,
@@ -239,7 +243,12 @@ impl UploadPartCopy {
                 };
                 self.part_copy_plan(cx, pc)
             }
-            Layout::Part | Layout::Final | Layout::End | Layout::Closing | Layout::Table => {
+            Layout::Part
+            | Layout::Final
+            | Layout::End
+            | Layout::Closing
+            | Layout::Table
+            | Layout::Trailer => {
                 let parts = parts_in_etag(&pc.src_etag).ok_or_else(|| cx.integrity())?;
                 let numbered = env.version >= 2;
                 let version = table_version(&pc.src_etag, stored, &env);
@@ -458,6 +467,8 @@ pub(crate) struct PartCopy {
     dest_v2: bool,
     /// Upstream path of the source object (with its versionId).
     src_path: String,
+    /// Bucket and key of the source (for the ETag cache).
+    src_object: (String, String),
     /// The source lies in a passthrough scope: without an envelope it is copied (and
     /// encrypted on the way); otherwise an envelope-less source is an integrity error.
     src_plain_ok: bool,
