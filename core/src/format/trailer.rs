@@ -100,3 +100,62 @@ pub fn open_trailer(
         (None, _) => Err(FormatError::Integrity),
     }
 }
+
+/// A whole read of a version 3 single object: the frames through `inner`, then the
+/// trailer, which must verify and (if `md5` is given) hold that MD5, or the read fails
+/// (its last promised byte is held back until then).
+pub struct TrailerCheck<D: Decrypt> {
+    inner: D,
+    suite: Suite,
+    dek: DataKey,
+    plain_len: u64,
+    md5: Option<[u8; 16]>,
+    /// Input bytes still to skip before the trailer, then the trailer's bytes.
+    before: u64,
+    trailer: Vec<u8>,
+}
+
+impl<D: Decrypt> TrailerCheck<D> {
+    /// `trailer_at`: offset of the trailer in the bytes that will be pushed.
+    pub fn new(
+        inner: D,
+        suite: Suite,
+        dek: &DataKey,
+        plain_len: u64,
+        md5: Option<[u8; 16]>,
+        trailer_at: u64,
+    ) -> Self {
+        TrailerCheck {
+            inner,
+            suite,
+            dek: DataKey::from_bytes(dek.0),
+            plain_len,
+            md5,
+            before: trailer_at,
+            trailer: Vec::with_capacity(TRAILER_LEN as usize),
+        }
+    }
+}
+
+impl<D: Decrypt> Decrypt for TrailerCheck<D> {
+    fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), FormatError> {
+        self.inner.push(data, out)?;
+        let skip = take_up_to(&mut self.before, data.len());
+        let rest = data.get(skip..).unwrap_or(&[]);
+        let room = (TRAILER_LEN as usize).saturating_sub(self.trailer.len());
+        if rest.len() > room {
+            return Err(FormatError::Length); // bytes after the trailer
+        }
+        self.trailer.extend_from_slice(rest);
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<(), FormatError> {
+        self.inner.finish()?;
+        let t = open_trailer(self.suite, &self.dek, self.plain_len, &self.trailer)?;
+        match self.md5 {
+            Some(m) if m != t.md5 => Err(FormatError::Integrity),
+            _ => Ok(()),
+        }
+    }
+}

@@ -155,10 +155,8 @@ pub(crate) fn cached(cx: &Cx, bucket: &str, key: &str, etag: &str, stored: u64) 
 
 /// Remembers what the filter learnt of an object version (replacing whatever the slot
 /// held).
+/// (`etag` empty: for servers whose listings show no ETags, keyed by size alone.)
 pub(crate) fn remember(cx: &Cx, bucket: &str, key: &str, etag: &str, stored: u64, k: &Known) {
-    if etag.is_empty() {
-        return;
-    }
     let id = identity(bucket, key, etag, stored);
     if let Some(s) = slot(cx, &id) {
         cx.ports.store.set(

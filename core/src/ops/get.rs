@@ -15,8 +15,9 @@ use crate::auth::sigv4;
 use crate::crypto::DataKey;
 use crate::format::part_table::{PartTable, RangeDecryptor, RangePlan};
 use crate::format::{
-    single_from_stored, Envelope, FrameDecryptor, Geometry, Layout, PartsDecryptor, Window,
-    ENVELOPE_HEADER, FRAME_OVERHEAD, SINGLE_ENVELOPE_VERSION, SINGLE_FRAME, TRAILER_LEN,
+    has_trailer, single_from_stored, Envelope, FrameDecryptor, Geometry, Layout, PartsDecryptor,
+    TrailerCheck, Window, ENVELOPE_HEADER, FRAME_OVERHEAD, SINGLE_ENVELOPE_VERSION, SINGLE_FRAME,
+    TRAILER_LEN,
 };
 use crate::headers::Headers;
 use crate::s3::error::S3Error;
@@ -70,6 +71,9 @@ struct GetPlan {
     part_number: Option<u32>,
     /// A range or part of a multipart object, planned from its part table.
     multipart: Option<MultipartRead>,
+    /// The ETag (plaintext MD5) a version 3 single object was answered with: a whole
+    /// read checks that its trailer verifies and holds it.
+    trailer_md5: Option<[u8; 16]>,
 }
 
 /// A planned read of a multipart object.
@@ -558,6 +562,7 @@ impl Get {
             return Ok(());
         }
         out.set("etag", etag);
+        self.plan.trailer_md5 = known.md5;
         strip_checksum_headers(out);
         if let (Some(c), true, None) = (&known.checksum, self.plan.checksum_mode, self.plan.range) {
             out.set(&c.header, c.value.clone());
@@ -748,8 +753,20 @@ impl Get {
                     skip,
                     take: len,
                 };
-                self.body =
-                    RespBody::decrypt(Box::new(FrameDecryptor::new(env.suite, &dek, geo, w)));
+                let d = FrameDecryptor::new(env.suite, &dek, geo, w);
+                let frames_end = geo.frames_len().ok_or_else(|| cx.integrity())?;
+                let whole = i1.checked_add(1) == Some(geo.frames) && sent(Some(total));
+                self.body = if has_trailer(env.version, geo.plain_len) && whole {
+                    // The response holds the trailer too: it must verify (fail closed).
+                    let at = frames_end
+                        .checked_sub(start)
+                        .ok_or_else(|| cx.integrity())?;
+                    let md5 = self.plan.trailer_md5;
+                    let t = TrailerCheck::new(d, env.suite, &dek, geo.plain_len, md5, at);
+                    RespBody::decrypt(Box::new(t))
+                } else {
+                    RespBody::decrypt(Box::new(d))
+                };
             }
         }
         Ok(())

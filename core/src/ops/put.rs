@@ -87,6 +87,8 @@ impl Put {
             };
             let backend_etag = h.get("etag").unwrap_or("");
             etags::remember(cx, &bucket, &key, backend_etag, self.stored, &known);
+            // For servers whose listings carry no ETags (s3s-fs): by key and size.
+            etags::remember(cx, &bucket, &key, "", self.stored, &known);
             out.set("etag", format!("\"{}\"", hex::encode(md5)));
             strip_checksum_headers(&mut out);
             for (k, v) in &u.result_checksums {

@@ -409,4 +409,40 @@ mod tests {
         assert!(!ends_with_root(b"<Tagging></Other>", "Tagging"));
         assert!(!ends_with_root(b"<Tagging><x/>", "Tagging"));
     }
+
+    #[test]
+    fn listing_entries_in_document_order() {
+        let x = "<ListVersionsResult><Prefix>p</Prefix><IsTruncated>false</IsTruncated>\
+            <Version><Key>a&amp;b</Key><VersionId>v1</VersionId><ETag>&quot;e1&quot;</ETag><Size>10</Size></Version>\
+            <DeleteMarker><Key>b</Key><VersionId>v2</VersionId></DeleteMarker>\
+            <Version><Key>c</Key><VersionId>v3</VersionId><ETag>\"e3\"</ETag><Size>0</Size></Version>\
+            <CommonPrefixes><Prefix>d/</Prefix></CommonPrefixes></ListVersionsResult>";
+        let e = listing_entries(x).unwrap();
+        let kinds: Vec<_> = e.iter().map(|e| (e.kind, e.key.as_str())).collect();
+        assert_eq!(
+            kinds,
+            [
+                (EntryKind::Version, "a&b"),
+                (EntryKind::DeleteMarker, "b"),
+                (EntryKind::Version, "c"),
+                (EntryKind::Prefix, "d/")
+            ]
+        );
+        assert_eq!((e[0].etag.as_str(), e[0].size), ("\"e1\"", Some(10)));
+        assert_eq!(e[0].version_id.as_deref(), Some("v1"));
+        let (a, b) = e[0].size_span.unwrap();
+        assert_eq!(&x[a..b], "10");
+        assert_eq!(
+            &x[e[3].span.0..e[3].span.1],
+            "<CommonPrefixes><Prefix>d/</Prefix></CommonPrefixes>"
+        );
+        assert!(listing_entries("<Contents><Key>a</Key>").is_err());
+        assert!(listing_entries("<Contents><Size>x</Size></Contents>").is_err());
+        let set = set_element_text(x, "NextKeyMarker", "a<", "IsTruncated").unwrap();
+        assert!(
+            set.contains("<IsTruncated>false</IsTruncated><NextKeyMarker>a&lt;</NextKeyMarker>")
+        );
+        let again = set_element_text(&set, "NextKeyMarker", "z", "IsTruncated").unwrap();
+        assert_eq!(element_text(&again, "NextKeyMarker").as_deref(), Some("z"));
+    }
 }
