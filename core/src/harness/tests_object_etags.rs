@@ -436,3 +436,28 @@ fn copies_keep_the_plaintext_etag_and_evaluate_source_conditions_against_it() {
     );
     h.assert_clean();
 }
+
+#[test]
+fn upload_part_copy_conditions_use_the_plaintext_md5_even_when_nothing_is_cached() {
+    // (Redis mode: the upload's record outlives a restart.)
+    let mut h = Harness::redis(308);
+    let data = marked(F + 9, 8);
+    let md5 = md5_hex(&data);
+    h.put("src", &data);
+    let id = h.create_upload("dst");
+    let part_copy = |n: u32, k: &str, v: &str| {
+        Request::new("PUT", &part_path("dst", &id, n))
+            .header("x-amz-copy-source", &format!("/{BUCKET}/src"))
+            .header(k, v)
+    };
+    h.restart(0);
+    let r = h.send(part_copy(1, "x-amz-copy-source-if-match", &md5));
+    assert_eq!(r.status, 200, "{}", r.text());
+    h.restart(0);
+    let r = h.send(part_copy(1, "x-amz-copy-source-if-none-match", &md5));
+    assert_eq!(r.status, 412, "{}", r.text());
+    let backend = h.world.s3.object("src").unwrap().etag.clone();
+    let r = h.send(part_copy(1, "x-amz-copy-source-if-match", &backend));
+    assert_eq!(r.status, 412, "{}", r.text());
+    h.assert_clean();
+}
