@@ -43,7 +43,7 @@ def test_chacha_round_trip_and_stored_ciphertext(stack, bucket, chacha, size):
     assert "s3crypt" not in g["Metadata"]
     assert s3.head_object(Bucket=bucket, Key="k")["ContentLength"] == size
     env = envelope(stack, bucket, "k")
-    assert env["v"] == "2" and env["s"] == "2" and env["t"] == "s" and env["l"] == str(size)
+    assert env["v"] == "3" and env["s"] == "2" and env["t"] == "s" and env["l"] == str(size)
     stored, _ = raw(stack, bucket, "k")
     assert len(stored) == cipher_len(size)
     if size >= 64:  # (a shorter plaintext may occur in random bytes by chance)
