@@ -110,7 +110,7 @@ def test_data_subresources_of_the_issue(stack, bucket):
     status, _, got = send(stack, "GET", f"/{bucket}/obj", [("restore", "")])
     assert_not_implemented(status, got, ("GET", "restore"))
     status, headers, _ = send(stack, "HEAD", f"/{bucket}/obj", [("torrent", "")])
-    assert status == 501 and headers.get("content-length") != str(1000 + 28)
+    assert status == 501 and headers.get("content-length") not in (str(1000 + 28), str(1000 + 28 + 156))
 
 
 def test_documents_of_unknown_meaning_are_not_forwarded(stack, bucket):
@@ -351,7 +351,7 @@ def test_backend_never_receives_unsigned_headers(stack, recorder):
         assert extra == set(), (method, target, extra)
         assert "X-Amz-Signature" not in path
         if method == "PUT":
-            assert body not in rbody and len(rbody) == len(body) + 28
+            assert body not in rbody and len(rbody) == len(body) + 28 + 156  # frame, trailer
     # The signed metadata did arrive.
     _, _, received, _ = recorder.requests[-3]
     assert received["x-amz-meta-a"] == "1" and received["content-type"] == "text/plain"

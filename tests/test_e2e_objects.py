@@ -15,14 +15,15 @@ import pytest
 import requests
 
 import s3util
-from test_format_vectors import decrypt_stream, parse_envelope
+from test_format_vectors import TRAILER_LEN, decrypt_stream, open_trailer, parse_envelope
 
 F = 65536
 O = 28
 
 
 def cipher_len(p):
-    return p + O * (-(-p // F))
+    """Stored length of a single object (envelope version 3: frames, then the trailer)."""
+    return p + O * (-(-p // F)) + (TRAILER_LEN if p else 0)
 
 
 def pattern(n, seed=0):
@@ -59,7 +60,10 @@ def test_round_trip_sizes_and_backend_holds_ciphertext(stack, bucket, size):
     # What the backend holds is docs/FORMAT.md: decrypted here independently with the KEK.
     env = parse_envelope(meta["Metadata"]["s3crypt"])
     dek = aes_key_unwrap_with_padding(stack.kek, base64.b64decode(env["w"]))
-    assert decrypt_stream(int(env["s"]), dek, "single", 0, size, stored) == data
+    frames = stored[: len(stored) - TRAILER_LEN] if size else stored
+    assert decrypt_stream(int(env["s"]), dek, "single", 0, size, frames) == data
+    if size:
+        assert open_trailer(int(env["s"]), dek, size, stored[len(frames):])["md5"] == hashlib.md5(data).hexdigest()
     assert "s3crypt" in meta["Metadata"]
     assert "s3crypt" not in got["Metadata"]
     head = s3.head_object(Bucket=bucket, Key=key)

@@ -120,7 +120,7 @@ def test_stored_metadata_holds_no_plaintext_digest(stack, bucket):
         stored = repr(head["Metadata"]) + repr(head["ResponseMetadata"]["HTTPHeaders"])
         for needle in [md5.hexdigest(), base64.b64encode(md5.digest()).decode(), crc, sha]:
             assert needle not in stored, (key, needle)
-        assert head["Metadata"]["s3crypt"].startswith("v=2;")
+        assert head["Metadata"]["s3crypt"].startswith("v=3;")
         assert ";m=" not in head["Metadata"]["s3crypt"] and ";c=" not in head["Metadata"]["s3crypt"]
     # Nor anywhere in the backend's storage (data, xattrs, omap of every RADOS object).
     for needle in [md5.hexdigest().encode(), md5.digest(), crc.encode(), sha.encode(), hashlib.sha256(data).digest()]:

@@ -4,6 +4,7 @@ New objects get the configured suite; every reader follows the envelope, so eith
 deployment reads both suites; uploads and copies keep the suite they started with."""
 
 import base64
+import hashlib
 
 import botocore.exceptions
 import pytest
@@ -12,7 +13,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 from stack import Redis
 from test_e2e_multipart import MiB, PART_OVERHEAD, upload_parts
 from test_e2e_objects import F, O, cipher_len, pattern, raw, read_all_or_error
-from test_format_vectors import decrypt_stream, open_envelope, parse_envelope
+from test_format_vectors import TRAILER_LEN, decrypt_stream, open_envelope, open_trailer, parse_envelope
 
 CHACHA = {"suite": "chacha20-poly1305"}
 
@@ -42,7 +43,7 @@ def test_chacha_round_trip_and_stored_ciphertext(stack, bucket, chacha, size):
     assert "s3crypt" not in g["Metadata"]
     assert s3.head_object(Bucket=bucket, Key="k")["ContentLength"] == size
     env = envelope(stack, bucket, "k")
-    assert env["v"] == "2" and env["s"] == "2" and env["t"] == "s" and env["l"] == str(size)
+    assert env["v"] == "3" and env["s"] == "2" and env["t"] == "s" and env["l"] == str(size)
     stored, _ = raw(stack, bucket, "k")
     assert len(stored) == cipher_len(size)
     if size >= 64:  # (a shorter plaintext may occur in random bytes by chance)
@@ -62,7 +63,11 @@ def test_chacha_object_decrypts_independently(stack, bucket, chacha):
     dek = aes_key_unwrap_with_padding(stack.kek, base64.b64decode(env["w"]))
     open_envelope(2, dek, env)  # raises if wrong
     stored, _ = raw(stack, bucket, "i")
-    assert decrypt_stream(2, dek, "single", 0, len(data), stored) == data
+    # Envelope version 3: the frames, then the sealed trailer (the plaintext MD5).
+    assert env["v"] == "3"
+    frames = stored[: len(stored) - TRAILER_LEN]
+    assert decrypt_stream(2, dek, "single", 0, len(data), frames) == data
+    assert open_trailer(2, dek, len(data), stored[len(frames):])["md5"] == hashlib.md5(data).hexdigest()
 
 
 def test_chacha_ranged_reads(bucket, chacha):

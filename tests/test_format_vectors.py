@@ -17,13 +17,15 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 from cryptography.exceptions import InvalidTag
 
 VECTOR_DIR = pathlib.Path(__file__).resolve().parent.parent / "docs" / "vectors"
-VECTOR_FILES = {1: VECTOR_DIR / "format-v1.json", 2: VECTOR_DIR / "format-v2.json"}
+VECTOR_FILES = {v: VECTOR_DIR / f"format-v{v}.json" for v in (1, 2, 3)}
 SECRETS_LEN = 128
 F, M, O, H = 65536, 1024, 28, 16
 # Cipher suites (envelope `s`): 1 AES-256-GCM, 2 ChaCha20-Poly1305 (RFC 8439).
 SUITES = {1: AESGCM, 2: ChaCha20Poly1305}
 # Frame layouts (AAD byte 9) and the part header magic of the two part layouts.
-LAYOUTS = {"single": 0, "part": 1, "final": 2, "end": 3, "closing": 4, "table": 5}
+LAYOUTS = {"single": 0, "part": 1, "final": 2, "end": 3, "closing": 4, "table": 5, "trailer": 6}
+# Version 3 single objects end with a sealed trailer: nonce, a 128-byte secrets block, tag.
+TRAILER_LEN = 12 + SECRETS_LEN + 16
 MAGIC = {"part": b"s3cP", "final": b"s3cF", "end": b"s3cE", "closing": b"s3cC"}
 # The end part: one frame sealing the part table (`28,688 - 16 - 28` bytes).
 END_SEALED = 28688 - H - O
@@ -67,7 +69,8 @@ def parse_envelope(value):
     fields = [f.split("=", 1) for f in value.split(";")]
     assert [k for k, _ in fields] == [k for k in "v s t k w l m c a e".split() if k in dict(fields)], "field order"
     env = dict(fields)
-    assert ("e" in env) == (env["v"] == "2") and ("a" in env) == (env["v"] == "1")
+    assert ("e" in env) == (env["v"] in ("2", "3")) and ("a" in env) == (env["v"] == "1")
+    assert env["v"] != "3" or env["t"] == "s", "version 3 is for single objects only"
     return env
 
 
@@ -77,7 +80,7 @@ def envelope_aad(env):
     kid = env["k"].encode()
     aad += bytes([len(kid)]) + kid + base64.b64decode(env["w"])
     aad += (b"\x01" + struct.pack(">Q", int(env["l"]))) if "l" in env else b"\x00"
-    if version == 2:
+    if version in (2, 3):
         return aad
     aad += (b"\x01" + bytes.fromhex(env["m"])) if "m" in env else b"\x00"
     if "c" in env:
@@ -90,6 +93,29 @@ def envelope_aad(env):
 
 def frame_aad(suite, layout, part, i, frames, plen):
     return b"s3crypt" + bytes([1, suite, layout]) + struct.pack(">IQ", part, i) + bytes([i + 1 == frames]) + struct.pack(">Q", plen)
+
+
+def read_secrets(secrets):
+    """The secrets block of a version 2/3 envelope or of a trailer: {"md5", "checksum"}."""
+    flags, md5 = secrets[0], secrets[1:17]
+    hl = secrets[17]
+    h = secrets[18:18 + hl]
+    vl = secrets[18 + hl]
+    v = secrets[19 + hl:19 + hl + vl]
+    assert len(secrets) == SECRETS_LEN and flags in (0, 1, 2, 3) and not any(secrets[19 + hl + vl:])
+    assert flags & 1 or not any(md5)
+    return {"md5": md5.hex() if flags & 1 else None, "checksum": (h.decode(), v.decode()) if flags & 2 else None}
+
+
+def open_trailer(suite, dek, plen, trailer):
+    """A version 3 single object's trailer: the AAD of frame `frames` (just after the last)
+    with layout 6, final flag 1 and the stream's length; it must hold the MD5."""
+    frames = -(-plen // F)
+    assert len(trailer) == TRAILER_LEN
+    sealed = aead(suite, dek).decrypt(trailer[:12], trailer[12:], frame_aad(suite, 6, 0, frames, frames + 1, plen))
+    d = read_secrets(sealed)
+    assert d["md5"] is not None
+    return d
 
 
 def decrypt_stream(suite, dek, layout, part, plen, stored):
@@ -125,17 +151,10 @@ def open_envelope(suite, dek, env):
         return {"md5": env.get("m"), "checksum": tuple(env["c"].split(":", 1)) if "c" in env else None}
     e = base64.b64decode(env["e"])
     assert len(e) == 12 + SECRETS_LEN + 16
-    secrets = aead(suite, dek).decrypt(e[:12], e[12:], envelope_aad(env))
-    flags, md5 = secrets[0], secrets[1:17]
-    hl = secrets[17]
-    h = secrets[18:18 + hl]
-    vl = secrets[18 + hl]
-    v = secrets[19 + hl:19 + hl + vl]
-    assert flags in (0, 1, 2, 3) and not any(secrets[19 + hl + vl:])
-    return {"md5": md5.hex() if flags & 1 else None, "checksum": (h.decode(), v.decode()) if flags & 2 else None}
+    return read_secrets(aead(suite, dek).decrypt(e[:12], e[12:], envelope_aad(env)))
 
 
-@pytest.fixture(scope="module", params=[1, 2])
+@pytest.fixture(scope="module", params=[1, 2, 3])
 def vectors(request):
     return json.loads(VECTOR_FILES[request.param].read_text())
 
@@ -154,9 +173,11 @@ def test_cases_decrypt_independently(vectors):
         dek = aes_key_unwrap_with_padding(kek, base64.b64decode(env["w"]))
         digests = open_envelope(suite, dek, env)
         plen = case["plaintext_len"]
+        v3 = env["v"] == "3"
         if case["layout"] == "single":
             assert int(env["l"]) == plen
-            assert case["stored_len"] == plen + O * -(-plen // F)
+            trailer = TRAILER_LEN if v3 and plen else 0
+            assert case["stored_len"] == plen + O * -(-plen // F) + trailer
         elif case["layout"] == "end":
             assert plen == END_SEALED and case["stored_len"] == H + M * O  # one part overhead
         else:
@@ -179,24 +200,46 @@ def test_cases_decrypt_independently(vectors):
             nonce = nonce_of(i)
             chunk = pt[min(i * flen, plen): min((i + 1) * flen, plen)]
             stored += nonce + gcm.encrypt(nonce, chunk, frame_aad(suite, layout, part, i, frames, plen))
+        trailer_digests = None
+        frames_only = len(stored)
         if case["layout"] == "closing":
             nonce = nonce_of(CLOSING_FRAMES)
             table = end_table(CLOSING_VECTOR_LENGTHS, CLOSING_SEALED)
             stored += nonce + gcm.encrypt(nonce, table, frame_aad(suite, 5, part, 0, 1, CLOSING_SEALED))
+        if v3 and plen:
+            # Sealed independently here: MD5 and CRC32 (an aws-chunked trailing checksum).
+            crc = base64.b64encode(zlib.crc32(pt).to_bytes(4, "big")).decode()
+            h = b"x-amz-checksum-crc32"
+            block = bytes([3]) + hashlib.md5(pt).digest() + bytes([len(h)]) + h + bytes([len(crc)]) + crc.encode()
+            block += bytes(SECRETS_LEN - len(block))
+            nonce = nonce_of(frames)
+            stored += nonce + gcm.encrypt(nonce, block, frame_aad(suite, 6, 0, frames, frames + 1, plen))
+            trailer_digests = open_trailer(suite, dek, plen, stored[frames_only:])
+            stored_frames = stored[:frames_only]
         assert len(stored) == case["stored_len"]
         assert hashlib.sha256(stored).hexdigest() == case["stored_sha256"]
         assert case["stored_hex"].rstrip(".") == stored.hex()[: len(case["stored_hex"].rstrip("."))]
-        assert decrypt_stream(suite, dek, case["layout"], part, plen, stored) == pt
+        frames_part = stored_frames if trailer_digests else stored
+        assert decrypt_stream(suite, dek, case["layout"], part, plen, frames_part) == pt
         # The other suite's AEAD does not open these frames.
         if plen or layout:  # (an empty single object has no frames)
             with pytest.raises(InvalidTag):
-                decrypt_stream(3 - suite, dek, case["layout"], part, plen, stored)
+                decrypt_stream(3 - suite, dek, case["layout"], part, plen, frames_part)
         # A part read in the other part layout fails its first frame.
         if layout in (1, 2):
             other = "part" if case["layout"] == "final" else "final"
             with pytest.raises(InvalidTag):
                 decrypt_stream(suite, dek, other, part, plen, MAGIC[other] + stored[4:])
-        if case["layout"] == "single":
+        if case["layout"] == "single" and v3:
+            # The envelope (sealed before the body) knows no digest; the trailer does.
+            assert digests == {"md5": None, "checksum": None}
+            if plen:
+                crc = base64.b64encode(zlib.crc32(pt).to_bytes(4, "big")).decode()
+                assert trailer_digests == {"md5": hashlib.md5(pt).hexdigest(), "checksum": ("x-amz-checksum-crc32", crc)}
+                # The trailer is bound to the stream's length: another length fails.
+                with pytest.raises(InvalidTag):
+                    open_trailer(suite, dek, plen + 1, stored[frames_only:])
+        elif case["layout"] == "single":
             assert digests["md5"] == hashlib.md5(pt).hexdigest()
             if env["v"] == "2":
                 crc = base64.b64encode(zlib.crc32(pt).to_bytes(4, "big")).decode()
@@ -210,7 +253,9 @@ def test_cases_decrypt_independently(vectors):
 
 def test_both_suites_have_vectors(vectors):
     names = {(c["suite"], c["name"].split("/")[-1]) for c in vectors["cases"]}
-    bases = ["single-empty", "single-short", "single-two-frames", "part-2-of-3000"]
+    bases = ["single-empty", "single-short", "single-two-frames"]
+    if not vectors["cases"][0]["envelope_header"].startswith("v=3;"):
+        bases += ["part-2-of-3000"]
     if vectors["cases"][0]["envelope_header"].startswith("v=2;"):
         bases += ["final-3-of-1000", "end-4-after-3-parts", "closing-3-of-1000"]
     for base in bases:
@@ -225,10 +270,17 @@ def test_tampering_is_detected(vectors, name):
     dek = aes_key_unwrap_with_padding(kek, base64.b64decode(env["w"]))
     stored = bytearray(bytes.fromhex(case["stored_hex"]))
     stored[20] ^= 1
+    if env["v"] == "3":
+        frames_len = case["stored_len"] - TRAILER_LEN
+        trailer = bytearray(stored[frames_len:])
+        trailer[-1] ^= 1
+        with pytest.raises(InvalidTag):
+            open_trailer(case["suite"], dek, case["plaintext_len"], bytes(trailer))
+        stored = stored[:frames_len]
     with pytest.raises(InvalidTag):
         decrypt_stream(case["suite"], dek, "single", 0, case["plaintext_len"], bytes(stored))
     # The envelope itself: a flipped bit of its sealed block or of a clear field fails.
-    if env["v"] == "2":
+    if env["v"] in ("2", "3"):
         e = bytearray(base64.b64decode(env["e"]))
         e[20] ^= 1
         with pytest.raises(InvalidTag):

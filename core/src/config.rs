@@ -124,6 +124,17 @@ pub struct PluginConfig {
     /// `If-None-Match` / `If-Match` on writes: `refuse` (the default) or `backend`.
     #[serde(default)]
     pub conditional_writes: ConditionalWrites,
+    /// Slots of the per-process cache that maps a single object as listings show it
+    /// (bucket, key, backend ETag, stored size) to its plaintext ETag and size (16,384;
+    /// each a few hundred bytes of Envoy shared data). 0: no cache (every listed single
+    /// object of a page is looked up at the backend).
+    #[serde(default = "default_etag_cache_slots")]
+    pub etag_cache_slots: u32,
+    /// Listed single objects the cache does not know that one listing response looks up
+    /// at the backend (16, one small ranged read each); a page with more unknown entries
+    /// is cut before the next one and answered truncated (the client asks for the rest).
+    #[serde(default = "default_listing_lookups")]
+    pub listing_lookups: u32,
     /// Environment variable names, if the defaults do not suit.
     #[serde(default)]
     pub env: EnvNames,
@@ -238,6 +249,12 @@ fn default_true() -> bool {
 fn default_staging_slots() -> u32 {
     8
 }
+fn default_etag_cache_slots() -> u32 {
+    16_384
+}
+fn default_listing_lookups() -> u32 {
+    16
+}
 fn default_skew() -> i64 {
     15 * 60
 }
@@ -342,6 +359,12 @@ impl Config {
         }
         if plugin.staging_slots > 64 {
             return Err("staging_slots must be at most 64".into());
+        }
+        if plugin.etag_cache_slots > 1 << 20 {
+            return Err("etag_cache_slots must be at most 1048576".into());
+        }
+        if !(1..=1000).contains(&plugin.listing_lookups) {
+            return Err("listing_lookups must be between 1 and 1000".into());
         }
         if plugin.max_copy_buffer_bytes < plugin.max_copy_part_bytes {
             return Err("max_copy_buffer_bytes must be at least max_copy_part_bytes".into());

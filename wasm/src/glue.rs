@@ -361,7 +361,20 @@ impl Http {
         match step {
             CallOutStep::Request(s) => self.apply_request_step(s),
             CallOutStep::Response(ResponseResume::Continue) => Action::Continue,
-            CallOutStep::Response(ResponseResume::Then(c)) => self.hold_response_for(&c),
+            CallOutStep::Response(ResponseResume::Headers(h)) => {
+                // The response headers are still held (paused): these replace them.
+                self.set_http_response_headers(pairs(&h));
+                Action::Continue
+            }
+            CallOutStep::Response(ResponseResume::Body(b)) => {
+                // The response body was held at its end, every chunk emptied: this is all
+                // of it.
+                self.set_http_response_body(0, 0, &b);
+                Action::Continue
+            }
+            CallOutStep::Response(ResponseResume::Lookup(c) | ResponseResume::Then(c)) => {
+                self.hold_response_for(&c)
+            }
             CallOutStep::Response(ResponseResume::Reset(msg)) => {
                 log(LogLevel::Warn, &msg);
                 self.reset_http_response();

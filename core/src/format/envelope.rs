@@ -24,13 +24,78 @@ pub struct Envelope {
     pub md5: Option<[u8; 16]>,
     /// The client's full-object checksum, when known before upload.
     pub checksum: Option<StoredChecksum>,
-    /// Envelope version: 1 (digests in clear, read only) or [`ENVELOPE_VERSION`].
+    /// Envelope version: 1 (digests in clear, read only), 2 ([`ENVELOPE_VERSION`]:
+    /// multipart objects, and single objects written before version 3) or 3
+    /// ([`SINGLE_ENVELOPE_VERSION`]: single objects with a sealed trailer).
     pub version: u8,
     /// Version 1: nonce ‖ tag of an empty message whose AAD is the fields above.
-    /// Version 2: nonce ‖ the sealed secrets block (MD5, checksum; [`SECRETS_LEN`]
+    /// Versions 2 and 3: nonce ‖ the sealed secrets block (MD5, checksum; [`SECRETS_LEN`]
     /// bytes) ‖ tag, whose AAD is the clear fields. `md5` and `checksum` are only known
     /// after [`Envelope::open`].
     pub tag: Vec<u8>,
+}
+
+/// The secrets block of version 2 and 3 envelopes and of trailers: `u8 flags (1 md5,
+/// 2 checksum) ‖ md5 (16, zeros if absent) ‖ u8 len ‖ checksum header ‖ u8 len ‖
+/// checksum value ‖ zeros` to [`SECRETS_LEN`] bytes.
+pub(crate) fn encode_secrets(
+    md5: Option<[u8; 16]>,
+    checksum: Option<&StoredChecksum>,
+) -> Result<[u8; SECRETS_LEN], FormatError> {
+    let mut b = [0u8; SECRETS_LEN];
+    let mut v = Vec::with_capacity(SECRETS_LEN);
+    let flags = u8::from(md5.is_some()) | (u8::from(checksum.is_some()) << 1);
+    v.push(flags);
+    v.extend_from_slice(&md5.unwrap_or([0; 16]));
+    let (h, val) = checksum.map_or(("", ""), |c| (c.header.as_str(), c.value.as_str()));
+    for x in [h, val] {
+        v.push(u8::try_from(x.len()).map_err(|_| FormatError::Envelope)?);
+        v.extend_from_slice(x.as_bytes());
+    }
+    b.get_mut(..v.len())
+        .ok_or(FormatError::Envelope)?
+        .copy_from_slice(&v);
+    Ok(b)
+}
+
+/// Reads a decrypted secrets block (strictly: unused bytes must be zero).
+#[allow(clippy::type_complexity)]
+pub(crate) fn decode_secrets(
+    b: &[u8],
+) -> Result<(Option<[u8; 16]>, Option<StoredChecksum>), FormatError> {
+    let bad = FormatError::Envelope;
+    let (&flags, rest) = b.split_first().ok_or(bad)?;
+    if flags > 3 {
+        return Err(bad);
+    }
+    let md5: [u8; 16] = rest.get(..16).and_then(|m| m.try_into().ok()).ok_or(bad)?;
+    let mut pos = 17usize;
+    let mut field = |b: &[u8]| -> Result<String, FormatError> {
+        let len = usize::from(*b.get(pos).ok_or(FormatError::Envelope)?);
+        let start = pos.checked_add(1).ok_or(FormatError::Envelope)?;
+        let end = start.checked_add(len).ok_or(FormatError::Envelope)?;
+        let s = b.get(start..end).ok_or(FormatError::Envelope)?;
+        pos = end;
+        String::from_utf8(s.to_vec()).map_err(|_| FormatError::Envelope)
+    };
+    let header = field(b)?;
+    let value = field(b)?;
+    let padding_zero = b.get(pos..).is_some_and(|p| p.iter().all(|&x| x == 0));
+    let has_md5 = flags & 1 != 0;
+    let has_sum = flags & 2 != 0;
+    if b.len() != SECRETS_LEN
+        || !padding_zero
+        || (!has_md5 && md5 != [0; 16])
+        || (has_sum == header.is_empty())
+        || (!has_sum && !value.is_empty())
+        || (has_sum && !header.starts_with("x-amz-checksum-"))
+    {
+        return Err(bad);
+    }
+    Ok((
+        has_md5.then_some(md5),
+        has_sum.then_some(StoredChecksum { header, value }),
+    ))
 }
 
 /// Key ids are short and safe to log and to put in a header.
@@ -127,61 +192,16 @@ impl Envelope {
         Ok(())
     }
 
-    /// The version 2 secrets block: `u8 flags (1 md5, 2 checksum) ‖ md5 (16, zeros if
-    /// absent) ‖ u8 len ‖ checksum header ‖ u8 len ‖ checksum value ‖ zeros` to
-    /// [`SECRETS_LEN`] bytes.
+    /// The version 2 secrets block (see [`encode_secrets`]).
     fn secrets(&self) -> Result<[u8; SECRETS_LEN], FormatError> {
-        let mut b = [0u8; SECRETS_LEN];
-        let mut v = Vec::with_capacity(SECRETS_LEN);
-        let flags = u8::from(self.md5.is_some()) | (u8::from(self.checksum.is_some()) << 1);
-        v.push(flags);
-        v.extend_from_slice(&self.md5.unwrap_or([0; 16]));
-        let (h, val) = self
-            .checksum
-            .as_ref()
-            .map_or(("", ""), |c| (c.header.as_str(), c.value.as_str()));
-        for x in [h, val] {
-            v.push(u8::try_from(x.len()).map_err(|_| FormatError::Envelope)?);
-            v.extend_from_slice(x.as_bytes());
-        }
-        b.get_mut(..v.len())
-            .ok_or(FormatError::Envelope)?
-            .copy_from_slice(&v);
-        Ok(b)
+        encode_secrets(self.md5, self.checksum.as_ref())
     }
 
     /// Reads a decrypted secrets block (strictly: unused bytes must be zero).
     fn read_secrets(&mut self, b: &[u8]) -> Result<(), FormatError> {
-        let bad = FormatError::Envelope;
-        let (&flags, rest) = b.split_first().ok_or(bad)?;
-        if flags > 3 {
-            return Err(bad);
-        }
-        let md5: [u8; 16] = rest.get(..16).and_then(|m| m.try_into().ok()).ok_or(bad)?;
-        let mut pos = 17usize;
-        let mut field = |b: &[u8]| -> Result<String, FormatError> {
-            let len = usize::from(*b.get(pos).ok_or(FormatError::Envelope)?);
-            let start = pos.checked_add(1).ok_or(FormatError::Envelope)?;
-            let end = start.checked_add(len).ok_or(FormatError::Envelope)?;
-            let s = b.get(start..end).ok_or(FormatError::Envelope)?;
-            pos = end;
-            String::from_utf8(s.to_vec()).map_err(|_| FormatError::Envelope)
-        };
-        let header = field(b)?;
-        let value = field(b)?;
-        let padding_zero = b.get(pos..).is_some_and(|p| p.iter().all(|&x| x == 0));
-        let has_md5 = flags & 1 != 0;
-        let has_sum = flags & 2 != 0;
-        if !padding_zero
-            || (!has_md5 && md5 != [0; 16])
-            || (has_sum == header.is_empty())
-            || (!has_sum && !value.is_empty())
-            || (has_sum && !header.starts_with("x-amz-checksum-"))
-        {
-            return Err(bad);
-        }
-        self.md5 = has_md5.then_some(md5);
-        self.checksum = has_sum.then_some(StoredChecksum { header, value });
+        let (md5, checksum) = decode_secrets(b)?;
+        self.md5 = md5;
+        self.checksum = checksum;
         Ok(())
     }
 
@@ -227,7 +247,12 @@ impl Envelope {
             self.suite.id(),
             match self.layout {
                 Layout::Single => "s",
-                Layout::Part | Layout::Final | Layout::End | Layout::Closing | Layout::Table => {
+                Layout::Part
+                | Layout::Final
+                | Layout::End
+                | Layout::Closing
+                | Layout::Table
+                | Layout::Trailer => {
                     "m"
                 }
             },
@@ -341,12 +366,15 @@ impl Envelope {
                 return Err(FormatError::Envelope);
             }
         }
-        // Version 1 carries its digests in clear and an `a` tag; version 2 only the
-        // sealed `e` block.
+        // Version 1 carries its digests in clear and an `a` tag; versions 2 and 3 only
+        // the sealed `e` block; version 3 (a trailer after the frames) is single only.
         let version = version.ok_or(FormatError::Envelope)?;
         let ok = match version {
             1 => !sealed,
             ENVELOPE_VERSION => sealed && md5.is_none() && checksum.is_none(),
+            SINGLE_ENVELOPE_VERSION => {
+                sealed && md5.is_none() && checksum.is_none() && layout == Some(Layout::Single)
+            }
             _ => false,
         };
         if !ok {

@@ -81,7 +81,7 @@ impl Geometry {
     /// Plaintext of the object in this stream (none in an end part).
     pub fn object_len(&self) -> u64 {
         match self.layout {
-            Layout::End | Layout::Table => 0,
+            Layout::End | Layout::Table | Layout::Trailer => 0,
             _ => self.plain_len,
         }
     }
@@ -94,7 +94,7 @@ impl Geometry {
     /// Bytes of the part header in front of the frames.
     pub fn header_len(&self) -> u64 {
         match self.layout {
-            Layout::Single | Layout::Table => 0,
+            Layout::Single | Layout::Table | Layout::Trailer => 0,
             Layout::Part | Layout::Final | Layout::End | Layout::Closing => PART_HEADER_LEN,
         }
     }

@@ -23,11 +23,13 @@ mod geometry;
 pub mod part_table;
 mod stream;
 mod table;
+mod trailer;
 
 pub use envelope::*;
 pub use geometry::*;
 pub use stream::*;
 pub use table::*;
+pub use trailer::*;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -39,6 +41,10 @@ pub const VERSION: u8 = 1;
 /// Version of the envelopes written now: 2 seals the plaintext digests (MD5, checksum)
 /// inside the envelope's AEAD. Version 1 envelopes (digests in clear) stay readable.
 pub const ENVELOPE_VERSION: u8 = 2;
+/// Version of the envelopes of single objects written now: 3 is version 2 plus a sealed
+/// trailer after the last frame holding the plaintext MD5 (and a trailing checksum).
+/// Multipart objects keep version 2; version 2 single objects stay readable.
+pub const SINGLE_ENVELOPE_VERSION: u8 = 3;
 /// Length of the sealed block of a version 2 envelope (fixed, so its size tells nothing).
 pub const SECRETS_LEN: usize = 128;
 /// The (lowercase) header that carries the envelope.
@@ -99,6 +105,9 @@ pub enum Layout {
     Closing,
     /// The table frame at the end of a closing part (only in associated data).
     Table,
+    /// The sealed trailer after the last frame of a version 3 single object (only in
+    /// associated data).
+    Trailer,
 }
 
 impl Layout {
@@ -110,6 +119,7 @@ impl Layout {
             Layout::End => 3,
             Layout::Closing => 4,
             Layout::Table => 5,
+            Layout::Trailer => 6,
         }
     }
 }
@@ -155,7 +165,9 @@ pub(crate) fn take_up_to(left: &mut u64, avail: usize) -> usize {
 }
 
 /// Plaintext size of a stored object from its stored size and ETag, as listings need it:
-/// `"...-N"` ETags are multipart objects of N parts, others single objects.
+/// `"...-N"` ETags are multipart objects of N parts, others single objects with a
+/// version 2 envelope (the size alone cannot tell a version 3 single object, whose
+/// trailer adds [`TRAILER_LEN`]: listings learn those from the ETag cache or the object).
 /// `None` when the size cannot be a ciphertext size (then it is not an s3crypt object).
 pub fn plain_size_from_listing(cipher_len: u64, etag: &str) -> Option<u64> {
     let e = etag.trim_matches('"');

@@ -87,6 +87,23 @@ impl FrameEncryptor {
         Ok(())
     }
 
+    /// Appends the sealed trailer of a version 3 single object, after [`Self::finish`].
+    pub fn seal_trailer(&mut self, t: &Trailer, out: &mut Vec<u8>) -> Result<(), FormatError> {
+        if self.geo.layout != Layout::Single || self.index != self.geo.frames {
+            return Err(FormatError::Length);
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng.fill(&mut nonce)?;
+        out.extend_from_slice(&seal_trailer(
+            &self.aead,
+            self.suite,
+            self.geo.plain_len,
+            t,
+            nonce,
+        )?);
+        Ok(())
+    }
+
     fn emit_header(&mut self, out: &mut Vec<u8>) {
         if !self.header_done {
             self.header_done = true;

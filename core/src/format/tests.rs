@@ -418,7 +418,10 @@ fn envelope_round_trip_and_tamper() {
         "v=2;s=1;t=s;k=a;w=AA;l=1;a=AA",
         &s.replacen(";e=", ";m=abababababababababababababababab;e=", 1),
         &s.replacen("v=2", "v=1", 1),
-        &s.replacen("v=2", "v=3", 1),
+        &s.replacen("v=2", "v=4", 1),
+        &s.replacen("v=2", "v=3", 1)
+            .replace("t=s", "t=m")
+            .replace(";l=12345", ""),
         &s.replace("s=1", "s=9"),
         &format!("{s};x=1"),
         &format!("{s};l=5"),
@@ -542,6 +545,7 @@ fn chacha_envelope_round_trip_and_tamper() {
 #[test]
 fn committed_test_vectors() {
     let (_, _) = vectors_of_version(1);
+    let (_, _) = vectors_of_version(3);
     let (header, stored) = vectors_of_version(2);
     // The suite-2 example printed in docs/FORMAT.md ("Test vectors").
     let doc =
@@ -578,7 +582,11 @@ fn vectors_of_version(version: u8) -> (String, String) {
             (0..3000u64).map(|i| (i % 7) as u8).collect(),
         ),
     ];
-    if version >= 2 {
+    if version == 3 {
+        // Version 3 envelopes are for single objects only (multipart objects stay 2).
+        cases.truncate(3);
+    }
+    if version == 2 {
         // The last part of a version 2 object, and the empty end marker (FORMAT.md).
         cases.push((
             "final-3-of-1000",
@@ -627,6 +635,24 @@ fn vectors_of_version(version: u8) -> (String, String) {
         e.push(pt, &mut ct).unwrap();
         e.finish(&mut ct).unwrap();
         assert_eq!(decrypt_whole_with(suite, &dek, *geo, &ct), *pt);
+        // Version 3: the sealed trailer (its nonce: that of the frame after the last),
+        // with the MD5 and a CRC32 the client sent as an aws-chunked trailer.
+        let trailer = (version == 3 && !pt.is_empty()).then(|| Trailer {
+            md5: md5::Md5::digest(pt).into(),
+            checksum: Some(StoredChecksum {
+                header: "x-amz-checksum-crc32".into(),
+                value: B64.encode(crc32fast::hash(pt).to_be_bytes()),
+            }),
+        });
+        if let Some(t) = &trailer {
+            e.seal_trailer(t, &mut ct).unwrap();
+            let at = ct.len() - TRAILER_LEN as usize;
+            assert_eq!(
+                open_trailer(suite, &dek, geo.plain_len, &ct[at..]),
+                Ok(t.clone())
+            );
+            assert_eq!(single_stored_len(3, geo.plain_len), Some(ct.len() as u64));
+        }
         if geo.layout == Layout::Closing {
             let mut n = nonce_base;
             let tail = u64::from_be_bytes(n[4..].try_into().unwrap()) + CLOSING_FRAMES;
@@ -656,7 +682,10 @@ fn vectors_of_version(version: u8) -> (String, String) {
             );
             env.version = version;
             env.md5 = Some(md5::Md5::digest(pt).into());
-            if version >= 2 {
+            if version == 3 {
+                // Neither is known before the body: they are in the trailer.
+                env.md5 = None;
+            } else if version >= 2 {
                 env.checksum = Some(StoredChecksum {
                     header: "x-amz-checksum-crc32".into(),
                     value: B64.encode(crc32fast::hash(pt).to_be_bytes()),
@@ -689,6 +718,7 @@ fn vectors_of_version(version: u8) -> (String, String) {
                 Layout::End => "end",
                 Layout::Closing => "closing",
                 Layout::Table => "table",
+                Layout::Trailer => "trailer",
             },
             geo.part,
             pt.len(),

@@ -114,6 +114,7 @@ pub fn stored_len(geo: &Geometry) -> u64 {
         Layout::Single => geo.plain_len + FRAME_OVERHEAD * geo.frames,
         Layout::End => PART_OVERHEAD,
         Layout::Table => CLOSING_SEALED_LEN + FRAME_OVERHEAD,
+        Layout::Trailer => 156,
         Layout::Part | Layout::Final | Layout::Closing => geo.plain_len + PART_OVERHEAD,
     }
 }
@@ -179,13 +180,57 @@ fn check_single(h: &Harness, s: &Sent, cl: Option<usize>) -> Result<Vec<u8>, Str
         return Err(format!("a single PUT under a {:?} envelope", env.layout));
     }
     let geo = Geometry::single(env.plain_len.ok_or("no length in the envelope")?);
-    if cl != Some(stored_len(&geo) as usize) {
+    let want = single_len(&env, &geo);
+    if cl != Some(want as usize) {
+        return Err(format!("content-length {cl:?}, the stream is {want}"));
+    }
+    verify_single(&env, &dek, geo, &s.body, s.complete)
+}
+
+/// A single object's stored length as docs/FORMAT.md gives it: the frames, and for a
+/// version 3 object with any plaintext the 156-byte trailer.
+fn single_len(env: &Envelope, geo: &Geometry) -> u64 {
+    let trailer = if env.version >= 3 && geo.plain_len > 0 {
+        156
+    } else {
+        0
+    };
+    stored_len(geo) + trailer
+}
+
+/// A single object's stored bytes: its frames and, for version 3, a trailer that
+/// verifies and holds the MD5 of the plaintext.
+fn verify_single(
+    env: &Envelope,
+    dek: &DataKey,
+    geo: Geometry,
+    body: &[u8],
+    complete: bool,
+) -> Result<Vec<u8>, String> {
+    let frames = stored_len(&geo) as usize;
+    let want = single_len(env, &geo) as usize;
+    if want == frames {
+        return verify_stream(env, dek, geo, body, complete);
+    }
+    if complete && body.len() != want {
         return Err(format!(
-            "content-length {cl:?}, the stream is {}",
-            stored_len(&geo)
+            "stream of {} bytes, it should be {want}",
+            body.len()
         ));
     }
-    verify_stream(&env, &dek, geo, &s.body, s.complete)
+    if !complete && body.len() >= frames {
+        return Err("a refused upload sent its whole stream (all its frames)".into());
+    }
+    let plain = verify_stream(env, dek, geo, &body[..frames.min(body.len())], complete)?;
+    if complete {
+        let t = crate::format::open_trailer(env.suite, dek, geo.plain_len, &body[frames..])
+            .map_err(|e| format!("the trailer does not verify: {e:?}"))?;
+        let md5: [u8; 16] = <md5::Md5 as md5::Digest>::digest(&plain).into();
+        if t.md5 != md5 {
+            return Err("the trailer's MD5 is not that of the plaintext".into());
+        }
+    }
+    Ok(plain)
 }
 
 fn check_part(
@@ -310,7 +355,7 @@ pub fn decrypt_stored(h: &Harness, key: &str) -> Result<Vec<u8>, String> {
     let (env, dek) = open(h, ev)?;
     if env.layout == Layout::Single {
         let geo = Geometry::single(env.plain_len.ok_or("no length")?);
-        return verify_stream(&env, &dek, geo, &o.data, true);
+        return verify_single(&env, &dek, geo, &o.data, true);
     }
     let parts: u64 = bare_etag(&o.etag)
         .rsplit_once('-')

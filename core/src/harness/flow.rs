@@ -311,8 +311,38 @@ impl Flow {
                 }
                 None
             }
-            CallOutStep::Response(ResponseResume::Then(c)) => {
-                if !matches!(ctx, Ctx::RespHeaders | Ctx::RespBody(_)) {
+            CallOutStep::Response(ResponseResume::Headers(h)) => {
+                if ctx == Ctx::RespHeaders {
+                    self.send_headers(h);
+                    self.next_resp(None);
+                } else {
+                    w.anomalies
+                        .push("response headers replaced after they went out".into());
+                    self.out.reset = true;
+                    self.state = St::Done;
+                }
+                None
+            }
+            CallOutStep::Response(ResponseResume::Body(b)) => {
+                match ctx {
+                    Ctx::RespBody(i) => {
+                        let held = std::mem::take(&mut self.held);
+                        if !held.is_empty() {
+                            w.anomalies.push("a replaced body after held output".into());
+                        }
+                        self.out.body.extend_from_slice(&b);
+                        self.next_resp(Some(i));
+                    }
+                    _ => {
+                        w.anomalies.push("a body replaced outside the body".into());
+                        self.out.reset = true;
+                        self.state = St::Done;
+                    }
+                }
+                None
+            }
+            CallOutStep::Response(ResponseResume::Lookup(c) | ResponseResume::Then(c)) => {
+                if !matches!(ctx, Ctx::RespBody(_) | Ctx::RespHeaders) {
                     w.anomalies
                         .push("a response call-out during the request".into());
                 }

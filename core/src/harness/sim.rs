@@ -409,12 +409,36 @@ impl Sim {
                 self.wrote(key, None, r.status == 204, false);
             }
             Op::List => {
-                let r = self.send(Request::get(&format!("/{BUCKET}?list-type=2")));
-                if r.status == 200 {
-                    let listed: BTreeMap<String, u64> = s3_xml::entries(&r.text())
-                        .into_iter()
-                        .map(|(k, s, _)| (k, s))
-                        .collect();
+                // Page by page, as clients list (the filter may cut a page short).
+                let mut listed: BTreeMap<String, u64> = BTreeMap::new();
+                let mut token: Option<String> = None;
+                let mut whole = false;
+                for _ in 0..=KEYS.len() {
+                    let path = match &token {
+                        None => format!("/{BUCKET}?list-type=2"),
+                        Some(t) => format!(
+                            "/{BUCKET}?continuation-token={}&list-type=2",
+                            crate::s3::uri_encode(t, true)
+                        ),
+                    };
+                    let r = self.send(Request::get(&path));
+                    if !r.ok() {
+                        break;
+                    }
+                    let text = r.text();
+                    for (k, s, _) in s3_xml::entries(&text) {
+                        if listed.insert(k.clone(), s).is_some() {
+                            return Err(format!("{k} listed twice"));
+                        }
+                    }
+                    token = crate::s3::xml::element_text(&text, "NextContinuationToken");
+                    if crate::s3::xml::element_text(&text, "IsTruncated").as_deref() != Some("true")
+                    {
+                        whole = true;
+                        break;
+                    }
+                }
+                if whole {
                     for (i, k) in KEYS.iter().enumerate() {
                         match self.known(i) {
                             Some(Some(v)) if listed.get(*k) != Some(&(v.data.len() as u64)) => {

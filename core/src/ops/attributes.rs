@@ -7,13 +7,12 @@
 #![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 use super::cx::{no_such_key, object_path, Cx};
-use super::get::visible_etag;
 use super::response::RespBody;
 use super::table::{cached_table, parts_in_etag, Found, Lookup};
 use super::{CallOutStep, Reply, RequestStep, ResponseStep};
 use crate::format::part_table::PartTable;
 use crate::format::StoredChecksum;
-use crate::format::{Geometry, Layout, ENVELOPE_HEADER, PART_OVERHEAD};
+use crate::format::{Layout, ENVELOPE_HEADER, PART_OVERHEAD};
 use crate::headers::Headers;
 use crate::s3::error::{xml_escape, S3Error};
 use crate::s3::S3Request;
@@ -195,9 +194,9 @@ impl Attributes {
             return self.answer(cx, &facts, None);
         };
         let (env, dek) = cx.open_envelope(ev)?;
-        let etag = visible_etag(&env, &backend_etag);
+        let etag = super::etags::visible_for(cx, &env, resp);
         if env.layout == Layout::Single {
-            let geo = Geometry::single_from_cipher(stored)
+            let geo = crate::format::single_from_stored(env.version, stored)
                 .filter(|g| Some(g.plain_len) == env.plain_len)
                 .ok_or_else(|| cx.integrity())?;
             let facts = Facts {

@@ -10,7 +10,7 @@
 //! `If-None-Match: *` on PUT) would otherwise overwrite silently.
 
 use super::cx::{no_such_key, precondition_failed, Cx};
-use super::get::{etag_list_matches, visible_etag};
+use super::get::etag_list_matches;
 use crate::config::ConditionalWrites;
 use crate::format::ENVELOPE_HEADER;
 use crate::headers::Headers;
@@ -74,7 +74,7 @@ pub(crate) fn checked(cx: &Cx, resp: Option<&Headers>, list: &str) -> Result<Str
         return Err(cx.integrity());
     }
     let visible = match resp.get(ENVELOPE_HEADER) {
-        Some(ev) => visible_etag(&cx.open_envelope(ev)?.0, &backend),
+        Some(ev) => super::etags::visible_for(cx, &cx.open_envelope(ev)?.0, resp),
         None => {
             let (bucket, key) = cx.req.as_ref().map_or(("", ""), |r| {
                 (

@@ -12,22 +12,37 @@ use super::cx::{
     conditional_conflict, iso8601, no_such_key, precondition_failed, Cx, SseFor,
     COPY_SOURCE_SSE_PREFIX,
 };
+use super::etags::{self, Known};
 use super::get::etag_list_matches;
 use super::request::PassBody;
 use super::response::RespBody;
 use super::table::{cached_table, parts_in_etag, table_version, Found, Lookup};
 use super::{BodyError, CallOutStep, RequestStep, ResponseStep};
 use crate::auth::sigv4::{self, PayloadMode, VerifiedRequest};
-use crate::format::{Layout, ENVELOPE_HEADER};
+use crate::crypto::DataKey;
+use crate::format::{has_trailer, Envelope, Layout, ENVELOPE_HEADER};
 use crate::headers::Headers;
 use crate::s3::error::S3Error;
 use crate::s3::{self, xml};
+
+/// A version 3 single source whose trailer is being read.
+struct SourceTrailer {
+    up: Headers,
+    src: Headers,
+    env: Envelope,
+    dek: DataKey,
+    etag: String,
+    stored: u64,
+}
 
 pub(crate) struct Copy {
     /// The client's payload hash, for the forwarded copy request.
     payload_hash: String,
     /// The plaintext ETag the result must show (sealed in the source's envelope).
     etag: Option<String>,
+    /// What the destination of a single-part copy is (for the ETag cache): the source's
+    /// object, stored in the same number of bytes.
+    dest: Option<(Known, u64)>,
     body: RespBody,
     state: CopyState,
 }
@@ -37,6 +52,8 @@ enum CopyState {
     Sent,
     /// The HEAD of the source; the upstream request waits.
     Source(Headers),
+    /// The trailer of a version 3 single source (its plaintext ETag) is being read.
+    Trailer(Box<SourceTrailer>),
     /// A multipart source's part table is being looked up.
     Table(Box<Lookup>, Box<MultipartCopy>),
     /// The destination's upload is being created.
@@ -64,6 +81,7 @@ impl Copy {
         let op = Copy {
             payload_hash,
             etag: None,
+            dest: None,
             body: RespBody::Pass,
             state: CopyState::Source(up),
         };
@@ -84,6 +102,9 @@ impl Copy {
         let r = match std::mem::replace(&mut self.state, CopyState::Sent) {
             CopyState::Source(up) => {
                 return CallOutStep::Request(self.after_copy_source(cx, up, resp.map(|(h, _)| h)))
+            }
+            CopyState::Trailer(t) => {
+                return CallOutStep::Request(self.after_source_trailer(cx, *t, resp))
             }
             CopyState::Table(mut lookup, mut mc) => match lookup.answered(cx, resp) {
                 Ok(Found::Table(t)) => {
@@ -118,6 +139,12 @@ impl Copy {
         out: &mut Vec<u8>,
     ) -> Result<(), BodyError> {
         if let Some(text) = self.body.push(cx, chunk, end, out)? {
+            if let (Some((known, stored)), Some(backend)) =
+                (&self.dest, xml::element_text(&text, "ETag"))
+            {
+                let (bucket, key) = etags::request_object(cx);
+                etags::remember(cx, &bucket, &key, &backend, *stored, known);
+            }
             let etag = self.etag.as_deref().unwrap_or_default();
             let rewritten = xml::replace_element_text(&text, "ETag", etag).unwrap_or(text);
             out.extend_from_slice(rewritten.as_bytes());
@@ -125,12 +152,72 @@ impl Copy {
         Ok(())
     }
 
-    /// CopyObject: the source's HEAD answered.
-    fn after_copy_source(
+    /// CopyObject: the source's HEAD answered. A version 3 single source whose ETag the
+    /// filter does not know yet has its trailer read first.
+    fn after_copy_source(&mut self, cx: &Cx, up: Headers, resp: Option<&Headers>) -> RequestStep {
+        let resp = match copy_source_ok(resp, None, None, &|_| None) {
+            Ok(r) => r,
+            Err(e) => return cx.reject(&e),
+        };
+        let (bucket, key) = etags::copy_source_object(&up);
+        let md5 = etags::known_md5(cx, resp, &bucket, &key);
+        if let (None, Some(ev)) = (md5, resp.get(ENVELOPE_HEADER)) {
+            let (env, dek) = match cx.open_envelope(ev) {
+                Ok(x) => x,
+                Err(e) => return cx.reject(&e),
+            };
+            if env.layout == Layout::Single && has_trailer(env.version, env.plain_len.unwrap_or(0))
+            {
+                let etag = resp.get("etag").unwrap_or("").to_string();
+                let stored: u64 = resp
+                    .get("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let path = match copy_source_path(&up) {
+                    Ok(p) => p,
+                    Err(e) => return cx.reject(&e),
+                };
+                let call = etags::trailer_read(cx, path, &etag, stored);
+                self.state = CopyState::Trailer(Box::new(SourceTrailer {
+                    up,
+                    src: resp.clone(),
+                    env,
+                    dek,
+                    etag,
+                    stored,
+                }));
+                return RequestStep::CallOut(call);
+            }
+        }
+        let src = resp.clone();
+        self.copy_known_source(cx, up, &src, md5)
+    }
+
+    /// The trailer of a version 3 source answered.
+    fn after_source_trailer(
+        &mut self,
+        cx: &Cx,
+        t: SourceTrailer,
+        resp: Option<(&Headers, &[u8])>,
+    ) -> RequestStep {
+        match etags::trailer_answered(cx, resp, &t.env, &t.dek, &t.etag, t.stored) {
+            Ok(tr) => {
+                let (bucket, key) = etags::copy_source_object(&t.up);
+                let known = Known::of(&t.env, Some(&tr));
+                etags::remember(cx, &bucket, &key, &t.etag, t.stored, &known);
+                self.copy_known_source(cx, t.up, &t.src, Some(tr.md5))
+            }
+            Err(e) => cx.reject(&e),
+        }
+    }
+
+    /// The source's HEAD answered and its plaintext MD5 is known (if it has one).
+    fn copy_known_source(
         &mut self,
         cx: &Cx,
         mut up: Headers,
-        resp: Option<&Headers>,
+        resp: &Headers,
+        md5: Option<[u8; 16]>,
     ) -> RequestStep {
         let if_match = up.get("x-amz-copy-source-if-match").map(str::to_string);
         let if_none = up
@@ -138,8 +225,13 @@ impl Copy {
             .map(str::to_string);
         up.remove("x-amz-copy-source-if-match");
         up.remove("x-amz-copy-source-if-none-match");
-        let opened = |ev: &str| cx.open_envelope(ev).ok().and_then(|(e, _)| e.md5);
-        let resp = match copy_source_ok(resp, if_match.as_deref(), if_none.as_deref(), &opened) {
+        let known_md5 = |_: &Headers| md5;
+        let resp = match copy_source_ok(
+            Some(resp),
+            if_match.as_deref(),
+            if_none.as_deref(),
+            &known_md5,
+        ) {
             Ok(r) => r,
             Err(e) => return cx.reject(&e),
         };
@@ -177,10 +269,21 @@ impl Copy {
             if replace {
                 up.set(ENVELOPE_HEADER, env.encode());
             }
-            if let Some(m) = env.md5 {
+            // The version whose ETag the filter knows is the one copied.
+            if let Some(e) = resp.get("etag") {
+                up.set("x-amz-copy-source-if-match", e.to_string());
+            }
+            let mut known = Known::of(&env, None);
+            if let Some(m) = md5 {
+                known.md5 = Some(m);
                 self.body = RespBody::Xml(Vec::new());
                 self.etag = Some(format!("\"{}\"", hex::encode(m)));
             }
+            let stored = resp
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            self.dest = Some((known, stored));
         }
         let hash = self.payload_hash.clone();
         cx.sign(&mut up, &hash);
@@ -508,7 +611,7 @@ pub(crate) fn copy_source_ok<'a>(
     resp: Option<&'a Headers>,
     if_match: Option<&str>,
     if_none: Option<&str>,
-    md5_of: &dyn Fn(&str) -> Option<[u8; 16]>,
+    md5_of: &dyn Fn(&Headers) -> Option<[u8; 16]>,
 ) -> Result<&'a Headers, S3Error> {
     let resp = resp.ok_or_else(|| {
         S3Error::service_unavailable("s3crypt: the copy source could not be read")
@@ -524,9 +627,7 @@ pub(crate) fn copy_source_ok<'a>(
             ))
         }
     }
-    let visible_etag = resp
-        .get(ENVELOPE_HEADER)
-        .and_then(md5_of)
+    let visible_etag = md5_of(resp)
         .map(|m| format!("\"{}\"", hex::encode(m)))
         .or_else(|| resp.get("etag").map(str::to_string))
         .unwrap_or_default();

@@ -5,17 +5,19 @@
 #![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 use super::cx::{object_path, Cx, SseFor};
+use super::etags::{self, Known};
 use super::request::{remove_query_param, strip_checksum_headers};
 use super::response::{replace_response, RespBody};
 use super::table::{cached_table, parts_in_etag, table_version, Found, Lookup};
 use super::vm::LookupInFlight;
-use super::{BodyError, CallOutStep, Counter, RequestStep, ResponseStep};
+use super::{BodyError, CallOutStep, Counter, RequestStep, ResponseResume, ResponseStep};
 use crate::auth::sigv4;
 use crate::crypto::DataKey;
 use crate::format::part_table::{PartTable, RangeDecryptor, RangePlan};
 use crate::format::{
-    Envelope, FrameDecryptor, Geometry, Layout, PartsDecryptor, Window, ENVELOPE_HEADER,
-    FRAME_OVERHEAD, SINGLE_FRAME,
+    has_trailer, single_from_stored, Envelope, FrameDecryptor, Geometry, Layout, PartsDecryptor,
+    TrailerCheck, Window, ENVELOPE_HEADER, FRAME_OVERHEAD, SINGLE_ENVELOPE_VERSION, SINGLE_FRAME,
+    TRAILER_LEN,
 };
 use crate::headers::Headers;
 use crate::s3::error::S3Error;
@@ -38,6 +40,22 @@ enum GetState {
     Table(Box<Lookup>, Headers),
     /// Another request of this VM is looking up the same part table.
     Wait(Box<TableWait>),
+    /// The response headers are held while the trailer of a version 3 single object is
+    /// read (its plaintext MD5 is the ETag, and conditions are evaluated against it).
+    Trailer(Box<PendingSingle>),
+}
+
+/// A single object's response whose ETag is in its trailer: what finishing it needs.
+struct PendingSingle {
+    out: Headers,
+    eos: bool,
+    env: Envelope,
+    dek: DataKey,
+    geo: Geometry,
+    start: u64,
+    sent_len: u64,
+    total: u64,
+    backend_etag: String,
 }
 
 /// What the request asked for that the response phase needs.
@@ -56,6 +74,9 @@ struct GetPlan {
     part_number: Option<u32>,
     /// A range or part of a multipart object, planned from its part table.
     multipart: Option<MultipartRead>,
+    /// The ETag (plaintext MD5) a version 3 single object was answered with: a whole
+    /// read checks that its trailer verifies and holds it.
+    trailer_md5: Option<[u8; 16]>,
 }
 
 /// A planned read of a multipart object.
@@ -66,6 +87,13 @@ struct MultipartRead {
     plain_total: u64,
     parts: usize,
     plan: RangePlan,
+}
+
+/// What the backend sends of a single object: `[start, start + sent_len)` of `total`.
+struct SingleWindow {
+    start: u64,
+    sent_len: u64,
+    total: u64,
 }
 
 /// A range or part read waiting for another request's lookup of the same part table.
@@ -111,6 +139,11 @@ impl Get {
                 }
                 Err(e) => Err(e),
             },
+            GetState::Trailer(p) => {
+                return CallOutStep::Response(ResponseResume::Headers(
+                    self.after_trailer(cx, *p, resp),
+                ))
+            }
             GetState::Sent | GetState::Wait(_) => return super::unexpected_callout(cx),
         };
         cx.request_step(r)
@@ -119,11 +152,61 @@ impl Get {
     pub fn response_headers(&mut self, cx: &Cx, h: &Headers, eos: bool) -> ResponseStep {
         let mut out = h.clone();
         let status: u16 = h.get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
-        if let Err(e) = self.prepare_get(cx, status, &mut out) {
-            replace_response(cx, &mut out, &mut self.body, &e);
+        match self.prepare_get(cx, status, &mut out) {
+            Ok(None) => {}
+            Ok(Some(mut p)) => {
+                // Nothing of this response goes out before the trailer decided it.
+                let call = etags::trailer_read(cx, cx.object_path(), &p.backend_etag, p.total);
+                let mut held = Headers::new();
+                held.set(":status", "503");
+                held.set("content-length", "0");
+                p.out = out;
+                p.eos = eos;
+                self.state = GetState::Trailer(Box::new(p));
+                return ResponseStep::ForwardAfter(held, call);
+            }
+            Err(e) => replace_response(cx, &mut out, &mut self.body, &e),
         }
         self.body.headers_done(&mut out, eos);
         ResponseStep::Forward(out)
+    }
+
+    /// The trailer read answered: the held response headers, finished.
+    fn after_trailer(
+        &mut self,
+        cx: &Cx,
+        p: PendingSingle,
+        resp: Option<(&Headers, &[u8])>,
+    ) -> Headers {
+        let PendingSingle {
+            mut out,
+            eos,
+            env,
+            dek,
+            geo,
+            start,
+            sent_len,
+            total,
+            backend_etag,
+        } = p;
+        let r = etags::trailer_answered(cx, resp, &env, &dek, &backend_etag, total).and_then(|t| {
+            let known = Known::of(&env, Some(&t));
+            let (bucket, key) = etags::request_object(cx);
+            etags::remember(cx, &bucket, &key, &backend_etag, total, &known);
+            let w = SingleWindow {
+                start,
+                sent_len,
+                total,
+            };
+            self.finish_single(cx, &mut out, env, dek, geo, w, &known, &backend_etag)
+        });
+        match r {
+            Ok(()) if cx.head => self.body = RespBody::Pass,
+            Ok(()) => {}
+            Err(e) => replace_response(cx, &mut out, &mut self.body, &e),
+        }
+        self.body.headers_done(&mut out, eos);
+        out
     }
 
     pub fn response_body(
@@ -302,7 +385,7 @@ impl Get {
         etag: &str,
     ) -> Result<RequestStep, S3Error> {
         let geo = stored
-            .and_then(Geometry::single_from_cipher)
+            .and_then(|n| crate::format::single_from_stored(env.version, n))
             .filter(|g| Some(g.plain_len) == env.plain_len)
             .ok_or_else(|| cx.integrity())?;
         let spec = match (self.plan.part_number, self.plan.range) {
@@ -416,9 +499,15 @@ impl Get {
         self.body = RespBody::Replace(None);
     }
 
-    fn prepare_get(&mut self, cx: &Cx, status: u16, out: &mut Headers) -> Result<(), S3Error> {
+    /// `Ok(Some(_))`: the ETag is in the object's trailer, which must be read first.
+    fn prepare_get(
+        &mut self,
+        cx: &Cx,
+        status: u16,
+        out: &mut Headers,
+    ) -> Result<Option<PendingSingle>, S3Error> {
         let r = self.prepare_get_inner(cx, status, out);
-        if cx.head && r.is_ok() {
+        if cx.head && matches!(r, Ok(None)) {
             self.body = RespBody::Pass; // a HEAD response has no body to transform
         }
         r
@@ -429,7 +518,7 @@ impl Get {
         cx: &Cx,
         status: u16,
         out: &mut Headers,
-    ) -> Result<(), S3Error> {
+    ) -> Result<Option<PendingSingle>, S3Error> {
         if (200..300).contains(&status) && status != 200 && status != 206 {
             // A success without object data the filter can check (203, 204, ...): nothing
             // of it is released.
@@ -441,7 +530,7 @@ impl Get {
             ));
         }
         if status != 200 && status != 206 {
-            return Ok(()); // errors, 304 from date conditions: as the backend says
+            return Ok(None); // errors, 304 from date conditions: as the backend says
         }
         // What the backend sent: [start, end] of a stored object of `total` bytes.
         let (start, total) = match out.get("content-range").and_then(parse_content_range) {
@@ -477,32 +566,84 @@ impl Get {
             let etag = out.get("etag").map(str::to_string);
             if let Some(st) = self.check_conditions(etag.as_deref()) {
                 self.not_modified(cx, out, st);
-                return Ok(());
+                return Ok(None);
             }
-            return self.window(cx, out, start, sent_len, total, None);
+            return self
+                .window(cx, out, start, sent_len, total, None)
+                .map(|()| None);
         };
         let (env, dek) = cx.open_envelope(&ev)?;
         if env.layout == Layout::Part {
-            return self.prepare_multipart_get(cx, status, out, total, env, dek);
+            return self
+                .prepare_multipart_get(cx, status, out, total, env, dek)
+                .map(|()| None);
         }
-        let geo = Geometry::single_from_cipher(total)
+        let geo = single_from_stored(env.version, total)
             .filter(|g| Some(g.plain_len) == env.plain_len)
             .ok_or_else(|| {
                 cx.count(Counter::IntegrityFailures, 1);
                 S3Error::integrity()
             })?;
-        let etag = visible_etag(&env, out.get("etag").unwrap_or(""));
+        let backend_etag = out.get("etag").unwrap_or("").to_string();
+        let (bucket, key) = etags::request_object(cx);
+        let mut known = Known::of(&env, None);
+        if known.md5.is_none() && env.version >= SINGLE_ENVELOPE_VERSION {
+            // The MD5 is in the trailer: known to the cache, or read from the object.
+            match etags::cached(cx, &bucket, &key, &backend_etag, total) {
+                Some(k) if k.matches(&env) && k.md5.is_some() => known = k,
+                _ => {
+                    return Ok(Some(PendingSingle {
+                        out: Headers::new(),
+                        eos: false,
+                        env,
+                        dek,
+                        geo,
+                        start,
+                        sent_len,
+                        total,
+                        backend_etag,
+                    }))
+                }
+            }
+        } else {
+            etags::remember(cx, &bucket, &key, &backend_etag, total, &known);
+        }
+        let w = SingleWindow {
+            start,
+            sent_len,
+            total,
+        };
+        self.finish_single(cx, out, env, dek, geo, w, &known, &backend_etag)
+            .map(|()| None)
+    }
+
+    /// The response of a single object whose ETag is known: conditions, ETag, checksum,
+    /// and the window of plaintext to release.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_single(
+        &mut self,
+        cx: &Cx,
+        out: &mut Headers,
+        env: Envelope,
+        dek: DataKey,
+        geo: Geometry,
+        w: SingleWindow,
+        known: &Known,
+        backend_etag: &str,
+    ) -> Result<(), S3Error> {
+        let etag = known.etag(backend_etag);
         if let Some(st) = self.check_conditions(Some(&etag)) {
             self.not_modified(cx, out, st);
             out.set("etag", etag);
             return Ok(());
         }
         out.set("etag", etag);
+        self.plan.trailer_md5 = known.md5;
         strip_checksum_headers(out);
-        if let (Some(c), true, None) = (&env.checksum, self.plan.checksum_mode, self.plan.range) {
+        if let (Some(c), true, None) = (&known.checksum, self.plan.checksum_mode, self.plan.range) {
             out.set(&c.header, c.value.clone());
         }
-        self.window(cx, out, start, sent_len, total, Some((env, dek, geo)))
+        self.window(cx, out, w.start, w.sent_len, w.total, Some((env, dek, geo)))
     }
 
     /// A whole multipart object: its plaintext size follows from the stored size and the
@@ -688,21 +829,23 @@ impl Get {
                     skip,
                     take: len,
                 };
-                self.body =
-                    RespBody::decrypt(Box::new(FrameDecryptor::new(env.suite, &dek, geo, w)));
+                let d = FrameDecryptor::new(env.suite, &dek, geo, w);
+                let frames_end = geo.frames_len().ok_or_else(|| cx.integrity())?;
+                let whole = i1.checked_add(1) == Some(geo.frames) && sent(Some(total));
+                self.body = if has_trailer(env.version, geo.plain_len) && whole {
+                    // The response holds the trailer too: it must verify (fail closed).
+                    let at = frames_end
+                        .checked_sub(start)
+                        .ok_or_else(|| cx.integrity())?;
+                    let md5 = self.plan.trailer_md5;
+                    let t = TrailerCheck::new(d, env.suite, &dek, geo.plain_len, md5, at);
+                    RespBody::decrypt(Box::new(t))
+                } else {
+                    RespBody::decrypt(Box::new(d))
+                };
             }
         }
         Ok(())
-    }
-}
-
-/// The ETag clients see for an encrypted object whose backend ETag is `backend`: for a
-/// single-part object the plaintext MD5 sealed in its envelope (when it has one), else the
-/// backend's. HEAD, GET, GetObjectAttributes and the write conditions all use this one.
-pub(crate) fn visible_etag(env: &Envelope, backend: &str) -> String {
-    match (env.layout, env.md5) {
-        (Layout::Single, Some(m)) => format!("\"{}\"", hex::encode(m)),
-        _ => backend.to_string(),
     }
 }
 
@@ -733,9 +876,14 @@ pub(crate) fn widened_range(spec: RangeSpec) -> String {
                 .max(b)
         ),
         RangeSpec::From(a) => format!("bytes={}-", frame_start(a)),
+        // A version 3 object's trailer follows its last frame.
         RangeSpec::Suffix(n) => format!(
             "bytes=-{}",
-            n.div_ceil(f).saturating_add(1).saturating_mul(s).max(n)
+            n.div_ceil(f)
+                .saturating_add(1)
+                .saturating_mul(s)
+                .saturating_add(TRAILER_LEN)
+                .max(n)
         ),
     }
 }

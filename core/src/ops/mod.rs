@@ -47,8 +47,10 @@ mod condition;
 mod copy;
 mod cors;
 mod cx;
+mod etags;
 mod get;
 mod list_parts;
+mod listing;
 mod multipart;
 mod part_copy;
 mod pass;
@@ -113,6 +115,14 @@ pub enum ResponseResume {
     Reset(String),
     /// Keep holding the response until this further call-out answered too.
     Then(CallOut),
+    /// Replace the held response headers with these, then let the response continue
+    /// (only after [`ResponseStep::ForwardAfter`], before any body went out).
+    Headers(Headers),
+    /// The response body is held at its end (every chunk was emptied): these bytes are
+    /// all of it; let the response continue.
+    Body(Vec<u8>),
+    /// Keep holding the response and make this call-out too.
+    Lookup(CallOut),
 }
 
 /// What to do with the client's request headers.
@@ -392,7 +402,8 @@ impl Exchange {
             Op::PartCopy(o) => o.callout(cx, resp),
             Op::Attributes(o) => o.callout(cx, resp),
             Op::ListParts(o) => o.callout(cx, resp),
-            Op::Pass(_) | Op::Put(_) | Op::Preflight(_) | Op::Precondition(_) | Op::Idle => {
+            Op::Pass(o) => o.callout(cx, resp),
+            Op::Put(_) | Op::Preflight(_) | Op::Precondition(_) | Op::Idle => {
                 unexpected_callout(cx)
             }
         }
@@ -479,7 +490,7 @@ impl Exchange {
             Op::Copy(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::PartCopy(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::Put(o) => o.response_body(cx, chunk, end, out).map(|()| None),
-            Op::Pass(o) => o.response_body(cx, chunk, end, out).map(|()| None),
+            Op::Pass(o) => o.response_body(cx, chunk, end, out),
             Op::ListParts(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::Preflight(o) => o.response_body(cx, chunk, end, out).map(|()| None),
             Op::Part(o) => o.response_body(cx, chunk, end, out).map(|()| None),

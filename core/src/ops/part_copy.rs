@@ -9,6 +9,7 @@ use md5::{Digest as _, Md5};
 
 use super::copy::{copy_source_in_scope, copy_source_ok, copy_source_path};
 use super::cx::{iso8601, part_put_failed, precondition_failed, Cx, SseFor};
+use super::etags;
 use super::multipart::{find_record, part_number, record_answered, Record};
 use super::put::part_geometry;
 use super::request::PassBody;
@@ -21,7 +22,8 @@ use crate::config::StateStore;
 use crate::crypto::{DataKey, Suite};
 use crate::format::part_table::{PartTable, RangeDecryptor};
 use crate::format::{
-    Decrypt, FrameDecryptor, FrameEncryptor, Geometry, Layout, Window, ENVELOPE_HEADER,
+    has_trailer, single_stored_len, Decrypt, FrameDecryptor, FrameEncryptor, Geometry, Layout,
+    Window, ENVELOPE_HEADER,
 };
 use crate::headers::Headers;
 use crate::s3::error::S3Error;
@@ -35,6 +37,16 @@ pub(crate) struct UploadPartCopy {
     state: PartCopyState,
 }
 
+/// A source whose trailer is being read, with its HEAD.
+struct SourceTrailer {
+    pc: Box<PartCopy>,
+    src: Headers,
+    env: crate::format::Envelope,
+    dek: DataKey,
+    etag: String,
+    stored: u64,
+}
+
 enum PartCopyState {
     Sent,
     /// Redis mode, the upload's record not cached here.
@@ -46,6 +58,9 @@ enum PartCopyState {
     },
     /// The source's HEAD.
     Source(Box<PartCopy>),
+    /// The trailer of a version 3 single source is read: its plaintext MD5 is what the
+    /// client's `x-amz-copy-source-if-*` conditions are evaluated against.
+    Trailer(Box<SourceTrailer>),
     /// A multipart source's part table is being looked up (with its suite and data key).
     Table(Box<Lookup>, Box<PartCopy>, Suite, DataKey),
     /// A ranged GET of the source, with the bytes it must return.
@@ -107,7 +122,18 @@ impl UploadPartCopy {
                 object,
             } => record_answered(cx, &self.upload_id, &object, resp)
                 .and_then(|st| self.part_copy_with(cx, &h, &up, number, st)),
-            PartCopyState::Source(pc) => self.part_copy_source(cx, pc, resp.map(|(h, _)| h)),
+            PartCopyState::Source(pc) => self.part_copy_source(cx, pc, resp.map(|(h, _)| h), None),
+            PartCopyState::Trailer(t) => {
+                let t = *t;
+                etags::trailer_answered(cx, resp, &t.env, &t.dek, &t.etag, t.stored).and_then(
+                    |tr| {
+                        let (bucket, key) = &t.pc.src_object;
+                        let known = etags::Known::of(&t.env, Some(&tr));
+                        etags::remember(cx, bucket, key, &t.etag, t.stored, &known);
+                        self.part_copy_source(cx, t.pc, Some(&t.src), Some(tr.md5))
+                    },
+                )
+            }
             PartCopyState::Table(mut lookup, mut pc, suite, dek) => {
                 match lookup.answered(cx, resp) {
                     Ok(Found::Table(table)) => {
@@ -202,6 +228,7 @@ impl UploadPartCopy {
             dest_dek: dek,
             dest_v2: env.version >= 2,
             src_path,
+            src_object: etags::copy_source_object(h),
             src_plain_ok,
             range: h.get("x-amz-copy-source-range").map(str::to_string),
             if_match: h.get("x-amz-copy-source-if-match").map(str::to_string),
@@ -223,13 +250,45 @@ impl UploadPartCopy {
     }
 
     /// UploadPartCopy: the source's HEAD answered; find its layout (and part table).
+    /// `known`: the source's plaintext MD5, read from its trailer.
     fn part_copy_source(
         &mut self,
         cx: &Cx,
         mut pc: Box<PartCopy>,
         resp: Option<&Headers>,
+        known: Option<[u8; 16]>,
     ) -> Result<RequestStep, S3Error> {
-        let opened = |ev: &str| cx.open_envelope(ev).ok().and_then(|(e, _)| e.md5);
+        let source = pc.src_object.clone();
+        let conditions = pc.if_match.is_some() || pc.if_none_match.is_some();
+        let ok = resp.filter(|r| r.get(":status") == Some("200"));
+        if let (None, true, Some(r)) = (known, conditions, ok) {
+            if let (None, Some(ev)) = (
+                etags::known_md5(cx, r, &source.0, &source.1),
+                r.get(ENVELOPE_HEADER),
+            ) {
+                let (env, dek) = cx.open_envelope(ev)?;
+                if env.layout == Layout::Single
+                    && has_trailer(env.version, env.plain_len.unwrap_or(0))
+                {
+                    let etag = r.get("etag").unwrap_or("").to_string();
+                    let stored: u64 = r
+                        .get("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let call = etags::trailer_read(cx, pc.src_path.clone(), &etag, stored);
+                    self.state = PartCopyState::Trailer(Box::new(SourceTrailer {
+                        pc,
+                        src: r.clone(),
+                        env,
+                        dek,
+                        etag,
+                        stored,
+                    }));
+                    return Ok(RequestStep::CallOut(call));
+                }
+            }
+        }
+        let opened = |h: &Headers| known.or_else(|| etags::known_md5(cx, h, &source.0, &source.1));
         let resp = copy_source_ok(
             resp,
             pc.if_match.as_deref(),
@@ -255,8 +314,8 @@ impl UploadPartCopy {
             Layout::Single => {
                 let geo = env
                     .plain_len
+                    .filter(|&p| single_stored_len(env.version, p) == Some(stored))
                     .map(Geometry::single)
-                    .filter(|g| g.cipher_len() == Some(stored))
                     .ok_or_else(|| cx.integrity())?;
                 pc.from = CopyFrom::Single {
                     suite: env.suite,
@@ -265,7 +324,12 @@ impl UploadPartCopy {
                 };
                 self.part_copy_plan(cx, pc)
             }
-            Layout::Part | Layout::Final | Layout::End | Layout::Closing | Layout::Table => {
+            Layout::Part
+            | Layout::Final
+            | Layout::End
+            | Layout::Closing
+            | Layout::Table
+            | Layout::Trailer => {
                 let parts = parts_in_etag(&pc.src_etag).ok_or_else(|| cx.integrity())?;
                 let numbered = env.version >= 2;
                 let version = table_version(&pc.src_etag, stored, &env);
@@ -535,6 +599,8 @@ pub(crate) struct PartCopy {
     dest_v2: bool,
     /// Upstream path of the source object (with its versionId).
     src_path: String,
+    /// Bucket and key of the source (for the ETag cache).
+    src_object: (String, String),
     /// The source lies in a passthrough scope: without an envelope it is copied (and
     /// encrypted on the way); otherwise an envelope-less source is an integrity error.
     src_plain_ok: bool,

@@ -4,9 +4,10 @@
 //! whose document bodies go upstream unchanged once checked.
 
 use super::cx::Cx;
-use super::request::{drop_empty_param_delimiter, pass_body, PassBody};
+use super::listing::{token_key, Listing};
+use super::request::{drop_empty_param_delimiter, pass_body, remove_query_param, PassBody};
 use super::response::RespBody;
-use super::{BodyError, RequestStep, ResponseStep};
+use super::{BodyError, CallOut, CallOutStep, RequestStep, ResponseResume, ResponseStep};
 use crate::auth::sigv4::VerifiedRequest;
 use crate::headers::Headers;
 use crate::s3::error::S3Error;
@@ -16,6 +17,8 @@ pub(crate) struct Pass {
     doc: PassBody,
     body: RespBody,
     rewrite: Option<Rewrite>,
+    /// A listing held while listed objects are looked up.
+    listing: Option<Box<Listing>>,
 }
 
 /// How a listing's XML is rewritten.
@@ -44,6 +47,17 @@ impl Pass {
                 if let Some(p) = up.get(":path").map(drop_empty_param_delimiter) {
                     up.set(":path", p);
                 }
+                // A page the filter cut continues after its last key.
+                let after = req.query_param("continuation-token").and_then(token_key);
+                if let (Some(k), Some(p)) = (after, up.get(":path").map(str::to_string)) {
+                    let p = remove_query_param(&p, "continuation-token");
+                    let p = remove_query_param(&p, "start-after");
+                    let sep = if p.contains('?') { '&' } else { '?' };
+                    up.set(
+                        ":path",
+                        format!("{p}{sep}start-after={}", crate::s3::uri_encode(&k, true)),
+                    );
+                }
             }
         }
         let (doc, up) = pass_body(cx, up, v, req, eos)?;
@@ -51,7 +65,16 @@ impl Pass {
             Some(_) => RespBody::Xml(Vec::new()),
             None => RespBody::Pass,
         };
-        Ok((Pass { doc, body, rewrite }, RequestStep::Forward(up)))
+        let listing = None;
+        Ok((
+            Pass {
+                doc,
+                body,
+                rewrite,
+                listing,
+            },
+            RequestStep::Forward(up),
+        ))
     }
 
     pub fn request_body(
@@ -73,22 +96,47 @@ impl Pass {
         chunk: &[u8],
         end: bool,
         out: &mut Vec<u8>,
-    ) -> Result<(), BodyError> {
+    ) -> Result<Option<CallOut>, BodyError> {
         let Some(text) = self.body.push(cx, chunk, end, out)? else {
-            return Ok(());
+            return Ok(None);
         };
         let rewritten = match self.rewrite {
             Some(Rewrite::PartSizes) => xml::rewrite_sizes(&text, &mut |size, _| {
                 size.checked_sub(crate::format::PART_OVERHEAD)
             })
             .map_err(|_| BodyError::Reset("s3crypt: unparseable part list".into()))?,
-            Some(Rewrite::ListingSizes) => xml::rewrite_sizes(&text, &mut |size, etag| {
-                crate::format::plain_size_from_listing(size, etag)
-            })
-            .map_err(|_| BodyError::Reset("s3crypt: unparseable listing".into()))?,
+            Some(Rewrite::ListingSizes) => {
+                let (listing, call) = Listing::start(cx, text)?;
+                if let Some(c) = call {
+                    // Held (nothing written) until the lookups answered.
+                    self.listing = Some(Box::new(listing));
+                    return Ok(Some(c));
+                }
+                listing.body(cx)?
+            }
             None => text,
         };
         out.extend_from_slice(rewritten.as_bytes());
-        Ok(())
+        Ok(None)
+    }
+
+    /// A lookup of a listed object answered: the next one, or the rewritten listing.
+    pub fn callout(&mut self, cx: &Cx, resp: Option<(&Headers, &[u8])>) -> CallOutStep {
+        let Some(listing) = self.listing.as_mut() else {
+            return super::unexpected_callout(cx);
+        };
+        if let Some(c) = listing.answered(cx, resp) {
+            return CallOutStep::Response(ResponseResume::Lookup(c));
+        }
+        match listing.body(cx) {
+            Ok(b) => {
+                self.listing = None;
+                CallOutStep::Response(ResponseResume::Body(b.into_bytes()))
+            }
+            Err(BodyError::Reset(m)) => CallOutStep::Response(ResponseResume::Reset(m)),
+            Err(BodyError::Reply(r)) => CallOutStep::Response(ResponseResume::Reset(
+                String::from_utf8_lossy(&r.body).into_owned(),
+            )),
+        }
     }
 }

@@ -28,10 +28,14 @@ pub enum Counter {
     RejectedRequests,
     /// Envelope-less objects served inside a passthrough scope.
     PlaintextServed,
+    /// Listed single objects looked up at the backend (not in the ETag cache).
+    ListingLookups,
+    /// Listing pages cut short because more objects were unknown than one page looks up.
+    ListingsCut,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 10] = [
         Counter::ObjectsEncrypted,
         Counter::BytesEncrypted,
         Counter::ObjectsDecrypted,
@@ -40,6 +44,8 @@ impl Counter {
         Counter::IntegrityFailures,
         Counter::RejectedRequests,
         Counter::PlaintextServed,
+        Counter::ListingLookups,
+        Counter::ListingsCut,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -51,6 +57,8 @@ impl Counter {
             Counter::IntegrityFailures => "s3crypt_integrity_failures",
             Counter::RejectedRequests => "s3crypt_rejected_requests",
             Counter::PlaintextServed => "s3crypt_plaintext_served",
+            Counter::ListingLookups => "s3crypt_listing_lookups",
+            Counter::ListingsCut => "s3crypt_listings_cut",
         }
     }
 }

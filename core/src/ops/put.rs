@@ -9,6 +9,7 @@ use md5::{Digest as _, Md5};
 use sha2::Sha256;
 
 use super::cx::Cx;
+use super::etags::{self, Known};
 use super::request::{checksum_request, strip_checksum_headers, strip_integrity_headers};
 use super::response::RespBody;
 use super::vm::CopyReservation;
@@ -17,7 +18,10 @@ use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::auth::chunked::ChunkedDecoder;
 use crate::auth::sigv4::{self, PayloadMode, VerifiedRequest};
 use crate::crypto::{DataKey, Suite};
-use crate::format::{FrameEncryptor, Geometry, Layout, ENVELOPE_HEADER, MAX_SINGLE};
+use crate::format::{
+    single_stored_len, Envelope, FrameEncryptor, Geometry, Layout, StoredChecksum, Trailer,
+    ENVELOPE_HEADER, MAX_SINGLE, SINGLE_ENVELOPE_VERSION,
+};
 use crate::headers::Headers;
 use crate::s3::error::S3Error;
 
@@ -25,6 +29,9 @@ use crate::s3::error::S3Error;
 pub(crate) struct Put {
     upload: Box<Upload>,
     body: RespBody,
+    /// The object's wrapped data key and stored length (for the ETag cache).
+    wrapped: [u8; crate::crypto::WRAPPED_DEK_LEN],
+    stored: u64,
 }
 
 impl Put {
@@ -36,10 +43,20 @@ impl Put {
         eos: bool,
     ) -> Result<(Put, Headers), S3Error> {
         let (upload, up) = start_upload(cx, h, up, v, eos, None)?;
+        let envelope = up.get(ENVELOPE_HEADER).map(Envelope::decode);
+        let Some(Ok(env)) = envelope else {
+            return Err(S3Error::internal("s3crypt: no envelope"));
+        };
+        let stored = up
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         Ok((
             Put {
                 upload,
                 body: RespBody::Pass,
+                wrapped: env.wrapped_dek,
+                stored,
             },
             up,
         ))
@@ -59,6 +76,19 @@ impl Put {
         let mut out = h.clone();
         let u = &self.upload;
         if let (Some("200"), Some(md5)) = (h.get(":status"), u.result_md5) {
+            // Listings and reads of this version find its ETag without reading it.
+            let (bucket, key) = etags::request_object(cx);
+            let known = Known {
+                version: SINGLE_ENVELOPE_VERSION,
+                plain_len: u.enc.geometry().plain_len,
+                md5: Some(md5),
+                checksum: u.trailer_checksum(),
+                wrapped: self.wrapped,
+            };
+            let backend_etag = h.get("etag").unwrap_or("");
+            etags::remember(cx, &bucket, &key, backend_etag, self.stored, &known);
+            // For servers whose listings carry no ETags (s3s-fs): by key and size.
+            etags::remember(cx, &bucket, &key, "", self.stored, &known);
             out.set("etag", format!("\"{}\"", hex::encode(md5)));
             strip_checksum_headers(&mut out);
             for (k, v) in &u.result_checksums {
@@ -143,6 +173,7 @@ pub(crate) fn start_upload(
 
     strip_integrity_headers(&mut up);
     let mut stage = None;
+    let single = part.is_none();
     let (suite, dek, geo) = match part {
         Some(PartKey {
             number,
@@ -163,6 +194,8 @@ pub(crate) fn start_upload(
         }
         None => {
             let (dek, mut env) = cx.new_envelope(Layout::Single, Some(plain_len))?;
+            // Version 3: the plaintext MD5 goes in a sealed trailer after the frames.
+            env.version = SINGLE_ENVELOPE_VERSION;
             env.md5 = expected_md5;
             if let Some((_, algo, Some(value))) = &checksum {
                 env.checksum = Some(crate::format::StoredChecksum {
@@ -177,7 +210,12 @@ pub(crate) fn start_upload(
         }
     };
     // (The plaintext length is at most 5 GiB.)
-    let cipher_len = geo.cipher_len().ok_or_else(S3Error::entity_too_large)?;
+    let cipher_len = if single {
+        single_stored_len(SINGLE_ENVELOPE_VERSION, plain_len)
+    } else {
+        geo.cipher_len()
+    }
+    .ok_or_else(S3Error::entity_too_large)?;
     up.set("content-length", cipher_len.to_string());
     cx.sign(&mut up, sigv4::UNSIGNED_PAYLOAD);
 
@@ -192,6 +230,7 @@ pub(crate) fn start_upload(
         result_md5: None,
         result_checksums: Vec::new(),
         stage,
+        trailer: single,
     });
     if eos {
         // No body at all: everything is checked now, and nothing is sent (an empty
@@ -221,6 +260,8 @@ pub(crate) struct Upload {
     /// A short last part: the ciphertext sent upstream, kept for Complete (stage.rs),
     /// with its share of the memory budget.
     pub(crate) stage: Option<(Vec<u8>, CopyReservation)>,
+    /// A single object: a sealed trailer (MD5, checksum) follows the final frame.
+    pub(crate) trailer: bool,
 }
 
 impl Upload {
@@ -294,7 +335,31 @@ impl Upload {
             }
         }
         self.result_md5 = Some(md5);
-        self.enc.finish(out).map_err(|_| S3Error::incomplete_body())
+        self.enc
+            .finish(out)
+            .map_err(|_| S3Error::incomplete_body())?;
+        if self.trailer && self.enc.geometry().plain_len > 0 {
+            let t = Trailer {
+                md5,
+                checksum: self.trailer_checksum(),
+            };
+            self.enc
+                .seal_trailer(&t, out)
+                .map_err(|_| S3Error::internal("s3crypt: no randomness"))?;
+        }
+        Ok(())
+    }
+
+    /// The full-object checksum of the plaintext the trailer keeps: the one the client
+    /// announced (header or aws-chunked trailer), or computed because it asked for one.
+    pub(crate) fn trailer_checksum(&self) -> Option<StoredChecksum> {
+        self.result_checksums
+            .iter()
+            .find(|(k, v)| k.len() <= 64 && v.len() <= 128)
+            .map(|(k, v)| StoredChecksum {
+                header: k.clone(),
+                value: v.clone(),
+            })
     }
 }
 

@@ -39,7 +39,7 @@ fn widened_ranges_cover_both_interpretations() {
     );
     assert_eq!(
         widened_range(RangeSpec::Suffix(10)),
-        format!("bytes=-{}", 2 * s)
+        format!("bytes=-{}", 2 * s + crate::format::TRAILER_LEN)
     );
     for (a, b) in [
         (0u64, 10u64),
@@ -267,4 +267,35 @@ fn copy_budget_is_shared_and_given_back() {
     drop((b, c));
     assert!(CopyReservation::try_new(&vm, 100, 100).is_some());
     assert!(CopyReservation::try_new(&vm, 101, 100).is_none());
+}
+
+/// A suffix range of a version 3 object (whose 156-byte trailer follows its last frame)
+/// still reaches back to the first frame it needs.
+#[test]
+fn widened_suffixes_reach_the_frames_of_objects_with_a_trailer() {
+    let f = crate::format::SINGLE_FRAME;
+    for p in [
+        1,
+        100,
+        f - 200,
+        f - 10,
+        f,
+        f + 1,
+        2 * f - 100,
+        2 * f - 10,
+        3 * f - 1,
+    ] {
+        let g = Geometry::single(p);
+        let c = crate::format::single_stored_len(3, p).unwrap();
+        for n in [1, 2, 10, f - 20, f - 9, f, f + 1, 2 * f] {
+            let n = n.min(p);
+            let w = widened_range(RangeSpec::Suffix(n));
+            let len: u64 = w.trim_start_matches("bytes=-").parse().unwrap();
+            let start = c.saturating_sub(len);
+            assert!(
+                start <= g.frame_cipher_start(g.frame_of(p - n)).unwrap(),
+                "p={p} n={n}"
+            );
+        }
+    }
 }

@@ -105,6 +105,109 @@ pub fn rewrite_sizes(
     Ok(out)
 }
 
+/// What a listing entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// `<Contents>` (ListObjects v1, v2).
+    Contents,
+    /// `<Version>` (ListObjectVersions).
+    Version,
+    /// `<DeleteMarker>` (ListObjectVersions).
+    DeleteMarker,
+    /// `<CommonPrefixes>`.
+    Prefix,
+}
+
+/// One entry of a listing, with the byte ranges of what may be rewritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    pub kind: EntryKind,
+    /// The whole element, tags included.
+    pub span: (usize, usize),
+    /// `<Key>` (or a common prefix's `<Prefix>`), unescaped (still URL-encoded if the
+    /// listing was asked for with `encoding-type=url`).
+    pub key: String,
+    pub version_id: Option<String>,
+    /// `<ETag>`, unescaped, and the range of its text.
+    pub etag: String,
+    pub etag_span: Option<(usize, usize)>,
+    pub size: Option<u64>,
+    pub size_span: Option<(usize, usize)>,
+}
+
+/// The entries of a listing (ListObjects v1 and v2, ListObjectVersions) in document
+/// order, found in one pass.
+pub fn listing_entries(xml: &str) -> Result<Vec<ListEntry>, S3Error> {
+    const KINDS: [(&str, EntryKind); 4] = [
+        ("Contents", EntryKind::Contents),
+        ("Version", EntryKind::Version),
+        ("DeleteMarker", EntryKind::DeleteMarker),
+        ("CommonPrefixes", EntryKind::Prefix),
+    ];
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some(i) = xml.get(pos..).and_then(|r| r.find('<')) {
+        let at = pos + i;
+        let rest = xml.get(at + 1..).unwrap_or("");
+        let Some(&(tag, kind)) = KINDS.iter().find(|(t, _)| {
+            rest.starts_with(t) && rest.get(t.len()..).is_some_and(|r| r.starts_with('>'))
+        }) else {
+            pos = at + 1;
+            continue;
+        };
+        let body = at + tag.len() + 2;
+        let close = format!("</{tag}>");
+        let end = xml
+            .get(body..)
+            .and_then(|r| r.find(&close))
+            .map(|j| body + j)
+            .ok_or_else(malformed)?;
+        let text = |name: &str| {
+            child_text(xml, body, end, name)
+                .map(|(a, b)| (a, b, unescape(xml.get(a..b).unwrap_or(""))))
+        };
+        let key_name = if kind == EntryKind::Prefix {
+            "Prefix"
+        } else {
+            "Key"
+        };
+        let key = text(key_name).map(|t| t.2).unwrap_or_default();
+        let etag = text("ETag");
+        let size = match text("Size") {
+            Some((a, b, t)) => Some((a, b, t.trim().parse::<u64>().map_err(|_| malformed())?)),
+            None => None,
+        };
+        out.push(ListEntry {
+            kind,
+            span: (at, end + close.len()),
+            key,
+            version_id: text("VersionId").map(|t| t.2),
+            etag: etag.as_ref().map(|t| t.2.clone()).unwrap_or_default(),
+            etag_span: etag.map(|(a, b, _)| (a, b)),
+            size: size.map(|t| t.2),
+            size_span: size.map(|(a, b, _)| (a, b)),
+        });
+        pos = end + close.len();
+    }
+    Ok(out)
+}
+
+/// `xml` with the text of the first element `name` set to `value` (escaped); if there is
+/// none, the element is inserted after the first `</after>`.
+pub fn set_element_text(xml: &str, name: &str, value: &str, after: &str) -> Option<String> {
+    if let Some(x) = replace_element_text(xml, name, value) {
+        return Some(x);
+    }
+    let close = format!("</{after}>");
+    let at = xml.find(&close)? + close.len();
+    Some(format!(
+        "{}<{name}>{}</{name}>{}",
+        xml.get(..at)?,
+        xml_escape(value),
+        xml.get(at..)?
+    ))
+}
+
 /// Unescaped text of the first element `name`.
 pub fn element_text(xml: &str, name: &str) -> Option<String> {
     child_text(xml, 0, xml.len(), name)
@@ -305,5 +408,41 @@ mod tests {
         assert!(!ends_with_root(b"<Tagging>plaintext", "Tagging"));
         assert!(!ends_with_root(b"<Tagging></Other>", "Tagging"));
         assert!(!ends_with_root(b"<Tagging><x/>", "Tagging"));
+    }
+
+    #[test]
+    fn listing_entries_in_document_order() {
+        let x = "<ListVersionsResult><Prefix>p</Prefix><IsTruncated>false</IsTruncated>\
+            <Version><Key>a&amp;b</Key><VersionId>v1</VersionId><ETag>&quot;e1&quot;</ETag><Size>10</Size></Version>\
+            <DeleteMarker><Key>b</Key><VersionId>v2</VersionId></DeleteMarker>\
+            <Version><Key>c</Key><VersionId>v3</VersionId><ETag>\"e3\"</ETag><Size>0</Size></Version>\
+            <CommonPrefixes><Prefix>d/</Prefix></CommonPrefixes></ListVersionsResult>";
+        let e = listing_entries(x).unwrap();
+        let kinds: Vec<_> = e.iter().map(|e| (e.kind, e.key.as_str())).collect();
+        assert_eq!(
+            kinds,
+            [
+                (EntryKind::Version, "a&b"),
+                (EntryKind::DeleteMarker, "b"),
+                (EntryKind::Version, "c"),
+                (EntryKind::Prefix, "d/")
+            ]
+        );
+        assert_eq!((e[0].etag.as_str(), e[0].size), ("\"e1\"", Some(10)));
+        assert_eq!(e[0].version_id.as_deref(), Some("v1"));
+        let (a, b) = e[0].size_span.unwrap();
+        assert_eq!(&x[a..b], "10");
+        assert_eq!(
+            &x[e[3].span.0..e[3].span.1],
+            "<CommonPrefixes><Prefix>d/</Prefix></CommonPrefixes>"
+        );
+        assert!(listing_entries("<Contents><Key>a</Key>").is_err());
+        assert!(listing_entries("<Contents><Size>x</Size></Contents>").is_err());
+        let set = set_element_text(x, "NextKeyMarker", "a<", "IsTruncated").unwrap();
+        assert!(
+            set.contains("<IsTruncated>false</IsTruncated><NextKeyMarker>a&lt;</NextKeyMarker>")
+        );
+        let again = set_element_text(&set, "NextKeyMarker", "z", "IsTruncated").unwrap();
+        assert_eq!(element_text(&again, "NextKeyMarker").as_deref(), Some("z"));
     }
 }

@@ -1,0 +1,319 @@
+//! The plaintext ETags (and sizes) of single objects, which the backend does not know:
+//! the per-process cache that maps a single object as a listing shows it (bucket, key,
+//! backend ETag, stored size) to what the filter learnt of it (envelope version,
+//! plaintext length, MD5, checksum, wrapped data key), and the read of a version 3
+//! object's sealed trailer (its last [`TRAILER_LEN`] bytes) that fills it.
+//!
+//! The cache lives in Envoy shared data (in-process memory, never Redis), where digests
+//! may be kept in clear. It is direct-mapped: an entry lives in the slot its identity
+//! hashes to, so it holds at most `etag_cache_slots` entries whatever is listed or read.
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
+
+use sha2::{Digest as _, Sha256};
+
+use super::cx::Cx;
+use super::get::parse_content_range;
+use super::CallOut;
+use crate::crypto::{DataKey, WRAPPED_DEK_LEN};
+use crate::format::{
+    open_trailer, single_stored_len, Envelope, Layout, StoredChecksum, Trailer, EMPTY_MD5,
+    TRAILER_LEN,
+};
+use crate::headers::Headers;
+use crate::s3::error::S3Error;
+
+/// What the filter knows of one single object version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Known {
+    /// Envelope version (0: an object without an envelope, served as stored).
+    pub version: u8,
+    pub plain_len: u64,
+    /// The plaintext MD5, when known (version 3 always; version 2 only if the client
+    /// sent Content-MD5).
+    pub md5: Option<[u8; 16]>,
+    pub checksum: Option<StoredChecksum>,
+    /// The object's wrapped data key (zeros for an object without an envelope): a read
+    /// only takes an entry whose key is the one in the envelope it got.
+    pub wrapped: [u8; WRAPPED_DEK_LEN],
+}
+
+impl Known {
+    /// What an opened single-object envelope (and its trailer, if read) says.
+    pub fn of(env: &Envelope, trailer: Option<&Trailer>) -> Known {
+        let plain_len = env.plain_len.unwrap_or(0);
+        let md5 = trailer
+            .map(|t| t.md5)
+            .or(env.md5)
+            .or_else(|| (plain_len == 0 && env.version >= 3).then_some(EMPTY_MD5));
+        Known {
+            version: env.version,
+            plain_len,
+            md5,
+            checksum: env
+                .checksum
+                .clone()
+                .or_else(|| trailer.and_then(|t| t.checksum.clone())),
+            wrapped: env.wrapped_dek,
+        }
+    }
+
+    /// The ETag clients see: the plaintext MD5, else the backend's.
+    pub fn etag(&self, backend_etag: &str) -> String {
+        match self.md5 {
+            Some(m) => format!("\"{}\"", hex::encode(m)),
+            None => backend_etag.to_string(),
+        }
+    }
+
+    /// Whether this describes the object an envelope belongs to.
+    pub fn matches(&self, env: &Envelope) -> bool {
+        self.version == env.version
+            && env.plain_len == Some(self.plain_len)
+            && self.wrapped == env.wrapped_dek
+    }
+
+    fn encode(&self) -> String {
+        let mut s = format!(
+            "v={};p={};w={}",
+            self.version,
+            self.plain_len,
+            hex::encode(self.wrapped)
+        );
+        if let Some(m) = self.md5 {
+            s.push_str(&format!(";m={}", hex::encode(m)));
+        }
+        if let Some(c) = &self.checksum {
+            s.push_str(&format!(";c={}:{}", c.header, c.value));
+        }
+        s
+    }
+
+    fn decode(s: &str) -> Option<Known> {
+        let mut k = Known {
+            version: 0,
+            plain_len: 0,
+            md5: None,
+            checksum: None,
+            wrapped: [0; WRAPPED_DEK_LEN],
+        };
+        let mut fields = s.split(';');
+        k.version = fields.next()?.strip_prefix("v=")?.parse().ok()?;
+        k.plain_len = fields.next()?.strip_prefix("p=")?.parse().ok()?;
+        k.wrapped = hex::decode(fields.next()?.strip_prefix("w=")?)
+            .ok()?
+            .try_into()
+            .ok()?;
+        for f in fields {
+            if let Some(m) = f.strip_prefix("m=") {
+                k.md5 = Some(hex::decode(m).ok()?.try_into().ok()?);
+            } else if let Some(c) = f.strip_prefix("c=") {
+                let (h, v) = c.split_once(':')?;
+                k.checksum = Some(StoredChecksum {
+                    header: h.to_string(),
+                    value: v.to_string(),
+                });
+            } else {
+                return None;
+            }
+        }
+        Some(k)
+    }
+}
+
+/// Identity of an object version as a listing shows it, hashed (fields length-prefixed,
+/// so no two identities share a hash input).
+fn identity(bucket: &str, key: &str, etag: &str, stored: u64) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for f in [bucket, key, etag.trim_matches('"')] {
+        h.update((f.len() as u64).to_be_bytes());
+        h.update(f.as_bytes());
+    }
+    h.update(stored.to_be_bytes());
+    h.finalize().into()
+}
+
+fn slot(cx: &Cx, id: &[u8; 32]) -> Option<String> {
+    let slots = u64::from(cx.cfg.plugin.etag_cache_slots);
+    if slots == 0 {
+        return None;
+    }
+    let n = u64::from_be_bytes(id.first_chunk().copied().unwrap_or([0; 8])).checked_rem(slots)?;
+    Some(format!("s3crypt/et/{n}"))
+}
+
+/// What the cache knows of (bucket, key, backend ETag, stored size).
+pub(crate) fn cached(cx: &Cx, bucket: &str, key: &str, etag: &str, stored: u64) -> Option<Known> {
+    let id = identity(bucket, key, etag, stored);
+    let v = cx.ports.store.get(&slot(cx, &id)?)?;
+    let v = std::str::from_utf8(&v).ok()?;
+    let (tag, rest) = v.split_once('\n')?;
+    if tag != hex::encode(id) {
+        return None;
+    }
+    Known::decode(rest)
+}
+
+/// Remembers what the filter learnt of an object version (replacing whatever the slot
+/// held).
+/// (`etag` empty: for servers whose listings show no ETags, keyed by size alone.)
+pub(crate) fn remember(cx: &Cx, bucket: &str, key: &str, etag: &str, stored: u64, k: &Known) {
+    let id = identity(bucket, key, etag, stored);
+    if let Some(s) = slot(cx, &id) {
+        cx.ports.store.set(
+            &s,
+            format!("{}\n{}", hex::encode(id), k.encode()).as_bytes(),
+        );
+    }
+}
+
+/// The bucket and key of the request's object.
+pub(crate) fn request_object(cx: &Cx) -> (String, String) {
+    cx.req.as_ref().map_or_else(Default::default, |r| {
+        (
+            r.bucket.clone().unwrap_or_default(),
+            r.key.clone().unwrap_or_default(),
+        )
+    })
+}
+
+/// Bucket and key named by a request's `x-amz-copy-source`.
+pub(crate) fn copy_source_object(h: &Headers) -> (String, String) {
+    h.get("x-amz-copy-source")
+        .and_then(|v| crate::s3::parse_copy_source(v).ok())
+        .map(|(b, k, _)| (b, k))
+        .unwrap_or_default()
+}
+
+/// The plaintext MD5 of the single object whose HEAD answered `resp`, if the filter
+/// knows it without reading the object: sealed in its envelope, the MD5 of nothing, or
+/// in the cache.
+pub(crate) fn known_md5(cx: &Cx, resp: &Headers, bucket: &str, key: &str) -> Option<[u8; 16]> {
+    let (env, _) = cx
+        .open_envelope(resp.get(crate::format::ENVELOPE_HEADER)?)
+        .ok()?;
+    if env.layout != Layout::Single {
+        return None;
+    }
+    let k = Known::of(&env, None);
+    if k.md5.is_some() {
+        return k.md5;
+    }
+    let etag = resp.get("etag")?;
+    let stored = resp.get("content-length")?.parse().ok()?;
+    cached(cx, bucket, key, etag, stored)
+        .filter(|k| k.matches(&env))
+        .and_then(|k| k.md5)
+}
+
+/// The read of a version 3 object's trailer: its last [`TRAILER_LEN`] stored bytes, of
+/// the version `etag` names.
+pub(crate) fn trailer_read(cx: &Cx, path: String, etag: &str, stored: u64) -> CallOut {
+    let first = stored.saturating_sub(TRAILER_LEN);
+    let last = stored.saturating_sub(1);
+    let mut h = cx.request_at("GET", path, Some(format!("bytes={first}-{last}")));
+    h.set("if-match", etag.to_string());
+    cx.backend_callout(h)
+}
+
+/// The trailer read answered: the trailer, verified under the object's data key, of the
+/// object version (`etag`, `stored`) whose envelope `env` is. A version that changed
+/// meanwhile is a 503 (retry); bytes that do not verify are an integrity failure.
+pub(crate) fn trailer_answered(
+    cx: &Cx,
+    resp: Option<(&Headers, &[u8])>,
+    env: &Envelope,
+    dek: &DataKey,
+    etag: &str,
+    stored: u64,
+) -> Result<Trailer, S3Error> {
+    let changed =
+        || S3Error::slow_down("s3crypt: the object changed while it was read; please retry");
+    let Some((h, body)) = resp else {
+        return Err(S3Error::service_unavailable(
+            "s3crypt: the object could not be read; please retry",
+        ));
+    };
+    match h.get(":status") {
+        Some("206") => {}
+        Some("412") | Some("404") => return Err(changed()),
+        _ => {
+            return Err(S3Error::service_unavailable(
+                "s3crypt: the object could not be read; please retry",
+            ))
+        }
+    }
+    if h.get("etag").is_some_and(|e| e != etag) {
+        return Err(changed());
+    }
+    let want = (
+        stored.saturating_sub(TRAILER_LEN),
+        stored.saturating_sub(1),
+        stored,
+    );
+    if h.get("content-range").and_then(parse_content_range) != Some(want) {
+        return Err(cx.integrity());
+    }
+    let plain_len = env.plain_len.ok_or_else(|| cx.integrity())?;
+    if env.layout != Layout::Single || single_stored_len(env.version, plain_len) != Some(stored) {
+        return Err(cx.integrity());
+    }
+    open_trailer(env.suite, dek, plain_len, body).map_err(|_| cx.integrity())
+}
+
+/// The ETag clients see for a single object from the backend's answer to a HEAD (its
+/// envelope opened): the plaintext MD5 sealed in the envelope, or, for a version 3
+/// object (MD5 in the trailer), the one the cache knows; else the backend's ETag. (A
+/// cold cache gives the backend's ETag, which no client holds: a condition on it fails,
+/// never passes wrongly.)
+pub(crate) fn visible_for(cx: &Cx, env: &Envelope, resp: &Headers) -> String {
+    let backend = resp.get("etag").unwrap_or("");
+    if env.layout != crate::format::Layout::Single {
+        return backend.to_string();
+    }
+    let known = Known::of(env, None);
+    if known.md5.is_some() {
+        return known.etag(backend);
+    }
+    let stored = resp
+        .get("content-length")
+        .and_then(|v| v.parse::<u64>().ok());
+    let (bucket, key) = request_object(cx);
+    stored
+        .and_then(|n| cached(cx, &bucket, &key, backend, n))
+        .filter(|k| k.matches(env))
+        .map_or_else(|| backend.to_string(), |k| k.etag(backend))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_round_trips() {
+        let k = Known {
+            version: 3,
+            plain_len: 12,
+            md5: Some([7; 16]),
+            checksum: Some(StoredChecksum {
+                header: "x-amz-checksum-crc32".into(),
+                value: "AAAAAA==".into(),
+            }),
+            wrapped: [9; WRAPPED_DEK_LEN],
+        };
+        assert_eq!(Known::decode(&k.encode()), Some(k.clone()));
+        let bare = Known {
+            md5: None,
+            checksum: None,
+            ..k
+        };
+        assert_eq!(Known::decode(&bare.encode()), Some(bare));
+        assert_eq!(Known::decode("v=3;p=1"), None);
+    }
+
+    #[test]
+    fn identities_are_injective_in_their_fields() {
+        assert_ne!(identity("a", "b\nc", "e", 1), identity("a\nb", "c", "e", 1));
+        assert_ne!(identity("a", "b", "\"e\"", 1), identity("a", "b", "e", 2));
+        assert_eq!(identity("a", "b", "\"e\"", 1), identity("a", "b", "e", 1));
+    }
+}

@@ -1,0 +1,382 @@
+//! Listings (ListObjects v1 and v2, ListObjectVersions): every listed object shows its
+//! plaintext size and the ETag reads show. A multipart object's follow from the listing
+//! (`C − N · 28,688`, its `-N` ETag); an empty object is empty under every version; a
+//! single object's come from the ETag cache (`etags`), else from the object itself: a
+//! ranged read of its last 156 bytes (envelope and trailer), at most `listing_lookups`
+//! per response, one after the other while the response is held. A page with more
+//! unknown objects than that (or whose lookup failed) is cut before the first one not
+//! looked up and answered truncated, with a marker that continues after the last entry
+//! it holds: every entry a client sees is exact, and following the pages lists every
+//! object once.
+#![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine as _;
+
+use super::cx::Cx;
+use super::etags::{self, Known};
+use super::get::parse_content_range;
+use super::{BodyError, CallOut, Counter};
+use crate::format::{
+    open_trailer, plain_size_from_listing, single_stored_len, Layout, ENVELOPE_HEADER,
+    SINGLE_ENVELOPE_VERSION, TRAILER_LEN,
+};
+use crate::headers::Headers;
+use crate::s3::error::xml_escape;
+use crate::s3::xml::{self, EntryKind, ListEntry};
+use crate::s3::{self, Operation};
+
+/// Prefix of the continuation tokens the filter hands out for pages it cut (ListObjects
+/// v2): the rest is the last key of the page, base64url. The next request continues with
+/// `start-after` that key.
+pub(crate) const TOKEN_PREFIX: &str = "s3crypt1.";
+
+/// What a listed object shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shown {
+    size: u64,
+    etag: Option<String>,
+}
+
+/// A listing response being rewritten.
+pub(crate) struct Listing {
+    op: Operation,
+    url_encoded: bool,
+    bucket: String,
+    text: String,
+    entries: Vec<ListEntry>,
+    shown: Vec<Option<Shown>>,
+    /// Entries to look up (indexes), in order; `next` is the one in flight.
+    pending: Vec<usize>,
+    next: usize,
+    /// The first entry the page does not return.
+    cut: Option<usize>,
+}
+
+/// The continuation token of a page cut after `key`.
+pub(crate) fn token_for(key: &str) -> String {
+    format!("{TOKEN_PREFIX}{}", B64URL.encode(key.as_bytes()))
+}
+
+/// The key a filter continuation token continues after.
+pub(crate) fn token_key(token: &str) -> Option<String> {
+    let b = B64URL.decode(token.strip_prefix(TOKEN_PREFIX)?).ok()?;
+    String::from_utf8(b).ok()
+}
+
+impl Listing {
+    /// The listing body arrived whole: what it needs looked up, or the rewritten body
+    /// (`Ok(Err(body))`).
+    pub fn start(cx: &Cx, text: String) -> Result<(Listing, Option<CallOut>), BodyError> {
+        let req = cx.req.as_ref();
+        let entries = xml::listing_entries(&text)
+            .map_err(|_| BodyError::Reset("s3crypt: unparseable listing".into()))?;
+        let mut l = Listing {
+            op: req.map_or(Operation::ListObjectsV2, |r| r.op),
+            url_encoded: req
+                .and_then(|r| r.query_param("encoding-type"))
+                .is_some_and(|e| e.eq_ignore_ascii_case("url")),
+            bucket: req.and_then(|r| r.bucket.clone()).unwrap_or_default(),
+            shown: vec![None; entries.len()],
+            entries,
+            text,
+            pending: Vec::new(),
+            next: 0,
+            cut: None,
+        };
+        let budget = cx.cfg.plugin.listing_lookups as usize;
+        for (i, e) in l.entries.iter().enumerate() {
+            if !matches!(e.kind, EntryKind::Contents | EntryKind::Version) {
+                continue;
+            }
+            let Some(size) = e.size else { continue };
+            match quick(cx, &l.bucket, &l.raw_key(e), e, size) {
+                Some(s) => {
+                    if let Some(slot) = l.shown.get_mut(i) {
+                        *slot = Some(s);
+                    }
+                }
+                None if l.pending.len() < budget => l.pending.push(i),
+                None => {
+                    l.cut = Some(i);
+                    break;
+                }
+            }
+        }
+        let call = l.call(cx);
+        Ok((l, call))
+    }
+
+    fn raw_key(&self, e: &ListEntry) -> String {
+        if self.url_encoded {
+            s3::uri_decode(&e.key).unwrap_or_else(|_| e.key.clone())
+        } else {
+            e.key.clone()
+        }
+    }
+
+    /// The lookup of the next pending entry, if any.
+    fn call(&self, cx: &Cx) -> Option<CallOut> {
+        let &i = self.pending.get(self.next)?;
+        let e = self.entries.get(i)?;
+        let size = e.size?;
+        let mut path = format!(
+            "/{}/{}",
+            s3::uri_encode(&self.bucket, true),
+            s3::uri_encode(&self.raw_key(e), false)
+        );
+        if let (EntryKind::Version, Some(v)) = (e.kind, &e.version_id) {
+            path.push_str(&format!("?versionId={}", s3::uri_encode(v, true)));
+        }
+        let first = size.saturating_sub(TRAILER_LEN);
+        let last = size.saturating_sub(1);
+        let mut h = cx.request_at("GET", path, Some(format!("bytes={first}-{last}")));
+        if !e.etag.is_empty() {
+            // (Some servers list no ETags: then any version of the key answers.)
+            h.set("if-match", e.etag.clone());
+        }
+        cx.count(Counter::ListingLookups, 1);
+        Some(cx.backend_callout(h))
+    }
+
+    /// A lookup answered: the next one, or `None` when the body is ready ([`Self::body`]).
+    pub fn answered(&mut self, cx: &Cx, resp: Option<(&Headers, &[u8])>) -> Option<CallOut> {
+        let i = *self.pending.get(self.next)?;
+        self.next = self.next.saturating_add(1);
+        let e = self.entries.get(i)?;
+        let key = self.raw_key(e);
+        match looked_up(cx, &self.bucket, &key, e, resp) {
+            Some(s) => {
+                if let Some(slot) = self.shown.get_mut(i) {
+                    *slot = Some(s);
+                }
+                self.call(cx)
+            }
+            None => {
+                // Not known: the page ends before this entry.
+                self.cut = Some(self.cut.map_or(i, |c| c.min(i)));
+                self.pending.truncate(self.next);
+                None
+            }
+        }
+    }
+
+    /// The rewritten listing, or an error to reset with.
+    pub fn body(&self, cx: &Cx) -> Result<String, BodyError> {
+        let bad = || BodyError::Reset("s3crypt: unparseable listing".into());
+        let cut = self.cut;
+        let kept = |i: usize| cut.is_none_or(|c| i < c);
+        // The last object entry the page returns (where the next page starts).
+        let last = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|&(i, e)| e.kind != EntryKind::Prefix && kept(i))
+            .map(|(_, e)| e)
+            .next_back();
+        if cut.is_some() && last.is_none() {
+            cx.note("s3crypt: a listing's first object could not be looked up");
+            return Err(BodyError::Reset(
+                "s3crypt: a listed object could not be looked up".into(),
+            ));
+        }
+        let last_key = last.map(|e| self.raw_key(e));
+        let mut out = String::with_capacity(self.text.len());
+        let mut pos = 0usize;
+        let (mut keys, mut prefixes) = (0u64, 0u64);
+        for (i, e) in self.entries.iter().enumerate() {
+            let keep = match (e.kind, &last_key, cut) {
+                (_, _, None) => true,
+                (EntryKind::Prefix, Some(k), Some(_)) => self.raw_key(e) < *k,
+                (_, _, Some(c)) => i < c,
+            };
+            out.push_str(self.text.get(pos..e.span.0).ok_or_else(bad)?);
+            pos = e.span.1;
+            if !keep {
+                continue;
+            }
+            match e.kind {
+                EntryKind::Prefix => prefixes = prefixes.saturating_add(1),
+                _ => keys = keys.saturating_add(1),
+            }
+            let shown = self.shown.get(i).cloned().flatten().or_else(|| {
+                // Multipart objects and entries without a size: from the listing alone.
+                let size = e.size?;
+                Some(Shown {
+                    size: plain_size_from_listing(size, &e.etag).unwrap_or(size),
+                    etag: None,
+                })
+            });
+            let mut edits: Vec<((usize, usize), String)> = Vec::new();
+            if let Some(s) = shown {
+                if let Some(span) = e.size_span {
+                    edits.push((span, s.size.to_string()));
+                }
+                if let (Some(span), Some(etag)) = (e.etag_span, s.etag) {
+                    edits.push((span, xml_escape(&etag)));
+                }
+            }
+            edits.sort_by_key(|(span, _)| span.0);
+            let mut at = e.span.0;
+            for ((a, b), text) in edits {
+                out.push_str(self.text.get(at..a).ok_or_else(bad)?);
+                out.push_str(&text);
+                at = b;
+            }
+            out.push_str(self.text.get(at..e.span.1).ok_or_else(bad)?);
+        }
+        out.push_str(self.text.get(pos..).ok_or_else(bad)?);
+        let (Some(_), Some(last)) = (cut, last) else {
+            return Ok(out);
+        };
+        // A page cut short: truncated, continuing after its last entry.
+        let set = |x: String, name: &str, value: &str| {
+            xml::set_element_text(&x, name, value, "IsTruncated").ok_or_else(bad)
+        };
+        out = xml::replace_element_text(&out, "IsTruncated", "true").ok_or_else(bad)?;
+        out = match self.op {
+            Operation::ListObjectsV1 => set(out, "NextMarker", &last.key)?,
+            Operation::ListObjectVersions => {
+                let o = set(out, "NextKeyMarker", &last.key)?;
+                set(
+                    o,
+                    "NextVersionIdMarker",
+                    last.version_id.as_deref().unwrap_or(""),
+                )?
+            }
+            _ => {
+                let o = set(
+                    out,
+                    "NextContinuationToken",
+                    &token_for(&self.raw_key(last)),
+                )?;
+                let count = keys.saturating_add(prefixes).to_string();
+                if o.contains("<KeyCount>") {
+                    set(o, "KeyCount", &count)?
+                } else {
+                    o
+                }
+            }
+        };
+        cx.count(Counter::ListingsCut, 1);
+        Ok(out)
+    }
+}
+
+/// What an entry shows without asking the backend, if that is known: multipart objects
+/// (from the listing), empty objects, and single objects the cache knows.
+fn quick(cx: &Cx, bucket: &str, key: &str, e: &ListEntry, size: u64) -> Option<Shown> {
+    if super::table::parts_in_etag(&e.etag).is_some() {
+        return Some(Shown {
+            size: plain_size_from_listing(size, &e.etag).unwrap_or(size),
+            etag: None,
+        });
+    }
+    if size == 0 {
+        // Empty under every envelope version; its ETag is the MD5 of nothing.
+        return Some(Shown {
+            size: 0,
+            etag: None,
+        });
+    }
+    let k = etags::cached(cx, bucket, key, &e.etag, size)?;
+    Some(shown_of(&k, &e.etag))
+}
+
+fn shown_of(k: &Known, backend_etag: &str) -> Shown {
+    Shown {
+        size: k.plain_len,
+        etag: Some(k.etag(backend_etag)),
+    }
+}
+
+/// What a lookup of one entry found: `None` when it could not tell (the page is cut
+/// there). An object that is gone or unreadable shows what the listing alone says.
+fn looked_up(
+    cx: &Cx,
+    bucket: &str,
+    key: &str,
+    e: &ListEntry,
+    resp: Option<(&Headers, &[u8])>,
+) -> Option<Shown> {
+    let size = e.size?;
+    let listing_only = || {
+        Some(Shown {
+            size: plain_size_from_listing(size, &e.etag).unwrap_or(size),
+            etag: None,
+        })
+    };
+    let (h, body) = resp?;
+    match h.get(":status") {
+        Some("206") | Some("200") => {}
+        // Deleted or replaced since the listing: as the listing says.
+        Some("404") | Some("412") => return listing_only(),
+        _ => return None,
+    }
+    if !e.etag.is_empty() && h.get("etag").is_some_and(|t| t != e.etag) {
+        return listing_only();
+    }
+    let Some(ev) = h.get(ENVELOPE_HEADER) else {
+        // Not an s3crypt object: served as it is stored (where it is served at all).
+        let k = Known {
+            version: 0,
+            plain_len: size,
+            md5: None,
+            checksum: None,
+            wrapped: [0; crate::crypto::WRAPPED_DEK_LEN],
+        };
+        etags::remember(cx, bucket, key, &e.etag, size, &k);
+        return Some(shown_of(&k, &e.etag));
+    };
+    let Ok((env, dek)) = cx.open_envelope(ev) else {
+        return listing_only();
+    };
+    let plain = env.plain_len.unwrap_or(0);
+    if env.layout != Layout::Single || single_stored_len(env.version, plain) != Some(size) {
+        cx.count(Counter::IntegrityFailures, 1);
+        return listing_only();
+    }
+    let known = if env.version >= SINGLE_ENVELOPE_VERSION && env.md5.is_none() {
+        // The last TRAILER_LEN stored bytes, as the range asked.
+        let first = size.saturating_sub(TRAILER_LEN);
+        let tail = match h.get("content-range").and_then(parse_content_range) {
+            Some((a, b, t)) if (a, b, t) == (first, size.saturating_sub(1), size) => body,
+            _ => {
+                cx.count(Counter::IntegrityFailures, 1);
+                return Some(shown_of(&Known::of(&env, None), &e.etag));
+            }
+        };
+        match open_trailer(env.suite, &dek, plain, tail) {
+            Ok(t) => Known::of(&env, Some(&t)),
+            Err(_) => {
+                // The size is the envelope's (authenticated); the ETag cannot be known.
+                cx.count(Counter::IntegrityFailures, 1);
+                return Some(shown_of(&Known::of(&env, None), &e.etag));
+            }
+        }
+    } else {
+        Known::of(&env, None)
+    };
+    etags::remember(cx, bucket, key, &e.etag, size, &known);
+    Some(shown_of(&known, &e.etag))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continuation_tokens_round_trip_any_key() {
+        for k in ["", "a", "dir/ü€ &?=", "x\u{1}y"] {
+            let t = token_for(k);
+            assert!(t.starts_with(TOKEN_PREFIX) && !t.contains(['&', '=', '/', '+']));
+            assert_eq!(token_key(&t).as_deref(), Some(k));
+        }
+        // The backend's own tokens are not the filter's.
+        assert_eq!(
+            token_key("1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM="),
+            None
+        );
+        assert_eq!(token_key("s3crypt1.!!"), None);
+    }
+}
