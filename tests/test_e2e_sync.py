@@ -44,15 +44,12 @@ def test_aws_s3_sync_second_run_uploads_nothing(stack, bucket, tmp_path):
     assert "upload:" not in outs[-1], outs[-1]
 
 
-@pytest.mark.xfail(strict=True, reason="listings show the backend's ETag (ciphertext MD5) for single-part objects")
 def test_rclone_sync_checksum_second_run_uploads_nothing(stack, bucket, tmp_path):
     env = rclone_env(stack)
     src, files = tree(tmp_path)
     check_second_run(stack, bucket, files, lambda: run(["rclone", "sync", "--checksum", str(src), f"s3c:{bucket}"], env))
 
 
-@pytest.mark.xfail(strict=True, reason="listings show the backend's ETag (ciphertext MD5) for single-part objects, "
-                   "and UploadPart answers the ciphertext MD5 (s3cmd checks each part)")
 def test_s3cmd_sync_second_run_uploads_nothing(stack, bucket, tmp_path):
     host = stack.endpoint.removeprefix("http://")
     cfg = tmp_path / "s3cfg"

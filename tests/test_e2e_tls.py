@@ -36,8 +36,6 @@ def test_tls_put_get_with_trailing_checksums(stack, bucket):
     assert stack.s3().get_object(Bucket=bucket, Key="t")["Body"].read() == data
 
 
-@pytest.mark.xfail(strict=True, reason="a trailing checksum is known only after the envelope (object metadata) "
-                   "went upstream; it needs a sealed place after the body (object ETags work)")
 def test_tls_trailing_checksum_is_returned(stack, bucket):
     s3 = stack.s3(tls=True)
     data = pattern(100_000, seed=64)
