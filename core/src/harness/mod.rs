@@ -51,6 +51,8 @@ mod tests_props;
 mod tests_redis;
 #[cfg(test)]
 mod tests_tamper_multipart;
+#[cfg(test)]
+mod tests_upstream;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

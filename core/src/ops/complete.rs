@@ -350,8 +350,7 @@ impl Complete {
             s3::uri_encode(&c.upload_id, true)
         );
         let mut h = cx.request_at("PUT", path, None);
-        h.set("content-length", body.len().to_string());
-        cx.sign(&mut h, sigv4::UNSIGNED_PAYLOAD);
+        super::upstream::sign_whole(cx, &mut h, &body);
         let mut call = cx.backend_callout(h);
         call.body = Some(body);
         call

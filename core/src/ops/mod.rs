@@ -51,6 +51,7 @@ mod request;
 mod response;
 mod staging;
 mod table;
+mod upstream;
 mod vm;
 
 pub use ports::*;
