@@ -51,6 +51,7 @@ PLUGIN_KEYS = {
     "upstream_authority", "upstream_cluster", "region", "virtual_host_suffixes", "suite", "passthrough_unencrypted",
     "upload_ttl_secs", "max_clock_skew_secs", "state_store", "redis_cluster", "redis_authority", "redis_timeout_ms",
     "max_copy_part_bytes", "max_copy_buffer_bytes", "stage_short_parts", "staging_slots",
+    "upstream_payload",
 }
 K8S_VERSIONS = ["1.33.0", kubernetes_validate.utils.latest_version()]
 

@@ -65,11 +65,9 @@ pub(crate) fn sign_streamed(cx: &Cx, up: &mut Headers, len: u64) -> Result<Upstr
         .ok_or_else(S3Error::entity_too_large)?;
     up.set("content-length", framed.to_string());
     up.set("x-amz-decoded-content-length", len.to_string());
-    let encoding = match up.get("content-encoding") {
-        Some(ce) => format!("aws-chunked,{ce}"),
-        None => "aws-chunked".to_string(),
-    };
-    up.set("content-encoding", encoding);
+    // No `Content-Encoding: aws-chunked`: the payload hash names the framing (AWS S3,
+    // RGW and MinIO decode by it; AWS SDKs for .NET omit the header too), and RGW 16 would
+    // store the token as the object's Content-Encoding. The client's own stays as it is.
     let payload = match checksum {
         Some(a) => {
             up.set("x-amz-trailer", a.header_name());
