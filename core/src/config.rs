@@ -596,7 +596,13 @@ mod tests {
             ("unsigned", UpstreamPayload::Unsigned),
         ] {
             let j = format!(r#"{{"upstream_authority":"x","upstream_payload":"{v}"}}"#);
-            assert_eq!(Config::load(j.as_bytes(), &env).unwrap().plugin.upstream_payload, want);
+            assert_eq!(
+                Config::load(j.as_bytes(), &env)
+                    .unwrap()
+                    .plugin
+                    .upstream_payload,
+                want
+            );
         }
         for bad in [r#""signed""#, r#""UNSIGNED""#, "true"] {
             let j = format!(r#"{{"upstream_authority":"x","upstream_payload":{bad}}}"#);

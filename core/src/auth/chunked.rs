@@ -351,7 +351,11 @@ impl ChunkedEncoder {
 
     /// Length of the encoded body of `decoded` payload bytes (the Content-Length),
     /// `None` on overflow.
-    pub fn framed_len(decoded: u64, chunk: usize, trailer: Option<ChecksumAlgorithm>) -> Option<u64> {
+    pub fn framed_len(
+        decoded: u64,
+        chunk: usize,
+        trailer: Option<ChecksumAlgorithm>,
+    ) -> Option<u64> {
         let chunk = u64::try_from(chunk.max(1)).ok()?;
         let full = decoded.checked_div(chunk)?;
         let rest = decoded.checked_rem(chunk)?;
@@ -385,7 +389,9 @@ impl ChunkedEncoder {
     /// (the last chunks, the trailer) follows, if exactly the declared length came.
     pub fn push(&mut self, mut data: &[u8], end: bool, out: &mut Vec<u8>) -> Result<(), S3Error> {
         if self.done {
-            return Err(S3Error::internal("s3crypt: data after the end of an upstream body"));
+            return Err(S3Error::internal(
+                "s3crypt: data after the end of an upstream body",
+            ));
         }
         self.total = self
             .total
@@ -418,7 +424,9 @@ impl ChunkedEncoder {
             return Ok(());
         }
         if self.total != self.declared {
-            return Err(S3Error::internal("s3crypt: upstream body shorter than declared"));
+            return Err(S3Error::internal(
+                "s3crypt: upstream body shorter than declared",
+            ));
         }
         if !self.buf.is_empty() {
             let b = std::mem::take(&mut self.buf);
@@ -432,7 +440,9 @@ impl ChunkedEncoder {
                 &self.prev,
                 &[&sha256_hex(format!("{line}\n").as_bytes())],
             );
-            out.extend_from_slice(format!("{line}\r\nx-amz-trailer-signature:{sig}\r\n").as_bytes());
+            out.extend_from_slice(
+                format!("{line}\r\nx-amz-trailer-signature:{sig}\r\n").as_bytes(),
+            );
         }
         out.extend_from_slice(b"\r\n");
         self.done = true;

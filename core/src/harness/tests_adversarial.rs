@@ -272,7 +272,10 @@ fn wrong_missing_and_rotated_keys() {
 fn the_checks_catch_what_they_must() {
     // Unsigned upstream bodies: the ciphertext itself is what the checks see (signed
     // framing is checked before it, see below).
-    let mut h = Harness::new(Options::shared().with("upstream_payload", "unsigned".into()), 52);
+    let mut h = Harness::new(
+        Options::shared().with("upstream_payload", "unsigned".into()),
+        52,
+    );
     let data = marked(100_000, 1);
     h.put("k", &data);
     let put = h

@@ -15,7 +15,10 @@ const MIB: usize = 1 << 20;
 const MODES: [&str; 3] = ["signed-chunks", "signed-chunks-crc32c", "unsigned"];
 
 fn harness(mode: &str, seed: u64) -> Harness {
-    Harness::new(Options::shared().with("upstream_payload", mode.into()), seed)
+    Harness::new(
+        Options::shared().with("upstream_payload", mode.into()),
+        seed,
+    )
 }
 
 /// Every PUT that carried object data since `from`.
@@ -52,7 +55,11 @@ fn assert_covered(mode: &str, s: &Sent, streamed: bool) {
                 assert_eq!(sha, sigv4::EMPTY_SHA256, "{what}");
                 assert_eq!(s.headers.get("content-length"), Some("0"), "{what}");
                 let want = crc.then(|| crc32c(b""));
-                assert_eq!(s.headers.get("x-amz-checksum-crc32c"), want.as_deref(), "{what}");
+                assert_eq!(
+                    s.headers.get("x-amz-checksum-crc32c"),
+                    want.as_deref(),
+                    "{what}"
+                );
             } else if streamed {
                 let want = if crc {
                     sigv4::STREAMING_SIGNED_TRAILER
@@ -70,7 +77,11 @@ fn assert_covered(mode: &str, s: &Sent, streamed: bool) {
             } else {
                 assert_eq!(sha, sigv4::sha256_hex(&s.body), "{what}");
                 let want = crc.then(|| crc32c(&s.body));
-                assert_eq!(s.headers.get("x-amz-checksum-crc32c"), want.as_deref(), "{what}");
+                assert_eq!(
+                    s.headers.get("x-amz-checksum-crc32c"),
+                    want.as_deref(),
+                    "{what}"
+                );
             }
         }
     }
