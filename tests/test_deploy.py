@@ -52,6 +52,7 @@ PLUGIN_KEYS = {
     "upload_ttl_secs", "max_clock_skew_secs", "state_store", "redis_cluster", "redis_authority", "redis_timeout_ms",
     "max_copy_part_bytes", "max_copy_buffer_bytes", "stage_short_parts", "staging_slots",
     "conditional_writes",
+    "upstream_payload",
 }
 K8S_VERSIONS = ["1.33.0", kubernetes_validate.utils.latest_version()]
 

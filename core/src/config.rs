@@ -23,6 +23,24 @@ pub const ENV_BACKEND_CREDENTIALS: &str = "S3CRYPT_BACKEND_CREDENTIALS";
 pub const ENV_BACKEND_SECRET_ACCESS_KEY: &str = "S3CRYPT_BACKEND_SECRET_ACCESS_KEY";
 pub const ENV_REDIS_AUTH: &str = "S3CRYPT_REDIS_AUTH";
 
+/// How the object data the filter sends upstream (PutObject, UploadPart, the parts it
+/// writes itself) is covered, so that the backend verifies every byte it stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamPayload {
+    /// aws-chunked `STREAMING-AWS4-HMAC-SHA256-PAYLOAD`: every 64 KiB chunk signed in the
+    /// chain of the request's signature (whole bodies of call-outs: their SHA-256 signed).
+    /// Accepted by AWS S3, Ceph RGW and MinIO. The default.
+    #[default]
+    SignedChunks,
+    /// The same with a signed `x-amz-checksum-crc32c` trailer
+    /// (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER`; call-outs: the checksum header):
+    /// what AWS object lock buckets accept in place of Content-MD5.
+    SignedChunksCrc32c,
+    /// `UNSIGNED-PAYLOAD`: the backend verifies nothing about the bytes.
+    Unsigned,
+}
+
 /// Where multipart upload state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -135,6 +153,10 @@ pub struct PluginConfig {
     /// is cut before the next one and answered truncated (the client asks for the rest).
     #[serde(default = "default_listing_lookups")]
     pub listing_lookups: u32,
+    /// How upstream object data is signed: `signed-chunks` (the default),
+    /// `signed-chunks-crc32c` or `unsigned` ([`UpstreamPayload`]).
+    #[serde(default)]
+    pub upstream_payload: UpstreamPayload,
     /// Environment variable names, if the defaults do not suit.
     #[serde(default)]
     pub env: EnvNames,
@@ -605,6 +627,30 @@ mod tests {
         let c = Config::load(br#"{"upstream_authority":"x"}"#, &env).unwrap();
         assert_eq!(c.plugin.max_copy_part_bytes, 64 << 20);
         assert_eq!(c.plugin.max_copy_buffer_bytes, 256 << 20);
+    }
+
+    #[test]
+    fn upstream_payload_setting() {
+        let c = Config::load(br#"{"upstream_authority":"x"}"#, &env).unwrap();
+        assert_eq!(c.plugin.upstream_payload, UpstreamPayload::SignedChunks);
+        for (v, want) in [
+            ("signed-chunks", UpstreamPayload::SignedChunks),
+            ("signed-chunks-crc32c", UpstreamPayload::SignedChunksCrc32c),
+            ("unsigned", UpstreamPayload::Unsigned),
+        ] {
+            let j = format!(r#"{{"upstream_authority":"x","upstream_payload":"{v}"}}"#);
+            assert_eq!(
+                Config::load(j.as_bytes(), &env)
+                    .unwrap()
+                    .plugin
+                    .upstream_payload,
+                want
+            );
+        }
+        for bad in [r#""signed""#, r#""UNSIGNED""#, "true"] {
+            let j = format!(r#"{{"upstream_authority":"x","upstream_payload":{bad}}}"#);
+            assert!(Config::load(j.as_bytes(), &env).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -609,6 +609,31 @@ pub fn sign(
     now_unix: i64,
     payload_hash: &str,
 ) {
+    sign_seed(
+        method,
+        raw,
+        headers,
+        access_key,
+        secret_key,
+        region,
+        now_unix,
+        payload_hash,
+    );
+}
+
+/// Signs an upstream request like [`sign`] and returns what its chunk and trailer
+/// signatures chain from (the seed signature is the request's).
+#[allow(clippy::too_many_arguments)]
+pub fn sign_seed(
+    method: &str,
+    raw: &str,
+    headers: &mut Headers,
+    access_key: &str,
+    secret_key: &str,
+    region: &str,
+    now_unix: i64,
+    payload_hash: &str,
+) -> ChunkSigningContext {
     headers.remove("authorization");
     let date_time = amz_date(now_unix);
     headers.set("x-amz-date", date_time.clone());
@@ -639,6 +664,12 @@ pub fn sign(
             signed.join(";")
         ),
     );
+    ChunkSigningContext {
+        key,
+        amz_date: date_time,
+        scope,
+        seed_signature: sig,
+    }
 }
 
 #[cfg(test)]

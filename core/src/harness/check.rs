@@ -158,10 +158,13 @@ pub fn check_sent(h: &Harness, s: &Sent) -> Result<Option<Vec<u8>>, String> {
     if let Some(k) = headers_marker(&s.headers) {
         return Err(format!("{what}: plaintext marker in header {k}"));
     }
-    let cl = s
-        .headers
-        .get("content-length")
-        .and_then(|v| v.parse::<usize>().ok());
+    // The ciphertext, out of its upstream framing (chunk signatures verified).
+    let (body, cl) = h
+        .world
+        .s3
+        .unframe(&s.headers, &s.body, s.complete)
+        .map_err(|e| format!("{what}: {e}"))?;
+    let s = &Sent { body, ..s.clone() };
     let r = match classify(h, s) {
         Data::None => return Ok(None),
         Data::Single => check_single(h, s, cl),

@@ -63,6 +63,8 @@ mod tests_redis;
 mod tests_sse;
 #[cfg(test)]
 mod tests_tamper_multipart;
+#[cfg(test)]
+mod tests_upstream;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

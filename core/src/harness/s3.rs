@@ -231,6 +231,18 @@ impl Req<'_> {
                     || CONTENT_HEADERS.contains(&k.as_str())
                     || SSE_STORED.contains(&k.as_str())
             })
+            .filter_map(|(k, v)| {
+                if k != "content-encoding" {
+                    return Some((k, v));
+                }
+                // S3 keeps the Content-Encoding without the aws-chunked framing.
+                let rest: Vec<&str> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("aws-chunked"))
+                    .collect();
+                (!rest.is_empty()).then(|| (k, rest.join(",")))
+            })
             .collect();
         m.sort();
         let size: usize = m
@@ -507,6 +519,53 @@ impl FakeS3 {
     }
 
     // The provider's view: read and rewrite what is stored (bucket [`BUCKET`]).
+
+    /// The payload of a request the filter sent (whole or cut short), with the length it
+    /// declares: aws-chunked framing decoded with every chunk signature and the trailer
+    /// (checksum and signature) verified, as this backend does when it stores a body.
+    pub fn unframe(
+        &self,
+        h: &Headers,
+        body: &[u8],
+        complete: bool,
+    ) -> Result<(Vec<u8>, Option<usize>), String> {
+        let cl = h
+            .get("content-length")
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        let streaming = h
+            .get("x-amz-content-sha256")
+            .is_some_and(|v| v.starts_with("STREAMING-"));
+        if !streaming {
+            return Ok((body.to_vec(), cl));
+        }
+        let date = h
+            .get("x-amz-date")
+            .and_then(sigv4::parse_amz_date)
+            .ok_or("a streamed body without x-amz-date")?;
+        let secret = |ak: &str| (ak == self.access_key).then(|| self.secret.clone());
+        let v = sigv4::verify(
+            h.get(":method").unwrap_or(""),
+            h.get(":path").unwrap_or(""),
+            h,
+            &secret,
+            date,
+        )
+        .map_err(|e| format!("the signature of a streamed body: {}", e.code))?;
+        let declared: u64 = h
+            .get("x-amz-decoded-content-length")
+            .and_then(|v| v.parse().ok())
+            .ok_or("a streamed body without x-amz-decoded-content-length")?;
+        let mut d = ChunkedDecoder::new(&v.payload, v.chunk_ctx, h.get("x-amz-trailer"), declared)
+            .map_err(|e| e.message)?;
+        let mut out = Vec::new();
+        d.push(body, &mut out)
+            .map_err(|e| format!("the framing: {}", e.message))?;
+        if complete {
+            d.finish()
+                .map_err(|e| format!("the end of the framing: {} {}", e.code, e.message))?;
+        }
+        Ok((out, usize::try_from(declared).ok()))
+    }
 
     pub fn object(&self, key: &str) -> Option<&StoredObject> {
         self.buckets.get(BUCKET)?.get(key)

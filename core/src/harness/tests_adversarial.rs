@@ -270,7 +270,12 @@ fn wrong_missing_and_rotated_keys() {
 
 #[test]
 fn the_checks_catch_what_they_must() {
-    let mut h = Harness::shared(52);
+    // Unsigned upstream bodies: the ciphertext itself is what the checks see (signed
+    // framing is checked before it, see below).
+    let mut h = Harness::new(
+        Options::shared().with("upstream_payload", "unsigned".into()),
+        52,
+    );
     let data = marked(100_000, 1);
     h.put("k", &data);
     let put = h
@@ -321,6 +326,19 @@ fn the_checks_catch_what_they_must() {
     };
     assert!(check_sent(&h, &s).is_err());
     check_upstream(&h, 0).unwrap();
+    // Signed chunks: a changed byte breaks its chunk's signature.
+    let mut h = Harness::shared(53);
+    h.put("k", &data);
+    let mut put = h
+        .world
+        .sent
+        .iter()
+        .find(|s| s.method() == "PUT")
+        .unwrap()
+        .clone();
+    check_sent(&h, &put).unwrap();
+    put.body[500] ^= 1;
+    assert!(check_sent(&h, &put).unwrap_err().contains("framing"));
 }
 
 #[test]

@@ -107,6 +107,7 @@ fn the_upstream_request_is_rebuilt_from_what_the_client_signed() {
             "expect",
             "x-amz-content-sha256",
             "x-amz-date",
+            "x-amz-decoded-content-length",
             "x-amz-meta-a",
             "x-amz-meta-s3crypt",
             "x-amz-storage-class",

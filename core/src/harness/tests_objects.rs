@@ -206,14 +206,24 @@ fn aws_chunked_uploads_as_clients_stream_them() {
             );
         }
         assert_eq!(h.get(&key).body, data, "{mode:?}");
-        // The backend got plain ciphertext, not aws-chunked framing.
+        // The backend got the filter's own framing of the ciphertext (its chunks
+        // signed by the filter), not the client's framing of the plaintext.
         let up = h
             .sent_since(from)
             .iter()
             .find(|s| s.method() == "PUT")
             .unwrap();
         assert_eq!(up.headers.get("content-encoding"), None);
-        assert_eq!(up.headers.get("x-amz-decoded-content-length"), None);
+        assert_eq!(
+            up.headers.get("x-amz-content-sha256"),
+            Some(crate::auth::sigv4::STREAMING_SIGNED)
+        );
+        assert_eq!(up.headers.get("x-amz-trailer"), None);
+        let stored = h.world.s3.object(&key).unwrap().data.len();
+        assert_eq!(
+            up.headers.get("x-amz-decoded-content-length"),
+            Some(stored.to_string().as_str())
+        );
         check_upstream(&h, from).unwrap();
     }
     let before = h.world.s3.keys();

@@ -390,8 +390,7 @@ impl Complete {
         );
         // An SSE-C upload's parts need its key: the client's Complete must carry it.
         let mut h = cx.sse_request_at("PUT", path, None, super::cx::SseFor::Object);
-        h.set("content-length", body.len().to_string());
-        cx.sign(&mut h, sigv4::UNSIGNED_PAYLOAD);
+        super::upstream::sign_whole(cx, &mut h, &body);
         let mut call = cx.backend_callout(h);
         call.body = Some(body);
         call

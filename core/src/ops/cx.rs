@@ -124,6 +124,11 @@ impl Cx {
     /// or the shared one). Before a client verified there is none: the request is signed
     /// with an empty key, which no backend accepts.
     pub fn sign(&self, up: &mut Headers, payload_hash: &str) {
+        self.sign_seed(up, payload_hash);
+    }
+
+    /// Signs like [`Cx::sign`]; returns what the body's chunk signatures chain from.
+    pub fn sign_seed(&self, up: &mut Headers, payload_hash: &str) -> sigv4::ChunkSigningContext {
         let method = up.get(":method").unwrap_or("GET").to_string();
         let path = up.get(":path").unwrap_or("/").to_string();
         let (ak, sk) = self
@@ -131,7 +136,7 @@ impl Cx {
             .as_deref()
             .and_then(|c| self.cfg.backend_identity(Some(c)))
             .unwrap_or(("", ""));
-        sigv4::sign(
+        sigv4::sign_seed(
             &method,
             &path,
             up,
@@ -140,7 +145,7 @@ impl Cx {
             &self.cfg.plugin.region,
             self.now(),
             payload_hash,
-        );
+        )
     }
 
     /// A signed body-less request to the backend.

@@ -60,6 +60,7 @@ mod request;
 mod response;
 mod staging;
 mod table;
+mod upstream;
 mod vm;
 
 pub use ports::*;

@@ -436,8 +436,7 @@ impl UploadPartCopy {
                 (kept, held)
             });
             let mut h = cx.sse_request_at("PUT", pc.dest.clone(), None, SseFor::Object);
-            h.set("content-length", body.len().to_string());
-            cx.sign(&mut h, sigv4::UNSIGNED_PAYLOAD);
+            super::upstream::sign_whole(cx, &mut h, &body);
             self.state = PartCopyState::Put(pc);
             let mut c = cx.backend_callout(h);
             c.body = Some(body);

@@ -12,11 +12,12 @@ use super::cx::Cx;
 use super::etags::{self, Known};
 use super::request::{checksum_request, strip_checksum_headers, strip_integrity_headers};
 use super::response::RespBody;
+use super::upstream::UpstreamBody;
 use super::vm::CopyReservation;
 use super::{staging, Counter, ResponseStep};
 use crate::auth::checksum::{ChecksumAlgorithm, Checksummer};
 use crate::auth::chunked::ChunkedDecoder;
-use crate::auth::sigv4::{self, PayloadMode, VerifiedRequest};
+use crate::auth::sigv4::{PayloadMode, VerifiedRequest};
 use crate::crypto::{DataKey, Suite};
 use crate::format::{
     single_stored_len, Envelope, FrameEncryptor, Geometry, Layout, StoredChecksum, Trailer,
@@ -47,8 +48,11 @@ impl Put {
         let Some(Ok(env)) = envelope else {
             return Err(S3Error::internal("s3crypt: no envelope"));
         };
+        // What the backend stores: the ciphertext (with signed chunks upstream, the
+        // decoded length; Content-Length is then the framed one).
         let stored = up
-            .get("content-length")
+            .get("x-amz-decoded-content-length")
+            .or_else(|| up.get("content-length"))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         Ok((
@@ -216,8 +220,7 @@ pub(crate) fn start_upload(
         geo.cipher_len()
     }
     .ok_or_else(S3Error::entity_too_large)?;
-    up.set("content-length", cipher_len.to_string());
-    cx.sign(&mut up, sigv4::UNSIGNED_PAYLOAD);
+    let framing = super::upstream::sign_streamed(cx, &mut up, cipher_len)?;
 
     let mut upload = Box::new(Upload {
         decoder,
@@ -227,6 +230,8 @@ pub(crate) fn start_upload(
         checksum,
         enc: FrameEncryptor::new(suite, &dek, geo, &cx.ports.rng),
         plain: Vec::new(),
+        cipher: Vec::new(),
+        framing,
         result_md5: None,
         result_checksums: Vec::new(),
         stage,
@@ -236,7 +241,7 @@ pub(crate) fn start_upload(
         // No body at all: everything is checked now, and nothing is sent (an empty
         // object has no frames).
         let mut out = Vec::new();
-        upload.push(&[], true, &mut out)?;
+        upload.feed(&[], true, &mut out)?;
         if !out.is_empty() {
             return Err(S3Error::internal("s3crypt: empty body produced data"));
         }
@@ -254,6 +259,10 @@ pub(crate) struct Upload {
     pub(crate) checksum: Option<(Checksummer, ChecksumAlgorithm, Option<String>)>,
     pub(crate) enc: FrameEncryptor,
     pub(crate) plain: Vec<u8>,
+    /// The ciphertext of the current body chunk, before its upstream framing.
+    pub(crate) cipher: Vec<u8>,
+    /// How the ciphertext goes upstream (signed chunks, or as it is).
+    pub(crate) framing: UpstreamBody,
     /// Filled in when the body is complete.
     pub(crate) result_md5: Option<[u8; 16]>,
     pub(crate) result_checksums: Vec<(String, String)>,
@@ -265,13 +274,17 @@ pub(crate) struct Upload {
 }
 
 impl Upload {
-    /// A body chunk: its ciphertext goes to `out` (and to the staged copy, if kept).
+    /// A body chunk: its ciphertext goes to `out` in the upstream framing (and as it is
+    /// to the staged copy, if kept).
     pub fn feed(&mut self, chunk: &[u8], end: bool, out: &mut Vec<u8>) -> Result<(), S3Error> {
-        let before = out.len();
-        self.push(chunk, end, out)?;
-        if let (Some((kept, _)), Some(new)) = (self.stage.as_mut(), out.get(before..)) {
-            kept.extend_from_slice(new);
+        let mut cipher = std::mem::take(&mut self.cipher);
+        cipher.clear();
+        self.push(chunk, end, &mut cipher)?;
+        if let Some((kept, _)) = self.stage.as_mut() {
+            kept.extend_from_slice(&cipher);
         }
+        self.framing.push(&cipher, end, out)?;
+        self.cipher = cipher;
         Ok(())
     }
 

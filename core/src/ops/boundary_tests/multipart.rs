@@ -253,7 +253,8 @@ fn a_short_last_part_is_staged_and_closes_the_object() {
     store.set(&state::shared_key("u1"), record.as_bytes());
     let ok = |status: &str| Headers::from_pairs(vec![(":status".into(), status.into())]);
 
-    // UploadPart 2 of 5,000 bytes: encrypted as it streams, staged once stored.
+    // UploadPart 2 of 5,000 bytes: encrypted as it streams, staged once stored
+    // (the ciphertext, without its upstream framing).
     let plain: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
     let h = request_with(
         "PUT",
@@ -262,7 +263,13 @@ fn a_short_last_part_is_staged_and_closes_the_object() {
         &[],
         sigv4::UNSIGNED_PAYLOAD,
     );
-    let mut ex = exchange(&store);
+    // (Sent unsigned, so that what goes upstream is the ciphertext as staged; the
+    // signed framing is checked in auth::chunked and the harness.)
+    let mut ex = exchange_with(
+        &store,
+        Rc::new(std::cell::Cell::new(NOW)),
+        config_with(br#"{"upstream_authority":"backend:9000","upstream_payload":"unsigned"}"#),
+    );
     forwarded(ex.on_request_headers(&h, false));
     let mut cipher = Vec::new();
     for c in plain.chunks(1500) {
