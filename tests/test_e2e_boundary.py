@@ -314,7 +314,9 @@ def recorder():
 # What the backend may receive besides what the client signed: the filter's own
 # signature and envelope, framing, and Envoy's routing header.
 FILTER_OWN = {"host", "authorization", "x-amz-date", "x-amz-content-sha256", "x-amz-meta-s3crypt",
-              "content-length", "x-forwarded-proto"}
+              "content-length", "x-forwarded-proto",
+              # signed-chunks upstream (upstream_payload): the ciphertext's length
+              "x-amz-decoded-content-length"}
 
 
 def test_backend_never_receives_unsigned_headers(stack, recorder):

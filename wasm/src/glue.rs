@@ -8,7 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
 use s3crypt_core::config::Config;
 use s3crypt_core::headers::Headers;
@@ -147,7 +147,32 @@ struct Root {
 struct Vm {
     engine: Rc<VmState>,
     waiters: RefCell<HashMap<String, Vec<Waiter>>>,
+    /// Streams to reset, decided while answering a call-out (context id, response half).
+    /// Envoy logs a reset stream at once, calling `proxy_on_log` back into the VM, which
+    /// the SDK refuses while it is still in that stream's call-out callback (a "RefCell
+    /// already borrowed" panic that took Envoy down): the root resets them on its next
+    /// tick instead, outside any stream callback.
+    resets: RefCell<Vec<(u32, bool)>>,
+    /// Local replies decided while answering a call-out, sent from the root's tick for
+    /// the same reason (a local reply ends the stream and logs it at once).
+    replies: RefCell<Vec<(u32, Reply)>>,
+    /// Responses to let go on after a call-out held them: resuming a response that is
+    /// complete (headers only, or its held end) finishes the stream and logs it at once,
+    /// so this too waits for the root's tick.
+    resumes: RefCell<Vec<u32>>,
+    /// Held response headers or body to replace, then resume, after a call-out: Envoy may
+    /// finish the stream (and log it) as soon as it has them, so from the root's tick.
+    replaced: RefCell<Vec<(u32, Replace)>>,
 }
+
+enum Replace {
+    Headers(Headers),
+    Body(Vec<u8>),
+}
+
+/// Tick period of the root context: memory gauge, and resets deferred from call-outs.
+const TICK: Duration = Duration::from_secs(1);
+const RESET_TICK: Duration = Duration::from_millis(5);
 
 impl Context for Root {}
 
@@ -164,7 +189,7 @@ impl RootContext for Root {
                 self.metrics = Rc::new(Metrics::define());
                 self.metrics.memory_reported.set(reported);
                 self.metrics.report_memory();
-                self.set_tick_period(Duration::from_secs(1));
+                self.set_tick_period(TICK);
                 true
             }
             Err(e) => {
@@ -179,6 +204,54 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        let replies: Vec<(u32, Reply)> = std::mem::take(&mut *self.vm.replies.borrow_mut());
+        let resets: Vec<(u32, bool)> = std::mem::take(&mut *self.vm.resets.borrow_mut());
+        let resumes: Vec<u32> = std::mem::take(&mut *self.vm.resumes.borrow_mut());
+        let pending_replace = !self.vm.replaced.borrow().is_empty();
+        if !replies.is_empty() || !resets.is_empty() || !resumes.is_empty() || pending_replace {
+            let replaced: Vec<(u32, Replace)> = std::mem::take(&mut *self.vm.replaced.borrow_mut());
+            for (id, r) in replaced {
+                if hostcalls::set_effective_context(id).is_err() {
+                    continue;
+                }
+                let _ = match r {
+                    Replace::Headers(h) => {
+                        hostcalls::set_map(MapType::HttpResponseHeaders, pairs(&h))
+                    }
+                    Replace::Body(b) => {
+                        hostcalls::set_buffer(BufferType::HttpResponseBody, 0, 0, &b)
+                    }
+                };
+                let _ = hostcalls::resume_http_response();
+            }
+            for id in resumes {
+                if hostcalls::set_effective_context(id).is_ok() {
+                    let _ = hostcalls::resume_http_response();
+                }
+            }
+            for (id, r) in replies {
+                if hostcalls::set_effective_context(id).is_err() {
+                    continue; // gone already
+                }
+                let hs: Vec<(&str, &str)> = r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let _ = hostcalls::send_http_response(u32::from(r.status), hs, Some(&r.body));
+            }
+            for (id, response) in resets {
+                if hostcalls::set_effective_context(id).is_err() {
+                    continue; // gone already
+                }
+                let _ = if response {
+                    hostcalls::reset_http_response()
+                } else {
+                    hostcalls::reset_http_request()
+                };
+            }
+            self.set_tick_period(TICK);
+        }
         self.metrics.report_memory();
     }
 
@@ -206,6 +279,7 @@ impl RootContext for Root {
                 String::new(),
             ))),
             buf: Vec::new(),
+            in_callout: false,
         }))
     }
 
@@ -256,15 +330,14 @@ fn wake_waiters(vm: &Vm, own: u32) {
                     let _ = hostcalls::resume_http_request();
                 }
                 RequestStep::Reply(r) => {
-                    let hs: Vec<(&str, &str)> = r
-                        .headers
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_str()))
-                        .collect();
-                    let _ = hostcalls::send_http_response(u32::from(r.status), hs, Some(&r.body));
+                    // From another stream's callback: deferred (see `Vm::replies`).
+                    vm.replies.borrow_mut().push((id, r));
+                    let _ = hostcalls::set_tick_period(RESET_TICK);
                 }
                 _ => {
-                    let _ = hostcalls::reset_http_request();
+                    // From another stream's callback: deferred (see `Vm::resets`).
+                    vm.resets.borrow_mut().push((id, false));
+                    let _ = hostcalls::set_tick_period(RESET_TICK);
                 }
             }
         }
@@ -281,6 +354,8 @@ struct Http {
     ex: Rc<RefCell<Exchange>>,
     /// Reused output buffer for body chunks.
     buf: Vec<u8>,
+    /// Inside `on_http_call_response` (a reset must be deferred, see [`Vm::resets`]).
+    in_callout: bool,
 }
 
 impl Http {
@@ -300,7 +375,13 @@ impl Http {
                 Action::Continue
             }
             RequestStep::Reply(r) => {
-                self.send_reply(r);
+                if self.in_callout {
+                    // (See `Vm::replies`.)
+                    self.vm.replies.borrow_mut().push((self.id, r));
+                    let _ = hostcalls::set_tick_period(RESET_TICK);
+                } else {
+                    self.send_reply(r);
+                }
                 Action::Pause
             }
             RequestStep::CallOut(c) => self.call_out(&c),
@@ -363,12 +444,20 @@ impl Http {
             CallOutStep::Response(ResponseResume::Continue) => Action::Continue,
             CallOutStep::Response(ResponseResume::Headers(h)) => {
                 // The response headers are still held (paused): these replace them.
+                if self.in_callout {
+                    self.defer_replace(Replace::Headers(h));
+                    return Action::Pause;
+                }
                 self.set_http_response_headers(pairs(&h));
                 Action::Continue
             }
             CallOutStep::Response(ResponseResume::Body(b)) => {
                 // The response body was held at its end, every chunk emptied: this is all
                 // of it.
+                if self.in_callout {
+                    self.defer_replace(Replace::Body(b));
+                    return Action::Pause;
+                }
                 self.set_http_response_body(0, 0, &b);
                 Action::Continue
             }
@@ -377,10 +466,28 @@ impl Http {
             }
             CallOutStep::Response(ResponseResume::Reset(msg)) => {
                 log(LogLevel::Warn, &msg);
-                self.reset_http_response();
+                if self.in_callout {
+                    self.defer_reset(true);
+                } else {
+                    self.reset_http_response();
+                }
                 Action::Pause
             }
         }
+    }
+
+    /// Resets this stream from the root's next tick (see [`Vm::resets`]); it stays paused
+    /// until then, nothing more of it is released.
+    fn defer_reset(&self, response: bool) {
+        self.vm.resets.borrow_mut().push((self.id, response));
+        let _ = hostcalls::set_tick_period(RESET_TICK);
+    }
+
+    /// Replaces held response headers or body, then resumes, from the root's next tick
+    /// (see [`Vm::replaced`]).
+    fn defer_replace(&self, r: Replace) {
+        self.vm.replaced.borrow_mut().push((self.id, r));
+        let _ = hostcalls::set_tick_period(RESET_TICK);
     }
 
     /// A call-out made from the response: hold the response until it answers.
@@ -411,12 +518,16 @@ impl Context for Http {
         };
         // The engine says which half of the stream the call-out held.
         let response = matches!(step, CallOutStep::Response(_));
+        self.in_callout = true;
         let action = self.apply_callout_step(step);
+        self.in_callout = false;
         // A part-table lookup may have ended: reads waiting for it go on.
         wake_waiters(&self.vm, self.id);
         if let Action::Continue = action {
             if response {
-                self.resume_http_response();
+                // (See `Vm::resumes`.)
+                self.vm.resumes.borrow_mut().push(self.id);
+                let _ = hostcalls::set_tick_period(RESET_TICK);
             } else {
                 self.resume_http_request();
             }
