@@ -414,39 +414,13 @@ impl Part {
         let (Some(md5), Some((suite, dek, number))) = (md5, self.seal.as_ref()) else {
             return Err(S3Error::internal("s3crypt: the part has no digest"));
         };
-        let entry = parts::EtagKey::new(*suite, dek)
-            .seal(&self.upload_id, *number, backend, &md5, &*cx.ports.rng)
-            .ok_or_else(|| {
-                S3Error::internal("s3crypt: the backend's ETag for the part could not be recorded")
-            })?;
-        let mut calls = Vec::new();
-        match cx.cfg.plugin.state_store {
-            StateStore::SharedData => {
-                let key = parts::shared_key(&self.upload_id);
-                let n = *number;
-                if !cx
-                    .ports
-                    .store
-                    .update(&key, &|cur| parts::shared_with(cur, n, &entry))
-                {
-                    return Err(S3Error::slow_down(
-                        "s3crypt: the part's ETag could not be recorded; please retry the part",
-                    ));
-                }
-            }
-            StateStore::Redis => {
-                let key = parts::redis_key(&self.upload_id);
-                let ttl = cx.cfg.plugin.upload_ttl_secs;
-                calls.push(Then {
-                    call: cx.webdis(parts::hset(&cx.cfg, &key, *number, &entry)),
-                    must: Some("HSET"),
-                });
-                calls.push(Then {
-                    call: cx.webdis(parts::expire(&cx.cfg, &key, ttl)),
-                    must: Some("EXPIRE"),
-                });
-            }
-        }
+        let calls = record_part_entry(cx, &self.upload_id, *suite, dek, *number, backend, &md5)?
+            .into_iter()
+            .map(|(call, must)| Then {
+                call,
+                must: Some(must),
+            })
+            .collect();
         Ok((format!("\"{}\"", hex::encode(md5)), calls))
     }
 
@@ -597,5 +571,50 @@ impl Abort {
             }
         }
         ResponseStep::Forward(out)
+    }
+}
+
+/// Records part `number`'s entry (its backend ETag and sealed plaintext MD5) for an
+/// upload: in shared data at once, or the webdis commands (with the command whose answer
+/// must come back) that record it in Redis. UploadPart and UploadPartCopy use it.
+pub(crate) fn record_part_entry(
+    cx: &Cx,
+    upload_id: &str,
+    suite: Suite,
+    dek: &DataKey,
+    number: u32,
+    backend: &str,
+    md5: &[u8; 16],
+) -> Result<Vec<(CallOut, &'static str)>, S3Error> {
+    let entry = parts::EtagKey::new(suite, dek)
+        .seal(upload_id, number, backend, md5, &*cx.ports.rng)
+        .ok_or_else(|| {
+            S3Error::internal("s3crypt: the backend's ETag for the part could not be recorded")
+        })?;
+    match cx.cfg.plugin.state_store {
+        StateStore::SharedData => {
+            let key = parts::shared_key(upload_id);
+            if !cx
+                .ports
+                .store
+                .update(&key, &|cur| parts::shared_with(cur, number, &entry))
+            {
+                return Err(S3Error::slow_down(
+                    "s3crypt: the part's ETag could not be recorded; please retry the part",
+                ));
+            }
+            Ok(Vec::new())
+        }
+        StateStore::Redis => {
+            let key = parts::redis_key(upload_id);
+            let ttl = cx.cfg.plugin.upload_ttl_secs;
+            Ok(vec![
+                (
+                    cx.webdis(parts::hset(&cx.cfg, &key, number, &entry)),
+                    "HSET",
+                ),
+                (cx.webdis(parts::expire(&cx.cfg, &key, ttl)), "EXPIRE"),
+            ])
+        }
     }
 }

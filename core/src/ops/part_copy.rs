@@ -10,15 +10,14 @@ use md5::{Digest as _, Md5};
 use super::copy::{copy_source_in_scope, copy_source_ok, copy_source_path};
 use super::cx::{iso8601, part_put_failed, precondition_failed, Cx, SseFor};
 use super::etags;
-use super::multipart::{find_record, part_number, record_answered, Record};
+use super::multipart::{find_record, part_number, record_answered, record_part_entry, Record};
 use super::put::part_geometry;
 use super::request::PassBody;
 use super::response::RespBody;
 use super::table::{cached_table, parts_in_etag, table_version, Found, Lookup};
 use super::vm::CopyReservation;
-use super::{staging, BodyError, CallOutStep, Counter, Reply, RequestStep, ResponseStep};
+use super::{staging, BodyError, CallOut, CallOutStep, Counter, Reply, RequestStep, ResponseStep};
 use crate::auth::sigv4;
-use crate::config::StateStore;
 use crate::crypto::{DataKey, Suite};
 use crate::format::part_table::{PartTable, RangeDecryptor};
 use crate::format::{
@@ -527,34 +526,18 @@ impl UploadPartCopy {
             return Err(part_put_failed(status, &String::from_utf8_lossy(body)));
         };
         let md5: [u8; 16] = std::mem::take(&mut pc.md5).finalize().into();
-        let entry = parts::EtagKey::new(pc.dest_suite, &pc.dest_dek)
-            .seal(&self.upload_id, pc.number, &backend, &md5, &*cx.ports.rng)
-            .ok_or_else(|| {
-                S3Error::internal("s3crypt: the backend's ETag for the part could not be recorded")
-            })?;
-        let mut calls = Vec::new();
-        match cx.cfg.plugin.state_store {
-            StateStore::SharedData => {
-                let n = pc.number;
-                let key = parts::shared_key(&self.upload_id);
-                if !cx
-                    .ports
-                    .store
-                    .update(&key, &|cur| parts::shared_with(cur, n, &entry))
-                {
-                    return Err(S3Error::slow_down(
-                        "s3crypt: the part's ETag could not be recorded; please retry",
-                    ));
-                }
-            }
-            StateStore::Redis => {
-                let key = parts::redis_key(&self.upload_id);
-                let ttl = cx.cfg.plugin.upload_ttl_secs;
-                let hset = parts::hset(&cx.cfg, &key, pc.number, &entry);
-                calls.push((cx.webdis(hset), Some("HSET")));
-                calls.push((cx.webdis(parts::expire(&cx.cfg, &key, ttl)), Some("EXPIRE")));
-            }
-        }
+        let mut calls: Vec<(CallOut, Option<&'static str>)> = record_part_entry(
+            cx,
+            &self.upload_id,
+            pc.dest_suite,
+            &pc.dest_dek,
+            pc.number,
+            &backend,
+            &md5,
+        )?
+        .into_iter()
+        .map(|(call, must)| (call, Some(must)))
+        .collect();
         let xml = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyPartResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{}</LastModified><ETag>&quot;{}&quot;</ETag></CopyPartResult>",
             iso8601(cx.now()),
