@@ -323,11 +323,6 @@ def test_barman_cloud_archive_backup_restore(stack, bucket, pgbase):
 # ------------------------------------------------------------------------------ pgBackRest
 
 
-@pytest.mark.xfail(strict=True, run=False, reason=(
-    "KNOWN BUG (open): since the single-object ETag trailer work, Envoy 1.40 segfaults during this test "
-    "('HTTP filter manager low watermark callback without a preceding high', then SIGSEGV) while GETs of "
-    "version-3 objects hold their response for the trailer call-out; not run, so that it does not take "
-    "down the shared stack of the rest of the suite. See the stop note."))
 def test_pgbackrest_full_incr_restore_over_tls(stack, bucket, pgbase):
     base, clusters = pgbase
     canary = "s3crypt-pgbackrest-canary-" + secrets.token_hex(8)

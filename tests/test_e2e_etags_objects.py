@@ -70,3 +70,44 @@ def test_listings_show_plaintext_etags_and_sizes(stack, bucket):
         head = s3.head_object(Bucket=bucket, Key=k)
         assert head["ContentLength"] == n
         assert head["ETag"] == etag or etag is None
+
+
+def test_a_long_page_held_for_a_lookup_is_cut_not_reset(stack, bucket):
+    """Found with pgBackRest: a listing page held while one listed object is looked up
+    went to Envoy as one buffer after the lookup; a page over Envoy's buffer limit (1 MiB)
+    made Envoy reset the stream, and Envoy 1.40 then crashed (a watermark it never raised).
+    The filter cuts such a page (FORMAT-independent: ops/listing.rs HELD_PAGE_MAX)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s3 = stack.s3()
+    stem = "p/" + "k" * 980  # 1000 keys of ~1 KiB: a ~1.3 MB page
+    want = {}
+
+    def put(i):
+        data = pattern(20 + i, seed=i)
+        s3.put_object(Bucket=bucket, Key=f"{stem}{i:04}", Body=data)
+        return f"{stem}{i:04}", (len(data), md5_etag(data))
+
+    with ThreadPoolExecutor(4) as ex:
+        want = dict(ex.map(put, range(1000)))
+    # The provider copies one object over the last key: a version the filter never saw,
+    # looked up while the (otherwise known, ~1.3 MB) first page is held.
+    last, other = f"{stem}0999", f"{stem}0001"
+    stack.backend_s3().copy_object(Bucket=bucket, Key=last, CopySource={"Bucket": bucket, "Key": other})
+    want[last] = want[other]
+    cut = stack.counter("s3crypt_listings_cut")
+    listed, pages, token = {}, 0, None
+    while True:
+        kw = {"ContinuationToken": token} if token else {}
+        page = s3.list_objects_v2(Bucket=bucket, Prefix="p/", **kw)
+        pages += 1
+        for o in page.get("Contents", []):
+            assert o["Key"] not in listed
+            listed[o["Key"]] = (o["Size"], o["ETag"])
+        if not page["IsTruncated"]:
+            break
+        token = page["NextContinuationToken"]
+    assert listed == want
+    assert pages >= 4, pages
+    assert stack.counter("s3crypt_listings_cut") > cut
+    assert s3.head_object(Bucket=bucket, Key=last)["ETag"] == want[last][1]

@@ -166,7 +166,6 @@ struct Vm {
 }
 
 enum Replace {
-    Headers(Headers),
     Body(Vec<u8>),
 }
 
@@ -215,9 +214,6 @@ impl RootContext for Root {
                     continue;
                 }
                 let _ = match r {
-                    Replace::Headers(h) => {
-                        hostcalls::set_map(MapType::HttpResponseHeaders, pairs(&h))
-                    }
                     Replace::Body(b) => {
                         hostcalls::set_buffer(BufferType::HttpResponseBody, 0, 0, &b)
                     }
@@ -442,15 +438,6 @@ impl Http {
         match step {
             CallOutStep::Request(s) => self.apply_request_step(s),
             CallOutStep::Response(ResponseResume::Continue) => Action::Continue,
-            CallOutStep::Response(ResponseResume::Headers(h)) => {
-                // The response headers are still held (paused): these replace them.
-                if self.in_callout {
-                    self.defer_replace(Replace::Headers(h));
-                    return Action::Pause;
-                }
-                self.set_http_response_headers(pairs(&h));
-                Action::Continue
-            }
             CallOutStep::Response(ResponseResume::Body(b)) => {
                 // The response body was held at its end, every chunk emptied: this is all
                 // of it.

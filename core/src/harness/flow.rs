@@ -311,18 +311,6 @@ impl Flow {
                 }
                 None
             }
-            CallOutStep::Response(ResponseResume::Headers(h)) => {
-                if ctx == Ctx::RespHeaders {
-                    self.send_headers(h);
-                    self.next_resp(None);
-                } else {
-                    w.anomalies
-                        .push("response headers replaced after they went out".into());
-                    self.out.reset = true;
-                    self.state = St::Done;
-                }
-                None
-            }
             CallOutStep::Response(ResponseResume::Body(b)) => {
                 match ctx {
                     Ctx::RespBody(i) => {

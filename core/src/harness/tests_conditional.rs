@@ -196,3 +196,40 @@ fn a_change_after_the_check_is_caught_by_the_backend() {
     h.world.s3.answer = None;
     assert_eq!(h.get("r").body, b"new");
 }
+
+/// A version 3 object (no Content-MD5: its MD5 is in the trailer) checked by a process
+/// that never saw it: the trailer is read before the condition is evaluated, so the
+/// client's ETag (from the PUT) matches; GetObjectAttributes shows it too.
+#[test]
+fn if_match_in_a_fresh_process_reads_the_trailer_first() {
+    let mut h = backend_mode(104);
+    let r = h.send(Request::put(&obj("t"), b"v1"));
+    assert_eq!(r.header("etag"), Some(md5_hex(b"v1").as_str()));
+    h.restart(0);
+    let from = h.mark();
+    let r = h.send(Request::put(&obj("t"), b"v2").header("if-match", &md5_hex(b"v1")));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let calls = h.sent_since(from);
+    assert!(
+        calls.iter().any(|s| s
+            .headers
+            .get("range")
+            .is_some_and(|r| r.starts_with("bytes="))),
+        "the trailer was read"
+    );
+    assert_eq!(h.get("t").body, b"v2");
+    // A stale ETag still fails.
+    h.restart(0);
+    let r = h.send(Request::put(&obj("t"), b"v3").header("if-match", &md5_hex(b"v1")));
+    assert_eq!(r.status, 412);
+    h.restart(0);
+    let r = h.send(
+        Request::get(&format!("{}?attributes", obj("t"))).header("x-amz-object-attributes", "ETag"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.xml("ETag").map(|e| e.trim_matches('"').to_string()),
+        Some(hex::encode(Md5::digest(b"v2")))
+    );
+    h.assert_clean();
+}

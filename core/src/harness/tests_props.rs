@@ -185,3 +185,23 @@ proptest! {
         prop_assert!(h.world.anomalies.is_empty(), "{:?}", h.world.anomalies);
     }
 }
+
+/// Found by `random_operations_with_failing_call_outs` (fresh-clone CI, 2026-12-01): part 1
+/// of an empty single object, read with call-outs failing at random.
+#[test]
+fn part_one_of_an_empty_object_under_faults() {
+    for seed in 0..64u64 {
+        for faults in [false, true] {
+            let mut sim = Sim::new(Options::redis(), seed, faults, Splitter::Seeded);
+            let ops = [
+                Op::Put {
+                    key: 2,
+                    len: 0,
+                    chunked: 0,
+                },
+                Op::Part { key: 2, n: 1 },
+            ];
+            run_all(&mut sim, &ops).unwrap_or_else(|e| panic!("seed {seed} faults {faults}: {e}"));
+        }
+    }
+}

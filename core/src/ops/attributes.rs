@@ -76,6 +76,8 @@ pub(crate) struct Attributes {
 enum AttrState {
     /// The object's HEAD is in flight.
     Head,
+    /// The HEAD answered (kept); a version 3 object's trailer is being read.
+    Trailer(Headers),
     /// A multipart object's part table is being looked up.
     Table(Box<Lookup>, Box<Facts>),
     /// Answered.
@@ -122,7 +124,18 @@ impl Attributes {
 
     pub fn callout(&mut self, cx: &Cx, resp: Option<(&Headers, &[u8])>) -> CallOutStep {
         let r = match std::mem::replace(&mut self.state, AttrState::Done) {
-            AttrState::Head => self.after_head(cx, resp.map(|(h, _)| h)),
+            AttrState::Head => match resp.and_then(|(h, _)| {
+                super::etags::trailer_needed(cx, h, super::cx::SseFor::Object).map(|c| (h, c))
+            }) {
+                // A version 3 object's ETag is in its trailer: read first.
+                Some((h, call)) => {
+                    self.state = AttrState::Trailer(h.clone());
+                    Ok(RequestStep::CallOut(call))
+                }
+                None => self.after_head(cx, resp.map(|(h, _)| h)),
+            },
+            AttrState::Trailer(head) => super::etags::trailer_learnt(cx, &head, resp)
+                .and_then(|()| self.after_head(cx, Some(&head))),
             AttrState::Table(mut lookup, facts) => match lookup.answered(cx, resp) {
                 Ok(Found::Table(t)) => self.answer(cx, &facts, Some(&t)),
                 Ok(Found::Read(call)) => {
@@ -202,7 +215,11 @@ impl Attributes {
             let facts = Facts {
                 etag,
                 size: geo.plain_len,
-                checksum: env.checksum.clone(),
+                // (A version 3 object's is in its trailer, read before: in the cache.)
+                checksum: env
+                    .checksum
+                    .clone()
+                    .or_else(|| super::etags::cached_for(cx, &env, resp).and_then(|k| k.checksum)),
                 storage_class,
                 stored_parts: None,
                 headers,

@@ -33,6 +33,9 @@ pub(crate) struct Complete {
     body: RespBody,
     upload_id: String,
     state: CompleteState,
+    /// The ETag the backend gives the object it completes from the part list sent
+    /// (S3's `md5-of-md5s-N`): answered where the backend's answer has none (RGW).
+    expected_etag: Option<String>,
 }
 
 enum CompleteState {
@@ -95,6 +98,7 @@ impl Complete {
             body: RespBody::Xml(Vec::new()),
             upload_id: req.query_param("uploadId").unwrap_or("").to_string(),
             state: CompleteState::Holding,
+            expected_etag: None,
         };
         Ok((op, RequestStep::Forward(up)))
     }
@@ -127,6 +131,7 @@ impl Complete {
         self.state = CompleteState::Sent;
         match self.complete_list_held(cx, blanked, parts)? {
             RequestStep::Body(b) => {
+                self.expected_etag = etag_of_list(&b);
                 out.extend_from_slice(&b);
                 Ok(None)
             }
@@ -159,6 +164,9 @@ impl Complete {
             }
             CompleteState::Holding | CompleteState::Sent => return super::unexpected_callout(cx),
         };
+        if let Ok(RequestStep::Body(b)) = &r {
+            self.expected_etag = etag_of_list(b);
+        }
         cx.request_step(r)
     }
 
@@ -179,10 +187,14 @@ impl Complete {
             return Ok(None);
         };
         let mut hold = None;
+        let mut text = text;
         if !text.contains("<Error>") {
             hold = staging::forget_upload(cx, &self.upload_id);
             if hold.is_some() {
                 self.state = CompleteState::Forgetting;
+            }
+            if let Some(e) = &self.expected_etag {
+                text = with_etag(&text, e).unwrap_or(text);
             }
         }
         out.extend_from_slice(text.as_bytes());
@@ -665,6 +677,38 @@ pub(crate) fn part_list<'a>(
     Ok(out)
 }
 
+/// The ETag S3 gives a multipart object completed from parts with these ETags:
+/// `"<hex MD5 of the parts' binary MD5s>-<count>"`; `None` if one is not an MD5.
+pub(crate) fn multipart_etag<'a>(parts: impl Iterator<Item = &'a str>) -> Option<String> {
+    use md5::{Digest as _, Md5};
+    let mut h = Md5::new();
+    let mut n = 0u32;
+    for e in parts {
+        let b: [u8; 16] = hex::decode(etag_hex(e)).ok()?.try_into().ok()?;
+        h.update(b);
+        n = n.checked_add(1)?;
+    }
+    (n > 0).then(|| format!("\"{}-{n}\"", hex::encode(h.finalize())))
+}
+
+/// The multipart ETag of the part list the filter sends upstream.
+fn etag_of_list(list: &[u8]) -> Option<String> {
+    let etags = xml::element_texts(&String::from_utf8_lossy(list), "ETag");
+    multipart_etag(etags.iter().map(String::as_str))
+}
+
+/// A CompleteMultipartUploadResult whose `<ETag>` is empty (RGW's) with `etag` filled in
+/// (escaped); `None` if it has one or none at all.
+pub(crate) fn with_etag(result: &str, etag: &str) -> Option<String> {
+    let filled = format!("<ETag>{}</ETag>", crate::s3::error::xml_escape(etag));
+    for empty in ["<ETag></ETag>", "<ETag/>", "<ETag />"] {
+        if result.contains(empty) {
+            return Some(result.replacen(empty, &filled, 1));
+        }
+    }
+    None
+}
+
 /// An ETag as hex digits to compare: quotes and case dropped.
 pub(crate) fn etag_hex(e: &str) -> String {
     e.trim().trim_matches('"').to_ascii_lowercase()
@@ -776,4 +820,37 @@ pub(crate) fn blank_part_checksums(xml: &[u8]) -> Vec<u8> {
         pos = end;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multipart_etags_are_md5_of_the_part_md5s() {
+        // Parts "hello" and "world" (Python: md5(md5(b"hello").digest() + md5(b"world").digest())).
+        let parts = [
+            "\"5d41402abc4b2a76b9719d911017c592\"",
+            "7D793037A0760186574B0282F2F435E7",
+        ];
+        assert_eq!(
+            multipart_etag(parts.into_iter()).as_deref(),
+            Some("\"065947336a2f2a95ba8899f3675c3be6-2\"")
+        );
+        assert_eq!(multipart_etag(["\"abc\""].into_iter()), None);
+        assert_eq!(multipart_etag(std::iter::empty()), None);
+    }
+
+    #[test]
+    fn only_an_empty_etag_is_filled_in() {
+        let rgw = "<CompleteMultipartUploadResult><Key>k</Key><ETag></ETag></CompleteMultipartUploadResult>";
+        assert_eq!(
+            with_etag(rgw, "\"ab-2\"").as_deref(),
+            Some("<CompleteMultipartUploadResult><Key>k</Key><ETag>&quot;ab-2&quot;</ETag></CompleteMultipartUploadResult>")
+        );
+        assert_eq!(
+            with_etag("<R><ETag>&quot;cd-2&quot;</ETag></R>", "\"ab-2\""),
+            None
+        );
+    }
 }

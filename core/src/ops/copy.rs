@@ -177,7 +177,7 @@ impl Copy {
                     Ok(p) => p,
                     Err(e) => return cx.reject(&e),
                 };
-                let call = etags::trailer_read(cx, path, &etag, stored);
+                let call = etags::trailer_read(cx, path, &etag, stored, SseFor::CopySource);
                 self.state = CopyState::Trailer(Box::new(SourceTrailer {
                     up,
                     src: resp.clone(),
@@ -516,9 +516,14 @@ impl Copy {
     ) -> Result<RequestStep, S3Error> {
         let text = String::from_utf8_lossy(body);
         let etag = xml::element_text(&text, "ETag").filter(|_| !text.contains("<Error>"));
-        let Some(etag) = etag.filter(|_| status == Some(200)) else {
+        let Some(mut etag) = etag.filter(|_| status == Some(200)) else {
             return self.copy_abort(cx, &mc, copy_failed(status));
         };
+        if etag.trim().is_empty() {
+            // RGW answers an empty ETag: the one it gives the object (HEAD shows it).
+            let parts = mc.etags.iter().map(|(_, e)| e.as_str());
+            etag = super::complete::multipart_etag(parts).unwrap_or(etag);
+        }
         let xml = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{}</LastModified><ETag>{}</ETag></CopyObjectResult>",
             iso8601(cx.now()),

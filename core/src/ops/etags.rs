@@ -11,7 +11,7 @@
 
 use sha2::{Digest as _, Sha256};
 
-use super::cx::Cx;
+use super::cx::{Cx, SseFor};
 use super::get::parse_content_range;
 use super::CallOut;
 use crate::crypto::{DataKey, WRAPPED_DEK_LEN};
@@ -166,6 +166,61 @@ pub(crate) fn remember(cx: &Cx, bucket: &str, key: &str, etag: &str, stored: u64
     }
 }
 
+/// The slot and tag of the "latest version seen" hint of an object (bucket, key and the
+/// `versionId` a read named, if any).
+fn latest_slot(cx: &Cx, bucket: &str, key: &str, version: &str) -> Option<(String, String)> {
+    let mut h = Sha256::new();
+    for f in ["latest", bucket, key, version] {
+        h.update((f.len() as u64).to_be_bytes());
+        h.update(f.as_bytes());
+    }
+    let id: [u8; 32] = h.finalize().into();
+    let slots = u64::from(cx.cfg.plugin.etag_cache_slots);
+    let n = u64::from_be_bytes(id.first_chunk().copied().unwrap_or([0; 8])).checked_rem(slots)?;
+    Some((format!("s3crypt/eh/{n}"), hex::encode(id)))
+}
+
+/// The object version (backend ETag, stored size) a read of the request's object last
+/// saw or a write made, and what the cache knows of it: a GET or HEAD that finds it
+/// goes upstream at once; one that does not reads the object's trailer first.
+pub(crate) fn latest_known(cx: &Cx) -> Option<(String, u64, Known)> {
+    let (bucket, key) = request_object(cx);
+    let (s, tag) = latest_slot(cx, &bucket, &key, &request_version(cx))?;
+    let v = cx.ports.store.get(&s)?;
+    let v = std::str::from_utf8(&v).ok()?;
+    let mut f = v.splitn(3, '\n');
+    if f.next()? != tag {
+        return None;
+    }
+    let stored: u64 = f.next()?.parse().ok()?;
+    let etag = f.next()?.to_string();
+    let k = cached(cx, &bucket, &key, &etag, stored)?;
+    (k.md5.is_some() || k.version < crate::format::SINGLE_ENVELOPE_VERSION)
+        .then_some((etag, stored, k))
+}
+
+/// Notes (backend ETag, stored size) as the latest version of the request's object
+/// (`None`: forgets it, after a read found the object changed).
+pub(crate) fn note_latest(cx: &Cx, version: Option<(&str, u64)>) {
+    let (bucket, key) = request_object(cx);
+    let Some((s, tag)) = latest_slot(cx, &bucket, &key, &request_version(cx)) else {
+        return;
+    };
+    let v = match version {
+        Some((etag, stored)) => format!("{tag}\n{stored}\n{etag}"),
+        None => String::new(),
+    };
+    cx.ports.store.set(&s, v.as_bytes());
+}
+
+fn request_version(cx: &Cx) -> String {
+    cx.req
+        .as_ref()
+        .and_then(|r| r.query_param("versionId"))
+        .unwrap_or("")
+        .to_string()
+}
+
 /// The bucket and key of the request's object.
 pub(crate) fn request_object(cx: &Cx) -> (String, String) {
     cx.req.as_ref().map_or_else(Default::default, |r| {
@@ -206,11 +261,18 @@ pub(crate) fn known_md5(cx: &Cx, resp: &Headers, bucket: &str, key: &str) -> Opt
 }
 
 /// The read of a version 3 object's trailer: its last [`TRAILER_LEN`] stored bytes, of
-/// the version `etag` names.
-pub(crate) fn trailer_read(cx: &Cx, path: String, etag: &str, stored: u64) -> CallOut {
+/// the version `etag` names (with the client's SSE-C key `which`, if it sent one).
+pub(crate) fn trailer_read(
+    cx: &Cx,
+    path: String,
+    etag: &str,
+    stored: u64,
+    which: SseFor,
+) -> CallOut {
     let first = stored.saturating_sub(TRAILER_LEN);
     let last = stored.saturating_sub(1);
-    let mut h = cx.request_at("GET", path, Some(format!("bytes={first}-{last}")));
+    let range = Some(format!("bytes={first}-{last}"));
+    let mut h = cx.sse_request_at("GET", path, range, which);
     h.set("if-match", etag.to_string());
     cx.backend_callout(h)
 }
@@ -260,6 +322,55 @@ pub(crate) fn trailer_answered(
     open_trailer(env.suite, dek, plain_len, body).map_err(|_| cx.integrity())
 }
 
+/// For the backend's answer to a HEAD of the request's object: the read of its trailer,
+/// if it is a version 3 single object whose MD5 (its ETag) the cache does not know. A
+/// check against the ETag clients see ([`visible_for`]) reads it first
+/// ([`trailer_learnt`]), so it compares with the plaintext MD5 even in a fresh process.
+pub(crate) fn trailer_needed(cx: &Cx, head: &Headers, which: SseFor) -> Option<CallOut> {
+    if head.get(":status") != Some("200") {
+        return None;
+    }
+    let (env, _) = cx
+        .open_envelope(head.get(crate::format::ENVELOPE_HEADER)?)
+        .ok()?;
+    let known = Known::of(&env, None);
+    if env.layout != Layout::Single
+        || env.version < crate::format::SINGLE_ENVELOPE_VERSION
+        || known.md5.is_some()
+    {
+        return None;
+    }
+    if cached_for(cx, &env, head).is_some_and(|k| k.md5.is_some()) {
+        return None;
+    }
+    let etag = head.get("etag")?;
+    let stored: u64 = head.get("content-length")?.parse().ok()?;
+    Some(trailer_read(cx, cx.object_path(), etag, stored, which))
+}
+
+/// The trailer read [`trailer_needed`] asked for answered: what it holds is in the cache
+/// (a version that changed since the HEAD is a 503, bytes that do not verify an
+/// integrity failure).
+pub(crate) fn trailer_learnt(
+    cx: &Cx,
+    head: &Headers,
+    resp: Option<(&Headers, &[u8])>,
+) -> Result<(), S3Error> {
+    let ev = head
+        .get(crate::format::ENVELOPE_HEADER)
+        .ok_or_else(|| cx.integrity())?;
+    let (env, dek) = cx.open_envelope(ev)?;
+    let etag = head.get("etag").unwrap_or("");
+    let stored: u64 = head
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| cx.integrity())?;
+    let t = trailer_answered(cx, resp, &env, &dek, etag, stored)?;
+    let (bucket, key) = request_object(cx);
+    remember(cx, &bucket, &key, etag, stored, &Known::of(&env, Some(&t)));
+    Ok(())
+}
+
 /// The ETag clients see for a single object from the backend's answer to a HEAD (its
 /// envelope opened): the plaintext MD5 sealed in the envelope, or, for a version 3
 /// object (MD5 in the trailer), the one the cache knows; else the backend's ETag. (A
@@ -274,14 +385,15 @@ pub(crate) fn visible_for(cx: &Cx, env: &Envelope, resp: &Headers) -> String {
     if known.md5.is_some() {
         return known.etag(backend);
     }
-    let stored = resp
-        .get("content-length")
-        .and_then(|v| v.parse::<u64>().ok());
+    cached_for(cx, env, resp).map_or_else(|| backend.to_string(), |k| k.etag(backend))
+}
+
+/// What the cache knows of the single object version whose HEAD answered `resp` (its
+/// envelope `env`).
+pub(crate) fn cached_for(cx: &Cx, env: &Envelope, resp: &Headers) -> Option<Known> {
+    let stored: u64 = resp.get("content-length")?.parse().ok()?;
     let (bucket, key) = request_object(cx);
-    stored
-        .and_then(|n| cached(cx, &bucket, &key, backend, n))
-        .filter(|k| k.matches(env))
-        .map_or_else(|| backend.to_string(), |k| k.etag(backend))
+    cached(cx, &bucket, &key, resp.get("etag").unwrap_or(""), stored).filter(|k| k.matches(env))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use super::request::{remove_query_param, strip_checksum_headers};
 use super::response::{replace_response, RespBody};
 use super::table::{cached_table, parts_in_etag, table_version, Found, Lookup};
 use super::vm::LookupInFlight;
-use super::{BodyError, CallOutStep, Counter, RequestStep, ResponseResume, ResponseStep};
+use super::{BodyError, CallOutStep, Counter, RequestStep, ResponseStep};
 use crate::auth::sigv4;
 use crate::crypto::DataKey;
 use crate::format::part_table::{PartTable, RangeDecryptor, RangePlan};
@@ -40,22 +40,22 @@ enum GetState {
     Table(Box<Lookup>, Headers),
     /// Another request of this VM is looking up the same part table.
     Wait(Box<TableWait>),
-    /// The response headers are held while the trailer of a version 3 single object is
-    /// read (its plaintext MD5 is the ETag, and conditions are evaluated against it).
-    Trailer(Box<PendingSingle>),
+    /// A whole read of an object version the filter has not seen: the object's last
+    /// [`TRAILER_LEN`] bytes are read first (a version 3 object's ETag, its plaintext
+    /// MD5, is sealed there), so its response is never held upstream of the client.
+    Probe(Headers),
+    /// A range of a version 3 single object whose HEAD answered: its trailer is read
+    /// before the range goes upstream.
+    RangeTrailer(Box<RangeTrailer>),
 }
 
-/// A single object's response whose ETag is in its trailer: what finishing it needs.
-struct PendingSingle {
-    out: Headers,
-    eos: bool,
+/// A range read of a version 3 single object waiting for its trailer.
+struct RangeTrailer {
+    up: Headers,
     env: Envelope,
     dek: DataKey,
-    geo: Geometry,
-    start: u64,
-    sent_len: u64,
-    total: u64,
-    backend_etag: String,
+    etag: String,
+    stored: u64,
 }
 
 /// What the request asked for that the response phase needs.
@@ -77,6 +77,10 @@ struct GetPlan {
     /// The ETag (plaintext MD5) a version 3 single object was answered with: a whole
     /// read checks that its trailer verifies and holds it.
     trailer_md5: Option<[u8; 16]>,
+    /// What the request phase learnt of the object version it expects the backend to
+    /// send (backend ETag, stored size): the response of any other version whose ETag
+    /// is in its trailer is refused (503, retry), never held.
+    known: Option<(String, u64, Known)>,
 }
 
 /// A planned read of a multipart object.
@@ -139,11 +143,8 @@ impl Get {
                 }
                 Err(e) => Err(e),
             },
-            GetState::Trailer(p) => {
-                return CallOutStep::Response(ResponseResume::Headers(
-                    self.after_trailer(cx, *p, resp),
-                ))
-            }
+            GetState::Probe(up) => self.after_probe(cx, up, resp),
+            GetState::RangeTrailer(t) => self.after_range_trailer(cx, *t, resp),
             GetState::Sent | GetState::Wait(_) => return super::unexpected_callout(cx),
         };
         cx.request_step(r)
@@ -152,61 +153,11 @@ impl Get {
     pub fn response_headers(&mut self, cx: &Cx, h: &Headers, eos: bool) -> ResponseStep {
         let mut out = h.clone();
         let status: u16 = h.get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
-        match self.prepare_get(cx, status, &mut out) {
-            Ok(None) => {}
-            Ok(Some(mut p)) => {
-                // Nothing of this response goes out before the trailer decided it.
-                let call = etags::trailer_read(cx, cx.object_path(), &p.backend_etag, p.total);
-                let mut held = Headers::new();
-                held.set(":status", "503");
-                held.set("content-length", "0");
-                p.out = out;
-                p.eos = eos;
-                self.state = GetState::Trailer(Box::new(p));
-                return ResponseStep::ForwardAfter(held, call);
-            }
-            Err(e) => replace_response(cx, &mut out, &mut self.body, &e),
+        if let Err(e) = self.prepare_get(cx, status, &mut out) {
+            replace_response(cx, &mut out, &mut self.body, &e);
         }
         self.body.headers_done(&mut out, eos);
         ResponseStep::Forward(out)
-    }
-
-    /// The trailer read answered: the held response headers, finished.
-    fn after_trailer(
-        &mut self,
-        cx: &Cx,
-        p: PendingSingle,
-        resp: Option<(&Headers, &[u8])>,
-    ) -> Headers {
-        let PendingSingle {
-            mut out,
-            eos,
-            env,
-            dek,
-            geo,
-            start,
-            sent_len,
-            total,
-            backend_etag,
-        } = p;
-        let r = etags::trailer_answered(cx, resp, &env, &dek, &backend_etag, total).and_then(|t| {
-            let known = Known::of(&env, Some(&t));
-            let (bucket, key) = etags::request_object(cx);
-            etags::remember(cx, &bucket, &key, &backend_etag, total, &known);
-            let w = SingleWindow {
-                start,
-                sent_len,
-                total,
-            };
-            self.finish_single(cx, &mut out, env, dek, geo, w, &known, &backend_etag)
-        });
-        match r {
-            Ok(()) if cx.head => self.body = RespBody::Pass,
-            Ok(()) => {}
-            Err(e) => replace_response(cx, &mut out, &mut self.body, &e),
-        }
-        self.body.headers_done(&mut out, eos);
-        out
     }
 
     pub fn response_body(
@@ -260,7 +211,16 @@ impl Get {
         }
         if self.plan.range.is_none() && self.plan.part_number.is_none() {
             cx.sign(up, sigv4::EMPTY_SHA256);
-            return Ok(RequestStep::Forward(std::mem::take(up)));
+            if let Some(k) = etags::latest_known(cx) {
+                self.plan.known = Some(k);
+                return Ok(RequestStep::Forward(std::mem::take(up)));
+            }
+            // A version the filter has not seen: its ETag may be in its trailer, read
+            // before the request goes upstream.
+            let tail = Some(format!("bytes=-{TRAILER_LEN}"));
+            let read = cx.sse_request_at("GET", object_path(req), tail, SseFor::Object);
+            self.state = GetState::Probe(std::mem::take(up));
+            return Ok(RequestStep::CallOut(cx.backend_callout(read)));
         }
         // A range or a part: the object's layout decides how it is read, so its headers
         // come first (a multipart object needs its part table).
@@ -311,6 +271,29 @@ impl Get {
         };
         let (env, dek) = cx.open_envelope(ev)?;
         if env.layout == Layout::Single {
+            let known = Known::of(&env, None);
+            if let (None, true, Some(stored)) =
+                (known.md5, env.version >= SINGLE_ENVELOPE_VERSION, stored)
+            {
+                let (bucket, key) = etags::request_object(cx);
+                match etags::cached(cx, &bucket, &key, &etag, stored)
+                    .filter(|k| k.matches(&env) && k.md5.is_some())
+                {
+                    Some(k) => self.plan.known = Some((etag.clone(), stored, k)),
+                    None => {
+                        let path = cx.object_path();
+                        let call = etags::trailer_read(cx, path, &etag, stored, SseFor::Object);
+                        self.state = GetState::RangeTrailer(Box::new(RangeTrailer {
+                            up,
+                            env,
+                            dek,
+                            etag,
+                            stored,
+                        }));
+                        return Ok(RequestStep::CallOut(call));
+                    }
+                }
+            }
             return self.plan_single(cx, up, &env, stored, &etag);
         }
         let stored = stored.unwrap_or(0);
@@ -348,6 +331,68 @@ impl Get {
                 Ok(RequestStep::CallOut(call))
             }
         }
+    }
+
+    /// The probe of a whole read answered (the object's last [`TRAILER_LEN`] bytes): a
+    /// single object's version and ETag are known, its trailer verified; anything else
+    /// (an error, a multipart or unencrypted object, no answer) is for the read's own
+    /// response to decide.
+    fn after_probe(
+        &mut self,
+        cx: &Cx,
+        up: Headers,
+        resp: Option<(&Headers, &[u8])>,
+    ) -> Result<RequestStep, S3Error> {
+        let Some((h, _)) = resp else {
+            return Ok(RequestStep::Forward(up));
+        };
+        let envelope = h
+            .get(ENVELOPE_HEADER)
+            .filter(|_| matches!(h.get(":status"), Some("200" | "206")));
+        let Some(ev) = envelope else {
+            return Ok(RequestStep::Forward(up));
+        };
+        let (env, dek) = cx.open_envelope(ev)?;
+        if env.layout != Layout::Single {
+            return Ok(RequestStep::Forward(up));
+        }
+        let etag = h.get("etag").unwrap_or("").to_string();
+        let stored = match h.get("content-range").and_then(parse_content_range) {
+            Some((_, _, total)) => Some(total),
+            None => h.get("content-length").and_then(|v| v.parse().ok()),
+        }
+        .ok_or_else(|| cx.integrity())?;
+        let mut known = Known::of(&env, None);
+        if known.md5.is_none() && env.version >= SINGLE_ENVELOPE_VERSION {
+            let t = etags::trailer_answered(cx, resp, &env, &dek, &etag, stored)?;
+            known = Known::of(&env, Some(&t));
+        }
+        let (bucket, key) = etags::request_object(cx);
+        etags::remember(cx, &bucket, &key, &etag, stored, &known);
+        self.plan.known = Some((etag, stored, known));
+        Ok(RequestStep::Forward(up))
+    }
+
+    /// The trailer of a version 3 single object read by range answered.
+    fn after_range_trailer(
+        &mut self,
+        cx: &Cx,
+        t: RangeTrailer,
+        resp: Option<(&Headers, &[u8])>,
+    ) -> Result<RequestStep, S3Error> {
+        let RangeTrailer {
+            up,
+            env,
+            dek,
+            etag,
+            stored,
+        } = t;
+        let trailer = etags::trailer_answered(cx, resp, &env, &dek, &etag, stored)?;
+        let known = Known::of(&env, Some(&trailer));
+        let (bucket, key) = etags::request_object(cx);
+        etags::remember(cx, &bucket, &key, &etag, stored, &known);
+        self.plan.known = Some((etag.clone(), stored, known));
+        self.plan_single(cx, up, &env, Some(stored), &etag)
     }
 
     /// A read that waited ([`RequestStep::Wait`]) for another request's lookup of its part
@@ -499,15 +544,9 @@ impl Get {
         self.body = RespBody::Replace(None);
     }
 
-    /// `Ok(Some(_))`: the ETag is in the object's trailer, which must be read first.
-    fn prepare_get(
-        &mut self,
-        cx: &Cx,
-        status: u16,
-        out: &mut Headers,
-    ) -> Result<Option<PendingSingle>, S3Error> {
+    fn prepare_get(&mut self, cx: &Cx, status: u16, out: &mut Headers) -> Result<(), S3Error> {
         let r = self.prepare_get_inner(cx, status, out);
-        if cx.head && matches!(r, Ok(None)) {
+        if cx.head && r.is_ok() {
             self.body = RespBody::Pass; // a HEAD response has no body to transform
         }
         r
@@ -518,7 +557,7 @@ impl Get {
         cx: &Cx,
         status: u16,
         out: &mut Headers,
-    ) -> Result<Option<PendingSingle>, S3Error> {
+    ) -> Result<(), S3Error> {
         if (200..300).contains(&status) && status != 200 && status != 206 {
             // A success without object data the filter can check (203, 204, ...): nothing
             // of it is released.
@@ -530,7 +569,7 @@ impl Get {
             ));
         }
         if status != 200 && status != 206 {
-            return Ok(None); // errors, 304 from date conditions: as the backend says
+            return Ok(()); // errors, 304 from date conditions: as the backend says
         }
         // What the backend sent: [start, end] of a stored object of `total` bytes.
         let (start, total) = match out.get("content-range").and_then(parse_content_range) {
@@ -566,17 +605,13 @@ impl Get {
             let etag = out.get("etag").map(str::to_string);
             if let Some(st) = self.check_conditions(etag.as_deref()) {
                 self.not_modified(cx, out, st);
-                return Ok(None);
+                return Ok(());
             }
-            return self
-                .window(cx, out, start, sent_len, total, None)
-                .map(|()| None);
+            return self.window(cx, out, start, sent_len, total, None);
         };
         let (env, dek) = cx.open_envelope(&ev)?;
         if env.layout == Layout::Part {
-            return self
-                .prepare_multipart_get(cx, status, out, total, env, dek)
-                .map(|()| None);
+            return self.prepare_multipart_get(cx, status, out, total, env, dek);
         }
         let geo = single_from_stored(env.version, total)
             .filter(|g| Some(g.plain_len) == env.plain_len)
@@ -588,33 +623,36 @@ impl Get {
         let (bucket, key) = etags::request_object(cx);
         let mut known = Known::of(&env, None);
         if known.md5.is_none() && env.version >= SINGLE_ENVELOPE_VERSION {
-            // The MD5 is in the trailer: known to the cache, or read from the object.
-            match etags::cached(cx, &bucket, &key, &backend_etag, total) {
-                Some(k) if k.matches(&env) && k.md5.is_some() => known = k,
-                _ => {
-                    return Ok(Some(PendingSingle {
-                        out: Headers::new(),
-                        eos: false,
-                        env,
-                        dek,
-                        geo,
-                        start,
-                        sent_len,
-                        total,
-                        backend_etag,
-                    }))
+            // The MD5 is in the trailer: what the request phase read of this version,
+            // or the cache. Otherwise the object changed since (or the cache lost it):
+            // the client retries, and the retry reads the trailer first.
+            let planned = self
+                .plan
+                .known
+                .take()
+                .filter(|(e, n, _)| *e == backend_etag && *n == total);
+            let k = planned
+                .map(|(_, _, k)| k)
+                .or_else(|| etags::cached(cx, &bucket, &key, &backend_etag, total))
+                .filter(|k| k.matches(&env) && k.md5.is_some());
+            match k {
+                Some(k) => known = k,
+                None => {
+                    etags::note_latest(cx, None);
+                    return Err(S3Error::slow_down(
+                        "s3crypt: the object changed while it was read; please retry",
+                    ));
                 }
             }
-        } else {
-            etags::remember(cx, &bucket, &key, &backend_etag, total, &known);
         }
+        etags::remember(cx, &bucket, &key, &backend_etag, total, &known);
+        etags::note_latest(cx, Some((&backend_etag, total)));
         let w = SingleWindow {
             start,
             sent_len,
             total,
         };
         self.finish_single(cx, out, env, dek, geo, w, &known, &backend_etag)
-            .map(|()| None)
     }
 
     /// The response of a single object whose ETag is known: conditions, ETag, checksum,

@@ -7,7 +7,9 @@
 //! unknown objects than that (or whose lookup failed) is cut before the first one not
 //! looked up and answered truncated, with a marker that continues after the last entry
 //! it holds: every entry a client sees is exact, and following the pages lists every
-//! object once.
+//! object once. A page held for lookups is also cut before its first entry past
+//! [`HELD_PAGE_MAX`] bytes: a held page goes to Envoy as one buffer, which must stay
+//! under Envoy's buffer limit.
 #![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -30,6 +32,12 @@ use crate::s3::{self, Operation};
 /// v2): the rest is the last key of the page, base64url. The next request continues with
 /// `start-after` that key.
 pub(crate) const TOKEN_PREFIX: &str = "s3crypt1.";
+
+/// The largest listing text (bytes of the backend's page) the filter holds for lookups
+/// and then releases at once; a longer page is cut (module docs). Below the 64 KiB
+/// `per_connection_buffer_limit_bytes` of every shipped Envoy configuration (the chart
+/// refuses less), with room for the few bytes the rewrite adds (marker, token).
+pub(crate) const HELD_PAGE_MAX: usize = 48 * 1024;
 
 /// What a listed object shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +109,22 @@ impl Listing {
                     l.cut = Some(i);
                     break;
                 }
+            }
+        }
+        if !l.pending.is_empty() {
+            // Held for lookups, the rewritten page goes to Envoy as one buffer when they
+            // answered: past its buffer limit (1 MiB by default) Envoy resets the stream
+            // (and Envoy 1.40 then crashes on a watermark it never raised). The page ends
+            // before the first object entry that ends past HELD_PAGE_MAX bytes, the first
+            // one always kept.
+            let over = l.entries.iter().enumerate().position(|(i, e)| {
+                i > 0
+                    && matches!(e.kind, EntryKind::Contents | EntryKind::Version)
+                    && e.span.1 > HELD_PAGE_MAX
+            });
+            if let Some(j) = over.filter(|&j| l.cut.is_none_or(|c| j < c)) {
+                l.cut = Some(j);
+                l.pending.retain(|&i| i < j);
             }
         }
         let call = l.call(cx);

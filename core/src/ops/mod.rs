@@ -50,7 +50,7 @@ mod cx;
 mod etags;
 mod get;
 mod list_parts;
-mod listing;
+pub(crate) mod listing;
 mod multipart;
 mod part_copy;
 mod pass;
@@ -116,9 +116,6 @@ pub enum ResponseResume {
     Reset(String),
     /// Keep holding the response until this further call-out answered too.
     Then(CallOut),
-    /// Replace the held response headers with these, then let the response continue
-    /// (only after [`ResponseStep::ForwardAfter`], before any body went out).
-    Headers(Headers),
     /// The response body is held at its end (every chunk was emptied): these bytes are
     /// all of it; let the response continue.
     Body(Vec<u8>),
@@ -319,6 +316,7 @@ impl Exchange {
                     verified,
                     eos,
                     list,
+                    head: None,
                 };
                 return Ok((
                     Op::Precondition(Box::new(pending)),
@@ -390,7 +388,7 @@ impl Exchange {
             let Op::Precondition(p) = std::mem::replace(&mut self.op, Op::Idle) else {
                 return unexpected_callout(&self.cx);
             };
-            return self.precondition_checked(*p, resp.map(|(h, _)| h));
+            return self.precondition_checked(*p, resp);
         }
         let cx = &self.cx;
         match &mut self.op {
@@ -412,9 +410,33 @@ impl Exchange {
 
     /// The HEAD a write's `If-Match` is checked against answered: the write starts with
     /// `If-Match: <backend ETag>` upstream, or is answered here (412, 404).
-    fn precondition_checked(&mut self, p: Precondition, resp: Option<&Headers>) -> CallOutStep {
+    fn precondition_checked(
+        &mut self,
+        mut p: Precondition,
+        resp: Option<(&Headers, &[u8])>,
+    ) -> CallOutStep {
         let cx = &self.cx;
-        let r = condition::checked(cx, resp, &p.list).and_then(|backend_etag| {
+        let head = match p.head.take() {
+            // The trailer of the version the HEAD saw answered: its ETag is known.
+            Some(head) => match etags::trailer_learnt(cx, &head, resp) {
+                Ok(()) => head,
+                Err(e) => return CallOutStep::Request(cx.reject(&e)),
+            },
+            None => {
+                let Some((h, _)) = resp else {
+                    return CallOutStep::Request(cx.reject(&S3Error::service_unavailable(
+                        "s3crypt: the object could not be read; please retry",
+                    )));
+                };
+                if let Some(call) = etags::trailer_needed(cx, h, cx::SseFor::Object) {
+                    p.head = Some(h.clone());
+                    self.op = Op::Precondition(Box::new(p));
+                    return CallOutStep::Request(RequestStep::CallOut(call));
+                }
+                h.clone()
+            }
+        };
+        let r = condition::checked(cx, Some(&head), &p.list).and_then(|backend_etag| {
             let mut up = p.up;
             // Unquoted: Ceph RGW 16 compares a write's If-Match with the stored ETag
             // without removing the quotes (a quoted value always fails, 412); AWS and
@@ -510,6 +532,8 @@ struct Precondition {
     verified: sigv4::VerifiedRequest,
     eos: bool,
     list: String,
+    /// The HEAD's answer, kept while the object's trailer is read.
+    head: Option<Headers>,
 }
 
 /// Starts the operation of a verified, parsed request (`cx.req`).

@@ -274,7 +274,13 @@ impl UploadPartCopy {
                         .get("content-length")
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(0);
-                    let call = etags::trailer_read(cx, pc.src_path.clone(), &etag, stored);
+                    let call = etags::trailer_read(
+                        cx,
+                        pc.src_path.clone(),
+                        &etag,
+                        stored,
+                        SseFor::CopySource,
+                    );
                     self.state = PartCopyState::Trailer(Box::new(SourceTrailer {
                         pc,
                         src: r.clone(),
