@@ -76,8 +76,11 @@ def test_every_method_and_subresource_is_known_or_refused(stack, bucket):
         for method in METHODS:
             for sub in SUBRESOURCES:
                 body = marker * 20 if method in ("PUT", "POST") else b""
-                status, _, got = send(stack, method, path, params_of(sub), body=body)
                 what = (level, method, sub)
+                try:
+                    status, _, got = send(stack, method, path, params_of(sub), body=body)
+                except Exception as e:
+                    raise AssertionError(f"{what}: {e!r}") from e
                 seen.append((what, status))
                 if sub in REFUSED or method == "PATCH":
                     assert_not_implemented(status, got, what)

@@ -166,6 +166,7 @@ struct Vm {
 }
 
 enum Replace {
+    Headers(Headers),
     Body(Vec<u8>),
 }
 
@@ -214,6 +215,9 @@ impl RootContext for Root {
                     continue;
                 }
                 let _ = match r {
+                    Replace::Headers(h) => {
+                        hostcalls::set_map(MapType::HttpResponseHeaders, pairs(&h))
+                    }
                     Replace::Body(b) => {
                         hostcalls::set_buffer(BufferType::HttpResponseBody, 0, 0, &b)
                     }
@@ -276,6 +280,7 @@ impl RootContext for Root {
             ))),
             buf: Vec::new(),
             in_callout: false,
+            response_waiting: None,
         }))
     }
 
@@ -352,9 +357,35 @@ struct Http {
     buf: Vec<u8>,
     /// Inside `on_http_call_response` (a reset must be deferred, see [`Vm::resets`]).
     in_callout: bool,
+    /// Response headers held until the request's document arrived and was checked
+    /// ([`ResponseStep::AfterRequest`]), with their end-of-stream flag.
+    response_waiting: Option<(Headers, bool)>,
 }
 
 impl Http {
+    /// The request ended with its document accepted: the response held for it goes on
+    /// (from the root's tick: resuming may end the stream, which Envoy logs at once).
+    fn release_waiting_response(&mut self) {
+        let Some((h, eos)) = self.response_waiting.take() else {
+            return;
+        };
+        let step = self.ex.borrow_mut().on_response_headers(&h, eos);
+        match step {
+            ResponseStep::Forward(out) => self.defer_replace(Replace::Headers(out)),
+            ResponseStep::ForwardAfter(out, c) => {
+                self.set_http_response_headers(pairs(&out));
+                let _ = self.hold_response_for(&c);
+            }
+            ResponseStep::AfterRequest => {
+                log(
+                    LogLevel::Warn,
+                    "s3crypt: a response waits for a request that ended",
+                );
+                self.reset_http_response();
+            }
+        }
+    }
+
     fn send_reply(&self, r: Reply) {
         let hs: Vec<(&str, &str)> = r
             .headers
@@ -394,6 +425,7 @@ impl Http {
             RequestStep::Body(b) => {
                 // The held body was emptied chunk by chunk: this is all of it.
                 self.set_http_request_body(0, 0, &b);
+                self.release_waiting_response();
                 Action::Continue
             }
         }
@@ -554,6 +586,9 @@ impl HttpContext for Http {
         let action = match r {
             Ok(None) => {
                 self.set_http_request_body(0, body_size, &out);
+                if end_of_stream {
+                    self.release_waiting_response();
+                }
                 Action::Continue
             }
             Ok(Some(call)) => {
@@ -625,6 +660,10 @@ impl HttpContext for Http {
             ResponseStep::ForwardAfter(out, c) => {
                 self.set_http_response_headers(pairs(&out));
                 self.hold_response_for(&c)
+            }
+            ResponseStep::AfterRequest => {
+                self.response_waiting = Some((h, end_of_stream));
+                Action::Pause
             }
         }
     }

@@ -14,6 +14,9 @@ use crate::ops::{
 use super::drive::{ClientResponse, Fault, Http, Sent, SentKind, World};
 use super::Proxy;
 
+/// `per_connection_buffer_limit_bytes` of the shipped Envoy configurations.
+const ENVOY_BUFFER_LIMIT: usize = 64 * 1024;
+
 /// Where a request was when it paused for a call-out (what resumes after it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Ctx {
@@ -177,6 +180,14 @@ impl Flow {
                         self.state = St::CallOut(Ctx::RespHeaders);
                         Some(c)
                     }
+                    // The simulated backend answers once the request ended.
+                    ResponseStep::AfterRequest => {
+                        w.anomalies
+                            .push("a response held for a request that had ended".into());
+                        self.out.reset = true;
+                        self.state = St::Done;
+                        None
+                    }
                 }
             }
             St::RespBody(i) => {
@@ -317,6 +328,14 @@ impl Flow {
                         let held = std::mem::take(&mut self.held);
                         if !held.is_empty() {
                             w.anomalies.push("a replaced body after held output".into());
+                        }
+                        // Envoy buffers a held body: past per_connection_buffer_limit_bytes
+                        // (64 KiB in every shipped configuration) it resets the stream.
+                        if b.len() > ENVOY_BUFFER_LIMIT {
+                            w.anomalies.push(format!(
+                                "a held body of {} bytes, over Envoy's buffer limit",
+                                b.len()
+                            ));
                         }
                         self.out.body.extend_from_slice(&b);
                         self.next_resp(Some(i));

@@ -132,10 +132,10 @@ impl Attributes {
                     self.state = AttrState::Trailer(h.clone());
                     Ok(RequestStep::CallOut(call))
                 }
-                None => self.after_head(cx, resp.map(|(h, _)| h)),
+                None => self.after_head(cx, resp.map(|(h, _)| h), None),
             },
             AttrState::Trailer(head) => super::etags::trailer_learnt(cx, &head, resp)
-                .and_then(|()| self.after_head(cx, Some(&head))),
+                .and_then(|k| self.after_head(cx, Some(&head), Some(&k))),
             AttrState::Table(mut lookup, facts) => match lookup.answered(cx, resp) {
                 Ok(Found::Table(t)) => self.answer(cx, &facts, Some(&t)),
                 Ok(Found::Read(call)) => {
@@ -157,7 +157,13 @@ impl Attributes {
         ResponseStep::Forward(out)
     }
 
-    fn after_head(&mut self, cx: &Cx, resp: Option<&Headers>) -> Result<RequestStep, S3Error> {
+    /// `learnt`: what a read of the object's trailer found, if one was made.
+    fn after_head(
+        &mut self,
+        cx: &Cx,
+        resp: Option<&Headers>,
+        learnt: Option<&super::etags::Known>,
+    ) -> Result<RequestStep, S3Error> {
         let resp = resp.ok_or_else(|| {
             S3Error::service_unavailable("s3crypt: the object could not be read; please retry")
         })?;
@@ -207,7 +213,7 @@ impl Attributes {
             return self.answer(cx, &facts, None);
         };
         let (env, dek) = cx.open_envelope(ev)?;
-        let etag = super::etags::visible_for(cx, &env, resp);
+        let etag = super::etags::visible_with(cx, &env, resp, learnt);
         if env.layout == Layout::Single {
             let geo = crate::format::single_from_stored(env.version, stored)
                 .filter(|g| Some(g.plain_len) == env.plain_len)
@@ -215,11 +221,14 @@ impl Attributes {
             let facts = Facts {
                 etag,
                 size: geo.plain_len,
-                // (A version 3 object's is in its trailer, read before: in the cache.)
-                checksum: env
-                    .checksum
-                    .clone()
-                    .or_else(|| super::etags::cached_for(cx, &env, resp).and_then(|k| k.checksum)),
+                // (A version 3 object's is in its trailer, just read or in the cache.)
+                checksum: env.checksum.clone().or_else(|| {
+                    learnt
+                        .filter(|k| k.matches(&env))
+                        .cloned()
+                        .or_else(|| super::etags::cached_for(cx, &env, resp))
+                        .and_then(|k| k.checksum)
+                }),
                 storage_class,
                 stored_parts: None,
                 headers,

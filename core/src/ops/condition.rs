@@ -55,7 +55,13 @@ pub(crate) fn write_conditions(
 
 /// The object's HEAD answered for the client's `If-Match` list: the backend's ETag to
 /// send upstream as `If-Match`, or the answer S3 gives (412, 404 for no object).
-pub(crate) fn checked(cx: &Cx, resp: Option<&Headers>, list: &str) -> Result<String, S3Error> {
+/// `learnt`: what a read of the object's trailer found, if one was made.
+pub(crate) fn checked(
+    cx: &Cx,
+    resp: Option<&Headers>,
+    list: &str,
+    learnt: Option<&super::etags::Known>,
+) -> Result<String, S3Error> {
     let resp = resp.ok_or_else(|| {
         S3Error::service_unavailable("s3crypt: the object could not be read; please retry")
     })?;
@@ -74,7 +80,7 @@ pub(crate) fn checked(cx: &Cx, resp: Option<&Headers>, list: &str) -> Result<Str
         return Err(cx.integrity());
     }
     let visible = match resp.get(ENVELOPE_HEADER) {
-        Some(ev) => super::etags::visible_for(cx, &cx.open_envelope(ev)?.0, resp),
+        Some(ev) => super::etags::visible_with(cx, &cx.open_envelope(ev)?.0, resp, learnt),
         None => {
             let (bucket, key) = cx.req.as_ref().map_or(("", ""), |r| {
                 (

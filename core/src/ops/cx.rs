@@ -127,6 +127,15 @@ impl Cx {
         self.sign_seed(up, payload_hash);
     }
 
+    /// The backend access key the filter acts as for this request's client (its own
+    /// backend user, or the shared one).
+    pub fn backend_key_id(&self) -> &str {
+        self.client
+            .as_deref()
+            .and_then(|c| self.cfg.backend_identity(Some(c)))
+            .map_or("", |(ak, _)| ak)
+    }
+
     /// Signs like [`Cx::sign`]; returns what the body's chunk signatures chain from.
     pub fn sign_seed(&self, up: &mut Headers, payload_hash: &str) -> sigv4::ChunkSigningContext {
         let method = up.get(":method").unwrap_or("GET").to_string();

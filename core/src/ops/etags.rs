@@ -167,10 +167,11 @@ pub(crate) fn remember(cx: &Cx, bucket: &str, key: &str, etag: &str, stored: u64
 }
 
 /// The slot and tag of the "latest version seen" hint of an object (bucket, key and the
-/// `versionId` a read named, if any).
+/// `versionId` a read named, if any) as the backend user the request acts as sees it
+/// (with per-client backend identities, tenants may hold objects of the same names).
 fn latest_slot(cx: &Cx, bucket: &str, key: &str, version: &str) -> Option<(String, String)> {
     let mut h = Sha256::new();
-    for f in ["latest", bucket, key, version] {
+    for f in ["latest", cx.backend_key_id(), bucket, key, version] {
         h.update((f.len() as u64).to_be_bytes());
         h.update(f.as_bytes());
     }
@@ -180,34 +181,49 @@ fn latest_slot(cx: &Cx, bucket: &str, key: &str, version: &str) -> Option<(Strin
     Some((format!("s3crypt/eh/{n}"), hex::encode(id)))
 }
 
-/// The object version (backend ETag, stored size) a read of the request's object last
-/// saw or a write made, and what the cache knows of it: a GET or HEAD that finds it
-/// goes upstream at once; one that does not reads the object's trailer first.
-pub(crate) fn latest_known(cx: &Cx) -> Option<(String, u64, Known)> {
+/// The object version a read of the request's object last saw or a write made.
+pub(crate) enum Latest {
+    /// A single object (backend ETag, stored size) and what the cache knows of it.
+    Single(String, u64, Known),
+    /// A multipart object: its ETag is the backend's, nothing to read first.
+    Multipart,
+}
+
+/// What the process knows of the latest version of the request's object: a GET or HEAD
+/// that finds it goes upstream at once; one that does not reads the object's last bytes
+/// (a version 3 object's trailer) first.
+pub(crate) fn latest_known(cx: &Cx) -> Option<Latest> {
     let (bucket, key) = request_object(cx);
     let (s, tag) = latest_slot(cx, &bucket, &key, &request_version(cx))?;
     let v = cx.ports.store.get(&s)?;
     let v = std::str::from_utf8(&v).ok()?;
-    let mut f = v.splitn(3, '\n');
+    let mut f = v.splitn(4, '\n');
     if f.next()? != tag {
         return None;
     }
+    let kind = f.next()?;
     let stored: u64 = f.next()?.parse().ok()?;
     let etag = f.next()?.to_string();
+    if kind == "m" {
+        return Some(Latest::Multipart);
+    }
     let k = cached(cx, &bucket, &key, &etag, stored)?;
     (k.md5.is_some() || k.version < crate::format::SINGLE_ENVELOPE_VERSION)
-        .then_some((etag, stored, k))
+        .then_some(Latest::Single(etag, stored, k))
 }
 
-/// Notes (backend ETag, stored size) as the latest version of the request's object
-/// (`None`: forgets it, after a read found the object changed).
-pub(crate) fn note_latest(cx: &Cx, version: Option<(&str, u64)>) {
+/// Notes (backend ETag, stored size, multipart or not) as the latest version of the
+/// request's object (`None`: forgets it, after a read found the object changed).
+pub(crate) fn note_latest(cx: &Cx, version: Option<(&str, u64, bool)>) {
     let (bucket, key) = request_object(cx);
     let Some((s, tag)) = latest_slot(cx, &bucket, &key, &request_version(cx)) else {
         return;
     };
     let v = match version {
-        Some((etag, stored)) => format!("{tag}\n{stored}\n{etag}"),
+        Some((etag, stored, multipart)) => {
+            let kind = if multipart { "m" } else { "s" };
+            format!("{tag}\n{kind}\n{stored}\n{etag}")
+        }
         None => String::new(),
     };
     cx.ports.store.set(&s, v.as_bytes());
@@ -324,7 +340,7 @@ pub(crate) fn trailer_answered(
 
 /// For the backend's answer to a HEAD of the request's object: the read of its trailer,
 /// if it is a version 3 single object whose MD5 (its ETag) the cache does not know. A
-/// check against the ETag clients see ([`visible_for`]) reads it first
+/// check against the ETag clients see ([`visible_with`]) reads it first
 /// ([`trailer_learnt`]), so it compares with the plaintext MD5 even in a fresh process.
 pub(crate) fn trailer_needed(cx: &Cx, head: &Headers, which: SseFor) -> Option<CallOut> {
     if head.get(":status") != Some("200") {
@@ -348,14 +364,14 @@ pub(crate) fn trailer_needed(cx: &Cx, head: &Headers, which: SseFor) -> Option<C
     Some(trailer_read(cx, cx.object_path(), etag, stored, which))
 }
 
-/// The trailer read [`trailer_needed`] asked for answered: what it holds is in the cache
-/// (a version that changed since the HEAD is a 503, bytes that do not verify an
-/// integrity failure).
+/// The trailer read [`trailer_needed`] asked for answered: what it holds (also in the
+/// cache); a version that changed since the HEAD is a 503, bytes that do not verify an
+/// integrity failure.
 pub(crate) fn trailer_learnt(
     cx: &Cx,
     head: &Headers,
     resp: Option<(&Headers, &[u8])>,
-) -> Result<(), S3Error> {
+) -> Result<Known, S3Error> {
     let ev = head
         .get(crate::format::ENVELOPE_HEADER)
         .ok_or_else(|| cx.integrity())?;
@@ -367,8 +383,9 @@ pub(crate) fn trailer_learnt(
         .ok_or_else(|| cx.integrity())?;
     let t = trailer_answered(cx, resp, &env, &dek, etag, stored)?;
     let (bucket, key) = request_object(cx);
-    remember(cx, &bucket, &key, etag, stored, &Known::of(&env, Some(&t)));
-    Ok(())
+    let known = Known::of(&env, Some(&t));
+    remember(cx, &bucket, &key, etag, stored, &known);
+    Ok(known)
 }
 
 /// The ETag clients see for a single object from the backend's answer to a HEAD (its
@@ -376,7 +393,14 @@ pub(crate) fn trailer_learnt(
 /// object (MD5 in the trailer), the one the cache knows; else the backend's ETag. (A
 /// cold cache gives the backend's ETag, which no client holds: a condition on it fails,
 /// never passes wrongly.)
-pub(crate) fn visible_for(cx: &Cx, env: &Envelope, resp: &Headers) -> String {
+/// `learnt`: what a trailer read just found of the version, used if it describes that
+/// envelope.
+pub(crate) fn visible_with(
+    cx: &Cx,
+    env: &Envelope,
+    resp: &Headers,
+    learnt: Option<&Known>,
+) -> String {
     let backend = resp.get("etag").unwrap_or("");
     if env.layout != crate::format::Layout::Single {
         return backend.to_string();
@@ -385,7 +409,11 @@ pub(crate) fn visible_for(cx: &Cx, env: &Envelope, resp: &Headers) -> String {
     if known.md5.is_some() {
         return known.etag(backend);
     }
-    cached_for(cx, env, resp).map_or_else(|| backend.to_string(), |k| k.etag(backend))
+    learnt
+        .filter(|k| k.matches(env))
+        .cloned()
+        .or_else(|| cached_for(cx, env, resp))
+        .map_or_else(|| backend.to_string(), |k| k.etag(backend))
 }
 
 /// What the cache knows of the single object version whose HEAD answered `resp` (its

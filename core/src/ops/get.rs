@@ -211,9 +211,15 @@ impl Get {
         }
         if self.plan.range.is_none() && self.plan.part_number.is_none() {
             cx.sign(up, sigv4::EMPTY_SHA256);
-            if let Some(k) = etags::latest_known(cx) {
-                self.plan.known = Some(k);
-                return Ok(RequestStep::Forward(std::mem::take(up)));
+            match etags::latest_known(cx) {
+                Some(etags::Latest::Single(etag, stored, k)) => {
+                    self.plan.known = Some((etag, stored, k));
+                    return Ok(RequestStep::Forward(std::mem::take(up)));
+                }
+                Some(etags::Latest::Multipart) => {
+                    return Ok(RequestStep::Forward(std::mem::take(up)))
+                }
+                None => {}
             }
             // A version the filter has not seen: its ETag may be in its trailer, read
             // before the request goes upstream.
@@ -362,6 +368,11 @@ impl Get {
             None => h.get("content-length").and_then(|v| v.parse().ok()),
         }
         .ok_or_else(|| cx.integrity())?;
+        let plain_len = env.plain_len.ok_or_else(|| cx.integrity())?;
+        if crate::format::single_stored_len(env.version, plain_len) != Some(stored) {
+            // Not what the envelope says: the read's own response is refused (integrity).
+            return Ok(RequestStep::Forward(up));
+        }
         let mut known = Known::of(&env, None);
         if known.md5.is_none() && env.version >= SINGLE_ENVELOPE_VERSION {
             let t = etags::trailer_answered(cx, resp, &env, &dek, &etag, stored)?;
@@ -646,7 +657,7 @@ impl Get {
             }
         }
         etags::remember(cx, &bucket, &key, &backend_etag, total, &known);
-        etags::note_latest(cx, Some((&backend_etag, total)));
+        etags::note_latest(cx, Some((&backend_etag, total, false)));
         let w = SingleWindow {
             start,
             sent_len,
@@ -704,6 +715,8 @@ impl Get {
             .checked_mul(crate::format::PART_OVERHEAD)
             .and_then(|o| total.checked_sub(o))
             .ok_or_else(|| cx.integrity())?;
+        // The next whole read of this key goes upstream without reading its last bytes.
+        etags::note_latest(cx, Some((&etag, total, true)));
         if self.plan.range.is_some() || status == 206 {
             return Err(S3Error::not_implemented(
                 "s3crypt: ranged reads of multipart objects are not enabled in this build",

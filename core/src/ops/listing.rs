@@ -7,9 +7,11 @@
 //! unknown objects than that (or whose lookup failed) is cut before the first one not
 //! looked up and answered truncated, with a marker that continues after the last entry
 //! it holds: every entry a client sees is exact, and following the pages lists every
-//! object once. A page held for lookups is also cut before its first entry past
-//! [`HELD_PAGE_MAX`] bytes: a held page goes to Envoy as one buffer, which must stay
-//! under Envoy's buffer limit.
+//! object once. A page held for lookups is also cut before its first object entry whose
+//! page (with the common prefixes it keeps) would pass [`HELD_PAGE_MAX`] bytes: a held
+//! page goes to Envoy as one buffer, which must stay under Envoy's buffer limit. A page
+//! that cannot show even its first object (too long with its prefixes, or its lookup
+//! failed) holds only the common prefixes before that object, and continues after them.
 #![deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -112,23 +114,64 @@ impl Listing {
             }
         }
         if !l.pending.is_empty() {
-            // Held for lookups, the rewritten page goes to Envoy as one buffer when they
-            // answered: past its buffer limit (1 MiB by default) Envoy resets the stream
-            // (and Envoy 1.40 then crashes on a watermark it never raised). The page ends
-            // before the first object entry that ends past HELD_PAGE_MAX bytes, the first
-            // one always kept.
-            let over = l.entries.iter().enumerate().position(|(i, e)| {
-                i > 0
-                    && matches!(e.kind, EntryKind::Contents | EntryKind::Version)
-                    && e.span.1 > HELD_PAGE_MAX
-            });
-            if let Some(j) = over.filter(|&j| l.cut.is_none_or(|c| j < c)) {
-                l.cut = Some(j);
-                l.pending.retain(|&i| i < j);
-            }
+            l.bound_held_page();
         }
         let call = l.call(cx);
         Ok((l, call))
+    }
+
+    /// Held for lookups, the rewritten page goes to Envoy as one buffer when they
+    /// answered: past its buffer limit Envoy resets the stream (and Envoy 1.40 then
+    /// crashes on a watermark it never raised). The page ends before the first object
+    /// entry whose page, with the common prefixes it keeps (those sorting before its last
+    /// object), would pass HELD_PAGE_MAX bytes. If even its first object entry does, the
+    /// page holds only the common prefixes before it, and nothing is looked up.
+    fn bound_held_page(&mut self) {
+        let len = |e: &ListEntry| e.span.1.saturating_sub(e.span.0);
+        let mut prefixes: Vec<(String, usize)> = self
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Prefix)
+            .map(|e| (self.raw_key(e), len(e)))
+            .collect();
+        prefixes.sort();
+        // Bytes outside the entries (the page's own elements).
+        let spans: usize = self.entries.iter().map(len).fold(0, usize::saturating_add);
+        let mut bytes = self.text.len().saturating_sub(spans);
+        let (mut p, mut first) = (0usize, true);
+        let mut over = None;
+        for (i, e) in self.entries.iter().enumerate() {
+            if !matches!(e.kind, EntryKind::Contents | EntryKind::Version) {
+                continue;
+            }
+            if self.cut.is_some_and(|c| i >= c) {
+                break;
+            }
+            let key = self.raw_key(e);
+            bytes = bytes.saturating_add(len(e));
+            while let Some((_, n)) = prefixes.get(p).filter(|(k, _)| *k < key) {
+                bytes = bytes.saturating_add(*n);
+                p = p.saturating_add(1);
+            }
+            if bytes > HELD_PAGE_MAX {
+                over = Some((i, first));
+                break;
+            }
+            first = false;
+        }
+        match over {
+            Some((i, false)) => {
+                self.cut = Some(i);
+                self.pending.retain(|&j| j < i);
+            }
+            // Even the first object's page is too long (the common prefixes before it):
+            // a page of those prefixes alone, not held.
+            Some((i, true)) => {
+                self.cut = Some(i);
+                self.pending.clear();
+            }
+            None => {}
+        }
     }
 
     fn raw_key(&self, e: &ListEntry) -> String {
@@ -198,13 +241,32 @@ impl Listing {
             .filter(|&(i, e)| e.kind != EntryKind::Prefix && kept(i))
             .map(|(_, e)| e)
             .next_back();
-        if cut.is_some() && last.is_none() {
-            cx.note("s3crypt: a listing's first object could not be looked up");
-            return Err(BodyError::Reset(
-                "s3crypt: a listed object could not be looked up".into(),
-            ));
-        }
-        let last_key = last.map(|e| self.raw_key(e));
+        // No object entry kept: a page of the common prefixes sorting before the first
+        // object it cannot show, continuing after the last of them.
+        let prefix_page = match (cut, last) {
+            (Some(c), None) => {
+                let before = self.entries.get(c).map(|e| self.raw_key(e));
+                let last_prefix = self
+                    .entries
+                    .iter()
+                    .filter(|e| e.kind == EntryKind::Prefix)
+                    .map(|e| self.raw_key(e))
+                    .filter(|k| before.as_ref().is_some_and(|b| k < b))
+                    .max();
+                let Some(p) = last_prefix else {
+                    cx.note("s3crypt: a listing's first object could not be looked up");
+                    return Err(BodyError::Reset(
+                        "s3crypt: a listed object could not be looked up".into(),
+                    ));
+                };
+                Some((p, before.unwrap_or_default()))
+            }
+            _ => None,
+        };
+        let last_key = match &prefix_page {
+            Some((_, before)) => Some(before.clone()),
+            None => last.map(|e| self.raw_key(e)),
+        };
         let mut out = String::with_capacity(self.text.len());
         let mut pos = 0usize;
         let (mut keys, mut prefixes) = (0u64, 0u64);
@@ -250,8 +312,21 @@ impl Listing {
             out.push_str(self.text.get(at..e.span.1).ok_or_else(bad)?);
         }
         out.push_str(self.text.get(pos..).ok_or_else(bad)?);
-        let (Some(_), Some(last)) = (cut, last) else {
+        if cut.is_none() {
             return Ok(out);
+        }
+        // Where the next page starts: after the last object entry, or after every key
+        // under the last common prefix (U+10FFFF sorts after any character that can
+        // follow it; a key under it can only list as that prefix again).
+        let (next_raw, next_version) = match (&prefix_page, last) {
+            (Some((p, _)), _) => (format!("{p}\u{10FFFF}"), ""),
+            (None, Some(l)) => (self.raw_key(l), l.version_id.as_deref().unwrap_or("")),
+            (None, None) => return Ok(out),
+        };
+        let next_listed = if self.url_encoded {
+            s3::uri_encode(&next_raw, false)
+        } else {
+            next_raw.clone()
         };
         // A page cut short: truncated, continuing after its last entry.
         let set = |x: String, name: &str, value: &str| {
@@ -259,21 +334,13 @@ impl Listing {
         };
         out = xml::replace_element_text(&out, "IsTruncated", "true").ok_or_else(bad)?;
         out = match self.op {
-            Operation::ListObjectsV1 => set(out, "NextMarker", &last.key)?,
+            Operation::ListObjectsV1 => set(out, "NextMarker", &next_listed)?,
             Operation::ListObjectVersions => {
-                let o = set(out, "NextKeyMarker", &last.key)?;
-                set(
-                    o,
-                    "NextVersionIdMarker",
-                    last.version_id.as_deref().unwrap_or(""),
-                )?
+                let o = set(out, "NextKeyMarker", &next_listed)?;
+                set(o, "NextVersionIdMarker", next_version)?
             }
             _ => {
-                let o = set(
-                    out,
-                    "NextContinuationToken",
-                    &token_for(&self.raw_key(last)),
-                )?;
+                let o = set(out, "NextContinuationToken", &token_for(&next_raw))?;
                 let count = keys.saturating_add(prefixes).to_string();
                 if o.contains("<KeyCount>") {
                     set(o, "KeyCount", &count)?

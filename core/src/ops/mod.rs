@@ -147,6 +147,11 @@ pub enum ResponseStep {
     Forward(Headers),
     /// Replace the headers, then hold the response until this call-out answered.
     ForwardAfter(Headers, CallOut),
+    /// The backend answered before the request's document arrived whole and was checked
+    /// (it may answer without reading a body): hold the response (nothing of it goes
+    /// out) and give it to [`Exchange::on_response_headers`] again once the request
+    /// ended; a refused document is then answered instead, as an S3 error.
+    AfterRequest,
 }
 
 /// A body error: before the response started, an S3 error to answer; after, a reset.
@@ -183,6 +188,8 @@ pub struct Exchange {
     op: Op,
     /// The host's token of the call-out in flight.
     token: Option<u32>,
+    /// The client's request ended (headers without body, or the body's last chunk).
+    request_ended: bool,
 }
 
 /// The status and body of a call-out's answer (`None` and nothing when it failed).
@@ -233,6 +240,7 @@ impl Exchange {
             },
             op: Op::Idle,
             token: None,
+            request_ended: false,
         }
     }
 
@@ -247,6 +255,7 @@ impl Exchange {
         raw_headers: &Headers,
         end_of_stream: bool,
     ) -> RequestStep {
+        self.request_ended = end_of_stream;
         match self.start(raw_headers, end_of_stream) {
             Ok((op, step)) => {
                 self.op = op;
@@ -336,6 +345,7 @@ impl Exchange {
         end: bool,
         out: &mut Vec<u8>,
     ) -> Result<Option<CallOut>, BodyError> {
+        self.request_ended |= end;
         let cx = &self.cx;
         let r = match &mut self.op {
             Op::Put(o) => o.request_body(chunk, end, out).map(|()| None),
@@ -416,10 +426,10 @@ impl Exchange {
         resp: Option<(&Headers, &[u8])>,
     ) -> CallOutStep {
         let cx = &self.cx;
-        let head = match p.head.take() {
+        let (head, learnt) = match p.head.take() {
             // The trailer of the version the HEAD saw answered: its ETag is known.
             Some(head) => match etags::trailer_learnt(cx, &head, resp) {
-                Ok(()) => head,
+                Ok(k) => (head, Some(k)),
                 Err(e) => return CallOutStep::Request(cx.reject(&e)),
             },
             None => {
@@ -433,17 +443,19 @@ impl Exchange {
                     self.op = Op::Precondition(Box::new(p));
                     return CallOutStep::Request(RequestStep::CallOut(call));
                 }
-                h.clone()
+                (h.clone(), None)
             }
         };
-        let r = condition::checked(cx, Some(&head), &p.list).and_then(|backend_etag| {
-            let mut up = p.up;
-            // Unquoted: Ceph RGW 16 compares a write's If-Match with the stored ETag
-            // without removing the quotes (a quoted value always fails, 412); AWS and
-            // MinIO accept either form.
-            up.set("if-match", backend_etag.trim_matches('"').to_string());
-            start_op(cx, &p.h, up, &p.verified, p.eos)
-        });
+        let r = condition::checked(cx, Some(&head), &p.list, learnt.as_ref()).and_then(
+            |backend_etag| {
+                let mut up = p.up;
+                // Unquoted: Ceph RGW 16 compares a write's If-Match with the stored ETag
+                // without removing the quotes (a quoted value always fails, 412); AWS and
+                // MinIO accept either form.
+                up.set("if-match", backend_etag.trim_matches('"').to_string());
+                start_op(cx, &p.h, up, &p.verified, p.eos)
+            },
+        );
         match r {
             Ok((op, step)) => {
                 self.op = op;
@@ -474,6 +486,14 @@ impl Exchange {
     /// The backend's response headers.
     /// `end_of_stream`: the response has no body.
     pub fn on_response_headers(&mut self, h: &Headers, end_of_stream: bool) -> ResponseStep {
+        let checks_document = match &self.op {
+            Op::Pass(p) => p.checks_document(),
+            Op::Complete(_) => true,
+            _ => false,
+        };
+        if checks_document && !self.request_ended {
+            return ResponseStep::AfterRequest;
+        }
         let cx = &self.cx;
         let eos = end_of_stream;
         match &mut self.op {

@@ -86,6 +86,11 @@ impl Pass {
         self.doc.push(chunk, end, out)
     }
 
+    /// Whether the request carries a document the filter checks before it goes upstream.
+    pub fn checks_document(&self) -> bool {
+        matches!(self.doc, PassBody::Doc(_))
+    }
+
     pub fn response_headers(&mut self, cx: &Cx, h: &Headers, eos: bool) -> ResponseStep {
         self.body.no_object_headers(cx, h, eos)
     }

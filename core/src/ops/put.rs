@@ -93,7 +93,7 @@ impl Put {
             etags::remember(cx, &bucket, &key, backend_etag, self.stored, &known);
             // For servers whose listings carry no ETags (s3s-fs): by key and size.
             etags::remember(cx, &bucket, &key, "", self.stored, &known);
-            etags::note_latest(cx, Some((backend_etag, self.stored)));
+            etags::note_latest(cx, Some((backend_etag, self.stored, false)));
             out.set("etag", format!("\"{}\"", hex::encode(md5)));
             strip_checksum_headers(&mut out);
             for (k, v) in &u.result_checksums {
