@@ -86,9 +86,11 @@ fn truncated_and_swapped_single_objects_fail() {
     // Another version than the filter last saw under that key, whose ETag is in its
     // trailer: the first read is told to retry (503, no body), the retry reads the
     // trailer first.
+    let changed = h.proxies[0].counter(Counter::VersionsChanged);
     let first = h.get("a");
     assert_eq!(first.status, 503);
     assert!(first.text().contains("SlowDown"));
+    assert_eq!(h.proxies[0].counter(Counter::VersionsChanged), changed + 1);
     assert_eq!(h.get("a").body, b);
     h.assert_clean();
 }

@@ -650,6 +650,7 @@ impl Get {
                 Some(k) => known = k,
                 None => {
                     etags::note_latest(cx, None);
+                    cx.count(Counter::VersionsChanged, 1);
                     return Err(S3Error::slow_down(
                         "s3crypt: the object changed while it was read; please retry",
                     ));

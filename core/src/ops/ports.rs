@@ -32,10 +32,13 @@ pub enum Counter {
     ListingLookups,
     /// Listing pages cut short because more objects were unknown than one page looks up.
     ListingsCut,
+    /// Whole reads answered 503 SlowDown because the backend sent another version than
+    /// the one this process last saw (overwritten through another replica or directly).
+    VersionsChanged,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 11] = [
         Counter::ObjectsEncrypted,
         Counter::BytesEncrypted,
         Counter::ObjectsDecrypted,
@@ -46,6 +49,7 @@ impl Counter {
         Counter::PlaintextServed,
         Counter::ListingLookups,
         Counter::ListingsCut,
+        Counter::VersionsChanged,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -59,6 +63,7 @@ impl Counter {
             Counter::PlaintextServed => "s3crypt_plaintext_served",
             Counter::ListingLookups => "s3crypt_listing_lookups",
             Counter::ListingsCut => "s3crypt_listings_cut",
+            Counter::VersionsChanged => "s3crypt_versions_changed",
         }
     }
 }
