@@ -147,27 +147,44 @@ struct Root {
 struct Vm {
     engine: Rc<VmState>,
     waiters: RefCell<HashMap<String, Vec<Waiter>>>,
-    /// Streams to reset, decided while answering a call-out (context id, response half).
-    /// Envoy logs a reset stream at once, calling `proxy_on_log` back into the VM, which
-    /// the SDK refuses while it is still in that stream's call-out callback (a "RefCell
-    /// already borrowed" panic that took Envoy down): the root resets them on its next
-    /// tick instead, outside any stream callback.
-    resets: RefCell<Vec<(u32, bool)>>,
-    /// Local replies decided while answering a call-out, sent from the root's tick for
-    /// the same reason (a local reply ends the stream and logs it at once).
-    replies: RefCell<Vec<(u32, Reply)>>,
-    /// Responses to let go on after a call-out held them: resuming a response that is
-    /// complete (headers only, or its held end) finishes the stream and logs it at once,
-    /// so this too waits for the root's tick.
-    resumes: RefCell<Vec<u32>>,
-    /// Held response headers or body to replace, then resume, after a call-out: Envoy may
-    /// finish the stream (and log it) as soon as it has them, so from the root's tick.
-    replaced: RefCell<Vec<(u32, Replace)>>,
+    /// Stream-ending actions decided inside a stream callback (context id, action). Envoy
+    /// logs a stream that ends at once, calling `proxy_on_log` back into the VM, which the
+    /// SDK refuses while it is still in that stream's callback (a "RefCell already
+    /// borrowed" panic that took Envoy down): the root runs them on its next tick,
+    /// outside any stream callback.
+    deferred: RefCell<Vec<(u32, Deferred)>>,
 }
 
-enum Replace {
+/// A stream-ending action run from the root's tick (see [`Vm::deferred`]).
+enum Deferred {
+    /// A local reply.
+    Reply(Reply),
+    /// A reset (`true`: of the response).
+    Reset(bool),
+    /// Let a held response go on.
+    Resume,
+    /// Replace the held response headers, then let it go on.
     Headers(Headers),
+    /// Replace the held response body (all of it), then let it go on.
     Body(Vec<u8>),
+}
+
+impl Vm {
+    /// Runs `d` on stream `id` from the root's next tick.
+    fn defer(&self, id: u32, d: Deferred) {
+        self.deferred.borrow_mut().push((id, d));
+        let _ = hostcalls::set_tick_period(RESET_TICK);
+    }
+}
+
+/// Sends a local reply on the effective stream.
+fn send_reply_now(r: &Reply) -> Result<(), proxy_wasm::types::Status> {
+    let hs: Vec<(&str, &str)> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    hostcalls::send_http_response(u32::from(r.status), hs, Some(&r.body))
 }
 
 /// Tick period of the root context: memory gauge, and resets deferred from call-outs.
@@ -204,50 +221,25 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        let replies: Vec<(u32, Reply)> = std::mem::take(&mut *self.vm.replies.borrow_mut());
-        let resets: Vec<(u32, bool)> = std::mem::take(&mut *self.vm.resets.borrow_mut());
-        let resumes: Vec<u32> = std::mem::take(&mut *self.vm.resumes.borrow_mut());
-        let pending_replace = !self.vm.replaced.borrow().is_empty();
-        if !replies.is_empty() || !resets.is_empty() || !resumes.is_empty() || pending_replace {
-            let replaced: Vec<(u32, Replace)> = std::mem::take(&mut *self.vm.replaced.borrow_mut());
-            for (id, r) in replaced {
+        let deferred: Vec<(u32, Deferred)> = std::mem::take(&mut *self.vm.deferred.borrow_mut());
+        if !deferred.is_empty() {
+            for (id, d) in deferred {
                 if hostcalls::set_effective_context(id).is_err() {
-                    continue;
+                    continue; // gone already
                 }
-                let _ = match r {
-                    Replace::Headers(h) => {
+                let _ = match d {
+                    Deferred::Reply(r) => send_reply_now(&r),
+                    Deferred::Reset(true) => hostcalls::reset_http_response(),
+                    Deferred::Reset(false) => hostcalls::reset_http_request(),
+                    Deferred::Resume => hostcalls::resume_http_response(),
+                    Deferred::Headers(h) => {
                         hostcalls::set_map(MapType::HttpResponseHeaders, pairs(&h))
+                            .and_then(|()| hostcalls::resume_http_response())
                     }
-                    Replace::Body(b) => {
+                    Deferred::Body(b) => {
                         hostcalls::set_buffer(BufferType::HttpResponseBody, 0, 0, &b)
+                            .and_then(|()| hostcalls::resume_http_response())
                     }
-                };
-                let _ = hostcalls::resume_http_response();
-            }
-            for id in resumes {
-                if hostcalls::set_effective_context(id).is_ok() {
-                    let _ = hostcalls::resume_http_response();
-                }
-            }
-            for (id, r) in replies {
-                if hostcalls::set_effective_context(id).is_err() {
-                    continue; // gone already
-                }
-                let hs: Vec<(&str, &str)> = r
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                let _ = hostcalls::send_http_response(u32::from(r.status), hs, Some(&r.body));
-            }
-            for (id, response) in resets {
-                if hostcalls::set_effective_context(id).is_err() {
-                    continue; // gone already
-                }
-                let _ = if response {
-                    hostcalls::reset_http_response()
-                } else {
-                    hostcalls::reset_http_request()
                 };
             }
             self.set_tick_period(TICK);
@@ -331,14 +323,12 @@ fn wake_waiters(vm: &Vm, own: u32) {
                     let _ = hostcalls::resume_http_request();
                 }
                 RequestStep::Reply(r) => {
-                    // From another stream's callback: deferred (see `Vm::replies`).
-                    vm.replies.borrow_mut().push((id, r));
-                    let _ = hostcalls::set_tick_period(RESET_TICK);
+                    // From another stream's callback: deferred (see `Vm::deferred`).
+                    vm.defer(id, Deferred::Reply(r));
                 }
                 _ => {
-                    // From another stream's callback: deferred (see `Vm::resets`).
-                    vm.resets.borrow_mut().push((id, false));
-                    let _ = hostcalls::set_tick_period(RESET_TICK);
+                    // From another stream's callback: deferred (see `Vm::deferred`).
+                    vm.defer(id, Deferred::Reset(false));
                 }
             }
         }
@@ -371,7 +361,7 @@ impl Http {
         };
         let step = self.ex.borrow_mut().on_response_headers(&h, eos);
         match step {
-            ResponseStep::Forward(out) => self.defer_replace(Replace::Headers(out)),
+            ResponseStep::Forward(out) => self.vm.defer(self.id, Deferred::Headers(out)),
             ResponseStep::ForwardAfter(out, c) => {
                 self.set_http_response_headers(pairs(&out));
                 let _ = self.hold_response_for(&c);
@@ -387,12 +377,7 @@ impl Http {
     }
 
     fn send_reply(&self, r: Reply) {
-        let hs: Vec<(&str, &str)> = r
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        self.send_http_response(u32::from(r.status), hs, Some(&r.body));
+        let _ = send_reply_now(&r);
     }
 
     fn apply_request_step(&mut self, step: RequestStep) -> Action {
@@ -403,9 +388,8 @@ impl Http {
             }
             RequestStep::Reply(r) => {
                 if self.in_callout {
-                    // (See `Vm::replies`.)
-                    self.vm.replies.borrow_mut().push((self.id, r));
-                    let _ = hostcalls::set_tick_period(RESET_TICK);
+                    // (See `Vm::deferred`.)
+                    self.vm.defer(self.id, Deferred::Reply(r));
                 } else {
                     self.send_reply(r);
                 }
@@ -474,7 +458,7 @@ impl Http {
                 // The response body was held at its end, every chunk emptied: this is all
                 // of it.
                 if self.in_callout {
-                    self.defer_replace(Replace::Body(b));
+                    self.vm.defer(self.id, Deferred::Body(b));
                     return Action::Pause;
                 }
                 self.set_http_response_body(0, 0, &b);
@@ -486,27 +470,13 @@ impl Http {
             CallOutStep::Response(ResponseResume::Reset(msg)) => {
                 log(LogLevel::Warn, &msg);
                 if self.in_callout {
-                    self.defer_reset(true);
+                    self.vm.defer(self.id, Deferred::Reset(true));
                 } else {
                     self.reset_http_response();
                 }
                 Action::Pause
             }
         }
-    }
-
-    /// Resets this stream from the root's next tick (see [`Vm::resets`]); it stays paused
-    /// until then, nothing more of it is released.
-    fn defer_reset(&self, response: bool) {
-        self.vm.resets.borrow_mut().push((self.id, response));
-        let _ = hostcalls::set_tick_period(RESET_TICK);
-    }
-
-    /// Replaces held response headers or body, then resumes, from the root's next tick
-    /// (see [`Vm::replaced`]).
-    fn defer_replace(&self, r: Replace) {
-        self.vm.replaced.borrow_mut().push((self.id, r));
-        let _ = hostcalls::set_tick_period(RESET_TICK);
     }
 
     /// A call-out made from the response: hold the response until it answers.
@@ -544,9 +514,8 @@ impl Context for Http {
         wake_waiters(&self.vm, self.id);
         if let Action::Continue = action {
             if response {
-                // (See `Vm::resumes`.)
-                self.vm.resumes.borrow_mut().push(self.id);
-                let _ = hostcalls::set_tick_period(RESET_TICK);
+                // (See `Vm::deferred`.)
+                self.vm.defer(self.id, Deferred::Resume);
             } else {
                 self.resume_http_request();
             }
