@@ -1,8 +1,10 @@
 """Multipart ETags as S3 defines them, for the plaintext, through Envoy + s3crypt: each
 UploadPart (and UploadPartCopy) answers the MD5 of the part's plaintext, ListParts lists
 those, CompleteMultipartUpload takes them (and nothing else: InvalidPart) and the backend
-still holds only ciphertext parts under its own ETags. s3cmd, which compares every part's
-ETag with the MD5 of what it sent, uploads a 20 MiB file (two parts) and reads it back."""
+still holds only ciphertext parts under its own ETags. The object's ETag is S3's
+`md5-of-md5s-N` of the plaintext parts, sealed in the object, the same in every response
+and in processes that never saw the upload. s3cmd, which compares every part's ETag with
+the MD5 of what it sent, uploads a 20 MiB file (two parts) and reads it back."""
 
 import hashlib
 import shutil
@@ -19,6 +21,77 @@ MiB = 1 << 20
 
 def md5_etag(b):
     return '"%s"' % hashlib.md5(b).hexdigest()
+
+
+def multipart_etag(parts):
+    """S3's ETag of a multipart object: the MD5 of the parts' binary MD5s, `-` the count."""
+    return '"%s-%d"' % (hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest(), len(parts))
+
+
+def shows(s3, bucket, key, want, size, backend_etag):
+    """Every read of the object through `s3` shows the ETag `want` and plaintext size."""
+    head = s3.head_object(Bucket=bucket, Key=key)
+    assert (head["ETag"], head["ContentLength"]) == (want, size)
+    got = s3.get_object(Bucket=bucket, Key=key, IfMatch=want)
+    assert got["ETag"] == want and len(got["Body"].read()) == size
+    assert s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-9")["ETag"] == want
+    assert s3.get_object(Bucket=bucket, Key=key, PartNumber=1)["ETag"] == want
+    for bad in [backend_etag, md5_etag(b"other")]:
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.get_object(Bucket=bucket, Key=key, IfMatch=bad)
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.head_object(Bucket=bucket, Key=key, IfNoneMatch=want)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
+    a = s3.get_object_attributes(Bucket=bucket, Key=key, ObjectAttributes=["ETag", "ObjectSize"])
+    assert (a["ETag"], a["ObjectSize"]) == (want.strip('"'), size)
+
+
+@pytest.mark.parametrize("last", [1000, 5 * MiB + 7], ids=["closing-part", "end-part"])
+def test_multipart_etag_is_md5_of_the_plaintext_part_md5s(stack, bucket, last):
+    """A short last part is rewritten as a closing part, a long one is followed by an end
+    part (the backend's ETag then counts 3 parts): either way the object seals its
+    plaintext multipart ETag, which Complete answers, reads, listings, conditions,
+    attributes and copies show, also in fresh processes (which read the object's last
+    bytes once). The backend's ETag is that of the ciphertext, and no condition matches it."""
+    s3 = stack.s3()
+    parts = [pattern(5 * MiB + 1, 301), pattern(last, 302)]
+    size = sum(map(len, parts))
+    want = multipart_etag(parts)
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    listed = [{"PartNumber": n, "ETag": s3.upload_part(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=n,
+                                                       Body=body)["ETag"]} for n, body in enumerate(parts, 1)]
+    done = s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid, MultipartUpload={"Parts": listed})
+    assert done["ETag"] == want
+    backend = stack.backend_s3().head_object(Bucket=bucket, Key="mp")["ETag"]
+    assert backend != want and backend.endswith("-3\"" if last > 5 * MiB else "-2\"")
+    assert want.strip('"').split("-")[0] not in str(stack.backend_s3().head_object(Bucket=bucket, Key="mp"))
+    shows(s3, bucket, "mp", want, size, backend)
+    # A fresh process lists it first (one lookup of its last bytes), another reads it first.
+    lister = stack.start_envoy()
+    reader = stack.start_envoy()
+    try:
+        for fresh in (lister, reader):
+            c = fresh.s3()
+            if fresh is lister:
+                entry = c.list_objects_v2(Bucket=bucket)["Contents"][0]
+                assert (entry["ETag"], entry["Size"]) == (want, size)
+                v = c.list_object_versions(Bucket=bucket)["Versions"][0]
+                assert (v["ETag"], v["Size"]) == (want, size)
+            shows(c, bucket, "mp", want, size, backend)
+        # A copy has the same parts, so the same ETag; its source conditions see it too.
+        cp = reader.s3().copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "mp"},
+                                     CopySourceIfMatch=want)
+        assert cp["CopyObjectResult"]["ETag"] == want
+        copy_backend = stack.backend_s3().head_object(Bucket=bucket, Key="copy")["ETag"]
+        shows(lister.s3(), bucket, "copy", want, size, copy_backend)
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            stack.start_envoy().s3().copy_object(Bucket=bucket, Key="copy2", CopySource={"Bucket": bucket, "Key": "mp"},
+                                                  CopySourceIfMatch=backend)
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    finally:
+        for e in (lister, reader):
+            e.stop()
 
 
 def test_boto3_part_etags_list_parts_and_complete(stack, bucket):

@@ -35,18 +35,22 @@ END_VECTOR_LENGTHS = [5 << 20, 5 << 20, 6 << 20]  # the parts before `end-4-afte
 CLOSING_FRAMES = M // 2
 CLOSING_SEALED = 28688 - H - (CLOSING_FRAMES + 1) * O
 CLOSING_VECTOR_LENGTHS = [5 << 20, 5 << 20, 1000]  # the parts of `closing-3-of-1000`
+# The multipart MD5 the version 2 tables of the `-etag` cases seal.
+VECTOR_MULTIPART_MD5 = bytes(range(0xC0, 0xD0))
 
 
-def end_table(lengths, size=END_SEALED):
+def end_table(lengths, size=END_SEALED, md5=None):
     """The end part's sealed bytes: u8 1, u32 parts, u32 runs, (u32 count, u64 length) per
-    run of equal lengths, zeros."""
+    run of equal lengths, zeros; version 2 (with `md5`, the object's multipart MD5): u8 2,
+    the two counts, the MD5, the runs."""
     runs = []
     for n in lengths:
         if runs and runs[-1][1] == n:
             runs[-1][0] += 1
         else:
             runs.append([1, n])
-    t = bytes([1]) + struct.pack(">II", len(lengths), len(runs)) + b"".join(struct.pack(">IQ", c, n) for c, n in runs)
+    head = bytes([1 if md5 is None else 2]) + struct.pack(">II", len(lengths), len(runs)) + (md5 or b"")
+    t = head + b"".join(struct.pack(">IQ", c, n) for c, n in runs)
     return t + bytes(size - len(t))
 
 
@@ -136,7 +140,7 @@ def decrypt_stream(suite, dek, layout, part, plen, stored):
         # The table frame: its AAD names the part (layout 5) but not the part's length.
         frame = stored[pos : pos + O + CLOSING_SEALED]
         table = gcm.decrypt(frame[:12], frame[12:], frame_aad(suite, 5, part, 0, 1, CLOSING_SEALED))
-        assert struct.unpack(">II", table[1:9])[0] == part and table[0] == 1
+        assert struct.unpack(">II", table[1:9])[0] == part and table[0] in (1, 2)
         pos += O + CLOSING_SEALED
     assert pos == len(stored)
     return out
@@ -191,8 +195,9 @@ def test_cases_decrypt_independently(vectors):
         stored = b"" if layout == 0 else MAGIC[case["layout"]] + struct.pack(">IQ", part, plen)
         pt = bytes(i % 251 for i in range(plen)) if case["name"].endswith("single-two-frames") else (
             bytes(i % 7 for i in range(plen)) if layout else b"s3crypt test vector"[:plen])
+        sealed_md5 = VECTOR_MULTIPART_MD5 if case["name"].endswith("-etag") else None
         if case["layout"] == "end":
-            pt = end_table(END_VECTOR_LENGTHS)
+            pt = end_table(END_VECTOR_LENGTHS, md5=sealed_md5)
         assert hashlib.sha256(pt).hexdigest() == case["plaintext_sha256"]
         def nonce_of(i):
             return base[:4] + struct.pack(">Q", (int.from_bytes(base[4:], "big") + i) % 2**64)
@@ -204,7 +209,7 @@ def test_cases_decrypt_independently(vectors):
         frames_only = len(stored)
         if case["layout"] == "closing":
             nonce = nonce_of(CLOSING_FRAMES)
-            table = end_table(CLOSING_VECTOR_LENGTHS, CLOSING_SEALED)
+            table = end_table(CLOSING_VECTOR_LENGTHS, CLOSING_SEALED, sealed_md5)
             stored += nonce + gcm.encrypt(nonce, table, frame_aad(suite, 5, part, 0, 1, CLOSING_SEALED))
         if v3 and plen:
             # Sealed independently here: MD5 and CRC32 (an aws-chunked trailing checksum).
@@ -257,7 +262,8 @@ def test_both_suites_have_vectors(vectors):
     if not vectors["cases"][0]["envelope_header"].startswith("v=3;"):
         bases += ["part-2-of-3000"]
     if vectors["cases"][0]["envelope_header"].startswith("v=2;"):
-        bases += ["final-3-of-1000", "end-4-after-3-parts", "closing-3-of-1000"]
+        bases += ["final-3-of-1000", "end-4-after-3-parts", "closing-3-of-1000",
+                  "end-4-after-3-parts-etag", "closing-3-of-1000-etag"]
     for base in bases:
         assert {(1, base), (2, base)} <= names
 

@@ -21,7 +21,7 @@ use libfuzzer_sys::fuzz_target;
 use s3crypt_core::crypto::DataKey;
 use s3crypt_core::format::part_table::{PartTable, Walk};
 use s3crypt_core::format::{
-    end_table, parse_end_table, parse_part_header, Decrypt, FrameDecryptor, Geometry,
+    end_table, parse_end_table, parse_part_header, sealed_etag, Decrypt, FrameDecryptor, Geometry,
     PartsDecryptor, CLOSING_SEALED_LEN, END_SEALED_LEN, MAX_SINGLE,
 };
 use s3crypt_fuzz::{pieces, run, suite, walk, Input, OTHER_KEY, SEED_KEY};
@@ -37,10 +37,13 @@ fn end_tables(mut inp: Input) {
     t.resize(size as usize, 0);
     if let Ok(Some(l)) = parse_end_table(&t, parts) {
         assert!(l.len() as u64 == parts && l.iter().all(|&x| x <= MAX_SINGLE));
+        // Re-encoded in its own version (with its sealed MD5, if any), it reads the same.
+        let md5 = sealed_etag(&t);
         assert_eq!(
-            parse_end_table(&end_table(&l, size), parts),
+            parse_end_table(&end_table(&l, size, md5.as_ref()), parts),
             Ok(Some(l.clone()))
         );
+        assert_eq!(sealed_etag(&end_table(&l, size, md5.as_ref())), md5);
         for t in [PartTable::from_end(&l), PartTable::from_closing(&l)]
             .into_iter()
             .flatten()

@@ -54,7 +54,8 @@ fn seal_new(s: Suite, kind: u8, n: u32, lengths_seed: u8) -> Sealed {
         let p = &plain[at..at + len as usize];
         at += len as usize;
         if last && kind == 2 {
-            stored.extend(seal_closing(s, &key, number, p, &lengths, &nonces).unwrap());
+            stored
+                .extend(seal_closing(s, &key, number, p, &lengths, Some(&ETAG), &nonces).unwrap());
             break;
         }
         let layout = if last && kind == 0 {
@@ -70,15 +71,23 @@ fn seal_new(s: Suite, kind: u8, n: u32, lengths_seed: u8) -> Sealed {
     let table = match kind {
         0 => PartTable::new(parts, true),
         1 => {
-            stored.extend(seal_end(s, &key, n + 1, &lengths, &nonces).unwrap());
+            stored.extend(seal_end(s, &key, n + 1, &lengths, Some(&ETAG), &nonces).unwrap());
             PartTable::from_end(&lengths)
         }
         2 => PartTable::from_closing(&lengths),
         _ => PartTable::new(parts, false),
     };
     let count = u64::from(n) + u64::from(kind == 1);
-    (stored, plain, table.unwrap(), count, kind != 3)
+    let mut table = table.unwrap();
+    if matches!(kind, 1 | 2) {
+        // An end or closing part seals the object's multipart MD5 with its table.
+        table.etag = Some(ETAG);
+    }
+    (stored, plain, table, count, kind != 3)
 }
+
+/// The multipart MD5 the fuzzed objects seal.
+const ETAG: [u8; 16] = [0x3c; 16];
 
 fn sealed(mut inp: Input) {
     let (s, kind) = (suite(inp.u8()), inp.u8() % 4);
@@ -141,6 +150,11 @@ fn sealed(mut inp: Input) {
         match w.try_end(&obj[a as usize..=b as usize]) {
             Some(t) => assert_eq!(&t, table),
             None => assert!(changed || !matches!(kind, 1 | 2), "no sealed table found"),
+        }
+        // The sealed ETag: only this object's, and the count of the client's parts.
+        match w.end_etag(&obj[a as usize..=b as usize]) {
+            Some(e) => assert_eq!(e, (ETAG, u64::from(n))),
+            None => assert!(changed || !matches!(kind, 1 | 2), "no sealed ETag found"),
         }
     }
 }

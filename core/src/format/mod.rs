@@ -76,12 +76,12 @@ pub const CLOSING_FRAMES: u64 = PART_FRAMES / 2;
 pub const CLOSING_SEALED_LEN: u64 =
     PART_OVERHEAD - PART_HEADER_LEN - (CLOSING_FRAMES + 1) * FRAME_OVERHEAD;
 /// Runs of equal part lengths a closing part's table can hold.
-pub const CLOSING_MAX_RUNS: usize = (CLOSING_SEALED_LEN as usize - 9) / 12;
+pub const CLOSING_MAX_RUNS: usize = (CLOSING_SEALED_LEN as usize - 25) / 12;
 /// Bytes sealed in the end part's one frame: what keeps the end part exactly one part
 /// overhead long (so listing sizes stay `C − N · PART_OVERHEAD`).
 pub const END_SEALED_LEN: u64 = PART_OVERHEAD - PART_HEADER_LEN - FRAME_OVERHEAD;
 /// Runs of equal part lengths the end part's table can hold.
-pub const END_MAX_RUNS: usize = (END_SEALED_LEN as usize - 9) / 12;
+pub const END_MAX_RUNS: usize = (END_SEALED_LEN as usize - 25) / 12;
 /// S3's smallest part that may be followed by another (5 MiB): a part stored shorter than
 /// this can only be the last part of an object.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;

@@ -13,21 +13,23 @@
 
 use crate::crypto::{DataKey, Suite};
 use crate::format::{
-    parse_end_table, parse_part_header, part_follows, take_up_to, Decrypt, FormatError,
-    FrameDecryptor, Geometry, Layout, Window, FRAME_OVERHEAD, MAX_PART_NUMBER, MAX_SINGLE,
-    PART_HEADER_LEN, PART_OVERHEAD,
+    parse_end_table, parse_part_header, part_follows, sealed_etag, take_up_to, Decrypt,
+    FormatError, FrameDecryptor, Geometry, Layout, Window, FRAME_OVERHEAD, MAX_PART_NUMBER,
+    MAX_SINGLE, PART_HEADER_LEN, PART_OVERHEAD,
 };
 
 /// Part number and plaintext length of each part, in order; `final_last`: the last part
 /// is in layout `final`, `end` or `closing` (version 2 objects; an end part is an entry of
 /// length 0); `closing`: it is a closing part. [`PartTable::new`] bounds every table: at
 /// most 10,000 parts (increasing numbers in 1..=10,000) of at most 5 GiB each, so sums of
-/// lengths and offsets stay below 2^46.
+/// lengths and offsets stay below 2^46. `etag`: the plaintext multipart MD5 sealed in an
+/// end or closing part's table (version 2 tables).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartTable {
     parts: Vec<(u32, u64)>,
     final_last: bool,
     closing: bool,
+    pub etag: Option<[u8; 16]>,
 }
 
 /// A plaintext range of a multipart object: the stored bytes to read and how to decrypt them.
@@ -64,6 +66,7 @@ impl PartTable {
             parts,
             final_last,
             closing: false,
+            etag: None,
         })
     }
 
@@ -87,6 +90,13 @@ impl PartTable {
     /// Parts stored, the end marker included (the `-N` of the ETag).
     pub fn count(&self) -> usize {
         self.parts.len()
+    }
+
+    /// The ETag clients see, if the object sealed it: the hex of its plaintext multipart
+    /// MD5 and the count of the client's parts.
+    pub fn visible_etag(&self) -> Option<String> {
+        let m = self.etag?;
+        Some(format!("\"{}-{}\"", hex::encode(m), self.visible_count()))
     }
 
     /// Whether the table ends with a final part (what version 2 objects must do).
@@ -174,7 +184,7 @@ impl PartTable {
     }
 
     /// Cache encoding: `number:len` pairs separated by commas, `F` after a final part,
-    /// `C` after a closing part.
+    /// `C` after a closing part, then `/` and the hex of a sealed ETag if any.
     pub fn encode(&self) -> String {
         let v: Vec<String> = self.parts.iter().map(|(n, l)| format!("{n}:{l}")).collect();
         let mut s = v.join(",");
@@ -183,11 +193,19 @@ impl PartTable {
         } else if self.final_last {
             s.push('F');
         }
+        if let Some(m) = self.etag {
+            s.push('/');
+            s.push_str(&hex::encode(m));
+        }
         s
     }
 
     pub fn decode(s: &[u8]) -> Option<PartTable> {
         let s = std::str::from_utf8(s).ok()?;
+        let (s, etag) = match s.split_once('/') {
+            Some((s, m)) => (s, Some(hex::decode(m).ok()?.try_into().ok()?)),
+            None => (s, None),
+        };
         let (s, final_last, closing) = if let Some(rest) = s.strip_suffix('C') {
             (rest, true, true)
         } else if let Some(rest) = s.strip_suffix('F') {
@@ -207,6 +225,7 @@ impl PartTable {
             }
             t.closing = true;
         }
+        t.etag = etag;
         Some(t)
     }
 
@@ -290,6 +309,8 @@ pub struct Walk {
     /// 10,000 parts of at most 5 GiB).
     next: u64,
     parts: Vec<Geometry>,
+    /// The multipart MD5 sealed in the end part or closing table frame walked, if any.
+    etag: Option<[u8; 16]>,
     /// What the caller caches the table under (the object version it belongs to).
     pub version: String,
 }
@@ -312,6 +333,7 @@ impl Walk {
             v2,
             next: 0,
             parts: Vec::new(),
+            etag: None,
             version: String::new(),
         }
     }
@@ -326,11 +348,10 @@ impl Walk {
         (self.v2 && self.parts_expected >= 1).then_some((first, last))
     }
 
-    /// The table sealed in the bytes read at [`Walk::end_read`], if they are an end part or
-    /// a closing table frame of this object that verifies and holds a table consistent
-    /// with the stored size and part count. `None`: walk instead (the walk is the
-    /// authority: a sealed table that is there but does not verify fails the walk too).
-    pub fn try_end(&self, bytes: &[u8]) -> Option<PartTable> {
+    /// The sealed bytes of the end part or closing table frame in the bytes read at
+    /// [`Walk::end_read`], verified under the object's key as this object's part number
+    /// `N` (an end part: `N ≥ 2`): its layout and sealed bytes. `None`: they are not.
+    fn open_end(&self, bytes: &[u8]) -> Option<(Layout, Vec<u8>)> {
         if bytes.len() as u64 != PART_OVERHEAD || !self.v2 || self.parts_expected < 1 {
             return None;
         }
@@ -350,13 +371,40 @@ impl Walk {
         let mut sealed = Vec::new();
         d.push(frame, &mut sealed).ok()?;
         d.finish().ok()?;
-        let t = if geo.layout == Layout::End {
+        Some((geo.layout, sealed))
+    }
+
+    /// The table sealed in the bytes read at [`Walk::end_read`], if they are an end part or
+    /// a closing table frame of this object that verifies and holds a table consistent
+    /// with the stored size and part count (with the object's ETag, if sealed). `None`:
+    /// walk instead (the walk is the authority: a sealed table that is there but does not
+    /// verify fails the walk too).
+    pub fn try_end(&self, bytes: &[u8]) -> Option<PartTable> {
+        let (layout, sealed) = self.open_end(bytes)?;
+        let t = if layout == Layout::End {
             let before = self.parts_expected.checked_sub(1)?;
             PartTable::from_end(&parse_end_table(&sealed, before).ok()??)
         } else {
             PartTable::from_closing(&parse_end_table(&sealed, self.parts_expected).ok()??)
         };
-        t.filter(|t| t.stored_len() == self.stored_len)
+        let mut t = t.filter(|t| t.stored_len() == self.stored_len)?;
+        t.etag = sealed_etag(&sealed);
+        Some(t)
+    }
+
+    /// The ETag sealed in the bytes read at [`Walk::end_read`] (an end part or closing
+    /// table frame of this object that verifies, with a version 2 table): the ETag
+    /// clients see and the count of the client's parts. `None`: the object does not seal
+    /// it there (it ends with a client's final part, or was completed before ETags were
+    /// sealed), or the bytes are not what they should be.
+    pub fn end_etag(&self, bytes: &[u8]) -> Option<([u8; 16], u64)> {
+        let (layout, sealed) = self.open_end(bytes)?;
+        let visible = match layout {
+            Layout::End => self.parts_expected.checked_sub(1)?,
+            _ => self.parts_expected,
+        };
+        parse_end_table(&sealed, visible).ok()?;
+        Some((sealed_etag(&sealed)?, visible))
     }
 
     /// The stored bytes (first, last inclusive) to read next: the last frame of the part
@@ -415,6 +463,7 @@ impl Walk {
                 if parse_end_table(&out, walked.len() as u64)? != Some(walked) {
                     return Err(FormatError::Integrity);
                 }
+                self.etag = sealed_etag(&out);
             }
             if geo.layout == Layout::End {
                 // The end part's sealed table, if any, must be the parts walked.
@@ -423,6 +472,7 @@ impl Walk {
                 if parse_end_table(&out, before.len() as u64)?.is_some_and(|t| t != before) {
                     return Err(FormatError::Integrity);
                 }
+                self.etag = sealed_etag(&out);
             }
         }
         if header.is_empty() {
@@ -439,6 +489,7 @@ impl Walk {
             )
             .ok_or(FormatError::Integrity)?;
             t.closing = closing;
+            t.etag = self.etag;
             return Ok(Some(t));
         }
         let geo = parse_part_header(header).ok_or(FormatError::Integrity)?;

@@ -295,6 +295,11 @@ pub struct PartsDecryptor {
     end: Option<Vec<u8>>,
     /// The table frame still to come after the current (closing) part's frames.
     trailer: Option<Geometry>,
+    /// The multipart MD5 the response showed as its ETag, if it came from the object's
+    /// sealed table: the table read must hold it ([`PartsDecryptor::showing`]).
+    shown: Option<[u8; 16]>,
+    /// A sealed table holding `shown` was read.
+    shown_checked: bool,
 }
 
 impl PartsDecryptor {
@@ -314,7 +319,16 @@ impl PartsDecryptor {
             lengths: Vec::new(),
             end: None,
             trailer: None,
+            shown: None,
+            shown_checked: false,
         }
+    }
+
+    /// The response shows `md5` (the multipart MD5 sealed in the object's table, learnt
+    /// before the read) as its ETag: the object read must end with a table that holds it.
+    pub fn showing(mut self, md5: Option<[u8; 16]>) -> Self {
+        self.shown = md5;
+        self
     }
 
     pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<(), FormatError> {
@@ -400,6 +414,12 @@ impl PartsDecryptor {
                                 }
                                 _ => {}
                             }
+                            if let Some(m) = self.shown {
+                                if sealed_etag(t) != Some(m) {
+                                    return Err(FormatError::Integrity);
+                                }
+                                self.shown_checked = true;
+                            }
                         }
                     }
                 }
@@ -413,6 +433,7 @@ impl PartsDecryptor {
             && self.header.is_empty()
             && self.parts_seen == self.parts_expected
             && (self.ended || !self.v2)
+            && (self.shown.is_none() || self.shown_checked)
         {
             Ok(())
         } else {

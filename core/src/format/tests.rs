@@ -282,6 +282,7 @@ fn the_end_part_seals_the_part_table() {
         &dek(),
         3,
         &[1000, 700],
+        None,
         &crate::crypto::test_rng(),
     )
     .unwrap();
@@ -300,28 +301,71 @@ fn the_end_part_seals_the_part_table() {
         &dek(),
         3,
         &[1000, 701],
+        None,
         &crate::crypto::test_rng(),
     )
     .unwrap();
     assert!(run(&[&p1[..], &p2, &wrong].concat(), 3).0.is_err());
     // Runs: equal lengths share one; too many runs, no table.
-    let t = end_table(&[8, 8, 8, 3], END_SEALED_LEN);
+    let t = end_table(&[8, 8, 8, 3], END_SEALED_LEN, None);
     assert_eq!(&t[..9], &[1, 0, 0, 0, 4, 0, 0, 0, 2]);
     assert_eq!(parse_end_table(&t, 4), Ok(Some(vec![8, 8, 8, 3])));
+    assert_eq!(sealed_etag(&t), None);
     assert!(parse_end_table(&t, 3).is_err());
+    // Version 2 tables seal the multipart MD5 after the counts.
+    let m = [0xabu8; 16];
+    let t2 = end_table(&[8, 8, 8, 3], END_SEALED_LEN, Some(&m));
+    assert_eq!(&t2[..9], &[2, 0, 0, 0, 4, 0, 0, 0, 2]);
+    assert_eq!(&t2[9..25], &m);
+    assert_eq!(parse_end_table(&t2, 4), Ok(Some(vec![8, 8, 8, 3])));
+    assert_eq!(sealed_etag(&t2), Some(m));
+    let mut v3 = t2.clone();
+    v3[0] = 3;
+    assert!(parse_end_table(&v3, 4).is_err());
     let many: Vec<u64> = (1..=END_MAX_RUNS as u64 + 1).collect();
     assert_eq!(
-        parse_end_table(&end_table(&many, END_SEALED_LEN), many.len() as u64),
+        parse_end_table(
+            &end_table(&many, END_SEALED_LEN, Some(&m)),
+            many.len() as u64
+        ),
         Ok(None)
     );
     let few: Vec<u64> = (1..=END_MAX_RUNS as u64).collect();
     assert_eq!(
-        parse_end_table(&end_table(&few, END_SEALED_LEN), few.len() as u64),
+        parse_end_table(&end_table(&few, END_SEALED_LEN, Some(&m)), few.len() as u64),
         Ok(Some(few))
     );
     let mut junk = t.clone();
     junk[100] = 1;
     assert!(parse_end_table(&junk, 4).is_err());
+    // The ETag a response showed must be the one the table it reads seals.
+    let m = [0x11u8; 16];
+    let sealed = seal_end(
+        Suite::Aes256Gcm,
+        &dek(),
+        3,
+        &[1000, 700],
+        Some(&m),
+        &crate::crypto::test_rng(),
+    )
+    .unwrap();
+    let showing = |obj: &[u8], parts: u64, md5: Option<[u8; 16]>| {
+        let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), parts, true).showing(md5);
+        d.push(obj, &mut Vec::new()).and_then(|()| d.finish())
+    };
+    let with = [&p1[..], &p2, &sealed].concat();
+    assert_eq!(showing(&with, 3, Some(m)), Ok(()));
+    assert_eq!(showing(&with, 3, None), Ok(()));
+    assert!(showing(&with, 3, Some([0x12; 16])).is_err());
+    // A table without an ETag, or no table at all (a final last part), holds none.
+    assert!(showing(&[&p1[..], &p2, &end].concat(), 3, Some(m)).is_err());
+    let f2 = encrypt(
+        Geometry::part_in(Layout::Final, 2, 700),
+        &vec![2u8; 700],
+        78,
+    );
+    assert_eq!(showing(&[&p1[..], &f2].concat(), 2, None), Ok(()));
+    assert!(showing(&[&p1[..], &f2].concat(), 2, Some(m)).is_err());
     // An end part first, or in a version 1 object, or relabelled as a final part.
     assert!(run(&end, 1).0.is_err());
     let mut d = PartsDecryptor::new(Suite::Aes256Gcm, &dek(), 3, false);
@@ -555,6 +599,11 @@ fn committed_test_vectors() {
     assert_eq!(line["stored".len()..].replace(' ', ""), stored);
 }
 
+/// The multipart MD5 the version 2 tables of the vectors seal (`c0 c1 … cf`).
+const VECTOR_MULTIPART_MD5: [u8; 16] = [
+    0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xcb, 0xcc, 0xcd, 0xce, 0xcf,
+];
+
 /// Writes (or checks) docs/vectors/format-v{version}.json; returns the envelope and
 /// stored bytes of `chacha20-poly1305/single-short`.
 fn vectors_of_version(version: u8) -> (String, String) {
@@ -596,11 +645,27 @@ fn vectors_of_version(version: u8) -> (String, String) {
         cases.push((
             "end-4-after-3-parts",
             Geometry::end(4),
-            end_table(&[5 << 20, 5 << 20, 6 << 20], END_SEALED_LEN),
+            end_table(&[5 << 20, 5 << 20, 6 << 20], END_SEALED_LEN, None),
         ));
         // A closing part: 512 frames, then its table frame (nonce: frame 512's).
         cases.push((
             "closing-3-of-1000",
+            Geometry::closing(3, 1000),
+            (0..1000u64).map(|i| (i % 7) as u8).collect(),
+        ));
+        // The same with version 2 tables, sealing the object's multipart MD5 (as written
+        // now; the two above are tables of the previous release, still read).
+        cases.push((
+            "end-4-after-3-parts-etag",
+            Geometry::end(4),
+            end_table(
+                &[5 << 20, 5 << 20, 6 << 20],
+                END_SEALED_LEN,
+                Some(&VECTOR_MULTIPART_MD5),
+            ),
+        ));
+        cases.push((
+            "closing-3-of-1000-etag",
             Geometry::closing(3, 1000),
             (0..1000u64).map(|i| (i % 7) as u8).collect(),
         ));
@@ -663,7 +728,8 @@ fn vectors_of_version(version: u8) -> (String, String) {
                 Geometry::closing_table(geo.part),
                 &counting_nonces(n),
             );
-            let table = end_table(&[5 << 20, 5 << 20, 1000], CLOSING_SEALED_LEN);
+            let etag = name.ends_with("-etag").then_some(&VECTOR_MULTIPART_MD5);
+            let table = end_table(&[5 << 20, 5 << 20, 1000], CLOSING_SEALED_LEN, etag);
             t.push(&table, &mut ct).unwrap();
             t.finish(&mut ct).unwrap();
             assert_eq!(ct.len() as u64, geo.plain_len + PART_OVERHEAD);

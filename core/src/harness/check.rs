@@ -26,6 +26,23 @@ const MARK_TAIL: &[u8; 4] = b"KMTP";
 /// Plaintext bytes between markers.
 pub const MARK_EVERY: usize = 512;
 
+/// The ETag S3 gives a single object: its quoted MD5.
+pub fn md5_hex(d: &[u8]) -> String {
+    use md5::{Digest as _, Md5};
+    format!("\"{}\"", hex::encode(Md5::digest(d)))
+}
+
+/// The ETag S3 gives a multipart object of these parts: the quoted MD5 of their MD5s and
+/// `-` their count (what the filter shows for the plaintext parts).
+pub fn multipart_md5_etag(parts: &[&[u8]]) -> String {
+    use md5::{Digest as _, Md5};
+    let mut h = Md5::new();
+    for p in parts {
+        h.update(Md5::digest(p));
+    }
+    format!("\"{}-{}\"", hex::encode(h.finalize()), parts.len())
+}
+
 /// High-entropy plaintext (SHA-256 blocks of `seed`) with a 16-byte marker every
 /// [`MARK_EVERY`] bytes: `PTMK ‖ u32 seed ‖ u32 offset ‖ KMTP`, unique per object and
 /// position. Random ciphertext holds one by chance with probability 2^-64 per position,
@@ -93,7 +110,7 @@ fn classify(h: &Harness, s: &Sent) -> Data {
     }
 }
 
-fn open(h: &Harness, ev: &str) -> Result<(Envelope, DataKey), String> {
+pub fn open(h: &Harness, ev: &str) -> Result<(Envelope, DataKey), String> {
     let mut env = Envelope::decode(ev).map_err(|e| format!("unreadable envelope {e:?}"))?;
     let kek = h
         .proxies

@@ -50,6 +50,8 @@ mod tests_etags;
 #[cfg(test)]
 mod tests_multipart;
 #[cfg(test)]
+mod tests_multipart_etags;
+#[cfg(test)]
 mod tests_object_etags;
 #[cfg(test)]
 mod tests_objects;

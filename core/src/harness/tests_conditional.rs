@@ -4,7 +4,7 @@
 
 use md5::{Digest as _, Md5};
 
-use super::check::marked;
+use super::check::{marked, md5_hex};
 use super::drive::SentKind;
 use super::*;
 
@@ -21,10 +21,6 @@ fn backend_mode(seed: u64) -> Harness {
 fn put_md5(key: &str, d: &[u8]) -> Request {
     use base64::Engine as _;
     Request::put(&obj(key), d).header("content-md5", &B64.encode(Md5::digest(d)))
-}
-
-fn md5_hex(d: &[u8]) -> String {
-    format!("\"{}\"", hex::encode(Md5::digest(d)))
 }
 
 fn copy(src: &str, dst: &str) -> Request {

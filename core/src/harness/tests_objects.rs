@@ -3,7 +3,7 @@
 
 use md5::{Digest as _, Md5};
 
-use super::check::{check_read, check_upstream, decrypt_stored, find_marker, marked};
+use super::check::{check_read, check_upstream, decrypt_stored, find_marker, marked, md5_hex};
 use super::client::checksum;
 use super::*;
 use crate::auth::checksum::ChecksumAlgorithm;
@@ -14,10 +14,6 @@ const F: usize = 65536;
 /// Stored length of a (version 3) single object: frames, then the 156-byte trailer.
 fn cipher_len(p: usize) -> usize {
     p + 28 * p.div_ceil(F) + if p > 0 { 156 } else { 0 }
-}
-
-fn md5_hex(d: &[u8]) -> String {
-    format!("\"{}\"", hex::encode(Md5::digest(d)))
 }
 
 fn md5_b64(d: &[u8]) -> String {

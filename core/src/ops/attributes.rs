@@ -124,10 +124,13 @@ impl Attributes {
 
     pub fn callout(&mut self, cx: &Cx, resp: Option<(&Headers, &[u8])>) -> CallOutStep {
         let r = match std::mem::replace(&mut self.state, AttrState::Done) {
-            AttrState::Head => match resp.and_then(|(h, _)| {
-                super::etags::trailer_needed(cx, h, super::cx::SseFor::Object).map(|c| (h, c))
-            }) {
-                // A version 3 object's ETag is in its trailer: read first.
+            AttrState::Head => match resp
+                .filter(|_| self.wanted.etag || self.wanted.checksum)
+                .and_then(|(h, _)| {
+                    super::etags::trailer_needed(cx, h, super::cx::SseFor::Object).map(|c| (h, c))
+                }) {
+                // A version 3 object's ETag is in its trailer (a multipart object's in
+                // its end part): read first, if it is asked for.
                 Some((h, call)) => {
                     self.state = AttrState::Trailer(h.clone());
                     Ok(RequestStep::CallOut(call))

@@ -36,6 +36,10 @@ pub(crate) struct Complete {
     /// The ETag the backend gives the object it completes from the part list sent
     /// (S3's `md5-of-md5s-N`): answered where the backend's answer has none (RGW).
     expected_etag: Option<String>,
+    /// The object completes with its plaintext multipart MD5 sealed in its end or
+    /// closing part: what it shows, and its stored size (the result shows that ETag,
+    /// and the ETag cache learns it).
+    sealed: Option<(super::etags::Known, u64)>,
 }
 
 enum CompleteState {
@@ -99,6 +103,7 @@ impl Complete {
             upload_id: req.query_param("uploadId").unwrap_or("").to_string(),
             state: CompleteState::Holding,
             expected_etag: None,
+            sealed: None,
         };
         Ok((op, RequestStep::Forward(up)))
     }
@@ -196,6 +201,16 @@ impl Complete {
             if let Some(e) = &self.expected_etag {
                 text = with_etag(&text, e).unwrap_or(text);
             }
+            if let (Some((known, stored)), Some(backend)) =
+                (&self.sealed, xml::element_text(&text, "ETag"))
+            {
+                // The ETag clients see: the plaintext one sealed in the object.
+                let (bucket, key) = super::etags::request_object(cx);
+                super::etags::remember(cx, &bucket, &key, &backend, *stored, known);
+                super::etags::note_latest(cx, Some((&backend, *stored, true)));
+                let visible = known.etag(&backend);
+                text = xml::replace_element_text(&text, "ETag", &visible).unwrap_or(text);
+            }
         }
         out.extend_from_slice(text.as_bytes());
         Ok(hold)
@@ -237,6 +252,8 @@ impl Complete {
             etags,
             sizes: vec![None; last as usize],
             marker: 0,
+            plain_md5: None,
+            envelope: None,
         });
         match find_record(cx, &c.upload_id, &c.object)? {
             Record::Here(st) => self.complete_with(cx, c, st),
@@ -294,6 +311,7 @@ impl Complete {
         if env.version < 2 {
             return complete_as_listed(&c);
         }
+        c.envelope = Some(env.clone());
         self.complete_list_page(cx, c, (env.suite, dek))
     }
 
@@ -386,8 +404,15 @@ impl Complete {
         // It seals the part table, so that readers find it in one request.
         let (suite, dek) = key;
         let number = c.end_number().ok_or_else(invalid_part)?;
-        let marker = crate::format::seal_end(suite, &dek, number, &lengths, &cx.ports.rng)
-            .map_err(|_| S3Error::internal("s3crypt: no randomness"))?;
+        let marker = crate::format::seal_end(
+            suite,
+            &dek,
+            number,
+            &lengths,
+            c.plain_md5.as_ref(),
+            &cx.ports.rng,
+        )
+        .map_err(|_| S3Error::internal("s3crypt: no randomness"))?;
         let call = self.upload_part_callout(cx, &c, number, marker);
         self.state = CompleteState::Marker(c);
         Ok(RequestStep::CallOut(call))
@@ -423,7 +448,9 @@ impl Complete {
             .ok_or_else(|| part_put_failed(status, &String::from_utf8_lossy(body)))?;
         let number = c.end_number().ok_or_else(invalid_part)?;
         let parts = listed_parts(c).chain(std::iter::once((number, etag.as_str())));
-        Ok(RequestStep::Body(part_list(parts, c.length)?))
+        let list = part_list(parts, c.length)?;
+        self.sealed = sealed_object(c, crate::format::PART_OVERHEAD);
+        Ok(RequestStep::Body(list))
     }
 
     /// The last part is short (it can only be last): close the object with it rewritten
@@ -531,8 +558,16 @@ impl Complete {
             .map(|n| n.checked_sub(PART_OVERHEAD))
             .collect::<Option<_>>()
             .ok_or("a part is shorter than a part's overhead")?;
-        crate::format::seal_closing(*suite, dek, c.last(), &plain, &lengths, &cx.ports.rng)
-            .map_err(|_| "too many distinct part lengths for its table")
+        crate::format::seal_closing(
+            *suite,
+            dek,
+            c.last(),
+            &plain,
+            &lengths,
+            c.plain_md5.as_ref(),
+            &cx.ports.rng,
+        )
+        .map_err(|_| "too many distinct part lengths for its table")
     }
 
     /// The closing part was stored in the last part's place: the list goes upstream with
@@ -557,8 +592,35 @@ impl Complete {
         };
         let keep = listed_parts(c).take_while(|&(n, _)| n < c.last());
         let parts = keep.chain(std::iter::once((c.last(), etag)));
-        Ok(RequestStep::Body(part_list(parts, c.length)?))
+        let list = part_list(parts, c.length)?;
+        self.sealed = sealed_object(c, 0);
+        Ok(RequestStep::Body(list))
     }
+}
+
+/// What an object completed with its multipart MD5 sealed shows, and its stored size:
+/// the listed parts and `added` bytes (an end part). `None` without an MD5 to show.
+fn sealed_object(c: &Completing, added: u64) -> Option<(super::etags::Known, u64)> {
+    let md5 = c.plain_md5?;
+    let env = c.envelope.as_ref()?;
+    let stored = c
+        .sizes
+        .iter()
+        .try_fold(added, |acc, n| acc.checked_add((*n)?))?;
+    let plain_len = c.sizes.iter().try_fold(0u64, |acc, n| {
+        acc.checked_add((*n)?.checked_sub(crate::format::PART_OVERHEAD)?)
+    })?;
+    Some((
+        super::etags::Known {
+            version: env.version,
+            plain_len,
+            md5: Some(md5),
+            parts: Some(u64::from(c.last())),
+            checksum: None,
+            wrapped: env.wrapped_dek,
+        },
+        stored,
+    ))
 }
 
 /// Replaces each ETag the client named by the backend's ETag of that part's newest
@@ -571,6 +633,9 @@ pub(crate) fn map_etags(
     key: &parts::EtagKey,
     entries: &BTreeMap<u32, String>,
 ) -> Result<(), S3Error> {
+    // The object's plaintext multipart MD5: of the parts' plaintext MD5s (the ETags the
+    // client names, checked against each part's entry).
+    let mut whole = Md5::new();
     for (n, named) in (1u32..).zip(c.etags.iter_mut()) {
         let entry = entries
             .get(&n)
@@ -580,12 +645,14 @@ pub(crate) fn map_etags(
         if !bool::from(etag_hex(named).as_bytes().ct_eq(want.as_bytes())) {
             return Err(invalid_part());
         }
+        whole.update(entry.md5);
         *named = if named.trim().starts_with('"') {
             entry.backend
         } else {
             entry.backend.trim_matches('"').to_string()
         };
     }
+    c.plain_md5 = Some(whole.finalize().into());
     Ok(())
 }
 
@@ -609,6 +676,11 @@ pub(crate) struct Completing {
     pub(crate) sizes: Vec<Option<u64>>,
     /// The part-number-marker of the next ListParts page.
     pub(crate) marker: u32,
+    /// The MD5 of the parts' plaintext MD5s (once the ETags were mapped), sealed in the
+    /// object's end or closing part: its ETag is that and `-last`.
+    pub(crate) plain_md5: Option<[u8; 16]>,
+    /// The upload's envelope (version 2 uploads, once the record was read).
+    pub(crate) envelope: Option<crate::format::Envelope>,
 }
 
 impl Completing {

@@ -20,7 +20,7 @@ use super::table::{cached_table, parts_in_etag, table_version, Found, Lookup};
 use super::{BodyError, CallOutStep, RequestStep, ResponseStep};
 use crate::auth::sigv4::{self, PayloadMode, VerifiedRequest};
 use crate::crypto::DataKey;
-use crate::format::{has_trailer, Envelope, Layout, ENVELOPE_HEADER};
+use crate::format::{Envelope, Layout, ENVELOPE_HEADER};
 use crate::headers::Headers;
 use crate::s3::error::S3Error;
 use crate::s3::{self, xml};
@@ -152,22 +152,22 @@ impl Copy {
         Ok(())
     }
 
-    /// CopyObject: the source's HEAD answered. A version 3 single source whose ETag the
-    /// filter does not know yet has its trailer read first.
+    /// CopyObject: the source's HEAD answered. A source whose ETag the filter does not
+    /// know yet (a version 3 single object's trailer, a multipart object's end part) has
+    /// its last bytes read first.
     fn after_copy_source(&mut self, cx: &Cx, up: Headers, resp: Option<&Headers>) -> RequestStep {
         let resp = match copy_source_ok(resp, None, None, &|_| None) {
             Ok(r) => r,
             Err(e) => return cx.reject(&e),
         };
         let (bucket, key) = etags::copy_source_object(&up);
-        let md5 = etags::known_md5(cx, resp, &bucket, &key);
-        if let (None, Some(ev)) = (md5, resp.get(ENVELOPE_HEADER)) {
+        let known = etags::known_of(cx, resp, &bucket, &key);
+        if let (None, Some(ev)) = (&known, resp.get(ENVELOPE_HEADER)) {
             let (env, dek) = match cx.open_envelope(ev) {
                 Ok(x) => x,
                 Err(e) => return cx.reject(&e),
             };
-            if env.layout == Layout::Single && has_trailer(env.version, env.plain_len.unwrap_or(0))
-            {
+            if etags::has_tail(&env) {
                 let etag = resp.get("etag").unwrap_or("").to_string();
                 let stored: u64 = resp
                     .get("content-length")
@@ -177,7 +177,9 @@ impl Copy {
                     Ok(p) => p,
                     Err(e) => return cx.reject(&e),
                 };
-                let call = etags::trailer_read(cx, path, &etag, stored, SseFor::CopySource);
+                let multipart = env.layout != Layout::Single;
+                let call =
+                    etags::trailer_read(cx, path, &etag, stored, multipart, SseFor::CopySource);
                 self.state = CopyState::Trailer(Box::new(SourceTrailer {
                     up,
                     src: resp.clone(),
@@ -190,10 +192,10 @@ impl Copy {
             }
         }
         let src = resp.clone();
-        self.copy_known_source(cx, up, &src, md5)
+        self.copy_known_source(cx, up, &src, known)
     }
 
-    /// The trailer of a version 3 source answered.
+    /// The last bytes of the source answered.
     fn after_source_trailer(
         &mut self,
         cx: &Cx,
@@ -201,23 +203,23 @@ impl Copy {
         resp: Option<(&Headers, &[u8])>,
     ) -> RequestStep {
         match etags::trailer_answered(cx, resp, &t.env, &t.dek, &t.etag, t.stored) {
-            Ok(tr) => {
+            Ok(known) => {
                 let (bucket, key) = etags::copy_source_object(&t.up);
-                let known = Known::of(&t.env, Some(&tr));
                 etags::remember(cx, &bucket, &key, &t.etag, t.stored, &known);
-                self.copy_known_source(cx, t.up, &t.src, Some(tr.md5))
+                self.copy_known_source(cx, t.up, &t.src, Some(known))
             }
             Err(e) => cx.reject(&e),
         }
     }
 
-    /// The source's HEAD answered and its plaintext MD5 is known (if it has one).
+    /// The source's HEAD answered and what it shows is known (`known`; `None`: it has
+    /// no ETag but the backend's).
     fn copy_known_source(
         &mut self,
         cx: &Cx,
         mut up: Headers,
         resp: &Headers,
-        md5: Option<[u8; 16]>,
+        known: Option<Known>,
     ) -> RequestStep {
         let if_match = up.get("x-amz-copy-source-if-match").map(str::to_string);
         let if_none = up
@@ -225,12 +227,14 @@ impl Copy {
             .map(str::to_string);
         up.remove("x-amz-copy-source-if-match");
         up.remove("x-amz-copy-source-if-none-match");
-        let known_md5 = |_: &Headers| md5;
+        let backend = resp.get("etag").unwrap_or("").to_string();
+        let visible = known.as_ref().map(|k| k.etag(&backend));
+        let visible_of = |_: &Headers| visible.clone();
         let resp = match copy_source_ok(
             Some(resp),
             if_match.as_deref(),
             if_none.as_deref(),
-            &known_md5,
+            &visible_of,
         ) {
             Ok(r) => r,
             Err(e) => return cx.reject(&e),
@@ -257,7 +261,7 @@ impl Copy {
                 Err(e) => return cx.reject(&e),
             };
             if env.layout == Layout::Part {
-                let r = self.start_multipart_copy(cx, up, resp, ev.to_string());
+                let r = self.start_multipart_copy(cx, up, resp, ev.to_string(), known);
                 return match r {
                     Ok(s) => s,
                     Err(e) => cx.reject(&e),
@@ -273,9 +277,9 @@ impl Copy {
             if let Some(e) = resp.get("etag") {
                 up.set("x-amz-copy-source-if-match", e.to_string());
             }
-            let mut known = Known::of(&env, None);
-            if let Some(m) = md5 {
-                known.md5 = Some(m);
+            let mut dest = Known::of(&env, None);
+            if let Some(m) = known.and_then(|k| k.md5) {
+                dest.md5 = Some(m);
                 self.body = RespBody::Xml(Vec::new());
                 self.etag = Some(format!("\"{}\"", hex::encode(m)));
             }
@@ -283,7 +287,7 @@ impl Copy {
                 .get("content-length")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            self.dest = Some((known, stored));
+            self.dest = Some((dest, stored));
         }
         let hash = self.payload_hash.clone();
         cx.sign(&mut up, &hash);
@@ -296,6 +300,7 @@ impl Copy {
         up: Headers,
         src: &Headers,
         envelope: String,
+        known: Option<Known>,
     ) -> Result<RequestStep, S3Error> {
         let etag = src.get("etag").unwrap_or("").to_string();
         let stored: u64 = src
@@ -372,6 +377,7 @@ impl Copy {
             create,
             dest_conditions,
             src_etag: etag.clone(),
+            known,
             parts: Vec::new(),
             upload_id: String::new(),
             next: 0,
@@ -524,6 +530,15 @@ impl Copy {
             let parts = mc.etags.iter().map(|(_, e)| e.as_str());
             etag = super::complete::multipart_etag(parts).unwrap_or(etag);
         }
+        if let Some(k) = &mc.known {
+            // The copy has the source's parts byte for byte: its stored size, and the
+            // plaintext ETag sealed in its table.
+            let stored = mc.parts.iter().map(|p| p.1).fold(0u64, u64::saturating_add);
+            let (bucket, key) = etags::request_object(cx);
+            etags::remember(cx, &bucket, &key, &etag, stored, k);
+            etags::note_latest(cx, Some((&etag, stored, true)));
+            etag = k.etag(&etag);
+        }
         let xml = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{}</LastModified><ETag>{}</ETag></CopyObjectResult>",
             iso8601(cx.now()),
@@ -571,6 +586,9 @@ pub(crate) struct MultipartCopy {
     /// backend's ETag; see `condition`), applied to the Complete.
     dest_conditions: Vec<(String, String)>,
     src_etag: String,
+    /// What the source shows (its multipart MD5, if sealed), which the copy shows too:
+    /// same parts, same table.
+    known: Option<Known>,
     /// (part number, stored length, stored offset) of the source's parts.
     parts: Vec<(u32, u64, u64)>,
     upload_id: String,
@@ -609,14 +627,13 @@ pub(crate) fn copy_source_path(h: &Headers) -> Result<String, S3Error> {
 }
 
 /// The HEAD of a copy source: its status, then the client's ETag conditions evaluated
-/// against the ETag clients see (for single-part objects the backend's ETag is that of
-/// the ciphertext; the envelope keeps the plaintext MD5 when there is one, sealed: `md5_of`
-/// opens it).
+/// against the ETag clients see (the backend's ETag is that of the ciphertext; the
+/// plaintext one is sealed in the object: `visible_of` gives it when known).
 pub(crate) fn copy_source_ok<'a>(
     resp: Option<&'a Headers>,
     if_match: Option<&str>,
     if_none: Option<&str>,
-    md5_of: &dyn Fn(&Headers) -> Option<[u8; 16]>,
+    visible_of: &dyn Fn(&Headers) -> Option<String>,
 ) -> Result<&'a Headers, S3Error> {
     let resp = resp.ok_or_else(|| {
         S3Error::service_unavailable("s3crypt: the copy source could not be read")
@@ -632,8 +649,7 @@ pub(crate) fn copy_source_ok<'a>(
             ))
         }
     }
-    let visible_etag = md5_of(resp)
-        .map(|m| format!("\"{}\"", hex::encode(m)))
+    let visible_etag = visible_of(resp)
         .or_else(|| resp.get("etag").map(str::to_string))
         .unwrap_or_default();
     if if_match.is_some_and(|m| !etag_list_matches(m, &visible_etag))

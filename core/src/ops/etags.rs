@@ -1,8 +1,10 @@
-//! The plaintext ETags (and sizes) of single objects, which the backend does not know:
-//! the per-process cache that maps a single object as a listing shows it (bucket, key,
-//! backend ETag, stored size) to what the filter learnt of it (envelope version,
-//! plaintext length, MD5, checksum, wrapped data key), and the read of a version 3
-//! object's sealed trailer (its last [`TRAILER_LEN`] bytes) that fills it.
+//! The plaintext ETags (and sizes) of objects, which the backend does not know: the
+//! per-process cache that maps an object as a listing shows it (bucket, key, backend
+//! ETag, stored size) to what the filter learnt of it (envelope version, plaintext
+//! length, MD5 or multipart MD5, checksum, wrapped data key), and the read that fills it:
+//! a version 3 single object's sealed trailer (its last [`TRAILER_LEN`] bytes), or a
+//! version 2 multipart object's end part or closing table frame (its last
+//! [`PART_OVERHEAD`] bytes), where the multipart MD5 of its plaintext parts is sealed.
 //!
 //! The cache lives in Envoy shared data (in-process memory, never Redis), where digests
 //! may be kept in clear. It is direct-mapped: an entry lives in the slot its identity
@@ -15,22 +17,27 @@ use super::cx::{Cx, SseFor};
 use super::get::parse_content_range;
 use super::CallOut;
 use crate::crypto::{DataKey, WRAPPED_DEK_LEN};
+use crate::format::part_table::Walk;
 use crate::format::{
     open_trailer, single_stored_len, Envelope, Layout, StoredChecksum, Trailer, EMPTY_MD5,
-    TRAILER_LEN,
+    PART_OVERHEAD, TRAILER_LEN,
 };
 use crate::headers::Headers;
 use crate::s3::error::S3Error;
 
-/// What the filter knows of one single object version.
+/// What the filter knows of one object version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Known {
     /// Envelope version (0: an object without an envelope, served as stored).
     pub version: u8,
     pub plain_len: u64,
-    /// The plaintext MD5, when known (version 3 always; version 2 only if the client
-    /// sent Content-MD5).
+    /// Single objects: the plaintext MD5, when known (version 3 always; version 2 only
+    /// if the client sent Content-MD5). Multipart objects: the MD5 of the plaintext
+    /// parts' MD5s, if the object sealed it.
     pub md5: Option<[u8; 16]>,
+    /// A multipart object: the part count its ETag shows (the client's parts when `md5`
+    /// is known, else the backend's count).
+    pub parts: Option<u64>,
     pub checksum: Option<StoredChecksum>,
     /// The object's wrapped data key (zeros for an object without an envelope): a read
     /// only takes an entry whose key is the one in the envelope it got.
@@ -54,22 +61,48 @@ impl Known {
                 .clone()
                 .or_else(|| trailer.and_then(|t| t.checksum.clone())),
             wrapped: env.wrapped_dek,
+            parts: None,
         }
     }
 
-    /// The ETag clients see: the plaintext MD5, else the backend's.
+    /// What a multipart envelope and the stored size and backend ETag of its object say,
+    /// with the multipart MD5 and client part count its end read found (`sealed`).
+    /// `None` if the size and ETag are not those of a multipart object.
+    pub fn multipart(
+        env: &Envelope,
+        stored: u64,
+        backend_etag: &str,
+        sealed: Option<([u8; 16], u64)>,
+    ) -> Option<Known> {
+        let n = super::table::parts_in_etag(backend_etag)?;
+        let plain_len = crate::format::plain_size_from_listing(stored, backend_etag)?;
+        Some(Known {
+            version: env.version,
+            plain_len,
+            md5: sealed.map(|s| s.0),
+            parts: Some(sealed.map_or(n, |s| s.1)),
+            checksum: None,
+            wrapped: env.wrapped_dek,
+        })
+    }
+
+    /// The ETag clients see: the plaintext MD5 (multipart: `MD5-count`), else the
+    /// backend's.
     pub fn etag(&self, backend_etag: &str) -> String {
-        match self.md5 {
-            Some(m) => format!("\"{}\"", hex::encode(m)),
-            None => backend_etag.to_string(),
+        match (self.md5, self.parts) {
+            (Some(m), Some(n)) => format!("\"{}-{n}\"", hex::encode(m)),
+            (Some(m), None) => format!("\"{}\"", hex::encode(m)),
+            (None, _) => backend_etag.to_string(),
         }
     }
 
     /// Whether this describes the object an envelope belongs to.
     pub fn matches(&self, env: &Envelope) -> bool {
-        self.version == env.version
-            && env.plain_len == Some(self.plain_len)
-            && self.wrapped == env.wrapped_dek
+        let shape = match env.layout {
+            Layout::Single => self.parts.is_none() && env.plain_len == Some(self.plain_len),
+            _ => self.parts.is_some(),
+        };
+        self.version == env.version && shape && self.wrapped == env.wrapped_dek
     }
 
     fn encode(&self) -> String {
@@ -85,6 +118,9 @@ impl Known {
         if let Some(c) = &self.checksum {
             s.push_str(&format!(";c={}:{}", c.header, c.value));
         }
+        if let Some(n) = self.parts {
+            s.push_str(&format!(";n={n}"));
+        }
         s
     }
 
@@ -95,6 +131,7 @@ impl Known {
             md5: None,
             checksum: None,
             wrapped: [0; WRAPPED_DEK_LEN],
+            parts: None,
         };
         let mut fields = s.split(';');
         k.version = fields.next()?.strip_prefix("v=")?.parse().ok()?;
@@ -112,6 +149,8 @@ impl Known {
                     header: h.to_string(),
                     value: v.to_string(),
                 });
+            } else if let Some(n) = f.strip_prefix("n=") {
+                k.parts = Some(n.parse().ok()?);
             } else {
                 return None;
             }
@@ -181,18 +220,11 @@ fn latest_slot(cx: &Cx, bucket: &str, key: &str, version: &str) -> Option<(Strin
     Some((format!("s3crypt/eh/{n}"), hex::encode(id)))
 }
 
-/// The object version a read of the request's object last saw or a write made.
-pub(crate) enum Latest {
-    /// A single object (backend ETag, stored size) and what the cache knows of it.
-    Single(String, u64, Known),
-    /// A multipart object: its ETag is the backend's, nothing to read first.
-    Multipart,
-}
-
-/// What the process knows of the latest version of the request's object: a GET or HEAD
-/// that finds it goes upstream at once; one that does not reads the object's last bytes
-/// (a version 3 object's trailer) first.
-pub(crate) fn latest_known(cx: &Cx) -> Option<Latest> {
+/// What the process knows of the latest version of the request's object (backend ETag,
+/// stored size, what the cache knows of it): a GET or HEAD that finds it goes upstream
+/// at once; one that does not reads the object's last bytes (a version 3 single object's
+/// trailer, a multipart object's end part) first.
+pub(crate) fn latest_known(cx: &Cx) -> Option<(String, u64, Known)> {
     let (bucket, key) = request_object(cx);
     let (s, tag) = latest_slot(cx, &bucket, &key, &request_version(cx))?;
     let v = cx.ports.store.get(&s)?;
@@ -204,12 +236,17 @@ pub(crate) fn latest_known(cx: &Cx) -> Option<Latest> {
     let kind = f.next()?;
     let stored: u64 = f.next()?.parse().ok()?;
     let etag = f.next()?.to_string();
-    if kind == "m" {
-        return Some(Latest::Multipart);
-    }
     let k = cached(cx, &bucket, &key, &etag, stored)?;
-    (k.md5.is_some() || k.version < crate::format::SINGLE_ENVELOPE_VERSION)
-        .then_some(Latest::Single(etag, stored, k))
+    let final_knowledge = match kind {
+        // (A multipart entry is only cached once its end read was made, or for an
+        // object that has none.)
+        "m" => k.parts.is_some(),
+        _ => {
+            k.parts.is_none()
+                && (k.md5.is_some() || k.version < crate::format::SINGLE_ENVELOPE_VERSION)
+        }
+    };
+    final_knowledge.then_some((etag, stored, k))
 }
 
 /// Notes (backend ETag, stored size, multipart or not) as the latest version of the
@@ -255,37 +292,50 @@ pub(crate) fn copy_source_object(h: &Headers) -> (String, String) {
         .unwrap_or_default()
 }
 
-/// The plaintext MD5 of the single object whose HEAD answered `resp`, if the filter
-/// knows it without reading the object: sealed in its envelope, the MD5 of nothing, or
-/// in the cache.
-pub(crate) fn known_md5(cx: &Cx, resp: &Headers, bucket: &str, key: &str) -> Option<[u8; 16]> {
+/// What the filter knows of the object whose HEAD answered `resp` without reading it:
+/// what its envelope says (a sealed MD5, the MD5 of nothing, an object that keeps no
+/// ETag of its own), or what the cache knows of that version.
+pub(crate) fn known_of(cx: &Cx, resp: &Headers, bucket: &str, key: &str) -> Option<Known> {
     let (env, _) = cx
         .open_envelope(resp.get(crate::format::ENVELOPE_HEADER)?)
         .ok()?;
-    if env.layout != Layout::Single {
-        return None;
-    }
-    let k = Known::of(&env, None);
-    if k.md5.is_some() {
-        return k.md5;
-    }
-    let etag = resp.get("etag")?;
+    let etag = resp.get("etag").unwrap_or("");
     let stored = resp.get("content-length")?.parse().ok()?;
-    cached(cx, bucket, key, etag, stored)
-        .filter(|k| k.matches(&env))
-        .and_then(|k| k.md5)
+    without_tail(&env, stored, etag)
+        .or_else(|| cached(cx, bucket, key, etag, stored).filter(|k| k.matches(&env)))
 }
 
-/// The read of a version 3 object's trailer: its last [`TRAILER_LEN`] stored bytes, of
-/// the version `etag` names (with the client's SSE-C key `which`, if it sent one).
+/// Stored bytes at the end of an object that say its ETag: a single object's trailer, a
+/// multipart object's end part (or the part holding its closing table frame).
+pub(crate) fn tail_len(multipart: bool) -> u64 {
+    if multipart {
+        PART_OVERHEAD
+    } else {
+        TRAILER_LEN
+    }
+}
+
+/// Whether an object with this envelope keeps its ETag in its last bytes (a version 3
+/// single object's trailer, a version 2 multipart object's end or closing part).
+pub(crate) fn has_tail(env: &Envelope) -> bool {
+    match env.layout {
+        Layout::Single => crate::format::has_trailer(env.version, env.plain_len.unwrap_or(0)),
+        _ => env.version >= 2,
+    }
+}
+
+/// The read of the stored bytes that say an object version's ETag: its last
+/// [`tail_len`] bytes, of the version `etag` names (with the client's SSE-C key `which`,
+/// if it sent one).
 pub(crate) fn trailer_read(
     cx: &Cx,
     path: String,
     etag: &str,
     stored: u64,
+    multipart: bool,
     which: SseFor,
 ) -> CallOut {
-    let first = stored.saturating_sub(TRAILER_LEN);
+    let first = stored.saturating_sub(tail_len(multipart));
     let last = stored.saturating_sub(1);
     let range = Some(format!("bytes={first}-{last}"));
     let mut h = cx.sse_request_at("GET", path, range, which);
@@ -293,9 +343,11 @@ pub(crate) fn trailer_read(
     cx.backend_callout(h)
 }
 
-/// The trailer read answered: the trailer, verified under the object's data key, of the
-/// object version (`etag`, `stored`) whose envelope `env` is. A version that changed
-/// meanwhile is a 503 (retry); bytes that do not verify are an integrity failure.
+/// The read [`trailer_read`] made answered: what the object version (`etag`, `stored`)
+/// whose envelope `env` is says of itself. A single object's trailer must verify under
+/// its data key; a multipart object whose last bytes are not a sealed table that
+/// verifies keeps the backend's ETag. A version that changed meanwhile is a 503 (retry);
+/// bytes that do not verify are an integrity failure.
 pub(crate) fn trailer_answered(
     cx: &Cx,
     resp: Option<(&Headers, &[u8])>,
@@ -303,7 +355,7 @@ pub(crate) fn trailer_answered(
     dek: &DataKey,
     etag: &str,
     stored: u64,
-) -> Result<Trailer, S3Error> {
+) -> Result<Known, S3Error> {
     let changed =
         || S3Error::slow_down("s3crypt: the object changed while it was read; please retry");
     let Some((h, body)) = resp else {
@@ -323,25 +375,46 @@ pub(crate) fn trailer_answered(
     if h.get("etag").is_some_and(|e| e != etag) {
         return Err(changed());
     }
+    let multipart = env.layout != Layout::Single;
     let want = (
-        stored.saturating_sub(TRAILER_LEN),
+        stored.saturating_sub(tail_len(multipart)),
         stored.saturating_sub(1),
         stored,
     );
     if h.get("content-range").and_then(parse_content_range) != Some(want) {
         return Err(cx.integrity());
     }
+    if multipart {
+        let parts = super::table::parts_in_etag(etag).ok_or_else(|| cx.integrity())?;
+        let walk = Walk::new(env.suite, dek, stored, parts, env.version >= 2);
+        return Known::multipart(env, stored, etag, walk.end_etag(body))
+            .ok_or_else(|| cx.integrity());
+    }
     let plain_len = env.plain_len.ok_or_else(|| cx.integrity())?;
-    if env.layout != Layout::Single || single_stored_len(env.version, plain_len) != Some(stored) {
+    if single_stored_len(env.version, plain_len) != Some(stored) {
         return Err(cx.integrity());
     }
-    open_trailer(env.suite, dek, plain_len, body).map_err(|_| cx.integrity())
+    let t = open_trailer(env.suite, dek, plain_len, body).map_err(|_| cx.integrity())?;
+    Ok(Known::of(env, Some(&t)))
 }
 
-/// For the backend's answer to a HEAD of the request's object: the read of its trailer,
-/// if it is a version 3 single object whose MD5 (its ETag) the cache does not know. A
-/// check against the ETag clients see ([`visible_with`]) reads it first
-/// ([`trailer_learnt`]), so it compares with the plaintext MD5 even in a fresh process.
+/// What an object's envelope alone says, if that is all there is to know: a single
+/// object without a trailer (or whose envelope seals its MD5), a multipart object
+/// without an end part (version 1). `None`: its last bytes must be read.
+pub(crate) fn without_tail(env: &Envelope, stored: u64, etag: &str) -> Option<Known> {
+    if env.layout != Layout::Single {
+        return (!has_tail(env))
+            .then(|| Known::multipart(env, stored, etag, None))
+            .flatten();
+    }
+    let known = Known::of(env, None);
+    (known.md5.is_some() || !has_tail(env)).then_some(known)
+}
+
+/// For the backend's answer to a HEAD of the request's object: the read of its last
+/// bytes, if they hold its ETag and the cache does not know it. A check against the
+/// ETag clients see ([`visible_with`]) reads it first ([`trailer_learnt`]), so it
+/// compares with the plaintext ETag even in a fresh process.
 pub(crate) fn trailer_needed(cx: &Cx, head: &Headers, which: SseFor) -> Option<CallOut> {
     if head.get(":status") != Some("200") {
         return None;
@@ -349,24 +422,28 @@ pub(crate) fn trailer_needed(cx: &Cx, head: &Headers, which: SseFor) -> Option<C
     let (env, _) = cx
         .open_envelope(head.get(crate::format::ENVELOPE_HEADER)?)
         .ok()?;
-    let known = Known::of(&env, None);
-    if env.layout != Layout::Single
-        || env.version < crate::format::SINGLE_ENVELOPE_VERSION
-        || known.md5.is_some()
-    {
-        return None;
-    }
-    if cached_for(cx, &env, head).is_some_and(|k| k.md5.is_some()) {
-        return None;
-    }
     let etag = head.get("etag")?;
     let stored: u64 = head.get("content-length")?.parse().ok()?;
-    Some(trailer_read(cx, cx.object_path(), etag, stored, which))
+    if without_tail(&env, stored, etag).is_some() || cached_for(cx, &env, head).is_some() {
+        return None;
+    }
+    let multipart = env.layout != Layout::Single;
+    if multipart && super::table::parts_in_etag(etag).is_none() {
+        return None;
+    }
+    Some(trailer_read(
+        cx,
+        cx.object_path(),
+        etag,
+        stored,
+        multipart,
+        which,
+    ))
 }
 
-/// The trailer read [`trailer_needed`] asked for answered: what it holds (also in the
-/// cache); a version that changed since the HEAD is a 503, bytes that do not verify an
-/// integrity failure.
+/// The read [`trailer_needed`] asked for answered: what it says (also in the cache); a
+/// version that changed since the HEAD is a 503, bytes that do not verify an integrity
+/// failure.
 pub(crate) fn trailer_learnt(
     cx: &Cx,
     head: &Headers,
@@ -381,20 +458,17 @@ pub(crate) fn trailer_learnt(
         .get("content-length")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| cx.integrity())?;
-    let t = trailer_answered(cx, resp, &env, &dek, etag, stored)?;
+    let known = trailer_answered(cx, resp, &env, &dek, etag, stored)?;
     let (bucket, key) = request_object(cx);
-    let known = Known::of(&env, Some(&t));
     remember(cx, &bucket, &key, etag, stored, &known);
     Ok(known)
 }
 
-/// The ETag clients see for a single object from the backend's answer to a HEAD (its
-/// envelope opened): the plaintext MD5 sealed in the envelope, or, for a version 3
-/// object (MD5 in the trailer), the one the cache knows; else the backend's ETag. (A
-/// cold cache gives the backend's ETag, which no client holds: a condition on it fails,
-/// never passes wrongly.)
-/// `learnt`: what a trailer read just found of the version, used if it describes that
-/// envelope.
+/// The ETag clients see for an object from the backend's answer to a HEAD (its
+/// envelope opened): the plaintext MD5 sealed in the envelope, or the one its last bytes
+/// gave (`learnt`, if it describes that envelope) or the cache knows; else the backend's
+/// ETag. (A cold cache gives the backend's ETag, which no client holds: a condition on it
+/// fails, never passes wrongly.)
 pub(crate) fn visible_with(
     cx: &Cx,
     env: &Envelope,
@@ -402,12 +476,9 @@ pub(crate) fn visible_with(
     learnt: Option<&Known>,
 ) -> String {
     let backend = resp.get("etag").unwrap_or("");
-    if env.layout != crate::format::Layout::Single {
-        return backend.to_string();
-    }
-    let known = Known::of(env, None);
-    if known.md5.is_some() {
-        return known.etag(backend);
+    let stored = resp.get("content-length").and_then(|v| v.parse().ok());
+    if let Some(k) = stored.and_then(|n| without_tail(env, n, backend)) {
+        return k.etag(backend);
     }
     learnt
         .filter(|k| k.matches(env))
@@ -416,8 +487,8 @@ pub(crate) fn visible_with(
         .map_or_else(|| backend.to_string(), |k| k.etag(backend))
 }
 
-/// What the cache knows of the single object version whose HEAD answered `resp` (its
-/// envelope `env`).
+/// What the cache knows of the object version whose HEAD answered `resp` (its envelope
+/// `env`).
 pub(crate) fn cached_for(cx: &Cx, env: &Envelope, resp: &Headers) -> Option<Known> {
     let stored: u64 = resp.get("content-length")?.parse().ok()?;
     let (bucket, key) = request_object(cx);
@@ -439,8 +510,18 @@ mod tests {
                 value: "AAAAAA==".into(),
             }),
             wrapped: [9; WRAPPED_DEK_LEN],
+            parts: None,
         };
         assert_eq!(Known::decode(&k.encode()), Some(k.clone()));
+        let multipart = Known {
+            parts: Some(3),
+            ..k.clone()
+        };
+        assert_eq!(Known::decode(&multipart.encode()), Some(multipart.clone()));
+        assert_eq!(
+            multipart.etag("\"x-4\""),
+            format!("\"{}-3\"", "07".repeat(16))
+        );
         let bare = Known {
             md5: None,
             checksum: None,

@@ -47,9 +47,13 @@ enum GetState {
     /// A range of a version 3 single object whose HEAD answered: its trailer is read
     /// before the range goes upstream.
     RangeTrailer(Box<RangeTrailer>),
+    /// A whole read of a multipart object version the filter has not seen, after the
+    /// probe: its end part (where its plaintext ETag is sealed) is read first.
+    ProbeEnd(Box<RangeTrailer>),
 }
 
-/// A range read of a version 3 single object waiting for its trailer.
+/// A read waiting for the last bytes of its object (a single object's trailer, a
+/// multipart object's end part).
 struct RangeTrailer {
     up: Headers,
     env: Envelope,
@@ -85,7 +89,9 @@ struct GetPlan {
 
 /// A planned read of a multipart object.
 struct MultipartRead {
+    /// The backend's ETag of the version planned for, and the one clients see.
     etag: String,
+    visible: String,
     first: u64,
     last: u64,
     plain_total: u64,
@@ -145,6 +151,7 @@ impl Get {
             },
             GetState::Probe(up) => self.after_probe(cx, up, resp),
             GetState::RangeTrailer(t) => self.after_range_trailer(cx, *t, resp),
+            GetState::ProbeEnd(t) => self.after_probe_end(cx, *t, resp),
             GetState::Sent | GetState::Wait(_) => return super::unexpected_callout(cx),
         };
         cx.request_step(r)
@@ -211,18 +218,12 @@ impl Get {
         }
         if self.plan.range.is_none() && self.plan.part_number.is_none() {
             cx.sign(up, sigv4::EMPTY_SHA256);
-            match etags::latest_known(cx) {
-                Some(etags::Latest::Single(etag, stored, k)) => {
-                    self.plan.known = Some((etag, stored, k));
-                    return Ok(RequestStep::Forward(std::mem::take(up)));
-                }
-                Some(etags::Latest::Multipart) => {
-                    return Ok(RequestStep::Forward(std::mem::take(up)))
-                }
-                None => {}
+            if let Some(latest) = etags::latest_known(cx) {
+                self.plan.known = Some(latest);
+                return Ok(RequestStep::Forward(std::mem::take(up)));
             }
-            // A version the filter has not seen: its ETag may be in its trailer, read
-            // before the request goes upstream.
+            // A version the filter has not seen: its ETag may be in its trailer (or a
+            // multipart object's end part), read before the request goes upstream.
             let tail = Some(format!("bytes=-{TRAILER_LEN}"));
             let read = cx.sse_request_at("GET", object_path(req), tail, SseFor::Object);
             self.state = GetState::Probe(std::mem::take(up));
@@ -287,16 +288,14 @@ impl Get {
                 {
                     Some(k) => self.plan.known = Some((etag.clone(), stored, k)),
                     None => {
-                        let path = cx.object_path();
-                        let call = etags::trailer_read(cx, path, &etag, stored, SseFor::Object);
-                        self.state = GetState::RangeTrailer(Box::new(RangeTrailer {
+                        let t = RangeTrailer {
                             up,
                             env,
                             dek,
                             etag,
                             stored,
-                        }));
-                        return Ok(RequestStep::CallOut(call));
+                        };
+                        return Ok(self.read_tail(cx, t, GetState::RangeTrailer));
                     }
                 }
             }
@@ -340,9 +339,9 @@ impl Get {
     }
 
     /// The probe of a whole read answered (the object's last [`TRAILER_LEN`] bytes): a
-    /// single object's version and ETag are known, its trailer verified; anything else
-    /// (an error, a multipart or unencrypted object, no answer) is for the read's own
-    /// response to decide.
+    /// single object's version and ETag are known, its trailer verified; a version 2
+    /// multipart object has its end part read next; anything else (an error, an
+    /// unencrypted object, no answer) is for the read's own response to decide.
     fn after_probe(
         &mut self,
         cx: &Cx,
@@ -359,15 +358,33 @@ impl Get {
             return Ok(RequestStep::Forward(up));
         };
         let (env, dek) = cx.open_envelope(ev)?;
-        if env.layout != Layout::Single {
-            return Ok(RequestStep::Forward(up));
-        }
         let etag = h.get("etag").unwrap_or("").to_string();
         let stored = match h.get("content-range").and_then(parse_content_range) {
             Some((_, _, total)) => Some(total),
             None => h.get("content-length").and_then(|v| v.parse().ok()),
         }
         .ok_or_else(|| cx.integrity())?;
+        let (bucket, key) = etags::request_object(cx);
+        if env.layout != Layout::Single {
+            if let Some(k) = etags::without_tail(&env, stored, &etag).or_else(|| {
+                etags::cached(cx, &bucket, &key, &etag, stored).filter(|k| k.matches(&env))
+            }) {
+                etags::remember(cx, &bucket, &key, &etag, stored, &k);
+                self.plan.known = Some((etag, stored, k));
+                return Ok(RequestStep::Forward(up));
+            }
+            if parts_in_etag(&etag).is_none() {
+                return Ok(RequestStep::Forward(up)); // the response is refused
+            }
+            let t = RangeTrailer {
+                up,
+                env,
+                dek,
+                etag,
+                stored,
+            };
+            return Ok(self.read_tail(cx, t, GetState::ProbeEnd));
+        }
         let plain_len = env.plain_len.ok_or_else(|| cx.integrity())?;
         if crate::format::single_stored_len(env.version, plain_len) != Some(stored) {
             // Not what the envelope says: the read's own response is refused (integrity).
@@ -375,13 +392,41 @@ impl Get {
         }
         let mut known = Known::of(&env, None);
         if known.md5.is_none() && env.version >= SINGLE_ENVELOPE_VERSION {
-            let t = etags::trailer_answered(cx, resp, &env, &dek, &etag, stored)?;
-            known = Known::of(&env, Some(&t));
+            known = etags::trailer_answered(cx, resp, &env, &dek, &etag, stored)?;
         }
-        let (bucket, key) = etags::request_object(cx);
         etags::remember(cx, &bucket, &key, &etag, stored, &known);
         self.plan.known = Some((etag, stored, known));
         Ok(RequestStep::Forward(up))
+    }
+
+    /// Reads the last bytes of the object `t` waits for (its trailer, or a multipart
+    /// object's end part), in state `then`.
+    fn read_tail(
+        &mut self,
+        cx: &Cx,
+        t: RangeTrailer,
+        then: fn(Box<RangeTrailer>) -> GetState,
+    ) -> RequestStep {
+        let multipart = t.env.layout != Layout::Single;
+        let path = cx.object_path();
+        let call = etags::trailer_read(cx, path, &t.etag, t.stored, multipart, SseFor::Object);
+        self.state = then(Box::new(t));
+        RequestStep::CallOut(call)
+    }
+
+    /// The end part of a multipart object read after the probe answered: what it seals
+    /// is what the read shows (and the cache keeps).
+    fn after_probe_end(
+        &mut self,
+        cx: &Cx,
+        t: RangeTrailer,
+        resp: Option<(&Headers, &[u8])>,
+    ) -> Result<RequestStep, S3Error> {
+        let known = etags::trailer_answered(cx, resp, &t.env, &t.dek, &t.etag, t.stored)?;
+        let (bucket, key) = etags::request_object(cx);
+        etags::remember(cx, &bucket, &key, &t.etag, t.stored, &known);
+        self.plan.known = Some((t.etag, t.stored, known));
+        Ok(RequestStep::Forward(t.up))
     }
 
     /// The trailer of a version 3 single object read by range answered.
@@ -398,8 +443,7 @@ impl Get {
             etag,
             stored,
         } = t;
-        let trailer = etags::trailer_answered(cx, resp, &env, &dek, &etag, stored)?;
-        let known = Known::of(&env, Some(&trailer));
+        let known = etags::trailer_answered(cx, resp, &env, &dek, &etag, stored)?;
         let (bucket, key) = etags::request_object(cx);
         etags::remember(cx, &bucket, &key, &etag, stored, &known);
         self.plan.known = Some((etag.clone(), stored, known));
@@ -518,6 +562,7 @@ impl Get {
         // The same version the table describes, or the backend says 412.
         self.pin(&mut up, &etag);
         self.plan.multipart = Some(MultipartRead {
+            visible: t.visible_etag().unwrap_or_else(|| etag.clone()),
             etag,
             first,
             last,
@@ -637,25 +682,8 @@ impl Get {
             // The MD5 is in the trailer: what the request phase read of this version,
             // or the cache. Otherwise the object changed since (or the cache lost it):
             // the client retries, and the retry reads the trailer first.
-            let planned = self
-                .plan
-                .known
-                .take()
-                .filter(|(e, n, _)| *e == backend_etag && *n == total);
-            let k = planned
-                .map(|(_, _, k)| k)
-                .or_else(|| etags::cached(cx, &bucket, &key, &backend_etag, total))
-                .filter(|k| k.matches(&env) && k.md5.is_some());
-            match k {
-                Some(k) => known = k,
-                None => {
-                    etags::note_latest(cx, None);
-                    cx.count(Counter::VersionsChanged, 1);
-                    return Err(S3Error::slow_down(
-                        "s3crypt: the object changed while it was read; please retry",
-                    ));
-                }
-            }
+            known =
+                self.version_known(cx, &env, &backend_etag, total, None, |k| k.md5.is_some())?;
         }
         etags::remember(cx, &bucket, &key, &backend_etag, total, &known);
         etags::note_latest(cx, Some((&backend_etag, total, false)));
@@ -665,6 +693,37 @@ impl Get {
             total,
         };
         self.finish_single(cx, out, env, dek, geo, w, &known, &backend_etag)
+    }
+
+    /// What the request phase learnt of the object version the backend sent (its ETag
+    /// `etag`, stored size `total`, envelope `env`), else what the envelope alone says
+    /// (`alone`), else the cache, if `usable`. Otherwise the object changed since (or the
+    /// cache lost it): 503 SlowDown, and the client's retry reads its last bytes first.
+    fn version_known(
+        &mut self,
+        cx: &Cx,
+        env: &Envelope,
+        etag: &str,
+        total: u64,
+        alone: Option<Known>,
+        usable: fn(&Known) -> bool,
+    ) -> Result<Known, S3Error> {
+        let (bucket, key) = etags::request_object(cx);
+        let planned = self
+            .plan
+            .known
+            .take()
+            .filter(|(e, n, _)| e == etag && *n == total)
+            .map(|(_, _, k)| k);
+        let known = planned
+            .or(alone)
+            .or_else(|| etags::cached(cx, &bucket, &key, etag, total))
+            .filter(|k| k.matches(env) && usable(k));
+        known.ok_or_else(|| {
+            etags::note_latest(cx, None);
+            cx.count(Counter::VersionsChanged, 1);
+            S3Error::slow_down("s3crypt: the object changed while it was read; please retry")
+        })
     }
 
     /// The response of a single object whose ETag is known: conditions, ETag, checksum,
@@ -716,27 +775,34 @@ impl Get {
             .checked_mul(crate::format::PART_OVERHEAD)
             .and_then(|o| total.checked_sub(o))
             .ok_or_else(|| cx.integrity())?;
-        // The next whole read of this key goes upstream without reading its last bytes.
-        etags::note_latest(cx, Some((&etag, total, true)));
         if self.plan.range.is_some() || status == 206 {
             return Err(S3Error::not_implemented(
                 "s3crypt: ranged reads of multipart objects are not enabled in this build",
             ));
         }
-        if let Some(st) = self.check_conditions(Some(&etag)) {
+        // What the request phase learnt of this version (its end part read), or the
+        // cache; otherwise the object changed since (or the cache lost it): the client
+        // retries, and the retry reads the end part first.
+        let (bucket, key) = etags::request_object(cx);
+        let alone = etags::without_tail(&env, total, &etag);
+        let known = self.version_known(cx, &env, &etag, total, alone, |_| true)?;
+        etags::remember(cx, &bucket, &key, &etag, total, &known);
+        // The next whole read of this key goes upstream without reading its last bytes.
+        etags::note_latest(cx, Some((&etag, total, true)));
+        let visible = known.etag(&etag);
+        if let Some(st) = self.check_conditions(Some(&visible)) {
             self.not_modified(cx, out, st);
+            out.set("etag", visible);
             return Ok(());
         }
+        out.set("etag", visible);
         strip_checksum_headers(out);
         out.set(":status", "200");
         out.remove("content-range");
         out.set("content-length", plain.to_string());
-        self.body = RespBody::decrypt(Box::new(PartsDecryptor::new(
-            env.suite,
-            &dek,
-            parts,
-            env.version >= 2,
-        )));
+        self.body = RespBody::decrypt(Box::new(
+            PartsDecryptor::new(env.suite, &dek, parts, env.version >= 2).showing(known.md5),
+        ));
         Ok(())
     }
 
@@ -755,10 +821,12 @@ impl Get {
                 "s3crypt: the object changed while it was read; please retry",
             ));
         }
-        if let Some(st) = self.check_conditions(Some(&mp.etag)) {
+        if let Some(st) = self.check_conditions(Some(&mp.visible)) {
             self.not_modified(cx, out, st);
+            out.set("etag", mp.visible);
             return Ok(());
         }
+        out.set("etag", mp.visible.clone());
         if !cx.head {
             let sent = out.get("content-range").and_then(parse_content_range);
             if status != 206

@@ -195,7 +195,9 @@ impl Listing {
         if let (EntryKind::Version, Some(v)) = (e.kind, &e.version_id) {
             path.push_str(&format!("?versionId={}", s3::uri_encode(v, true)));
         }
-        let first = size.saturating_sub(TRAILER_LEN);
+        // A multipart object (its `-N` ETag) seals its ETag in its end part.
+        let multipart = super::table::parts_in_etag(&e.etag).is_some();
+        let first = size.saturating_sub(etags::tail_len(multipart));
         let last = size.saturating_sub(1);
         let mut h = cx.request_at("GET", path, Some(format!("bytes={first}-{last}")));
         if !e.etag.is_empty() {
@@ -354,15 +356,9 @@ impl Listing {
     }
 }
 
-/// What an entry shows without asking the backend, if that is known: multipart objects
-/// (from the listing), empty objects, and single objects the cache knows.
+/// What an entry shows without asking the backend, if that is known: empty objects, and
+/// objects the cache knows.
 fn quick(cx: &Cx, bucket: &str, key: &str, e: &ListEntry, size: u64) -> Option<Shown> {
-    if super::table::parts_in_etag(&e.etag).is_some() {
-        return Some(Shown {
-            size: plain_size_from_listing(size, &e.etag).unwrap_or(size),
-            etag: None,
-        });
-    }
     if size == 0 {
         // Empty under every envelope version; its ETag is the MD5 of nothing.
         return Some(Shown {
@@ -415,6 +411,7 @@ fn looked_up(
             md5: None,
             checksum: None,
             wrapped: [0; crate::crypto::WRAPPED_DEK_LEN],
+            parts: None,
         };
         etags::remember(cx, bucket, key, &e.etag, size, &k);
         return Some(shown_of(&k, &e.etag));
@@ -422,6 +419,9 @@ fn looked_up(
     let Ok((env, dek)) = cx.open_envelope(ev) else {
         return listing_only();
     };
+    if env.layout != Layout::Single {
+        return multipart_looked_up(cx, bucket, key, e, size, h, body, &env, &dek);
+    }
     let plain = env.plain_len.unwrap_or(0);
     if env.layout != Layout::Single || single_stored_len(env.version, plain) != Some(size) {
         cx.count(Counter::IntegrityFailures, 1);
@@ -448,6 +448,44 @@ fn looked_up(
     } else {
         Known::of(&env, None)
     };
+    etags::remember(cx, bucket, key, &e.etag, size, &known);
+    Some(shown_of(&known, &e.etag))
+}
+
+/// What a lookup of a multipart object found (the read of its last bytes, `h` and
+/// `body`): the plaintext ETag sealed in its end or closing part, or the backend's where
+/// it seals none (the object ends with a client's final part, or was completed before
+/// ETags were sealed).
+#[allow(clippy::too_many_arguments)]
+fn multipart_looked_up(
+    cx: &Cx,
+    bucket: &str,
+    key: &str,
+    e: &ListEntry,
+    size: u64,
+    h: &Headers,
+    body: &[u8],
+    env: &crate::format::Envelope,
+    dek: &crate::crypto::DataKey,
+) -> Option<Shown> {
+    let listing_only = Shown {
+        size: plain_size_from_listing(size, &e.etag).unwrap_or(size),
+        etag: None,
+    };
+    let Some(parts) = super::table::parts_in_etag(&e.etag) else {
+        // A multipart envelope on an object the listing shows as single: refused on read.
+        cx.count(Counter::IntegrityFailures, 1);
+        return Some(listing_only);
+    };
+    let first = size.saturating_sub(etags::tail_len(true));
+    let whole = (first, size.saturating_sub(1), size);
+    let sealed = match h.get("content-range").and_then(parse_content_range) {
+        Some(r) if r == whole && env.version >= 2 => {
+            crate::format::part_table::Walk::new(env.suite, dek, size, parts, true).end_etag(body)
+        }
+        _ => None,
+    };
+    let known = Known::multipart(env, size, &e.etag, sealed)?;
     etags::remember(cx, bucket, key, &e.etag, size, &known);
     Some(shown_of(&known, &e.etag))
 }

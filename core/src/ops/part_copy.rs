@@ -21,8 +21,8 @@ use crate::auth::sigv4;
 use crate::crypto::{DataKey, Suite};
 use crate::format::part_table::{PartTable, RangeDecryptor};
 use crate::format::{
-    has_trailer, single_stored_len, Decrypt, FrameDecryptor, FrameEncryptor, Geometry, Layout,
-    Window, ENVELOPE_HEADER,
+    single_stored_len, Decrypt, FrameDecryptor, FrameEncryptor, Geometry, Layout, Window,
+    ENVELOPE_HEADER,
 };
 use crate::headers::Headers;
 use crate::s3::error::S3Error;
@@ -125,11 +125,10 @@ impl UploadPartCopy {
             PartCopyState::Trailer(t) => {
                 let t = *t;
                 etags::trailer_answered(cx, resp, &t.env, &t.dek, &t.etag, t.stored).and_then(
-                    |tr| {
+                    |known| {
                         let (bucket, key) = &t.pc.src_object;
-                        let known = etags::Known::of(&t.env, Some(&tr));
                         etags::remember(cx, bucket, key, &t.etag, t.stored, &known);
-                        self.part_copy_source(cx, t.pc, Some(&t.src), Some(tr.md5))
+                        self.part_copy_source(cx, t.pc, Some(&t.src), Some(known))
                     },
                 )
             }
@@ -249,26 +248,24 @@ impl UploadPartCopy {
     }
 
     /// UploadPartCopy: the source's HEAD answered; find its layout (and part table).
-    /// `known`: the source's plaintext MD5, read from its trailer.
+    /// `known`: what the source shows, read from its last bytes.
     fn part_copy_source(
         &mut self,
         cx: &Cx,
         mut pc: Box<PartCopy>,
         resp: Option<&Headers>,
-        known: Option<[u8; 16]>,
+        known: Option<etags::Known>,
     ) -> Result<RequestStep, S3Error> {
         let source = pc.src_object.clone();
         let conditions = pc.if_match.is_some() || pc.if_none_match.is_some();
         let ok = resp.filter(|r| r.get(":status") == Some("200"));
-        if let (None, true, Some(r)) = (known, conditions, ok) {
+        if let (None, true, Some(r)) = (&known, conditions, ok) {
             if let (None, Some(ev)) = (
-                etags::known_md5(cx, r, &source.0, &source.1),
+                etags::known_of(cx, r, &source.0, &source.1),
                 r.get(ENVELOPE_HEADER),
             ) {
                 let (env, dek) = cx.open_envelope(ev)?;
-                if env.layout == Layout::Single
-                    && has_trailer(env.version, env.plain_len.unwrap_or(0))
-                {
+                if etags::has_tail(&env) {
                     let etag = r.get("etag").unwrap_or("").to_string();
                     let stored: u64 = r
                         .get("content-length")
@@ -279,6 +276,7 @@ impl UploadPartCopy {
                         pc.src_path.clone(),
                         &etag,
                         stored,
+                        env.layout != Layout::Single,
                         SseFor::CopySource,
                     );
                     self.state = PartCopyState::Trailer(Box::new(SourceTrailer {
@@ -293,7 +291,13 @@ impl UploadPartCopy {
                 }
             }
         }
-        let opened = |h: &Headers| known.or_else(|| etags::known_md5(cx, h, &source.0, &source.1));
+        let opened = |h: &Headers| {
+            let backend = h.get("etag").unwrap_or("");
+            known
+                .clone()
+                .or_else(|| etags::known_of(cx, h, &source.0, &source.1))
+                .map(|k| k.etag(backend))
+        };
         let resp = copy_source_ok(
             resp,
             pc.if_match.as_deref(),

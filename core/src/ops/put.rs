@@ -88,6 +88,7 @@ impl Put {
                 md5: Some(md5),
                 checksum: u.trailer_checksum(),
                 wrapped: self.wrapped,
+                parts: None,
             };
             let backend_etag = h.get("etag").unwrap_or("");
             etags::remember(cx, &bucket, &key, backend_etag, self.stored, &known);

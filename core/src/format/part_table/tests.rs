@@ -170,6 +170,7 @@ fn the_end_part_gives_the_table_in_one_read() {
             &dek,
             3,
             &[9000, 7000],
+            Some(&[0x5a; 16]),
             &crate::crypto::test_rng(),
         )
         .unwrap(),
@@ -177,8 +178,19 @@ fn the_end_part_gives_the_table_in_one_read() {
     let w = Walk::new(Suite::Aes256Gcm, &dek, stored.len() as u64, 3, true);
     let (a, b) = w.end_read().unwrap();
     let t = w.try_end(&stored[a as usize..=b as usize]).unwrap();
-    assert_eq!(t.encode(), "1:9000,2:7000,3:0F");
+    assert_eq!(
+        t.encode(),
+        format!("1:9000,2:7000,3:0F/{}", "5a".repeat(16))
+    );
+    assert_eq!(PartTable::decode(t.encode().as_bytes()), Some(t.clone()));
     assert_eq!(t.visible_count(), 2);
+    // The ETag clients see: the sealed multipart MD5 and the client's two parts.
+    let shown = format!("\"{}-2\"", "5a".repeat(16));
+    assert_eq!(t.visible_etag(), Some(shown));
+    assert_eq!(
+        w.end_etag(&stored[a as usize..=b as usize]),
+        Some(([0x5a; 16], 2))
+    );
     let (walked, reads) = walk_with(&dek, &stored, 3, true).unwrap();
     assert_eq!((walked, reads), (t.clone(), 4));
     let plain: Vec<u8> = parts.iter().flat_map(|p| p.1.clone()).collect();
@@ -211,6 +223,7 @@ fn the_end_part_gives_the_table_in_one_read() {
             &dek,
             3,
             &[9001, 6999],
+            None,
             &crate::crypto::test_rng(),
         )
         .unwrap(),
@@ -238,7 +251,16 @@ fn the_closing_part_gives_the_table_in_one_read() {
     let build = |lengths: &[u64], last: &[u8]| {
         let mut stored = object(&dek, &parts);
         stored.extend(
-            seal_closing(suite, &dek, 3, last, lengths, &crate::crypto::test_rng()).unwrap(),
+            seal_closing(
+                suite,
+                &dek,
+                3,
+                last,
+                lengths,
+                None,
+                &crate::crypto::test_rng(),
+            )
+            .unwrap(),
         );
         stored
     };
@@ -276,7 +298,18 @@ fn the_closing_part_gives_the_table_in_one_read() {
     assert_eq!(whole(&stored, 3).unwrap(), plain);
     // A one-part object is closed the same way.
     let mut one = Vec::new();
-    one.extend(seal_closing(suite, &dek, 1, &last, &[4321], &crate::crypto::test_rng()).unwrap());
+    one.extend(
+        seal_closing(
+            suite,
+            &dek,
+            1,
+            &last,
+            &[4321],
+            None,
+            &crate::crypto::test_rng(),
+        )
+        .unwrap(),
+    );
     let w1 = Walk::new(suite, &dek, one.len() as u64, 1, true);
     let tail1 = &one[one.len() - PART_OVERHEAD as usize..];
     assert_eq!(w1.try_end(tail1).unwrap().encode(), "1:4321C");
@@ -324,7 +357,16 @@ fn the_closing_part_gives_the_table_in_one_read() {
     let many: Vec<u64> = (1..=crate::format::CLOSING_MAX_RUNS as u64 + 1).collect();
     let n = many.len() as u32;
     let tail = vec![0u8; *many.last().unwrap() as usize];
-    assert!(seal_closing(suite, &dek, n, &tail, &many, &crate::crypto::test_rng()).is_err());
+    assert!(seal_closing(
+        suite,
+        &dek,
+        n,
+        &tail,
+        &many,
+        Some(&[1; 16]),
+        &crate::crypto::test_rng()
+    )
+    .is_err());
 }
 
 #[test]

@@ -110,6 +110,7 @@ fn concurrent_first_readers_share_one_table_lookup() {
         &dek,
         3,
         &[8 << 20, 8 << 20],
+        None,
         &crate::crypto::test_rng(),
     )
     .unwrap();
