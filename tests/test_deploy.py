@@ -50,7 +50,7 @@ SECRET_KEYS = [
 PLUGIN_KEYS = {
     "upstream_authority", "upstream_cluster", "region", "virtual_host_suffixes", "suite", "passthrough_unencrypted",
     "upload_ttl_secs", "max_clock_skew_secs", "state_store", "redis_cluster", "redis_authority", "redis_timeout_ms",
-    "max_copy_part_bytes", "max_copy_buffer_bytes", "stage_short_parts", "staging_slots",
+    "max_copy_part_bytes", "max_copy_buffer_bytes", "stage_short_parts", "seal_multipart_etags", "staging_slots",
     "conditional_writes",
     "upstream_payload",
 }

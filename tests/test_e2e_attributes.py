@@ -122,17 +122,78 @@ def _sse_c_key():
     return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": os.urandom(16).hex()}
 
 
-def test_sse_c_through_the_filter(stack, bucket):
-    # Only meaningful where the backend enforces SSE-C (Ceph RGW, AWS): check directly.
+def _backend_enforces_sse_c(stack, bucket):
+    """Whether the backend implements SSE-C and refuses a read without the key."""
     back = stack.backend_s3()
     probe = _sse_c_key()
     try:
         back.put_object(Bucket=bucket, Key="probe", Body=b"p", **probe)
         back.get_object(Bucket=bucket, Key="probe")
-        pytest.skip("the backend does not enforce SSE-C")
+        return False
     except botocore.exceptions.ClientError as e:
-        if e.response["ResponseMetadata"]["HTTPStatusCode"] == 501 or "NotImplemented" in str(e):
-            pytest.skip("the backend does not implement SSE-C")
+        return not (e.response["ResponseMetadata"]["HTTPStatusCode"] == 501 or "NotImplemented" in str(e))
+
+
+@pytest.mark.parametrize("last", [1000, 5 * MIB + 3], ids=["closing-part", "end-part"])
+def test_sse_c_multipart_upload_needs_the_key_on_complete(stack, bucket, last):
+    """An SSE-C multipart upload: the part the filter writes at Complete (the closing part
+    rewritten from the short last part, or the end part) is stored under the client's key,
+    which the client sends with CompleteMultipartUpload (as S3 allows). Without it the
+    backend refuses the filter's part: a short last part then stays the client's final
+    part (the object completes without its table and shows the backend's ETag); an end
+    part is required, so that Complete fails and nothing is completed, and the same
+    upload then completes with the key. Either way the object reads back under the key
+    (also in a fresh process, whose reads of its last bytes carry the key)."""
+    if not _backend_enforces_sse_c(stack, bucket):
+        pytest.skip("the backend does not enforce SSE-C")
+    s3 = stack.s3()
+    key = _sse_c_key()
+    parts = [os.urandom(5 * MIB + 1), os.urandom(last)]
+    sealed = '"%s-2"' % hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest()
+    data = b"".join(parts)
+    for with_key in (False, True):
+        k = f"m-{with_key}"
+        uid = s3.create_multipart_upload(Bucket=bucket, Key=k, **key)["UploadId"]
+        listed = [{"PartNumber": n, "ETag": s3.upload_part(Bucket=bucket, Key=k, UploadId=uid, PartNumber=n,
+                                                           Body=body, **key)["ETag"]}
+                  for n, body in enumerate(parts, 1)]
+        complete = lambda **kw: s3.complete_multipart_upload(  # noqa: E731
+            Bucket=bucket, Key=k, UploadId=uid, MultipartUpload={"Parts": listed}, **kw)
+        if with_key:
+            want = complete(**key)["ETag"]
+            assert want == sealed
+        elif last > 5 * MIB:
+            with pytest.raises(botocore.exceptions.ClientError):
+                complete()
+            with pytest.raises(botocore.exceptions.ClientError) as e:
+                stack.backend_s3().head_object(Bucket=bucket, Key=k, **key)
+            assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404  # nothing completed
+            assert complete(**key)["ETag"] == sealed
+            want = sealed
+        else:
+            want = complete()["ETag"]
+            assert want == stack.backend_s3().head_object(Bucket=bucket, Key=k, **key)["ETag"] != sealed
+        fresh = stack.start_envoy()
+        try:
+            # A fresh process lists it without its key: the lookup is refused, the
+            # listing goes on and shows what the listing alone says (its size).
+            (entry,) = [o for o in fresh.s3().list_objects_v2(Bucket=bucket)["Contents"] if o["Key"] == k]
+            assert entry["Size"] == len(data)
+            for c in (s3, fresh.s3()):
+                r = c.get_object(Bucket=bucket, Key=k, **key)
+                assert (r["ETag"], r["Body"].read() == data) == (want, True)
+                assert c.get_object(Bucket=bucket, Key=k, Range="bytes=5242878-5242883",
+                                    **key)["Body"].read() == data[5242878:5242884]
+        finally:
+            fresh.stop()
+        with pytest.raises(botocore.exceptions.ClientError):
+            s3.get_object(Bucket=bucket, Key=k)
+
+
+def test_sse_c_through_the_filter(stack, bucket):
+    # Only meaningful where the backend enforces SSE-C (Ceph RGW, AWS): check directly.
+    if not _backend_enforces_sse_c(stack, bucket):
+        pytest.skip("the backend does not enforce or implement SSE-C")
     s3 = stack.s3()
     key = _sse_c_key()
     data = os.urandom(300_000)

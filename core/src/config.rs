@@ -135,6 +135,12 @@ pub struct PluginConfig {
     /// FORMAT.md, "Layout closing"). Off: such objects are read by walking their parts.
     #[serde(default = "default_true")]
     pub stage_short_parts: bool,
+    /// Seal each multipart object's plaintext ETag (S3's `md5-of-md5s-N`) in the part
+    /// table Complete writes (a version 2 table, FORMAT.md "The multipart ETag"). Off:
+    /// version 1 tables, which the previous release reads (for a rolling upgrade or a
+    /// rollback window); such objects show the backend's ETag.
+    #[serde(default = "default_true")]
+    pub seal_multipart_etags: bool,
     /// Shared-data mode: short parts staged at once per Envoy process (8; each under
     /// 5 MiB, so at most 40 MiB). A new one evicts the oldest when all are taken.
     #[serde(default = "default_staging_slots")]

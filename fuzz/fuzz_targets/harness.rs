@@ -137,6 +137,9 @@ fuzz_target!(|data: &[u8]| {
         .take(12)
         .map(|c| op(&Params(c)));
     for (i, op) in std::iter::once(first).chain(ops).enumerate() {
+        if std::env::var_os("S3CRYPT_FUZZ_TRACE").is_some() {
+            eprintln!("op {i}: {op:?}");
+        }
         if let Err(e) = sim.run(&op) {
             panic!("operation {i} {op:?}: {e}");
         }

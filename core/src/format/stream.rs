@@ -295,10 +295,11 @@ pub struct PartsDecryptor {
     end: Option<Vec<u8>>,
     /// The table frame still to come after the current (closing) part's frames.
     trailer: Option<Geometry>,
-    /// The multipart MD5 the response showed as its ETag, if it came from the object's
-    /// sealed table: the table read must hold it ([`PartsDecryptor::showing`]).
-    shown: Option<[u8; 16]>,
-    /// A sealed table holding `shown` was read.
+    /// What the response showed as the object's ETag ([`PartsDecryptor::showing`]): the
+    /// multipart MD5 sealed in its table (which the table read must hold), or none (the
+    /// backend's ETag: the object must seal none). `None`: not checked.
+    shown: Option<Option<[u8; 16]>>,
+    /// A sealed table holding the MD5 shown was read.
     shown_checked: bool,
 }
 
@@ -326,8 +327,10 @@ impl PartsDecryptor {
 
     /// The response shows `md5` (the multipart MD5 sealed in the object's table, learnt
     /// before the read) as its ETag: the object read must end with a table that holds it.
+    /// `None`: it shows the backend's ETag, so the object must seal no MD5 (a provider
+    /// that spoilt the read of its end part made the ETag look unsealed).
     pub fn showing(mut self, md5: Option<[u8; 16]>) -> Self {
-        self.shown = md5;
+        self.shown = Some(md5);
         self
     }
 
@@ -415,7 +418,7 @@ impl PartsDecryptor {
                                 _ => {}
                             }
                             if let Some(m) = self.shown {
-                                if sealed_etag(t) != Some(m) {
+                                if sealed_etag(t) != m {
                                     return Err(FormatError::Integrity);
                                 }
                                 self.shown_checked = true;
@@ -433,7 +436,7 @@ impl PartsDecryptor {
             && self.header.is_empty()
             && self.parts_seen == self.parts_expected
             && (self.ended || !self.v2)
-            && (self.shown.is_none() || self.shown_checked)
+            && (self.shown_checked || !matches!(self.shown, Some(Some(_))))
         {
             Ok(())
         } else {

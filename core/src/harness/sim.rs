@@ -331,7 +331,17 @@ impl Sim {
                 if let Some(h) = &hdr {
                     req = req.header("range", h);
                 }
-                let r = self.send(req);
+                let mut r = self.send(req.clone());
+                if hdr.is_none()
+                    && self.h.proxies.len() > 1
+                    && r.status == 503
+                    && r.code().as_deref() == Some("SlowDown")
+                {
+                    // A whole read of a version another replica wrote since this one
+                    // last saw the key: told to retry (README "s3crypt_versions_changed"),
+                    // as SDKs do; the retry reads the object afresh and must succeed.
+                    r = self.send(req);
+                }
                 self.check_read_of(key, &r, &move |v: &Version| match &hdr {
                     None => Some((0, v.data.len().saturating_sub(1))),
                     Some(h) => parse_window(h, v.data.len()),

@@ -188,3 +188,73 @@ fn objects_of_the_previous_release_keep_the_backends_etag() {
     assert_eq!((r.status, r.header("etag")), (206, Some(backend.as_str())));
     h.assert_clean();
 }
+
+/// `seal_multipart_etags: false` (a rolling upgrade from the previous release): Complete
+/// writes the previous release's table (version 1: no ETag), so that release reads the
+/// object, and every response shows the backend's ETag.
+#[test]
+fn with_sealing_off_complete_writes_the_previous_releases_table() {
+    for long_last in [false, true] {
+        let mut h = Harness::new(
+            Options::shared().with("seal_multipart_etags", false.into()),
+            405,
+        );
+        let p = parts(long_last, 50);
+        let done = h.multipart("m", &refs(&p));
+        let o = h.world.s3.object("m").unwrap();
+        let backend = o.etag.clone();
+        assert_eq!(done.xml("ETag"), Some(backend.clone()));
+        // The sealed table's first byte, opened under the object's key: version 1.
+        let (env, dek) = open(&h, o.meta(ENVELOPE_HEADER).unwrap()).unwrap();
+        let parts_stored: u64 = if long_last { 3 } else { 2 };
+        let w = crate::format::part_table::Walk::new(
+            env.suite,
+            &dek,
+            o.data.len() as u64,
+            parts_stored,
+            true,
+        );
+        let (a, b) = w.end_read().unwrap();
+        let end = &o.data[a as usize..=b as usize];
+        assert!(w.try_end(end).is_some_and(|t| t.etag.is_none()));
+        assert_eq!(w.end_etag(end), None);
+        let (listed, head, _) = fresh_view(&mut h, "m");
+        assert_eq!(
+            (listed, head),
+            (Some(backend.clone()), Some(backend.clone()))
+        );
+        assert_eq!(h.get("m").body, [&p[0][..], &p[1]].concat());
+        h.assert_clean();
+    }
+}
+
+/// Review finding: a provider that spoils one read of the end part (here: the part is
+/// damaged while a fresh process reads it, then restored) makes that process believe
+/// the object seals no ETag. It then shows the backend's ETag, never a forged one; a
+/// whole read, which meets the genuine table at its end, fails closed instead of serving
+/// the object under the wrong ETag; and a range read, which verifies the table, puts
+/// the genuine ETag back.
+#[test]
+fn a_spoilt_read_of_the_end_part_cannot_serve_the_object_under_another_etag() {
+    let mut h = Harness::shared(406);
+    let p = parts(true, 60);
+    h.multipart("m", &refs(&p));
+    let shown = multipart_md5_etag(&refs(&p));
+    let stored = h.world.s3.raw("m");
+    let backend = h.world.s3.object("m").unwrap().etag.clone();
+    let mut bad = stored.clone();
+    let n = bad.len();
+    bad[n - 100] ^= 1;
+    h.world.s3.set_raw("m", bad);
+    h.restart(0);
+    assert_eq!(h.head("m").header("etag"), Some(backend.as_str()));
+    h.world.s3.set_raw("m", stored);
+    let g = h.get("m");
+    assert!(!g.ok() && g.body.len() < p[0].len() + p[1].len(), "{g:?}");
+    let r = h.send(Request::get(&obj("m")).header("range", "bytes=0-9"));
+    assert_eq!((r.status, r.header("etag")), (206, Some(shown.as_str())));
+    assert_eq!(h.head("m").header("etag"), Some(shown.as_str()));
+    let g = h.get("m");
+    assert_eq!((g.status, g.header("etag")), (200, Some(shown.as_str())));
+    assert_eq!(g.body, [&p[0][..], &p[1]].concat());
+}

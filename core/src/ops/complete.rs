@@ -308,6 +308,9 @@ impl Complete {
             ));
         }
         map_etags(&mut c, &parts::EtagKey::new(env.suite, &dek), entries)?;
+        if !cx.cfg.plugin.seal_multipart_etags {
+            c.plain_md5 = None; // a version 1 table, as the previous release wrote
+        }
         if env.version < 2 {
             return complete_as_listed(&c);
         }

@@ -85,6 +85,9 @@ struct GetPlan {
     /// send (backend ETag, stored size): the response of any other version whose ETag
     /// is in its trailer is refused (503, retry), never held.
     known: Option<(String, u64, Known)>,
+    /// The envelope of a multipart object read by range or part: what its table says of
+    /// its ETag is cached under it.
+    multipart_env: Option<Envelope>,
 }
 
 /// A planned read of a multipart object.
@@ -304,6 +307,7 @@ impl Get {
         let stored = stored.unwrap_or(0);
         let parts = parts_in_etag(&etag).ok_or_else(|| cx.integrity())?;
         let numbered = env.version >= 2;
+        self.plan.multipart_env = Some(env.clone());
         let version = table_version(&etag, stored, &env);
         match cached_table(cx, &version, stored, parts, numbered) {
             Some(t) => self.plan_multipart(cx, up, etag, t),
@@ -561,6 +565,15 @@ impl Get {
         }
         // The same version the table describes, or the backend says 412.
         self.pin(&mut up, &etag);
+        if let (Some(env), Some(m)) = (&self.plan.multipart_env, t.etag) {
+            // Verified with the table: whole reads and listings show it too (whatever a
+            // spoilt read of its end part made the cache believe).
+            let sealed = Some((m, t.visible_count() as u64));
+            if let Some(k) = Known::multipart(env, t.stored_len(), &etag, sealed) {
+                let (bucket, key) = etags::request_object(cx);
+                etags::remember(cx, &bucket, &key, &etag, t.stored_len(), &k);
+            }
+        }
         self.plan.multipart = Some(MultipartRead {
             visible: t.visible_etag().unwrap_or_else(|| etag.clone()),
             etag,

@@ -396,8 +396,10 @@ fn looked_up(
     let (h, body) = resp?;
     match h.get(":status") {
         Some("206") | Some("200") => {}
-        // Deleted or replaced since the listing: as the listing says.
-        Some("404") | Some("412") => return listing_only(),
+        // Deleted or replaced since the listing: as the listing says. Refused (an SSE-C
+        // object, whose key only its readers have; no permission): the listing alone,
+        // not cached, so the page goes on.
+        Some("404") | Some("412") | Some("400") | Some("403") => return listing_only(),
         _ => return None,
     }
     if !e.etag.is_empty() && h.get("etag").is_some_and(|t| t != e.etag) {
@@ -485,7 +487,11 @@ fn multipart_looked_up(
         }
         _ => None,
     };
-    let known = Known::multipart(env, size, &e.etag, sealed)?;
+    let Some(known) = Known::multipart(env, size, &e.etag, sealed) else {
+        // Shorter than its part count allows: no object of ours (reads refuse it).
+        cx.count(Counter::IntegrityFailures, 1);
+        return Some(listing_only);
+    };
     etags::remember(cx, bucket, key, &e.etag, size, &known);
     Some(shown_of(&known, &e.etag))
 }
