@@ -28,9 +28,11 @@ def test_get_object_attributes_single(stack, bucket):
     assert r["ObjectSize"] == len(data)
     assert r["ETag"] == head["ETag"].strip('"')
     assert r["StorageClass"] == "STANDARD"
-    crc = s3.head_object(Bucket=bucket, Key="a", ChecksumMode="ENABLED").get("ChecksumCRC32")
-    if crc:
-        assert r["Checksum"]["ChecksumCRC32"] == crc
+    # The client's full-object CRC32 (computed here independently), sealed by the filter.
+    import zlib
+    crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    assert s3.head_object(Bucket=bucket, Key="a", ChecksumMode="ENABLED").get("ChecksumCRC32") == crc
+    assert r["Checksum"]["ChecksumCRC32"] == crc
     assert "ObjectParts" not in r
     # The backend holds more (the ciphertext): the answer is not the backend's.
     stored = stack.backend_s3().head_object(Bucket=bucket, Key="a")["ContentLength"]
@@ -73,6 +75,21 @@ def test_conditional_writes_refused_by_default(stack, bucket):
             s3.put_object(Bucket=bucket, Key="k", Body=b"overwritten", **kw)
         assert code(e) == ("NotImplemented", 501)
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"original"
+    # CompleteMultipartUpload and CopyObject with conditions: refused too, before anything
+    # is written (the upload stays open and completes without them).
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="m")["UploadId"]
+    e1 = s3.upload_part(Bucket=bucket, Key="m", UploadId=uid, PartNumber=1, Body=b"part")["ETag"]
+    parts = {"Parts": [{"PartNumber": 1, "ETag": e1}]}
+    for kw in ({"IfNoneMatch": "*"}, {"IfMatch": etag}):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.complete_multipart_upload(Bucket=bucket, Key="m", UploadId=uid, MultipartUpload=parts, **kw)
+        assert code(e) == ("NotImplemented", 501)
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.copy_object(Bucket=bucket, Key="c", CopySource={"Bucket": bucket, "Key": "k"}, **kw)
+        assert code(e) == ("NotImplemented", 501)
+    assert "Contents" not in stack.backend_s3().list_objects_v2(Bucket=bucket, Prefix="c")
+    s3.complete_multipart_upload(Bucket=bucket, Key="m", UploadId=uid, MultipartUpload=parts)
+    assert s3.get_object(Bucket=bucket, Key="m")["Body"].read() == b"part"
 
 
 def test_conditional_writes_backend_mode_if_match(stack, bucket):

@@ -67,6 +67,11 @@ def test_multipart_etag_is_md5_of_the_plaintext_part_md5s(stack, bucket, last):
     assert backend != want and backend.endswith("-3\"" if last > 5 * MiB else "-2\"")
     assert want.strip('"').split("-")[0] not in str(stack.backend_s3().head_object(Bucket=bucket, Key="mp"))
     shows(s3, bucket, "mp", want, size, backend)
+    # The process that completed it lists it without reading it.
+    before = stack.counter("s3crypt_listing_lookups")
+    entry = s3.list_objects_v2(Bucket=bucket)["Contents"][0]
+    assert (entry["ETag"], entry["Size"]) == (want, size)
+    assert stack.counter("s3crypt_listing_lookups") == before
     # A fresh process lists it first (one lookup of its last bytes), another reads it first.
     lister = stack.start_envoy()
     reader = stack.start_envoy()
@@ -76,6 +81,9 @@ def test_multipart_etag_is_md5_of_the_plaintext_part_md5s(stack, bucket, last):
             if fresh is lister:
                 entry = c.list_objects_v2(Bucket=bucket)["Contents"][0]
                 assert (entry["ETag"], entry["Size"]) == (want, size)
+                assert fresh.counter("s3crypt_listing_lookups") == 1
+                c.list_objects_v2(Bucket=bucket)
+                assert fresh.counter("s3crypt_listing_lookups") == 1  # known now
                 v = c.list_object_versions(Bucket=bucket)["Versions"][0]
                 assert (v["ETag"], v["Size"]) == (want, size)
             shows(c, bucket, "mp", want, size, backend)
@@ -126,6 +134,8 @@ def test_boto3_part_etags_list_parts_and_complete(stack, bucket):
                 "Parts": [{"PartNumber": n, "ETag": wrong if n == 2 else etags[n]} for n in sorted(parts)]})
         assert e.value.response["Error"]["Code"] == "InvalidPart"
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    # Part 1 uploaded again with the same content: the same ETag names its newest upload.
+    assert s3.upload_part(Bucket=bucket, Key="ep", UploadId=uid, PartNumber=1, Body=parts[1])["ETag"] == etags[1]
     s3.complete_multipart_upload(Bucket=bucket, Key="ep", UploadId=uid, MultipartUpload={
         "Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(parts)]})
     data = b"".join(parts[n] for n in sorted(parts))

@@ -1,11 +1,11 @@
-"""Listings of multipart objects, against moto's S3 emulation.
+"""Listings and multipart uploads against moto's S3 emulation, a second, independent S3
+implementation besides Ceph RGW (the server of the other tests).
 
-The filter maps stored sizes in listings back to plaintext sizes with no extra request: for
-a multipart object from the stored size and the part count in its `-N` ETag. s3s-fs (the
-signature-verifying server of the other tests) leaves ETags out of listings, so this is
-checked here against moto, which returns them (moto does not verify signatures; signing is
-covered against s3s-fs). Ranges and part reads across parts are checked on moto as well:
-the part table is found from the stored part headers, whatever the server."""
+The filter rewrites listing XML and reads part tables from whatever a server returns;
+moto writes its XML differently from RGW (element order, namespaces, its own ETag and
+upload-id forms), so the listing-size rewrite, part-table reads across parts and
+ListMultipartUploads are checked on both. moto does not verify signatures (signing is
+covered against RGW)."""
 
 import subprocess
 
@@ -75,7 +75,8 @@ def test_listing_sizes_of_multipart_and_single_objects(moto):
 
 
 def test_list_multipart_uploads_passes_through(moto):
-    """ListMultipartUploads (s3s-fs answers 501) lists uploads in progress, and abort cleans up."""
+    """ListMultipartUploads lists uploads in progress, and abort cleans up (also on RGW:
+    test_e2e_multipart.py::test_list_multipart_uploads_on_rgw)."""
     s3 = moto.s3()
     s3.create_bucket(Bucket="mpu")
     uid = s3.create_multipart_upload(Bucket="mpu", Key="k")["UploadId"]

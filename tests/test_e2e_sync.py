@@ -2,7 +2,9 @@
 backup user's nightly job depends on. Each tool syncs a tree with small, single-part and
 multipart files twice; the second run must upload nothing (checked by the backend: every
 stored object keeps its ETag and LastModified). aws s3 sync compares listing sizes and
-times; rclone --checksum and s3cmd compare listing ETags with local MD5s."""
+times; rclone --checksum and s3cmd compare listing ETags with local MD5s (rclone with
+a 5 MiB upload cutoff, so that its 17 MiB file is a multipart upload too, then `rclone
+check` by MD5). The bucket holds only ciphertext of every file."""
 
 import pytest
 
@@ -33,6 +35,12 @@ def check_second_run(stack, bucket, files, sync):
     assert set(first) == set(files), first
     sync()
     assert stored_state(stack, bucket) == first, "the second run uploaded again"
+    b = stack.backend_s3()
+    for name, body in files.items():
+        stored = b.get_object(Bucket=bucket, Key=name)["Body"].read()
+        probe = body[:4096]
+        assert len(stored) > len(body) or not body, name
+        assert not probe or probe not in stored, f"{name}: plaintext stored"
 
 
 def test_aws_s3_sync_second_run_uploads_nothing(stack, bucket, tmp_path):
@@ -46,8 +54,13 @@ def test_aws_s3_sync_second_run_uploads_nothing(stack, bucket, tmp_path):
 
 def test_rclone_sync_checksum_second_run_uploads_nothing(stack, bucket, tmp_path):
     env = rclone_env(stack)
+    env.update({"RCLONE_CONFIG_S3C_UPLOAD_CUTOFF": "5M", "RCLONE_CONFIG_S3C_CHUNK_SIZE": "5M"})
     src, files = tree(tmp_path)
     check_second_run(stack, bucket, files, lambda: run(["rclone", "sync", "--checksum", str(src), f"s3c:{bucket}"], env))
+    assert stack.backend_s3().head_object(Bucket=bucket, Key="d/multi.bin")["ETag"].endswith('-4"')  # 4 parts
+    # rclone check compares every file's MD5 (a multipart object's from the metadata
+    # rclone stores with it) and size: it exits non-zero on any difference.
+    run(["rclone", "check", str(src), f"s3c:{bucket}"], env)
 
 
 def test_s3cmd_sync_second_run_uploads_nothing(stack, bucket, tmp_path):
