@@ -109,6 +109,10 @@ rgw thread pool size = 64
 # SSE-C over plain http: Envoy reaches radosgw over loopback (a production backend is
 # reached over TLS); RGW refuses SSE-C requests that did not arrive over TLS otherwise.
 rgw crypt require ssl = false
+# SSE-KMS pass-through tests: RGW's built-in "testing" key store with one fixed key
+# (a throw-away test cluster only; production RGW uses Vault, Barbican or KMIP).
+rgw crypt s3 kms backend = testing
+rgw crypt s3 kms encryption keys = s3crypt-test-kms=czNjcnlwdC10ZXN0LWttcy1rZXktMzItYnl0ZXMhISE=
 CONF
 }
 

@@ -774,3 +774,19 @@ def test_every_config_proxies_100_continue(helm):
     assert patch["patch"]["value"]["typed_config"]["proxy_100_continue"] is True
     wp = yaml.safe_load((ISTIO / "wasmplugin.yaml").read_text())
     assert ef["spec"]["workloadSelector"]["labels"] == wp["spec"]["selector"]["matchLabels"]
+
+
+def test_every_shipped_listener_balances_connections_over_workers(helm):
+    """New connections go to the worker with the fewest (`exact_balance`) in every
+    configuration the project ships: local, production, chart, Istio (a patch);
+    tests/test_e2e_protocol.py shows the spread on a real Envoy."""
+    for cfg in (yaml.safe_load(PROD.read_text()), chart_source(helm)):
+        assert listeners(cfg)["s3"]["connection_balance_config"] == {"exact_balance": {}}
+    local = (ROOT / "envoy" / "local.yaml.in").read_text()
+    assert local.count("connection_balance_config: {exact_balance: {}}") == 2  # http and TLS
+    ef = yaml.safe_load((ISTIO / "connection-balance.yaml").read_text())
+    (patch,) = ef["spec"]["configPatches"]
+    assert patch["applyTo"] == "LISTENER" and patch["patch"]["operation"] == "MERGE"
+    assert patch["patch"]["value"]["connection_balance_config"] == {"exact_balance": {}}
+    wp = yaml.safe_load((ISTIO / "wasmplugin.yaml").read_text())
+    assert ef["spec"]["workloadSelector"]["labels"] == wp["spec"]["selector"]["matchLabels"]

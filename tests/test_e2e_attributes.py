@@ -134,6 +134,30 @@ def test_if_match_in_a_fresh_process_reads_the_etag_from_the_trailer(stack, buck
         e.stop()
 
 
+def test_sse_kms_under_s3crypt(stack, bucket):
+    """The backend's SSE-KMS (RGW's testing key store, scripts/rgw.sh) under s3crypt's
+    encryption: the headers go upstream on PutObject and CreateMultipartUpload, the
+    backend encrypts what it stores (s3crypt's ciphertext) under its KMS key, and its
+    response headers come back to the client; reads need nothing more."""
+    s3 = stack.s3()
+    kms = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "s3crypt-test-kms"}
+    data = os.urandom(100_000)
+    r = s3.put_object(Bucket=bucket, Key="k", Body=data, **kms)
+    assert (r["ServerSideEncryption"], r["SSEKMSKeyId"]) == ("aws:kms", "s3crypt-test-kms")
+    for h in (s3.head_object(Bucket=bucket, Key="k"), stack.backend_s3().head_object(Bucket=bucket, Key="k")):
+        assert (h["ServerSideEncryption"], h["SSEKMSKeyId"]) == ("aws:kms", "s3crypt-test-kms")
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == data
+    stored = stack.backend_s3().get_object(Bucket=bucket, Key="k")["Body"].read()
+    assert len(stored) > len(data) and data[:4096] not in stored
+    parts = [os.urandom(5 * MIB + 1), os.urandom(1000)]
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="m", **kms)["UploadId"]
+    listed = [{"PartNumber": n, "ETag": s3.upload_part(Bucket=bucket, Key="m", UploadId=uid, PartNumber=n,
+                                                       Body=body)["ETag"]} for n, body in enumerate(parts, 1)]
+    s3.complete_multipart_upload(Bucket=bucket, Key="m", UploadId=uid, MultipartUpload={"Parts": listed})
+    assert stack.backend_s3().head_object(Bucket=bucket, Key="m")["ServerSideEncryption"] == "aws:kms"
+    assert s3.get_object(Bucket=bucket, Key="m")["Body"].read() == b"".join(parts)
+
+
 def _sse_c_key():
     # 32 bytes; botocore takes the raw key as a str and sends its base64 and MD5.
     return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": os.urandom(16).hex()}

@@ -336,3 +336,33 @@ def test_bucket_cors_configuration_passes(stack, bucket):
     assert r.status_code == 200, r.text
     assert r.headers["access-control-allow-origin"] == "https://app.example"
     s3.delete_bucket_cors(Bucket=bucket)
+
+
+def test_concurrent_connections_spread_over_every_worker(stack, bucket):
+    """The local listener balances connections over Envoy's workers (`exact_balance`; the
+    stack's Envoy runs 2): 4 and then 16 open client connections land evenly, so that
+    concurrent uploads, whose crypto runs on the worker of their connection, use both."""
+    import re
+    import socket
+    import urllib.parse
+
+    import requests
+    envoy = stack.start_envoy()  # no other test's connections
+    url = urllib.parse.urlparse(envoy.endpoint)
+    socks = []
+    try:
+        for n in (4, 16):
+            while len(socks) < n:
+                s = socket.create_connection((url.hostname, url.port))
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert s.recv(4096).startswith(b"HTTP/1.1 200"), "healthz"
+                socks.append(s)
+            stats = requests.get(envoy.admin_url + "/stats?filter=downstream_cx_active", timeout=5).text
+            per_worker = [int(v) for v in re.findall(
+                rf"listener\.[0-9.]+_{url.port}\.worker_\d+\.downstream_cx_active: (\d+)", stats)]
+            assert len(per_worker) == 2, stats
+            assert sum(per_worker) == n and max(per_worker) - min(per_worker) <= 1, (n, per_worker)
+    finally:
+        for s in socks:
+            s.close()
+        envoy.stop()
