@@ -335,6 +335,18 @@ def test_bucket_cors_configuration_passes(stack, bucket):
                                                                   "Access-Control-Request-Method": "PUT"})
     assert r.status_code == 200, r.text
     assert r.headers["access-control-allow-origin"] == "https://app.example"
+    # A normal (signed) GET from that origin: RGW's CORS headers come back with the
+    # decrypted object.
+    data = pattern(100_000, 7)
+    s3.put_object(Bucket=bucket, Key="k", Body=data)
+
+    def origin(request, **_):
+        request.headers["Origin"] = "https://app.example"
+    s3.meta.events.register("before-sign.s3.GetObject", origin)
+    g = s3.get_object(Bucket=bucket, Key="k")
+    assert g["ResponseMetadata"]["HTTPHeaders"].get("access-control-allow-origin") == "https://app.example"
+    assert "etag" in g["ResponseMetadata"]["HTTPHeaders"].get("access-control-expose-headers", "").lower()
+    assert g["Body"].read() == data
     s3.delete_bucket_cors(Bucket=bucket)
 
 
