@@ -301,8 +301,22 @@ pub(crate) fn known_of(cx: &Cx, resp: &Headers, bucket: &str, key: &str) -> Opti
         .ok()?;
     let etag = resp.get("etag").unwrap_or("");
     let stored = resp.get("content-length")?.parse().ok()?;
-    without_tail(&env, stored, etag)
-        .or_else(|| cached(cx, bucket, key, etag, stored).filter(|k| k.matches(&env)))
+    known_unread(cx, &env, bucket, key, etag, stored)
+}
+
+/// What the filter knows, without reading it, of the version (backend ETag `etag`,
+/// `stored` bytes) of `bucket`/`key` whose envelope is `env`: what the envelope says, else
+/// what the cache knows of that version.
+pub(crate) fn known_unread(
+    cx: &Cx,
+    env: &Envelope,
+    bucket: &str,
+    key: &str,
+    etag: &str,
+    stored: u64,
+) -> Option<Known> {
+    without_tail(env, stored, etag)
+        .or_else(|| cached(cx, bucket, key, etag, stored).filter(|k| k.matches(env)))
 }
 
 /// Stored bytes at the end of an object that say its ETag: a single object's trailer, a
@@ -385,10 +399,7 @@ pub(crate) fn trailer_answered(
         return Err(cx.integrity());
     }
     if multipart {
-        let parts = super::table::parts_in_etag(etag).ok_or_else(|| cx.integrity())?;
-        let walk = Walk::new(env.suite, dek, stored, parts, env.version >= 2);
-        return Known::multipart(env, stored, etag, walk.end_etag(body))
-            .ok_or_else(|| cx.integrity());
+        return multipart_tail(env, dek, etag, stored, body).ok_or_else(|| cx.integrity());
     }
     let plain_len = env.plain_len.ok_or_else(|| cx.integrity())?;
     if single_stored_len(env.version, plain_len) != Some(stored) {
@@ -396,6 +407,25 @@ pub(crate) fn trailer_answered(
     }
     let t = open_trailer(env.suite, dek, plain_len, body).map_err(|_| cx.integrity())?;
     Ok(Known::of(env, Some(&t)))
+}
+
+/// What the last [`PART_OVERHEAD`] stored bytes (`tail`) of a multipart object version
+/// (backend ETag `etag`, `stored` bytes, envelope `env` opened to `dek`) say: the multipart
+/// MD5 its end or closing part seals, if they are that part of this object and it seals
+/// one (else the backend's ETag is shown). `None`: the size and ETag are no multipart
+/// object's.
+pub(crate) fn multipart_tail(
+    env: &Envelope,
+    dek: &DataKey,
+    etag: &str,
+    stored: u64,
+    tail: &[u8],
+) -> Option<Known> {
+    let parts = super::table::parts_in_etag(etag)?;
+    let sealed = (env.version >= 2)
+        .then(|| Walk::new(env.suite, dek, stored, parts, true).end_etag(tail))
+        .flatten();
+    Known::multipart(env, stored, etag, sealed)
 }
 
 /// What an object's envelope alone says, if that is all there is to know: a single

@@ -286,8 +286,8 @@ impl Get {
                 (known.md5, env.version >= SINGLE_ENVELOPE_VERSION, stored)
             {
                 let (bucket, key) = etags::request_object(cx);
-                match etags::cached(cx, &bucket, &key, &etag, stored)
-                    .filter(|k| k.matches(&env) && k.md5.is_some())
+                match etags::known_unread(cx, &env, &bucket, &key, &etag, stored)
+                    .filter(|k| k.md5.is_some())
                 {
                     Some(k) => self.plan.known = Some((etag.clone(), stored, k)),
                     None => {
@@ -370,9 +370,7 @@ impl Get {
         .ok_or_else(|| cx.integrity())?;
         let (bucket, key) = etags::request_object(cx);
         if env.layout != Layout::Single {
-            if let Some(k) = etags::without_tail(&env, stored, &etag).or_else(|| {
-                etags::cached(cx, &bucket, &key, &etag, stored).filter(|k| k.matches(&env))
-            }) {
+            if let Some(k) = etags::known_unread(cx, &env, &bucket, &key, &etag, stored) {
                 etags::remember(cx, &bucket, &key, &etag, stored, &k);
                 self.plan.known = Some((etag, stored, k));
                 return Ok(RequestStep::Forward(up));
@@ -695,8 +693,7 @@ impl Get {
             // The MD5 is in the trailer: what the request phase read of this version,
             // or the cache. Otherwise the object changed since (or the cache lost it):
             // the client retries, and the retry reads the trailer first.
-            known =
-                self.version_known(cx, &env, &backend_etag, total, None, |k| k.md5.is_some())?;
+            known = self.version_known(cx, &env, &backend_etag, total, |k| k.md5.is_some())?;
         }
         etags::remember(cx, &bucket, &key, &backend_etag, total, &known);
         etags::note_latest(cx, Some((&backend_etag, total, false)));
@@ -709,16 +706,16 @@ impl Get {
     }
 
     /// What the request phase learnt of the object version the backend sent (its ETag
-    /// `etag`, stored size `total`, envelope `env`), else what the envelope alone says
-    /// (`alone`), else the cache, if `usable`. Otherwise the object changed since (or the
-    /// cache lost it): 503 SlowDown, and the client's retry reads its last bytes first.
+    /// `etag`, stored size `total`, envelope `env`), else what is known of it without
+    /// reading it ([`etags::known_unread`]), if `usable`. Otherwise the object changed
+    /// since (or the cache lost it): 503 SlowDown, and the client's retry reads its last
+    /// bytes first.
     fn version_known(
         &mut self,
         cx: &Cx,
         env: &Envelope,
         etag: &str,
         total: u64,
-        alone: Option<Known>,
         usable: fn(&Known) -> bool,
     ) -> Result<Known, S3Error> {
         let (bucket, key) = etags::request_object(cx);
@@ -729,9 +726,9 @@ impl Get {
             .filter(|(e, n, _)| e == etag && *n == total)
             .map(|(_, _, k)| k);
         let known = planned
-            .or(alone)
-            .or_else(|| etags::cached(cx, &bucket, &key, etag, total))
-            .filter(|k| k.matches(env) && usable(k));
+            .filter(|k| k.matches(env))
+            .or_else(|| etags::known_unread(cx, env, &bucket, &key, etag, total))
+            .filter(usable);
         known.ok_or_else(|| {
             etags::note_latest(cx, None);
             cx.count(Counter::VersionsChanged, 1);
@@ -797,8 +794,7 @@ impl Get {
         // cache; otherwise the object changed since (or the cache lost it): the client
         // retries, and the retry reads the end part first.
         let (bucket, key) = etags::request_object(cx);
-        let alone = etags::without_tail(&env, total, &etag);
-        let known = self.version_known(cx, &env, &etag, total, alone, |_| true)?;
+        let known = self.version_known(cx, &env, &etag, total, |_| true)?;
         etags::remember(cx, &bucket, &key, &etag, total, &known);
         // The next whole read of this key goes upstream without reading its last bytes.
         etags::note_latest(cx, Some((&etag, total, true)));

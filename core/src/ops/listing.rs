@@ -474,21 +474,16 @@ fn multipart_looked_up(
         size: plain_size_from_listing(size, &e.etag).unwrap_or(size),
         etag: None,
     };
-    let Some(parts) = super::table::parts_in_etag(&e.etag) else {
-        // A multipart envelope on an object the listing shows as single: refused on read.
-        cx.count(Counter::IntegrityFailures, 1);
-        return Some(listing_only);
-    };
+    // The read's bytes, if they are the last PART_OVERHEAD the lookup asked for.
     let first = size.saturating_sub(etags::tail_len(true));
     let whole = (first, size.saturating_sub(1), size);
-    let sealed = match h.get("content-range").and_then(parse_content_range) {
-        Some(r) if r == whole && env.version >= 2 => {
-            crate::format::part_table::Walk::new(env.suite, dek, size, parts, true).end_etag(body)
-        }
-        _ => None,
+    let tail = match h.get("content-range").and_then(parse_content_range) {
+        Some(r) if r == whole => body,
+        _ => &[],
     };
-    let Some(known) = Known::multipart(env, size, &e.etag, sealed) else {
-        // Shorter than its part count allows: no object of ours (reads refuse it).
+    let Some(known) = etags::multipart_tail(env, dek, &e.etag, size, tail) else {
+        // A multipart envelope on an object the listing shows as single, or shorter than
+        // its part count allows: no object of ours (reads refuse it).
         cx.count(Counter::IntegrityFailures, 1);
         return Some(listing_only);
     };
