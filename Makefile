@@ -26,7 +26,7 @@ chart-test: wasm
 	$(PY) -m pytest -v tests/test_deploy.py -k "(chart or istio) and not round_trip"
 
 unit: toolchain
-	cargo test -p s3crypt-core --profile test-release
+	cargo test -p s3crypt-core -p benchtool --profile test-release
 
 # The fuzz targets in fuzz/ (README "Fuzzing"), FUZZ_SECONDS each, one after the other;
 # fuzz-smoke is the short run of `make test`. Both install cargo-fuzz if it is missing.
@@ -52,6 +52,7 @@ lint: toolchain
 	cargo clippy -p s3crypt-core -p s3crypt --target wasm32-wasip1 -- -D warnings
 	cargo clippy -p cryptobench --all-targets -- -D warnings
 	cargo clippy -p cryptobench --all-targets --target wasm32-wasip1 -- -D warnings
+	cargo clippy -p benchtool --all-targets -- -D warnings
 	cargo fmt --check
 	cd fuzz && cargo fmt --check
 

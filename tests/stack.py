@@ -38,6 +38,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "s3crypt.wasm"
 CACHE = pathlib.Path(os.environ.get("S3CRYPT_CACHE", pathlib.Path.home() / ".cache" / "s3crypt"))
 S3S_FS = CACHE / "s3s-fs-0.14.1" / "bin" / "s3s-fs"
+# make bench's in-memory S3 sink (benchtool/src/bin/s3sink.rs; built by bench/bench.py).
+S3SINK = ROOT / "target" / "release" / "s3sink"
 RGW_SH = ROOT / "scripts" / "rgw.sh"
 # The S3 server of a stack unless a test asks for another: "rgw" or "s3s-fs".
 DEFAULT_BACKEND = os.environ.get("S3CRYPT_TEST_BACKEND", "rgw")
@@ -377,7 +379,7 @@ class Stack:
     def __init__(self, root, backend=None):
         self.root = pathlib.Path(root)
         self.backend = backend or DEFAULT_BACKEND
-        assert self.backend in ("rgw", "s3s-fs"), self.backend
+        assert self.backend in ("rgw", "s3s-fs", "sink"), self.backend
         self.rgw_objstore = "memstore"
         self.root.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.root / "s3data"
@@ -411,6 +413,8 @@ class Stack:
     def _start_s3(self):
         if self.backend == "rgw":
             return self._start_rgw()
+        if self.backend == "sink":
+            return self._start_sink()
         if not S3S_FS.exists():
             raise RuntimeError(f"{S3S_FS} is missing: run `make setup`")
         self.s3_port = getattr(self, "s3_port", None) or free_port()
@@ -423,6 +427,16 @@ class Stack:
                  str(self.data_dir)],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
+        self.backend_endpoint = f"http://127.0.0.1:{self.s3_port}"
+        wait_http(self.backend_endpoint, proc=self.s3_proc, log=self.s3_log)
+
+    def _start_sink(self):
+        """The benchmark's in-memory S3 server (no authentication, no digests)."""
+        self.s3_port = getattr(self, "s3_port", None) or free_port()
+        self.s3_log = self.root / "s3sink.log"
+        with open(self.s3_log, "wb") as log:
+            self.s3_proc = subprocess.Popen([str(S3SINK), str(self.s3_port)], stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True, env=dict(os.environ, S3SINK_LOG="1"))
         self.backend_endpoint = f"http://127.0.0.1:{self.s3_port}"
         wait_http(self.backend_endpoint, proc=self.s3_proc, log=self.s3_log)
 

@@ -21,6 +21,7 @@
 mod fastgcm;
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
+use s3crypt_core::auth::checksum::ChecksumAlgorithm;
 use std::time::Instant;
 
 const AAD: [u8; 31] = [7u8; 31];
@@ -86,6 +87,35 @@ impl Frame for FastGhash {
         let mut g = fastgcm::ghash::Ghash::new(&self.0);
         g.update_padded(buf);
         g.state().to_be_bytes()
+    }
+    fn open(&self, nonce: &[u8; 12], buf: &mut [u8], _: &[u8; 16]) -> bool {
+        self.seal(nonce, buf);
+        true
+    }
+}
+
+/// A digest the filter computes over object data, timed like a seal (`--digests`).
+struct Digest(s3crypt_core::auth::checksum::ChecksumAlgorithm);
+impl Frame for Digest {
+    fn seal(&self, _: &[u8; 12], buf: &mut [u8]) -> [u8; 16] {
+        let mut c = s3crypt_core::auth::checksum::Checksummer::new(self.0);
+        c.update(buf);
+        let mut out = [0u8; 16];
+        let v = c.finalize_base64();
+        let n = v.len().min(16);
+        out[..n].copy_from_slice(&v.as_bytes()[..n]);
+        out
+    }
+    fn open(&self, nonce: &[u8; 12], buf: &mut [u8], _: &[u8; 16]) -> bool {
+        self.seal(nonce, buf);
+        true
+    }
+}
+struct Md5Digest;
+impl Frame for Md5Digest {
+    fn seal(&self, _: &[u8; 12], buf: &mut [u8]) -> [u8; 16] {
+        use md5::Digest as _;
+        md5::Md5::digest(buf).into()
     }
     fn open(&self, nonce: &[u8; 12], buf: &mut [u8], _: &[u8; 16]) -> bool {
         self.seal(nonce, buf);
@@ -212,6 +242,12 @@ fn main() {
             "fast-ghash-only",
             Box::new(FastGhash(fastgcm::ghash::GhashKey::new(&[0x33; 16]))),
         ),
+        ("md5", Box::new(Md5Digest)),
+        ("sha256", Box::new(Digest(ChecksumAlgorithm::Sha256))),
+        ("crc32", Box::new(Digest(ChecksumAlgorithm::Crc32))),
+        ("crc32c", Box::new(Digest(ChecksumAlgorithm::Crc32c))),
+        ("crc64nvme", Box::new(Digest(ChecksumAlgorithm::Crc64Nvme))),
+        ("sha1", Box::new(Digest(ChecksumAlgorithm::Sha1))),
     ];
     let arch = if cfg!(target_arch = "wasm32") {
         "wasm32"
@@ -226,6 +262,11 @@ fn main() {
     }
     for frame in [16384, 262144] {
         cases.push((1, "seal", frame, false));
+    }
+    if args.iter().any(|a| a == "--digests") {
+        for i in 5..11 {
+            cases.push((i, "digest", 65536, false));
+        }
     }
     if args.iter().any(|a| a == "--parts") {
         cases.push((3, "seal", 65536, false));
