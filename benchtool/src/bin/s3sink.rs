@@ -5,8 +5,9 @@
 //!
 //! It answers what the filter and the load generator send: CreateBucket/HeadBucket,
 //! PutObject, GetObject/HeadObject (one range, partNumber), DeleteObject,
-//! Create/UploadPart/Complete/AbortMultipartUpload. ETags are unique per write (a counter,
-//! shaped like an MD5) rather than digests. Anything else is a 501 and is printed to stderr,
+//! Create/UploadPart/Complete/AbortMultipartUpload, ListParts. Object ETags are unique
+//! per write (a counter, shaped like an MD5) rather than digests; part ETags are the
+//! parts' MD5 (the filter relies on that, as on S3), the multipart ETag S3's MD5 of them. Anything else is a 501 and is printed to stderr,
 //! so a benchmark that hits something unexpected fails loudly instead of measuring it.
 //! Not a test backend: the end-to-end tests use Ceph RGW.
 //!
@@ -324,7 +325,12 @@ fn handle(store: &Store, h: &Head, body: Vec<u8>) -> Reply {
             error("501 Not Implemented", "NotImplemented", "copy")
         }
         ("PUT", true) => {
-            let etag = store.etag();
+            // A part's ETag is the MD5 of its bytes, as S3's without SSE-KMS: the filter
+            // checks the short last part it staged by it (and writes the closing part).
+            let etag = match upload_id {
+                Some(_) => format!("\"{}\"", hex::encode(md5::Md5::digest(&body))),
+                None => store.etag(),
+            };
             if let Some(id) = upload_id {
                 let Some(pn) = query_param(query, "partNumber").and_then(|n| n.parse().ok()) else {
                     return error("400 Bad Request", "InvalidArgument", "partNumber");

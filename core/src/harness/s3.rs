@@ -106,6 +106,8 @@ pub struct FakeS3 {
     /// Enforce `If-None-Match` / `If-Match` on writes (AWS S3, MinIO); off: ignore them
     /// (Ceph RGW 16 ignores `If-None-Match: *` on PUT).
     pub conditional_writes: bool,
+    /// Part ETags that are not the MD5 of the part's bytes (AWS S3 with SSE-KMS or SSE-C).
+    pub opaque_part_etags: bool,
 }
 
 /// Server-side encryption headers S3 keeps with an object and returns on reads (the
@@ -308,6 +310,7 @@ impl FakeS3 {
             max_skew: 900,
             requests: 0,
             conditional_writes: true,
+            opaque_part_etags: false,
         }
     }
 

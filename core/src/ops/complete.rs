@@ -210,6 +210,10 @@ impl Complete {
                 super::etags::note_latest(cx, Some((&backend, *stored, true)));
                 let visible = known.etag(&backend);
                 text = xml::replace_element_text(&text, "ETag", &visible).unwrap_or(text);
+            } else {
+                // A new version the filter cannot describe: the hint of the previous one
+                // would send the next read to the backend unprobed, to be refused (503).
+                super::etags::note_latest(cx, None);
             }
         }
         out.extend_from_slice(text.as_bytes());

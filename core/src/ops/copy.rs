@@ -145,6 +145,11 @@ impl Copy {
                 let (bucket, key) = etags::request_object(cx);
                 etags::remember(cx, &bucket, &key, &backend, *stored, known);
             }
+            if !text.contains("<Error>") {
+                // The destination is a new version: the previous one's hint is stale
+                // (reads find this one by its ETag in the cache, or probe it).
+                etags::note_latest(cx, None);
+            }
             let etag = self.etag.as_deref().unwrap_or_default();
             let rewritten = xml::replace_element_text(&text, "ETag", etag).unwrap_or(text);
             out.extend_from_slice(rewritten.as_bytes());
@@ -538,6 +543,8 @@ impl Copy {
             etags::remember(cx, &bucket, &key, &etag, stored, k);
             etags::note_latest(cx, Some((&etag, stored, true)));
             etag = k.etag(&etag);
+        } else {
+            etags::note_latest(cx, None);
         }
         let xml = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{}</LastModified><ETag>{}</ETag></CopyObjectResult>",
