@@ -16,6 +16,7 @@ use chacha20poly1305::aead::{AeadCore, AeadInPlace, KeyInit, KeySizeUser};
 use chacha20poly1305::ChaCha20Poly1305;
 
 pub mod fastgcm;
+pub mod sha256x4;
 
 /// Length of a data key, a key-encryption key and an AES-256 key in general.
 pub const KEY_LEN: usize = 32;

@@ -24,7 +24,7 @@ fn checksum_of(mode: UpstreamPayload) -> Option<ChecksumAlgorithm> {
 pub(crate) enum UpstreamBody {
     /// The ciphertext as it is (unsigned, or no body at all).
     Plain,
-    /// Signed aws-chunked framing; holds at most one chunk ([`UPSTREAM_CHUNK`]).
+    /// Signed aws-chunked framing; holds at most four chunks ([`UPSTREAM_CHUNK`], 64 KiB).
     Chunked(Box<ChunkedEncoder>),
 }
 
