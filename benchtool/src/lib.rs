@@ -222,39 +222,33 @@ fn crlf(r: &mut impl BufRead) -> io::Result<()> {
 }
 
 fn http_chunked(r: &mut impl BufRead, out: &mut Sink) -> io::Result<u64> {
-    let mut n = 0;
-    loop {
-        let l = line(r, 4096)?.ok_or_else(|| bad("end of stream in chunked body"))?;
-        let size = chunk_size(&l)?;
-        if size == 0 {
-            // Trailer section.
-            while !line(r, MAX_HEAD)?
-                .ok_or_else(|| bad("end in trailers"))?
-                .is_empty()
-            {}
-            return Ok(n);
-        }
-        n += copy_exact(r, size, out)?;
-        crlf(r)?;
-    }
+    chunks(r, out, false)
 }
 
 /// aws-chunked: `hex[;chunk-signature=…]` CRLF data CRLF …, a zero chunk, trailers, CRLF.
 /// Signatures are not checked: the sink stands in for a backend that the filter signs for,
 /// and the e2e tests against RGW are where those signatures are verified.
 fn aws_chunked_decode(r: &mut impl BufRead, out: &mut Sink) -> io::Result<u64> {
+    chunks(r, out, true)
+}
+
+/// Chunked framing (HTTP's or aws-chunked, which share the chunk syntax): the data, then
+/// the trailer lines up to an empty one (`open_end`: or the end of the body, as aws-chunked
+/// bodies inside a Content-Length may end).
+fn chunks(r: &mut impl BufRead, out: &mut Sink, open_end: bool) -> io::Result<u64> {
     let mut n = 0;
     loop {
-        let l = line(r, 4096)?.ok_or_else(|| bad("end of stream in aws-chunked body"))?;
+        let l = line(r, 4096)?.ok_or_else(|| bad("end of stream in chunked body"))?;
         let size = chunk_size(&l)?;
         if size == 0 {
-            // Trailers (a checksum, its signature), then an empty line or the end.
-            while let Some(t) = line(r, MAX_HEAD)? {
-                if t.is_empty() {
-                    break;
+            loop {
+                match line(r, MAX_HEAD)? {
+                    Some(t) if t.is_empty() => return Ok(n),
+                    Some(_) => {}
+                    None if open_end => return Ok(n),
+                    None => return Err(bad("end in trailers")),
                 }
             }
-            return Ok(n);
         }
         n += copy_exact(r, size, out)?;
         crlf(r)?;
