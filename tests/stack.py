@@ -431,12 +431,14 @@ class Stack:
         wait_http(self.backend_endpoint, proc=self.s3_proc, log=self.s3_log)
 
     def _start_sink(self):
-        """The benchmark's in-memory S3 server (no authentication, no digests)."""
+        """The benchmark's in-memory S3 server (no authentication; no digests but the parts'
+        MD5). S3SINK_LOG=1 in the environment logs every request to s3sink.log (debugging
+        only: it costs the sink per request)."""
         self.s3_port = getattr(self, "s3_port", None) or free_port()
         self.s3_log = self.root / "s3sink.log"
         with open(self.s3_log, "wb") as log:
             self.s3_proc = subprocess.Popen([str(S3SINK), str(self.s3_port)], stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True, env=dict(os.environ, S3SINK_LOG="1"))
+                                            start_new_session=True)
         self.backend_endpoint = f"http://127.0.0.1:{self.s3_port}"
         wait_http(self.backend_endpoint, proc=self.s3_proc, log=self.s3_log)
 

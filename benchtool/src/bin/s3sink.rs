@@ -11,7 +11,8 @@
 //! so a benchmark that hits something unexpected fails loudly instead of measuring it.
 //! Not a test backend: the end-to-end tests use Ceph RGW.
 //!
-//! Usage: `s3sink [PORT]` (0 or none: any free port), prints `listening PORT` when ready.
+//! Usage: `s3sink [PORT]` (0 or none: any free port), prints `listening PORT` when ready;
+//! with S3SINK_LOG set, every request is logged to stderr (debugging only).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufReader, BufWriter, Write};
@@ -74,10 +75,8 @@ fn stored_headers(h: &Head) -> Vec<(String, String)> {
                         | "expires"
                         | "x-amz-server-side-encryption"
                         | "x-amz-storage-class"
-                        | "x-amz-tagging"
                 )
         })
-        .filter(|(k, _)| k != "x-amz-tagging")
         .cloned()
         .collect()
 }
