@@ -3,8 +3,9 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 WASM  := target/wasm32-wasip1/release/s3crypt.wasm
+NATIVE := target/native/libs3crypt_native.so
 
-.PHONY: toolchain setup wasm oci chart-test unit fuzz fuzz-smoke fuzz-seeds crypto-test-wasm lint e2e test run bench crypto-bench clean
+.PHONY: toolchain setup wasm native oci chart-test unit fuzz fuzz-smoke fuzz-seeds crypto-test-wasm lint e2e test run bench crypto-bench clean
 
 # The Rust toolchain rust-toolchain.toml pins (rustup does not install it by itself).
 toolchain:
@@ -17,6 +18,12 @@ wasm: setup
 	cargo build --release --target wasm32-wasip1 -p s3crypt
 	@ls -l $(WASM)
 
+# The same filter as a native Envoy dynamic module for the pinned Envoy 1.40.0 (native/,
+# README "Native build"); profile `native` = release with panics caught at the FFI boundary.
+native: setup
+	cargo build --profile native -p s3crypt-native
+	@ls -l $(NATIVE)
+
 # The module as an OCI image layout (Istio Wasm image, compat variant) in target/oci/s3crypt.
 oci: wasm
 	$(PY) scripts/oci-image.py
@@ -25,8 +32,10 @@ oci: wasm
 chart-test: wasm
 	$(PY) -m pytest -v tests/test_deploy.py -k "(chart or istio) and not round_trip"
 
+# The core twice: natively with RustCrypto AES-GCM, and with `ring` (the native module's).
 unit: toolchain
 	cargo test -p s3crypt-core -p benchtool --profile test-release
+	cargo test -p s3crypt-core --features ring --profile test-release
 
 # The fuzz targets in fuzz/ (README "Fuzzing"), FUZZ_SECONDS each, one after the other;
 # fuzz-smoke is the short run of `make test`. Both install cargo-fuzz if it is missing.
@@ -49,23 +58,29 @@ crypto-test-wasm: setup
 
 lint: toolchain
 	cargo clippy -p s3crypt-core --all-targets --features harness -- -D warnings
+	cargo clippy -p s3crypt-core --all-targets --features harness,ring -- -D warnings
 	cargo clippy -p s3crypt-core -p s3crypt --target wasm32-wasip1 -- -D warnings
 	cargo clippy -p cryptobench --all-targets -- -D warnings
 	cargo clippy -p cryptobench --all-targets --target wasm32-wasip1 -- -D warnings
 	cargo clippy -p benchtool --all-targets -- -D warnings
+	cargo clippy -p s3crypt-native --all-targets -- -D warnings
 	cargo fmt --check
 	cd fuzz && cargo fmt --check
 
-e2e: wasm oci
+# The whole end-to-end suite against the wasm build, then again against the native build
+# (S3CRYPT_BUILD=native; the chart/Istio and `make run` tests are wasm-only).
+e2e: wasm oci native
 	$(PY) -m pytest -v tests/
+	S3CRYPT_BUILD=native $(PY) -m pytest -v tests/ --ignore=tests/test_deploy.py --ignore=tests/test_run_local.py
 
-test: setup unit fuzz-smoke crypto-test-wasm lint wasm e2e
+test: setup unit fuzz-smoke crypto-test-wasm lint wasm native e2e
 
-run: wasm
+# S3CRYPT_BUILD=native make run: the same stack with the native build of the filter.
+run: wasm $(if $(filter native,$(S3CRYPT_BUILD)),native)
 	$(PY) scripts/run-local.py
 
 # End to end (docs/BENCHMARKS.md "make bench" section), then the frame AEADs in V8 and natively.
-bench: wasm
+bench: wasm native
 	$(PY) bench/bench.py
 	$(PY) bench/crypto_bench.py --write
 

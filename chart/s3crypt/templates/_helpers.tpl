@@ -77,6 +77,12 @@ app.kubernetes.io/component: webdis
 {{- if not (has .Values.module.source (list "file" "image")) -}}
 {{- fail "module.source must be file or image" -}}
 {{- end -}}
+{{- if not (has .Values.module.build (list "wasm" "native")) -}}
+{{- fail "module.build must be wasm or native" -}}
+{{- end -}}
+{{- if and (eq .Values.module.build "native") (eq .Values.image.repository "envoyproxy/envoy") -}}
+{{- fail "module.build=native needs an Envoy image that contains the native module (native/Dockerfile, FROM envoyproxy/envoy:v1.40.0): set image.repository and image.tag to it" -}}
+{{- end -}}
 {{- if not .Values.secrets.existingSecret -}}
 {{- if not .Values.secrets.keks -}}
 {{- fail "set secrets.keks (key id -> base64 of 32 bytes) or secrets.existingSecret" -}}

@@ -7,10 +7,19 @@
 //! SIMD128, ~4-5x RustCrypto's portable code in V8) when compiled for `wasm32` with
 //! `+simd128` (set in `.cargo/config.toml`), and from RustCrypto `aes-gcm` everywhere
 //! else (natively it uses AES-NI/PCLMULQDQ). Both are checked against each other and
-//! against NIST and Wycheproof vectors in `fastgcm::tests`.
+//! against NIST and Wycheproof vectors in `fastgcm::tests`. With the `ring` feature (the
+//! native dynamic module) natively AES-256-GCM comes from `ring` instead, whose GHASH
+//! aggregates blocks (RustCrypto's CLMUL GHASH multiplies one block at a time, which made
+//! it three quarters of a native GET's crypto); `ring_tests` checks it against NIST and
+//! Wycheproof vectors and differentially against RustCrypto.
 
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use aes_gcm::Aes256Gcm;
+#[cfg(not(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    feature = "ring"
+)))]
+use aes_gcm::{Nonce, Tag};
 use chacha20poly1305::aead::generic_array::typenum::Unsigned;
 use chacha20poly1305::aead::{AeadCore, AeadInPlace, KeyInit, KeySizeUser};
 use chacha20poly1305::ChaCha20Poly1305;
@@ -230,8 +239,16 @@ pub fn unwrap_dek(kek: &[u8; KEY_LEN], wrapped: &[u8]) -> Result<DataKey, Crypto
 /// The AES-256-GCM implementation of this target (see the module documentation).
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 type Gcm = fastgcm::Aes256Gcm;
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[cfg(not(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    feature = "ring"
+)))]
 type Gcm = Aes256Gcm;
+#[cfg(all(
+    feature = "ring",
+    not(all(target_arch = "wasm32", target_feature = "simd128"))
+))]
+type Gcm = ring::aead::LessSafeKey;
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 fn gcm_new(key: &[u8; KEY_LEN]) -> Gcm {
@@ -261,12 +278,18 @@ fn gcm_open(
         .map_err(|_| CryptoError::Authentication)
 }
 
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[cfg(not(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    feature = "ring"
+)))]
 fn gcm_new(key: &[u8; KEY_LEN]) -> Gcm {
     Aes256Gcm::new(key.into())
 }
 
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[cfg(not(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    feature = "ring"
+)))]
 fn gcm_seal(
     gcm: &Gcm,
     nonce: &[u8; NONCE_LEN],
@@ -279,7 +302,10 @@ fn gcm_seal(
     Ok(tag.into())
 }
 
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[cfg(not(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    feature = "ring"
+)))]
 fn gcm_open(
     gcm: &Gcm,
     nonce: &[u8; NONCE_LEN],
@@ -289,6 +315,64 @@ fn gcm_open(
 ) -> Result<(), CryptoError> {
     gcm.decrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf, Tag::from_slice(tag))
         .map_err(|_| CryptoError::Authentication)
+}
+
+#[cfg(all(
+    feature = "ring",
+    not(all(target_arch = "wasm32", target_feature = "simd128"))
+))]
+fn gcm_new(key: &[u8; KEY_LEN]) -> Gcm {
+    // A 32-byte key is always accepted (the length is the only error).
+    match ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key) {
+        Ok(k) => ring::aead::LessSafeKey::new(k),
+        Err(_) => unreachable!("AES-256-GCM takes a 32-byte key"),
+    }
+}
+
+#[cfg(all(
+    feature = "ring",
+    not(all(target_arch = "wasm32", target_feature = "simd128"))
+))]
+fn gcm_seal(
+    gcm: &Gcm,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    buf: &mut [u8],
+) -> Result<[u8; TAG_LEN], CryptoError> {
+    let tag = gcm
+        .seal_in_place_separate_tag(
+            ring::aead::Nonce::assume_unique_for_key(*nonce),
+            ring::aead::Aad::from(aad),
+            buf,
+        )
+        .map_err(|_| CryptoError::Authentication)?;
+    let mut out = [0u8; TAG_LEN];
+    out.copy_from_slice(tag.as_ref());
+    Ok(out)
+}
+
+#[cfg(all(
+    feature = "ring",
+    not(all(target_arch = "wasm32", target_feature = "simd128"))
+))]
+fn gcm_open(
+    gcm: &Gcm,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    buf: &mut [u8],
+    tag: &[u8; TAG_LEN],
+) -> Result<(), CryptoError> {
+    // ring verifies the tag (in constant time) before it returns; on failure `buf` holds
+    // no plaintext the caller may use (the caller discards it).
+    gcm.open_in_place_separate_tag(
+        ring::aead::Nonce::assume_unique_for_key(*nonce),
+        ring::aead::Aad::from(aad),
+        ring::aead::Tag::from(*tag),
+        buf,
+        0..,
+    )
+    .map(|_| ())
+    .map_err(|_| CryptoError::Authentication)
 }
 
 /// An AEAD keyed with one data key, for the suite of one object: seals and opens frames
@@ -469,5 +553,73 @@ tip for the future, sunscreen would be it."
         assert_eq!(Suite::from_id(3), None);
         assert_eq!(Suite::from_name("AES-256-GCM"), None);
         assert_eq!(Suite::from_name("chacha20poly1305"), None);
+    }
+}
+
+/// The native AES-256-GCM of the `ring` feature (what the native dynamic module runs),
+/// through the same `gcm_*` functions `FrameAead` calls: Wycheproof, and differentially
+/// against RustCrypto `aes-gcm` over lengths around the block and frame boundaries, with
+/// every single-bit tamper of tag, ciphertext and AAD rejected.
+#[cfg(all(test, feature = "ring"))]
+mod ring_tests {
+    use super::*;
+
+    #[test]
+    fn wycheproof_aes_256_gcm() {
+        super::fastgcm::tests::wycheproof_aes256gcm(
+            &|key, iv, aad, buf| gcm_seal(&gcm_new(key), iv, aad, buf).unwrap(),
+            &|key, iv, aad, buf, tag| gcm_open(&gcm_new(key), iv, aad, buf, tag).is_ok(),
+        );
+    }
+
+    #[test]
+    fn differential_against_rustcrypto() {
+        let mut seed = 0x5eed_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for len in [
+            0usize, 1, 15, 16, 17, 63, 64, 65, 255, 256, 257, 4095, 65535, 65536, 65537,
+        ] {
+            let key: [u8; 32] = core::array::from_fn(|_| next() as u8);
+            let nonce: [u8; 12] = core::array::from_fn(|_| next() as u8);
+            let aad: Vec<u8> = (0..(next() % 40) as usize).map(|_| next() as u8).collect();
+            let pt: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let ours = gcm_new(&key);
+            let theirs = aes_gcm::Aes256Gcm::new((&key).into());
+            let mut a = pt.clone();
+            let tag = gcm_seal(&ours, &nonce, &aad, &mut a).unwrap();
+            let mut b = pt.clone();
+            let t2 = theirs
+                .encrypt_in_place_detached((&nonce).into(), &aad, &mut b)
+                .unwrap();
+            assert_eq!(a, b, "ciphertext, len {len}");
+            assert_eq!(tag.as_slice(), t2.as_slice(), "tag, len {len}");
+            let mut c = a.clone();
+            gcm_open(&ours, &nonce, &aad, &mut c, &tag).unwrap();
+            assert_eq!(c, pt);
+            // Any flipped bit of the tag, the ciphertext or the AAD is rejected.
+            for i in 0..TAG_LEN * 8 {
+                let mut t = tag;
+                t[i / 8] ^= 1 << (i % 8);
+                let mut c = a.clone();
+                assert!(gcm_open(&ours, &nonce, &aad, &mut c, &t).is_err());
+            }
+            if len > 0 {
+                let i = (next() as usize) % (len * 8);
+                let mut c = a.clone();
+                c[i / 8] ^= 1 << (i % 8);
+                assert!(gcm_open(&ours, &nonce, &aad, &mut c, &tag).is_err());
+            }
+            if !aad.is_empty() {
+                let mut bad = aad.clone();
+                bad[0] ^= 0x80;
+                let mut c = a.clone();
+                assert!(gcm_open(&ours, &nonce, &bad, &mut c, &tag).is_err());
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@ pub mod aes;
 pub mod ghash;
 pub mod simd;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use aes::Aes256;
 use ghash::{Acc, Block, Ghash, GhashKey, AGG};

