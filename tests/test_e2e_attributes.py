@@ -11,6 +11,8 @@ import os
 import botocore.exceptions
 import pytest
 
+import s3util
+
 MIB = 1 << 20
 ALL = ["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"]
 
@@ -113,6 +115,28 @@ def test_conditional_writes_backend_mode_if_match(stack, bucket):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         s3.put_object(Bucket=bucket, Key="nothing-here", Body=b"x", IfMatch=visible)
     assert code(e) == ("NoSuchKey", 404)
+
+
+def test_if_match_put_sent_in_one_go_waits_for_its_lookup(stack, bucket):
+    """Headers and body sent together (no `Expect: 100-continue`): the body arrives while the
+    filter's headers still wait for their HEAD call-out. Nothing of the request may pass
+    (or be refused) before that lookup decided: the right ETag writes, a stale one is 412
+    and writes nothing."""
+    envoy = stack.start_envoy(plugin_extra={"conditional_writes": "backend"})
+    s3 = envoy.s3()
+    s3.put_object(Bucket=bucket, Key="k", Body=b"version one")
+    visible = s3.head_object(Bucket=bucket, Key="k")["ETag"]
+    signer = s3util.Signer(*stack.client_creds)
+    body = os.urandom(200_000)
+    stale = '"%s"' % hashlib.md5(b"other").hexdigest()
+    status, _, _ = s3util.signed_request(envoy.endpoint, signer, "PUT", f"/{bucket}/k", headers={"if-match": stale},
+                                         body=body)
+    assert status == 412
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"version one"
+    status, _, text = s3util.signed_request(envoy.endpoint, signer, "PUT", f"/{bucket}/k",
+                                            headers={"if-match": visible}, body=body)
+    assert status == 200, text
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == body
 
 
 def test_if_match_in_a_fresh_process_reads_the_etag_from_the_trailer(stack, bucket):

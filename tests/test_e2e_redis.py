@@ -334,3 +334,25 @@ def test_abort_of_another_key_on_a_replica_without_the_record(stack, bucket, red
     with pytest.raises(botocore.exceptions.ClientError) as e:
         a.s3().upload_part(Bucket=bucket, Key="mine", UploadId=uid, PartNumber=2, Body=b"too late")
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] in (403, 404)
+
+
+def test_upload_part_sent_in_one_go_waits_for_its_record(stack, bucket, redis, replicas):
+    """UploadPart with headers and body sent together (no `Expect: 100-continue`): the part
+    body arrives while the filter's headers still wait for the upload record from Redis.
+    The part is encrypted and completes like any other."""
+    import hashlib  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    import s3util  # noqa: PLC0415
+
+    a, b = replicas
+    uid = a.s3().create_multipart_upload(Bucket=bucket, Key="one-go")["UploadId"]
+    part = os.urandom(5 * MiB + 7)
+    signer = s3util.Signer(*stack.client_creds)
+    status, headers, text = s3util.signed_request(b.endpoint, signer, "PUT", f"/{bucket}/one-go",
+                                                  params=[("partNumber", "1"), ("uploadId", uid)], body=part)
+    assert status == 200, text
+    assert headers["etag"] == '"%s"' % hashlib.md5(part).hexdigest()
+    a.s3().complete_multipart_upload(Bucket=bucket, Key="one-go", UploadId=uid, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": headers["etag"]}]})
+    assert b.s3().get_object(Bucket=bucket, Key="one-go")["Body"].read() == part

@@ -18,8 +18,10 @@
 //! closed (the stream is reset; a configuration is rejected). The crate is built with
 //! `panic = "unwind"` (profile `native`) so that this is possible.
 
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 
 use crate::filter::{self, Filter, FilterConfig};
 
@@ -104,6 +106,10 @@ pub enum Level {
 pub enum HeadersStatus {
     Continue = 0,
     StopIteration = 1,
+    /// Holds the headers *and* the body (and trailers) behind them, buffered up to the
+    /// buffer limit, then watermark backpressure; on continue Envoy hands the buffered
+    /// body to the body hook. What proxy-wasm's "pause" on headers is in Envoy.
+    StopAllIterationAndWatermark = 4,
 }
 
 /// Statuses returned from the body hooks (`..._body_status`).
@@ -169,6 +175,7 @@ extern "C" {
         details: ModuleBuffer,
     );
     fn envoy_dynamic_module_callback_http_filter_continue_decoding(f: *mut c_void);
+    fn envoy_dynamic_module_callback_http_clear_route_cache(f: *mut c_void);
     fn envoy_dynamic_module_callback_http_filter_continue_encoding(f: *mut c_void);
     fn envoy_dynamic_module_callback_http_filter_reset_stream(
         f: *mut c_void,
@@ -235,9 +242,13 @@ pub fn log(level: Level, msg: &str) {
 
 /// Envoy's handle of one HTTP stream's filter (`http_filter_envoy_ptr`). Valid from
 /// `on_http_filter_new` until `on_http_filter_destroy`; only used on that stream's worker
-/// thread, inside one of its hooks (it is neither `Send` nor `Sync`).
+/// thread, inside one of its hooks (it is neither `Send` nor `Sync`). Envoy may destroy
+/// the filter inside a call we make (a local reply or a reset ends the stream at once):
+/// from then on `alive` is false and every method does nothing, so the rest of the hook
+/// that made the call never touches the dead handle.
 pub struct Stream {
     ptr: *mut c_void,
+    alive: Rc<Cell<bool>>,
 }
 
 /// Result of [`Stream::callout`].
@@ -250,11 +261,26 @@ impl Stream {
     /// Another handle of the same stream, for the parts of its filter that report on it
     /// (its counters); the same rules apply to it.
     pub fn dup(&self) -> Stream {
-        Stream { ptr: self.ptr }
+        Stream {
+            ptr: self.ptr,
+            alive: Rc::clone(&self.alive),
+        }
+    }
+
+    /// Envoy destroyed the filter: the handle must not be used any more.
+    pub fn kill(&self) {
+        self.alive.set(false);
+    }
+
+    fn live(&self) -> bool {
+        self.alive.get()
     }
 
     /// All headers of one map, in order, pseudo-headers included.
     pub fn headers(&self, map: HeaderMap) -> Vec<(String, String)> {
+        if !self.live() {
+            return Vec::new();
+        }
         // SAFETY: `ptr` is this stream's live handle (type invariant); the array has the
         // size Envoy reported just before, and Envoy fills at most that many entries;
         // the views are copied before any other call.
@@ -284,6 +310,9 @@ impl Stream {
 
     /// Replaces every value of `key` with `value`; `None` removes the header.
     pub fn set_header(&self, map: HeaderMap, key: &str, value: Option<&str>) -> bool {
+        if !self.live() {
+            return false;
+        }
         let v = value.map_or(ModuleBuffer::NONE, |v| ModuleBuffer::of(v.as_bytes()));
         // SAFETY: live handle; buffers outlive the call and are copied by Envoy.
         unsafe {
@@ -298,6 +327,9 @@ impl Stream {
 
     /// Adds one more value of `key` (an empty value is kept as empty).
     pub fn add_header(&self, map: HeaderMap, key: &str, value: &str) -> bool {
+        if !self.live() {
+            return false;
+        }
         // SAFETY: as in `set_header`.
         unsafe {
             envoy_dynamic_module_callback_http_add_header(
@@ -311,6 +343,9 @@ impl Stream {
 
     /// Appends all of one body buffer to `out`.
     pub fn read_body(&self, body: Body, out: &mut Vec<u8>) {
+        if !self.live() {
+            return;
+        }
         // SAFETY: live handle; the array has the reported size; each chunk view is copied
         // before the next call.
         unsafe {
@@ -341,12 +376,18 @@ impl Stream {
     }
 
     pub fn body_size(&self, body: Body) -> usize {
+        if !self.live() {
+            return 0;
+        }
         // SAFETY: live handle.
         unsafe { envoy_dynamic_module_callback_http_get_body_size(self.ptr, body as u32) }
     }
 
     /// Replaces the whole of one body buffer with `data`.
     pub fn replace_body(&self, body: Body, data: &[u8]) -> bool {
+        if !self.live() {
+            return false;
+        }
         let n = self.body_size(body);
         // SAFETY: live handle; `data` outlives the call and is copied by Envoy.
         unsafe {
@@ -362,6 +403,9 @@ impl Stream {
 
     /// A local reply (Envoy's `sendLocalReply`; our own encode hooks do not see it).
     pub fn send_response(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
+        if !self.live() {
+            return;
+        }
         let mut hs: Vec<Header> = headers
             .iter()
             .map(|(k, v)| Header {
@@ -386,17 +430,35 @@ impl Stream {
     }
 
     pub fn continue_decoding(&self) {
+        if !self.live() {
+            return;
+        }
         // SAFETY: live handle.
         unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(self.ptr) }
     }
 
+    /// The request headers changed (`:authority`, `:path`): the route is chosen again.
+    pub fn clear_route_cache(&self) {
+        if !self.live() {
+            return;
+        }
+        // SAFETY: live handle.
+        unsafe { envoy_dynamic_module_callback_http_clear_route_cache(self.ptr) }
+    }
+
     pub fn continue_encoding(&self) {
+        if !self.live() {
+            return;
+        }
         // SAFETY: live handle.
         unsafe { envoy_dynamic_module_callback_http_filter_continue_encoding(self.ptr) }
     }
 
     /// Resets the stream (both directions; `LocalReset`).
     pub fn reset(&self, details: &str) {
+        if !self.live() {
+            return;
+        }
         // SAFETY: live handle; `details` is copied.
         unsafe {
             envoy_dynamic_module_callback_http_filter_reset_stream(
@@ -416,6 +478,9 @@ impl Stream {
         body: Option<&[u8]>,
         timeout_ms: u64,
     ) -> CalloutStart {
+        if !self.live() {
+            return CalloutStart::Failed(u32::MAX);
+        }
         let mut hs: Vec<Header> = headers
             .iter()
             .map(|(k, v)| Header {
@@ -449,6 +514,9 @@ impl Stream {
     /// A scheduler for this stream: [`Scheduler::commit`] makes Envoy call
     /// `on_http_filter_scheduled` on this stream's worker, after the current hook.
     pub fn scheduler(&self) -> Option<Scheduler> {
+        if !self.live() {
+            return None;
+        }
         // SAFETY: live handle; called on the stream's worker inside one of its hooks.
         let p = unsafe { envoy_dynamic_module_callback_http_filter_scheduler_new(self.ptr) };
         (!p.is_null()).then_some(Scheduler { ptr: p })
@@ -456,6 +524,9 @@ impl Stream {
 
     /// Adds `n` to a counter defined by the configuration.
     pub fn increment_counter(&self, id: usize, n: u64) {
+        if !self.live() {
+            return;
+        }
         // SAFETY: live handle; no labels.
         unsafe {
             envoy_dynamic_module_callback_http_filter_increment_counter(
@@ -528,21 +599,28 @@ fn guard<T>(what: &str, fallback: T, f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// The filter object behind a `http_filter_module_ptr`.
+/// The filter object behind a `http_filter_module_ptr`: one more strong reference for
+/// the duration of a hook (the pointer is an `Rc::into_raw` of `on_http_filter_new`), so
+/// that Envoy destroying the filter inside a call the hook makes only drops the module
+/// pointer's reference, never the object the hook is using.
 ///
 /// SAFETY (for callers): `m` is a pointer returned by `on_http_filter_new` and not yet
-/// passed to `on_http_filter_destroy`. Hooks of one stream run on one thread, one at a
-/// time or nested (Envoy may call `stream_complete` from inside a call we make), so only
-/// shared references are created; the filter's state is behind `Cell`/`RefCell`.
-unsafe fn filter<'a>(m: *const c_void) -> &'a Filter {
-    // SAFETY: see the function's contract.
-    unsafe { &*(m as *const Filter) }
+/// passed to `on_http_filter_destroy`, used on the stream's worker thread.
+unsafe fn filter(m: *const c_void) -> Rc<Filter> {
+    let p = m as *const Filter;
+    // SAFETY: `p` came from `Rc::into_raw` and its reference is still held (contract).
+    unsafe {
+        Rc::increment_strong_count(p);
+        Rc::from_raw(p)
+    }
 }
 
-/// A panic inside a stream hook: the stream cannot be trusted any more; reset it.
-fn fail_stream(e: *mut c_void) {
-    let s = Stream { ptr: e };
-    let _ = catch_unwind(AssertUnwindSafe(|| s.reset("s3crypt_internal_error")));
+/// The handle of a new stream.
+fn new_stream(e: *mut c_void) -> Stream {
+    Stream {
+        ptr: e,
+        alive: Rc::new(Cell::new(true)),
+    }
 }
 
 // ---- exported hooks ----
@@ -590,19 +668,23 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
     // SAFETY: a live config; `FilterConfig` is `Sync` (shared by all workers).
     let cfg = unsafe { &*(c as *const FilterConfig) };
     guard("filter_new", std::ptr::null(), || {
-        Box::into_raw(Box::new(Filter::new(cfg, Stream { ptr: e }))) as *const c_void
+        Rc::into_raw(Rc::new(Filter::new(cfg, new_stream(e)))) as *const c_void
     })
 }
 
-/// SAFETY: `m` came from `filter_new` and is destroyed once, after its last hook.
+/// SAFETY: `m` came from `filter_new` and is destroyed once; a hook of it may still be
+/// running further up the stack (it holds its own reference, see [`filter`]).
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(m: *const c_void) {
     if m.is_null() {
         return;
     }
-    // SAFETY: the box made in `filter_new`, dropped exactly once; no hook of it runs now.
-    let b = unsafe { Box::from_raw(m as *mut Filter) };
-    guard("filter_destroy", (), move || drop(b));
+    // SAFETY: the reference made in `filter_new`, released exactly once.
+    let f = unsafe { Rc::from_raw(m as *const Filter) };
+    guard("filter_destroy", (), move || {
+        f.destroyed();
+        drop(f);
+    });
 }
 
 macro_rules! stream_hook {
@@ -614,13 +696,14 @@ macro_rules! stream_hook {
             if m.is_null() {
                 return $fail;
             }
+            let _ = e;
             // SAFETY: a live filter of this stream (see `filter`).
             let $f = unsafe { filter(m) };
             let r = guard($what, None, || Some($body));
             match r {
                 Some(v) => v,
                 None => {
-                    fail_stream(e);
+                    $f.fail();
                     $fail
                 }
             }
@@ -724,6 +807,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
         }
         (hs, b)
     };
+    let _ = e;
     // SAFETY: a live filter of this stream.
     let f = unsafe { filter(m) };
     let ok = guard("callout_done", false, || {
@@ -731,7 +815,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
         true
     });
     if !ok {
-        fail_stream(e);
+        f.fail();
     }
 }
 

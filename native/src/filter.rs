@@ -19,7 +19,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use s3crypt_core::config::Config;
@@ -44,6 +44,9 @@ pub struct FilterConfig {
     id: u64,
     json: String,
     counters: Arc<Vec<(Counter, usize)>>,
+    /// Workers' state for this configuration is dropped once this is gone (its KEKs do
+    /// not stay in memory after a reload).
+    alive: Arc<()>,
 }
 
 static CONFIG_IDS: AtomicU64 = AtomicU64::new(1);
@@ -75,6 +78,7 @@ impl FilterConfig {
             id: CONFIG_IDS.fetch_add(1, Ordering::Relaxed),
             json: json.to_string(),
             counters: Arc::new(counters),
+            alive: Arc::new(()),
         })
     }
 }
@@ -84,6 +88,8 @@ type Waiter = (u64, Rc<Scheduler>);
 
 /// What the streams of one worker thread share for one configuration.
 struct Worker {
+    /// Alive while its configuration is.
+    of: Weak<()>,
     cfg: Rc<Config>,
     engine: Rc<VmState>,
     /// Streams waiting for a part-table lookup, by object version: their serial and
@@ -92,18 +98,20 @@ struct Worker {
 }
 
 thread_local! {
-    /// This worker's state per configuration id. An entry outlives a replaced
-    /// configuration (a few caches, until the thread ends); reloads are rare.
+    /// This worker's state per configuration id; entries of configurations Envoy has
+    /// destroyed are dropped when the next stream starts on this worker.
     static WORKERS: RefCell<HashMap<u64, Option<Rc<Worker>>>> = RefCell::new(HashMap::new());
     static SERIALS: Cell<u64> = const { Cell::new(1) };
 }
 
 fn worker(cfg: &FilterConfig) -> Option<Rc<Worker>> {
     WORKERS.with(|w| {
-        w.borrow_mut()
-            .entry(cfg.id)
+        let mut w = w.borrow_mut();
+        w.retain(|_, v| v.as_ref().is_none_or(|v| v.of.strong_count() > 0));
+        w.entry(cfg.id)
             .or_insert_with(|| match Config::load(cfg.json.as_bytes(), &env) {
                 Ok(c) => Some(Rc::new(Worker {
+                    of: Arc::downgrade(&cfg.alive),
                     cfg: Rc::new(c),
                     engine: Rc::new(VmState::default()),
                     waiters: RefCell::new(HashMap::new()),
@@ -185,6 +193,16 @@ impl Stats for StreamStats {
 enum Go {
     On,
     Hold,
+}
+
+/// A header hook's status for whether the stream goes on. Holding stops the body too
+/// (Envoy buffers it, with backpressure, and hands it to the body hook on continue), as
+/// proxy-wasm's pause does: nothing of the request passes before the engine decided.
+fn headers_status(go: Go) -> HeadersStatus {
+    match go {
+        Go::On => HeadersStatus::Continue,
+        Go::Hold => HeadersStatus::StopAllIterationAndWatermark,
+    }
 }
 
 /// A body hook's status for whether the stream goes on.
@@ -279,6 +297,18 @@ impl Filter {
         r
     }
 
+    /// Envoy destroyed the filter (possibly inside a call a hook of it made): the stream
+    /// handle is dead from now on; the stream's end is handled now or after that hook.
+    pub fn destroyed(&self) {
+        self.s.kill();
+        self.stream_complete();
+    }
+
+    /// A hook panicked: reset the stream (if Envoy still has it).
+    pub fn fail(&self) {
+        self.s.reset("s3crypt_internal_error");
+    }
+
     /// The stream ended (completed or reset).
     pub fn stream_complete(&self) {
         if self.depth.get() > 0 {
@@ -323,17 +353,14 @@ impl Filter {
     pub fn request_headers(&self, end_of_stream: bool) -> HeadersStatus {
         let Some(ex) = &self.ex else {
             self.unconfigured();
-            return HeadersStatus::StopIteration;
+            return HeadersStatus::StopAllIterationAndWatermark;
         };
         let h = Headers::from_pairs(self.s.headers(HeaderMap::Request));
         if let Some(id) = h.get("x-request-id") {
             ex.borrow_mut().set_request_id(id);
         }
         let step = ex.borrow_mut().on_request_headers(&h, end_of_stream);
-        match self.apply_request_step(step) {
-            Go::On => HeadersStatus::Continue,
-            Go::Hold => HeadersStatus::StopIteration,
-        }
+        headers_status(self.apply_request_step(step))
     }
 
     pub fn request_body(&self, end_of_stream: bool) -> BodyStatus {
@@ -344,7 +371,9 @@ impl Filter {
             let r = ex.borrow_mut().on_request_body(chunk, end_of_stream, out);
             match r {
                 Ok(None) => {
-                    self.s.replace_body(Body::ReceivedRequest, out);
+                    if !self.s.replace_body(Body::ReceivedRequest, out) {
+                        return self.body_not_replaced();
+                    }
                     if end_of_stream {
                         self.release_waiting_response();
                     }
@@ -352,7 +381,9 @@ impl Filter {
                 }
                 Ok(Some(call)) => {
                     // The body is held (emptied here) until the call-outs decided what it is.
-                    self.s.replace_body(Body::ReceivedRequest, &[]);
+                    if !self.s.replace_body(Body::ReceivedRequest, &[]) {
+                        return self.body_not_replaced();
+                    }
                     body_status(self.call_out(&call))
                 }
                 Err(BodyError::Reply(reply)) => {
@@ -379,6 +410,17 @@ impl Filter {
         })
     }
 
+    /// A body chunk could not be replaced by what the engine made of it: nothing of it may
+    /// pass (it may be plaintext going upstream, or unverified plaintext going down).
+    fn body_not_replaced(&self) -> BodyStatus {
+        log(
+            Level::Critical,
+            "s3crypt: a body chunk could not be replaced; stream reset",
+        );
+        self.s.reset("s3crypt_body_not_replaced");
+        BodyStatus::StopIterationNoBuffer
+    }
+
     /// Runs `f` on the chunk that arrived in the body hook of `body` and this stream's
     /// reused output buffer (emptied), with [`Filter::in_body`] set meanwhile.
     fn with_chunk<R>(&self, body: Body, f: impl FnOnce(&[u8], &mut Vec<u8>) -> R) -> R {
@@ -386,9 +428,9 @@ impl Filter {
         self.s.read_body(body, &mut chunk);
         let mut out = std::mem::take(&mut *self.buf.borrow_mut());
         out.clear();
-        self.in_body.set(Some(body));
+        let outer = self.in_body.replace(Some(body));
         let r = f(&chunk, &mut out);
-        self.in_body.set(None);
+        self.in_body.set(outer);
         *self.buf.borrow_mut() = out;
         r
     }
@@ -424,19 +466,16 @@ impl Filter {
         let step = ex.borrow_mut().on_response_headers(&h, end_of_stream);
         match step {
             ResponseStep::Forward(out) => {
-                self.replace_headers(HeaderMap::Response, &out);
+                self.forward_response(&out);
                 HeadersStatus::Continue
             }
             ResponseStep::ForwardAfter(out, c) => {
-                self.replace_headers(HeaderMap::Response, &out);
-                match self.call_out(&c) {
-                    Go::On => HeadersStatus::Continue,
-                    Go::Hold => HeadersStatus::StopIteration,
-                }
+                self.forward_response(&out);
+                headers_status(self.call_out(&c))
             }
             ResponseStep::AfterRequest => {
                 *self.response_waiting.borrow_mut() = Some((h, end_of_stream));
-                HeadersStatus::StopIteration
+                HeadersStatus::StopAllIterationAndWatermark
             }
         }
     }
@@ -449,7 +488,9 @@ impl Filter {
             let r = ex.borrow_mut().on_response_body(chunk, end_of_stream, out);
             match r {
                 Ok(hold) => {
-                    self.s.replace_body(Body::ReceivedResponse, out);
+                    if !self.s.replace_body(Body::ReceivedResponse, out) {
+                        return self.body_not_replaced();
+                    }
                     match hold {
                         None => BodyStatus::Continue,
                         Some(c) => body_status(self.call_out(&c)),
@@ -512,8 +553,9 @@ impl Filter {
         let step = ex.borrow_mut().table_shared();
         match step {
             RequestStep::Forward(h) => {
-                self.replace_headers(HeaderMap::Request, &h);
-                self.s.continue_decoding();
+                if self.forward_request(&h) {
+                    self.s.continue_decoding();
+                }
             }
             RequestStep::Reply(r) => self.send_reply(&r),
             _ => self.s.reset("s3crypt_lookup_failed"),
@@ -529,11 +571,11 @@ impl Filter {
         let step = ex.borrow_mut().on_response_headers(&h, eos);
         match step {
             ResponseStep::Forward(out) => {
-                self.replace_headers(HeaderMap::Response, &out);
+                self.forward_response(&out);
                 self.s.continue_encoding();
             }
             ResponseStep::ForwardAfter(out, c) => {
-                self.replace_headers(HeaderMap::Response, &out);
+                self.forward_response(&out);
                 if self.call_out(&c) == Go::On {
                     self.s.continue_encoding();
                 }
@@ -551,8 +593,11 @@ impl Filter {
     fn apply_request_step(&self, step: RequestStep) -> Go {
         match step {
             RequestStep::Forward(h) => {
-                self.replace_headers(HeaderMap::Request, &h);
-                Go::On
+                if self.forward_request(&h) {
+                    Go::On
+                } else {
+                    Go::Hold
+                }
             }
             RequestStep::Reply(r) => {
                 self.send_reply(&r);
@@ -576,7 +621,9 @@ impl Filter {
             }
             RequestStep::Body(b) => {
                 // The held body was emptied chunk by chunk: this is all of it.
-                self.replace_whole_body(Body::BufferedRequest, Body::ReceivedRequest, &b);
+                if !self.replace_whole_body(Body::BufferedRequest, Body::ReceivedRequest, &b) {
+                    return Go::Hold;
+                }
                 self.release_waiting_response();
                 Go::On
             }
@@ -619,7 +666,9 @@ impl Filter {
             CallOutStep::Response(ResponseResume::Body(b)) => {
                 // The response body was held at its end, every chunk emptied: this is all
                 // of it.
-                self.replace_whole_body(Body::BufferedResponse, Body::ReceivedResponse, &b);
+                if !self.replace_whole_body(Body::BufferedResponse, Body::ReceivedResponse, &b) {
+                    return Go::Hold;
+                }
                 Go::On
             }
             CallOutStep::Response(ResponseResume::Lookup(c) | ResponseResume::Then(c)) => {
@@ -635,43 +684,74 @@ impl Filter {
 
     /// Replaces the whole body of one direction: what Envoy buffered, and the chunk of
     /// the body hook we are in, if any.
-    fn replace_whole_body(&self, buffered: Body, received: Body, b: &[u8]) {
+    fn replace_whole_body(&self, buffered: Body, received: Body, b: &[u8]) -> bool {
         let in_hook = matches!(
             (self.in_body.get(), received),
             (Some(Body::ReceivedRequest), Body::ReceivedRequest)
                 | (Some(Body::ReceivedResponse), Body::ReceivedResponse)
         );
-        if in_hook {
-            self.s.replace_body(buffered, &[]);
-            self.s.replace_body(received, b);
+        let ok = if in_hook {
+            self.s.replace_body(buffered, &[]) && self.s.replace_body(received, b)
         } else {
-            self.s.replace_body(buffered, b);
+            self.s.replace_body(buffered, b)
+        };
+        if !ok {
+            self.body_not_replaced();
+        }
+        ok
+    }
+
+    /// The request headers become what the engine rebuilt (and the route is chosen
+    /// again, as proxy-wasm's header replacement does); `false` (stream reset) if Envoy
+    /// refused a header: the request must not go upstream other than as decided.
+    fn forward_request(&self, h: &Headers) -> bool {
+        if !self.replace_headers(HeaderMap::Request, h) {
+            log(
+                Level::Warn,
+                "s3crypt: a request header could not be set (empty values cannot be sent through this ABI); stream reset",
+            );
+            self.s.reset("s3crypt_header_not_set");
+            return false;
+        }
+        self.s.clear_route_cache();
+        true
+    }
+
+    /// The response headers become what the engine decided. A header Envoy refuses (an
+    /// empty value) is left out: logged, the response goes on.
+    fn forward_response(&self, h: &Headers) {
+        if !self.replace_headers(HeaderMap::Response, h) {
+            log(
+                Level::Warn,
+                "s3crypt: a response header could not be set (empty values cannot be sent through this ABI)",
+            );
         }
     }
 
     /// Makes one header map exactly `new` (names compared case-insensitively; Envoy's
-    /// names are lower case). An empty value is removed and added back, since setting an
-    /// empty value removes a header in this ABI.
-    fn replace_headers(&self, map: HeaderMap, new: &Headers) {
+    /// names are lower case); `false` if Envoy refused a change. This ABI cannot carry an
+    /// empty value (setting one removes the header, adding one is refused), so a header
+    /// with an empty value ends up absent and the map is reported not made.
+    fn replace_headers(&self, map: HeaderMap, new: &Headers) -> bool {
         let wanted: HashSet<String> = new.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
+        let mut ok = true;
         for (k, _) in self.s.headers(map) {
             if !wanted.contains(&k.to_ascii_lowercase()) {
-                self.s.set_header(map, &k, None);
+                ok &= self.s.set_header(map, &k, None);
             }
         }
         let mut seen = HashSet::new();
         for (k, v) in new.iter() {
-            if seen.insert(k.to_ascii_lowercase()) {
-                if v.is_empty() {
-                    self.s.set_header(map, k, None);
-                    self.s.add_header(map, k, "");
-                } else {
-                    self.s.set_header(map, k, Some(v));
-                }
+            if v.is_empty() {
+                self.s.set_header(map, k, None);
+                ok = false;
+            } else if seen.insert(k.to_ascii_lowercase()) {
+                ok &= self.s.set_header(map, k, Some(v));
             } else {
-                self.s.add_header(map, k, v);
+                ok &= self.s.add_header(map, k, v);
             }
         }
+        ok
     }
 
     fn scheduler(&self) -> Option<Rc<Scheduler>> {
@@ -685,11 +765,14 @@ impl Filter {
 
 impl Drop for Filter {
     fn drop(&mut self) {
-        // Not waited for any more (normally done at the stream's end already).
+        // Normally done at the stream's end already: not waited for any more, and a lookup
+        // this stream was making ends with its exchange, so whoever waited for it is woken.
+        drop(self.ex.take());
         if let Some(w) = &self.worker {
             for list in w.waiters.borrow_mut().values_mut() {
                 list.retain(|(serial, _)| *serial != self.serial);
             }
+            wake_waiters(w);
         }
     }
 }
