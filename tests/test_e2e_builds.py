@@ -133,3 +133,25 @@ def test_native_module_is_the_one_loaded(builds):
         else:
             assert "envoy.filters.http.wasm" in cfg and "envoy.filters.http.dynamic_modules" not in cfg
             assert "s3crypt_wasm_memory_bytes" in stats
+
+
+def test_empty_metadata_values(builds):
+    """An empty `x-amz-meta-*` value: the wasm build stores and returns it; the native
+    build cannot forward an empty header value (Envoy's dynamic-module ABI removes it), so
+    it refuses such a request with 400 InvalidRequest and nothing is written, and leaves
+    the empty header out of a response (README "Known limits")."""
+    import botocore.exceptions  # noqa: PLC0415
+
+    stack, by, _ = builds
+    bucket = "xb-empty-meta"
+    by["wasm"].s3().create_bucket(Bucket=bucket)
+    by["wasm"].s3().put_object(Bucket=bucket, Key="w", Body=b"x", Metadata={"empty": "", "full": "v"})
+    assert by["wasm"].s3().head_object(Bucket=bucket, Key="w")["Metadata"] == {"empty": "", "full": "v"}
+    # The native build reads the object; the empty response header is left out.
+    got = by["native"].s3().get_object(Bucket=bucket, Key="w")
+    assert got["Body"].read() == b"x" and got["Metadata"] == {"full": "v"}
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        by["native"].s3().put_object(Bucket=bucket, Key="n", Body=b"x", Metadata={"empty": "", "full": "v"})
+    assert e.value.response["Error"]["Code"] == "InvalidRequest"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "Contents" not in stack.backend_s3().list_objects_v2(Bucket=bucket, Prefix="n")

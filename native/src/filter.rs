@@ -702,15 +702,21 @@ impl Filter {
     }
 
     /// The request headers become what the engine rebuilt (and the route is chosen
-    /// again, as proxy-wasm's header replacement does); `false` (stream reset) if Envoy
-    /// refused a header: the request must not go upstream other than as decided.
+    /// again, as proxy-wasm's header replacement does); `false` (400 InvalidRequest
+    /// answered) if Envoy refused a header: the request must not go upstream other than
+    /// as decided.
     fn forward_request(&self, h: &Headers) -> bool {
         if !self.replace_headers(HeaderMap::Request, h) {
-            log(
-                Level::Warn,
-                "s3crypt: a request header could not be set (empty values cannot be sent through this ABI); stream reset",
+            // Nothing has gone upstream yet: the client gets an S3 error instead.
+            let e = S3Error::invalid_request(
+                "s3crypt (native build): a header with an empty value cannot be forwarded",
             );
-            self.s.reset("s3crypt_header_not_set");
+            log(Level::Info, &format!("s3crypt: request rejected: {e}"));
+            self.send_reply(&Reply {
+                status: e.status,
+                headers: vec![("content-type".into(), "application/xml".into())],
+                body: e.to_xml("", "").into_bytes(),
+            });
             return false;
         }
         self.s.clear_route_cache();
