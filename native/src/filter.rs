@@ -224,7 +224,8 @@ pub struct Filter {
     /// Response headers held until the request's document arrived and was checked
     /// ([`ResponseStep::AfterRequest`]), with their end-of-stream flag.
     response_waiting: RefCell<Option<(Headers, bool)>>,
-    /// Reused output buffer for body chunks.
+    /// Reused input and output buffers for body chunks.
+    inbuf: RefCell<Vec<u8>>,
     buf: RefCell<Vec<u8>>,
     /// Inside which body hook we are (a whole-body replacement then replaces the
     /// received chunk too).
@@ -268,6 +269,7 @@ impl Filter {
             ex,
             sched: RefCell::new(None),
             response_waiting: RefCell::new(None),
+            inbuf: RefCell::new(Vec::new()),
             buf: RefCell::new(Vec::new()),
             in_body: Cell::new(None),
             depth: Cell::new(0),
@@ -335,19 +337,23 @@ impl Filter {
     }
 
     fn unconfigured(&self) {
-        let body = S3Error::service_unavailable(
-            "s3crypt: the filter is not configured; no request is served",
-        )
-        .to_xml("/", "");
-        self.s.send_response(
-            503,
-            &[("content-type".into(), "application/xml".into())],
-            body.as_bytes(),
-        );
+        self.send_reply(&Reply::error(
+            &S3Error::service_unavailable(
+                "s3crypt: the filter is not configured; no request is served",
+            ),
+            "/",
+            "",
+        ));
     }
 
     fn send_reply(&self, r: &Reply) {
         self.s.send_response(r.status, &r.headers, &r.body);
+    }
+
+    /// Refuses the request with an S3 XML error the shell decided itself.
+    fn reject(&self, e: &S3Error) {
+        log(Level::Info, &format!("s3crypt: request rejected: {e}"));
+        self.send_reply(&Reply::error(e, "", ""));
     }
 
     pub fn request_headers(&self, end_of_stream: bool) -> HeadersStatus {
@@ -424,7 +430,10 @@ impl Filter {
     /// Runs `f` on the chunk that arrived in the body hook of `body` and this stream's
     /// reused output buffer (emptied), with [`Filter::in_body`] set meanwhile.
     fn with_chunk<R>(&self, body: Body, f: impl FnOnce(&[u8], &mut Vec<u8>) -> R) -> R {
-        let mut chunk = Vec::new();
+        // Both buffers are taken (a nested body hook gets fresh ones) and given back, so a
+        // stream allocates them once, not per chunk.
+        let mut chunk = std::mem::take(&mut *self.inbuf.borrow_mut());
+        chunk.clear();
         self.s.read_body(body, &mut chunk);
         let mut out = std::mem::take(&mut *self.buf.borrow_mut());
         out.clear();
@@ -432,6 +441,7 @@ impl Filter {
         let r = f(&chunk, &mut out);
         self.in_body.set(outer);
         *self.buf.borrow_mut() = out;
+        *self.inbuf.borrow_mut() = chunk;
         r
     }
 
@@ -446,15 +456,9 @@ impl Filter {
         for (k, _) in &t {
             self.s.set_header(HeaderMap::RequestTrailers, k, None);
         }
-        let e = S3Error::invalid_request(
+        self.reject(&S3Error::invalid_request(
             "s3crypt: HTTP trailers are not supported (aws-chunked trailers go in the body)",
-        );
-        log(Level::Info, &format!("s3crypt: request rejected: {e}"));
-        self.send_reply(&Reply {
-            status: e.status,
-            headers: vec![("content-type".into(), "application/xml".into())],
-            body: e.to_xml("", "").into_bytes(),
-        });
+        ));
         TrailersStatus::StopIteration
     }
 
@@ -708,15 +712,9 @@ impl Filter {
     fn forward_request(&self, h: &Headers) -> bool {
         if !self.replace_headers(HeaderMap::Request, h) {
             // Nothing has gone upstream yet: the client gets an S3 error instead.
-            let e = S3Error::invalid_request(
+            self.reject(&S3Error::invalid_request(
                 "s3crypt (native build): a header with an empty value cannot be forwarded",
-            );
-            log(Level::Info, &format!("s3crypt: request rejected: {e}"));
-            self.send_reply(&Reply {
-                status: e.status,
-                headers: vec![("content-type".into(), "application/xml".into())],
-                body: e.to_xml("", "").into_bytes(),
-            });
+            ));
             return false;
         }
         self.s.clear_route_cache();

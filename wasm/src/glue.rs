@@ -602,11 +602,7 @@ impl HttpContext for Http {
             "s3crypt: HTTP trailers are not supported (aws-chunked trailers go in the body)",
         );
         log(LogLevel::Info, &format!("s3crypt: request rejected: {e}"));
-        self.send_reply(Reply {
-            status: e.status,
-            headers: vec![("content-type".into(), "application/xml".into())],
-            body: e.to_xml("", "").into_bytes(),
-        });
+        self.send_reply(Reply::error(&e, "", ""));
         Action::Pause
     }
 

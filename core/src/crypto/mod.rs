@@ -321,59 +321,61 @@ fn gcm_open(
     feature = "ring",
     not(all(target_arch = "wasm32", target_feature = "simd128"))
 ))]
-fn gcm_new(key: &[u8; KEY_LEN]) -> Gcm {
-    // A 32-byte key is always accepted (the length is the only error).
-    match ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key) {
-        Ok(k) => ring::aead::LessSafeKey::new(k),
-        Err(_) => unreachable!("AES-256-GCM takes a 32-byte key"),
-    }
-}
+mod ring_gcm {
+    //! AES-256-GCM from `ring` (the `ring` feature, natively).
+    use super::{CryptoError, Gcm, KEY_LEN, NONCE_LEN, TAG_LEN};
 
-#[cfg(all(
-    feature = "ring",
-    not(all(target_arch = "wasm32", target_feature = "simd128"))
-))]
-fn gcm_seal(
-    gcm: &Gcm,
-    nonce: &[u8; NONCE_LEN],
-    aad: &[u8],
-    buf: &mut [u8],
-) -> Result<[u8; TAG_LEN], CryptoError> {
-    let tag = gcm
-        .seal_in_place_separate_tag(
+    pub(super) fn gcm_new(key: &[u8; KEY_LEN]) -> Gcm {
+        // A 32-byte key is always accepted (the length is the only error).
+        match ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key) {
+            Ok(k) => ring::aead::LessSafeKey::new(k),
+            Err(_) => unreachable!("AES-256-GCM takes a 32-byte key"),
+        }
+    }
+
+    pub(super) fn gcm_seal(
+        gcm: &Gcm,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], CryptoError> {
+        let tag = gcm
+            .seal_in_place_separate_tag(
+                ring::aead::Nonce::assume_unique_for_key(*nonce),
+                ring::aead::Aad::from(aad),
+                buf,
+            )
+            .map_err(|_| CryptoError::Authentication)?;
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    pub(super) fn gcm_open(
+        gcm: &Gcm,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), CryptoError> {
+        // ring verifies the tag (in constant time) before it returns; on failure `buf` holds
+        // no plaintext the caller may use (the caller discards it).
+        gcm.open_in_place_separate_tag(
             ring::aead::Nonce::assume_unique_for_key(*nonce),
             ring::aead::Aad::from(aad),
+            ring::aead::Tag::from(*tag),
             buf,
+            0..,
         )
-        .map_err(|_| CryptoError::Authentication)?;
-    let mut out = [0u8; TAG_LEN];
-    out.copy_from_slice(tag.as_ref());
-    Ok(out)
+        .map(|_| ())
+        .map_err(|_| CryptoError::Authentication)
+    }
 }
-
 #[cfg(all(
     feature = "ring",
     not(all(target_arch = "wasm32", target_feature = "simd128"))
 ))]
-fn gcm_open(
-    gcm: &Gcm,
-    nonce: &[u8; NONCE_LEN],
-    aad: &[u8],
-    buf: &mut [u8],
-    tag: &[u8; TAG_LEN],
-) -> Result<(), CryptoError> {
-    // ring verifies the tag (in constant time) before it returns; on failure `buf` holds
-    // no plaintext the caller may use (the caller discards it).
-    gcm.open_in_place_separate_tag(
-        ring::aead::Nonce::assume_unique_for_key(*nonce),
-        ring::aead::Aad::from(aad),
-        ring::aead::Tag::from(*tag),
-        buf,
-        0..,
-    )
-    .map(|_| ())
-    .map_err(|_| CryptoError::Authentication)
-}
+use ring_gcm::{gcm_new, gcm_open, gcm_seal};
 
 /// An AEAD keyed with one data key, for the suite of one object: seals and opens frames
 /// (and the envelope tag) in place.

@@ -79,13 +79,16 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub(crate) fn error(e: &S3Error, resource: &str, request_id: &str) -> Reply {
+    /// The S3 XML error reply for `e` (the shells use it too, for what they refuse
+    /// themselves). Without a request id there is no `x-amz-request-id` header.
+    pub fn error(e: &S3Error, resource: &str, request_id: &str) -> Reply {
+        let mut headers = vec![("content-type".into(), "application/xml".into())];
+        if !request_id.is_empty() {
+            headers.push(("x-amz-request-id".into(), request_id.into()));
+        }
         Reply {
             status: e.status,
-            headers: vec![
-                ("content-type".into(), "application/xml".into()),
-                ("x-amz-request-id".into(), request_id.into()),
-            ],
+            headers,
             body: e.to_xml(resource, request_id).into_bytes(),
         }
     }
