@@ -4,8 +4,10 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 WASM  := target/wasm32-wasip1/release/s3crypt.wasm
 NATIVE := target/native/libs3crypt_native.so
+CLI    := target/release/s3crypt
+PREFIX ?= $(HOME)/.local
 
-.PHONY: toolchain setup wasm native oci chart-test unit fuzz fuzz-smoke fuzz-seeds crypto-test-wasm lint e2e test run bench crypto-bench clean
+.PHONY: toolchain setup wasm native cli install oci chart-test unit fuzz fuzz-smoke fuzz-seeds crypto-test-wasm lint e2e test run bench crypto-bench clean
 
 # The Rust toolchain rust-toolchain.toml pins (rustup does not install it by itself).
 toolchain:
@@ -24,6 +26,17 @@ native: setup
 	cargo build --profile native -p s3crypt-native
 	@ls -l $(NATIVE)
 
+# The `s3crypt` tool (cli/, README "Recovery and key rotation"): decrypt, verify, inspect,
+# rewrap and import-s3proxy straight against the backend, without Envoy.
+cli: toolchain
+	cargo build --release -p s3crypt-cli
+	@ls -l $(CLI)
+
+# Installs the tool as $(PREFIX)/bin/s3crypt (PREFIX=$(HOME)/.local unless given).
+install: cli
+	install -D -m 0755 $(CLI) $(PREFIX)/bin/s3crypt
+	@echo "installed $(PREFIX)/bin/s3crypt"
+
 # The module as an OCI image layout (Istio Wasm image, compat variant) in target/oci/s3crypt.
 oci: wasm
 	$(PY) scripts/oci-image.py
@@ -36,6 +49,7 @@ chart-test: wasm
 unit: toolchain
 	cargo test -p s3crypt-core -p benchtool --profile test-release
 	cargo test -p s3crypt-core --features ring --profile test-release
+	cargo test -p s3crypt-cli --profile test-release
 
 # The fuzz targets in fuzz/ (README "Fuzzing"), FUZZ_SECONDS each, one after the other;
 # fuzz-smoke is the short run of `make test`. Both install cargo-fuzz if it is missing.
@@ -64,19 +78,21 @@ lint: toolchain
 	cargo clippy -p cryptobench --all-targets --target wasm32-wasip1 -- -D warnings
 	cargo clippy -p benchtool --all-targets -- -D warnings
 	cargo clippy -p s3crypt-native --all-targets -- -D warnings
+	cargo clippy -p s3crypt-cli --all-targets -- -D warnings
 	cargo fmt --check
 	cd fuzz && cargo fmt --check
 
 # The whole end-to-end suite against the wasm build, then again against the native build
-# (S3CRYPT_BUILD=native; the chart/Istio and `make run` tests are wasm-only).
-e2e: wasm oci native
+# (S3CRYPT_BUILD=native; the chart/Istio, `make run` and `s3crypt` tool tests are wasm-only:
+# the tool reads the backend, and test_e2e_builds reads each build's objects with the other).
+e2e: wasm oci native cli
 	$(PY) -m pytest -v tests/
-	S3CRYPT_BUILD=native $(PY) -m pytest -v tests/ --ignore=tests/test_deploy.py --ignore=tests/test_run_local.py
+	S3CRYPT_BUILD=native $(PY) -m pytest -v tests/ --ignore=tests/test_deploy.py --ignore=tests/test_run_local.py --ignore=tests/test_cli.py
 
-test: setup unit fuzz-smoke crypto-test-wasm lint wasm native e2e
+test: setup unit fuzz-smoke crypto-test-wasm lint wasm native cli e2e
 
 # S3CRYPT_BUILD=native make run: the same stack with the native build of the filter.
-run: wasm $(if $(filter native,$(S3CRYPT_BUILD)),native)
+run: wasm cli $(if $(filter native,$(S3CRYPT_BUILD)),native)
 	$(PY) scripts/run-local.py
 
 # End to end (docs/BENCHMARKS.md "make bench" section), then the frame AEADs in V8 and natively.

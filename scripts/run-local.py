@@ -79,6 +79,14 @@ Use it with the aws CLI:
   aws --endpoint-url {ep} s3 cp s3://demo/README.md -
   aws --endpoint-url {ep} s3 ls s3://demo
 
+Read what is stored without Envoy (the s3crypt tool, README "Recovery and key rotation"):
+
+  set -a; . {RUN / 'secrets.env'}; set +a
+  export S3CRYPT_KEKS="$KEY_ID=$KEK" S3CRYPT_BACKEND_ENDPOINT={stack.backend_endpoint}
+  export S3CRYPT_BACKEND_ACCESS_KEY_ID="$BACKEND_ACCESS_KEY" S3CRYPT_BACKEND_SECRET_ACCESS_KEY="$BACKEND_SECRET"
+  {ROOT / 'target' / 'release' / 's3crypt'} verify s3://demo
+  {ROOT / 'target' / 'release' / 's3crypt'} decrypt s3://demo/README.md -o README.back
+
 Over TLS (SDKs then send aws-chunked uploads with trailing checksums), trust the local CA:
 
   export AWS_CA_BUNDLE={ca}

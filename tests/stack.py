@@ -199,7 +199,7 @@ class Envoy:
     """One Envoy process in front of the stack's S3 server."""
 
     def __init__(self, stack, name, *, keks, active, wasm=True, runtime="v8", concurrency=2, port=None, admin_port=None,
-                 redis=None, plugin_extra=None, s3_port=None, tls_port=None, build=None):
+                 redis=None, plugin_extra=None, s3_port=None, tls_port=None, build=None, extra_env=None):
         self.stack = stack
         self.port, self.admin_port = port or free_port(), admin_port or free_port()
         self.tls_port = tls_port or free_port()
@@ -222,6 +222,7 @@ class Envoy:
             "S3CRYPT_BACKEND_ACCESS_KEY_ID": stack.backend_creds[0],
             "S3CRYPT_BACKEND_SECRET_ACCESS_KEY": stack.backend_creds[1],
         })
+        env.update(extra_env or {})
         if stack.client_backends:
             env["S3CRYPT_BACKEND_CREDENTIALS"] = ",".join(
                 f"{c}={ak}:{sk}" for c, (ak, sk) in stack.client_backends.items())

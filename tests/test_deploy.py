@@ -48,6 +48,8 @@ SECRET_KEYS = [
     "S3CRYPT_KEKS", "S3CRYPT_ACTIVE_KEY_ID", "S3CRYPT_CLIENT_CREDENTIALS",
     "S3CRYPT_BACKEND_ACCESS_KEY_ID", "S3CRYPT_BACKEND_SECRET_ACCESS_KEY", "S3CRYPT_BACKEND_CREDENTIALS",
     "S3CRYPT_REDIS_AUTH",
+    # The predecessor's key string (predecessor_read), optional.
+    "S3PROXY_ENCRYPT_KEY",
 ]
 PLUGIN_KEYS = {
     "upstream_authority", "upstream_cluster", "region", "virtual_host_suffixes", "suite", "passthrough_unencrypted",
@@ -858,3 +860,24 @@ def test_every_shipped_listener_balances_connections_over_workers(helm):
     assert patch["patch"]["value"]["connection_balance_config"] == {"exact_balance": {}}
     wp = yaml.safe_load((ISTIO / "wasmplugin.yaml").read_text())
     assert ef["spec"]["workloadSelector"]["labels"] == wp["spec"]["selector"]["matchLabels"]
+
+
+def test_chart_predecessor_read(helm):
+    """filter.predecessorRead turns on reading the Python predecessor's objects: the plugin
+    configuration gets predecessor_read, its key string goes only into the Secret (and
+    Envoy's environment, optional), never into the ConfigMap; off by default."""
+    docs = render(helm, *values_file("inline-secrets-values.yaml"))
+    assert "predecessor_read" not in plugin_config(chart_bootstrap(docs))
+    assert "S3PROXY_ENCRYPT_KEY" not in one(docs, "Secret")["stringData"]
+    docs = render(helm, *values_file("inline-secrets-values.yaml"), "--set-json", 'filter.predecessorRead={}',
+                  "--set", "secrets.s3proxyEncryptKey=the predecessor key")
+    assert plugin_config(chart_bootstrap(docs))["predecessor_read"] == {}
+    assert one(docs, "Secret")["stringData"]["S3PROXY_ENCRYPT_KEY"] == "the predecessor key"
+    assert "the predecessor key" not in yaml.safe_dump(one(docs, "ConfigMap"))
+    (c,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    (env,) = [e for e in c["env"] if e["name"] == "S3PROXY_ENCRYPT_KEY"]
+    assert env["valueFrom"]["secretKeyRef"]["optional"] is True
+    docs = render(helm, *values_file("inline-secrets-values.yaml"), "--set-json",
+                  'filter.predecessorRead={"metadata_name":"legacy","max_segment_bytes":16777216}')
+    assert plugin_config(chart_bootstrap(docs))["predecessor_read"] == {"metadata_name": "legacy",
+                                                                        "max_segment_bytes": 16777216}

@@ -163,9 +163,45 @@ pub struct PluginConfig {
     /// `signed-chunks-crc32c` or `unsigned` ([`UpstreamPayload`]).
     #[serde(default)]
     pub upstream_payload: UpstreamPayload,
+    /// Read (never write) the objects of the Python predecessor (s3proxy-python 2026.2.x)
+    /// while a bucket is migrated (README "Migrating from s3proxy-python"); off unless set.
+    #[serde(default)]
+    pub predecessor_read: Option<PredecessorRead>,
     /// Environment variable names, if the defaults do not suit.
     #[serde(default)]
     pub env: EnvNames,
+}
+
+/// `predecessor_read`: where the predecessor's key string is and how its objects are read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredecessorRead {
+    /// Environment variable holding the predecessor's key string (`S3PROXY_ENCRYPT_KEY`).
+    #[serde(default = "default_predecessor_key_env")]
+    pub key_env: String,
+    /// Its metadata name for the wrapped key (`isec`: `x-amz-meta-isec`).
+    #[serde(default = "default_predecessor_meta")]
+    pub metadata_name: String,
+    /// Largest segment a read holds while it verifies it, bytes (64 MiB): a segment is
+    /// released only whole, after its tag verified. A read of an object with a larger
+    /// segment is refused (the `s3crypt` tool reads it).
+    #[serde(default = "default_predecessor_segment")]
+    pub max_segment_bytes: u64,
+}
+
+/// What the filter needs to read the predecessor's objects (from `predecessor_read`).
+#[derive(Clone)]
+pub struct Predecessor {
+    pub kek: [u8; KEY_LEN],
+    /// `x-amz-meta-<metadata_name>`, lowercase.
+    pub meta_header: String,
+    pub max_segment: u64,
+}
+
+impl std::fmt::Debug for Predecessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Predecessor(..)")
+    }
 }
 
 /// `passthrough_unencrypted` as written: a boolean or a list of scopes.
@@ -271,6 +307,15 @@ fn default_max_copy_part() -> u64 {
 fn default_max_copy_buffer() -> u64 {
     256 << 20
 }
+fn default_predecessor_key_env() -> String {
+    "S3PROXY_ENCRYPT_KEY".into()
+}
+fn default_predecessor_meta() -> String {
+    crate::predecessor::DEFAULT_META.into()
+}
+fn default_predecessor_segment() -> u64 {
+    64 << 20
+}
 fn default_true() -> bool {
     true
 }
@@ -303,6 +348,8 @@ pub struct Config {
     redis_authorization: Option<String>,
     /// Where envelope-less objects may be served (from `plugin.passthrough_unencrypted`).
     pub passthrough: Vec<PassthroughScope>,
+    /// Reading the predecessor's objects (from `plugin.predecessor_read`), if enabled.
+    pub predecessor: Option<Predecessor>,
 }
 
 impl std::fmt::Debug for Config {
@@ -398,6 +445,29 @@ impl Config {
             return Err("max_copy_buffer_bytes must be at least max_copy_part_bytes".into());
         }
         let passthrough = parse_passthrough(&plugin.passthrough_unencrypted)?;
+        let predecessor = match &plugin.predecessor_read {
+            None => None,
+            Some(p) => {
+                let key = env(&p.key_env)
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| format!("predecessor_read: {} is not set", p.key_env))?;
+                let name = p.metadata_name.to_ascii_lowercase();
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    return Err(
+                        "predecessor_read.metadata_name must be letters, digits and -".into(),
+                    );
+                }
+                if !(1 << 20..=1 << 30).contains(&p.max_segment_bytes) {
+                    return Err("predecessor_read.max_segment_bytes must be 1 MiB to 1 GiB".into());
+                }
+                Some(Predecessor {
+                    kek: crate::predecessor::kek_from_key_string(&key),
+                    meta_header: format!("x-amz-meta-{name}"),
+                    max_segment: p.max_segment_bytes,
+                })
+            }
+        };
         let redis_authorization = env(&n.redis_auth)
             .filter(|s| !s.is_empty())
             .map(|s| format!("Basic {}", B64.encode(s.as_bytes())));
@@ -411,6 +481,7 @@ impl Config {
             backends,
             redis_authorization,
             passthrough,
+            predecessor,
         })
     }
 
@@ -453,24 +524,34 @@ impl Config {
     }
 }
 
-/// `id=base64key[,id=base64key...]` (32-byte keys).
-fn parse_keks(v: &str) -> Result<BTreeMap<String, [u8; KEY_LEN]>, String> {
+/// `id=base64key[,id=base64key...]` (32-byte keys), as `S3CRYPT_KEKS` holds them.
+pub fn parse_keks(v: &str) -> Result<BTreeMap<String, [u8; KEY_LEN]>, String> {
+    // Errors name an entry by its position, never by its text: a key written without its
+    // id (or with a stray `=`) would be the "id", and configuration errors are logged.
     let mut m = BTreeMap::new();
-    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for (n, item) in v
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+    {
+        let n = n.saturating_add(1);
         let (id, k) = item
             .split_once('=')
-            .ok_or("expected id=base64key entries")?;
+            .ok_or_else(|| format!("key entry {n}: expected id=base64key"))?;
         let id = id.trim();
         if !valid_key_id(id) {
-            return Err(format!("invalid key id {id:?} (1-64 of A-Z a-z 0-9 . _ -)"));
+            return Err(format!(
+                "key entry {n}: invalid key id (1-64 of A-Z a-z 0-9 . _ -)"
+            ));
         }
         let key: [u8; KEY_LEN] = B64
             .decode(k.trim())
             .ok()
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| format!("key {id:?} is not 32 bytes of base64"))?;
+            .ok_or_else(|| format!("key entry {n}: the key is not 32 bytes of base64"))?;
         if m.insert(id.to_string(), key).is_some() {
-            return Err(format!("key id {id:?} given twice"));
+            return Err(format!("key entry {n}: its key id is given twice"));
         }
     }
     if m.is_empty() {
@@ -546,6 +627,33 @@ mod tests {
             ENV_BACKEND_SECRET_ACCESS_KEY => Some("bsecret".into()),
             _ => None,
         }
+    }
+
+    #[test]
+    fn key_errors_never_repeat_the_key() {
+        let key = B64.encode([7u8; 32]);
+        for bad in [
+            key.clone(),                 // no id: "AAAA…" before the first `=`
+            format!("{key},x={key}"),    // the same, first of two
+            format!("x={key},x={key}"),  // an id twice
+            format!("k={}", &key[..20]), // a short key
+            format!("bad id!={key}"),    // an invalid id
+        ] {
+            let e = parse_keks(&bad).unwrap_err();
+            assert!(!e.contains(&key[..16]) && !e.contains("bad id"), "{e}");
+        }
+        let e = parse_predecessor_free(&key);
+        assert!(!e.contains(&key[..16]), "{e}");
+    }
+
+    /// The configuration error of a keys variable holding only a key (what the filter logs).
+    fn parse_predecessor_free(key: &str) -> String {
+        let k = key.to_string();
+        let env = move |n: &str| match n {
+            ENV_KEKS => Some(k.clone()),
+            _ => env(n),
+        };
+        Config::load(br#"{"upstream_authority":"x"}"#, &env).unwrap_err()
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //!   the shell's events; [`ops::ports`] are the effects they need (clock, randomness,
 //!   shared store, stats; call-outs are commands they return).
 //! - [`config`]: the plugin configuration.
+//! - [`predecessor`]: reading the objects of the Python predecessor (s3proxy-python).
 //! - `harness` (tests, and the `harness` feature): the filter driven as Envoy drives it,
 //!   against an in-memory S3 backend and webdis.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -27,5 +28,6 @@ pub mod format;
 pub mod harness;
 pub mod headers;
 pub mod ops;
+pub mod predecessor;
 pub mod s3;
 pub mod state;

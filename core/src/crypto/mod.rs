@@ -176,6 +176,10 @@ impl DataKey {
     pub fn from_bytes(b: [u8; KEY_LEN]) -> Self {
         DataKey(b)
     }
+    /// Another copy of the key (zeroed on its own drop).
+    pub fn duplicate(&self) -> Self {
+        DataKey(self.0)
+    }
 }
 
 impl Drop for DataKey {

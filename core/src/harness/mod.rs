@@ -56,6 +56,8 @@ mod tests_object_etags;
 #[cfg(test)]
 mod tests_objects;
 #[cfg(test)]
+mod tests_predecessor;
+#[cfg(test)]
 mod tests_props;
 #[cfg(test)]
 mod tests_protocol;
@@ -101,6 +103,8 @@ pub const UPSTREAM_AUTHORITY: &str = "s3.backend:9000";
 pub const CLIENT_AUTHORITY: &str = "s3.local:8080";
 /// webdis basic auth in Redis mode.
 pub const REDIS_AUTH: &str = "harness:redis-pw";
+/// The predecessor's key string (`S3PROXY_ENCRYPT_KEY`; read only with `predecessor_read`).
+pub const PREDECESSOR_KEY: &str = "the harness predecessor key";
 /// The key-encryption key of the default configuration.
 pub const KEK: [u8; 32] = [7u8; 32];
 pub const KEY_ID: &str = "k1";
@@ -223,6 +227,7 @@ impl Options {
             ENV_BACKEND_ACCESS_KEY_ID => Some(BACKEND_KEY.into()),
             ENV_BACKEND_SECRET_ACCESS_KEY => Some(BACKEND_SECRET.into()),
             ENV_REDIS_AUTH if redis => Some(REDIS_AUTH.into()),
+            "S3PROXY_ENCRYPT_KEY" => Some(PREDECESSOR_KEY.into()),
             _ => None,
         };
         let bytes = serde_json::to_vec(&serde_json::Value::Object(json)).unwrap();

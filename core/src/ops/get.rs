@@ -6,6 +6,7 @@
 
 use super::cx::{object_path, Cx, SseFor};
 use super::etags::{self, Known};
+use super::predecessor::{self, PredPlan};
 use super::request::{remove_query_param, strip_checksum_headers};
 use super::response::{replace_response, RespBody};
 use super::table::{cached_table, parts_in_etag, table_version, Found, Lookup};
@@ -50,6 +51,19 @@ enum GetState {
     /// A whole read of a multipart object version the filter has not seen, after the
     /// probe: its end part (where its plaintext ETag is sealed) is read first.
     ProbeEnd(Box<RangeTrailer>),
+    /// An object without an envelope, with `predecessor_read` on: its manifest is read
+    /// (the predecessor's objects are planned from it, or from their `isec` metadata).
+    PredManifest(Box<PredLookup>),
+}
+
+/// A read waiting for the predecessor's manifest of its object.
+struct PredLookup {
+    up: Headers,
+    /// The headers of the object (the probe's or the HEAD's answer) and its stored size.
+    obj: Headers,
+    stored: u64,
+    /// A range or part read (the HEAD path): the upstream path as the client sent it.
+    original: Option<String>,
 }
 
 /// A read waiting for the last bytes of its object (a single object's trailer, a
@@ -88,6 +102,10 @@ struct GetPlan {
     /// The envelope of a multipart object read by range or part: what its table says of
     /// its ETag is cached under it.
     multipart_env: Option<Envelope>,
+    /// An object of the predecessor, planned from its manifest or metadata.
+    predecessor: Option<Box<PredPlan>>,
+    /// With `predecessor_read` on: the object was looked up and is not the predecessor's.
+    predecessor_checked: bool,
 }
 
 /// A planned read of a multipart object.
@@ -155,6 +173,7 @@ impl Get {
             GetState::Probe(up) => self.after_probe(cx, up, resp),
             GetState::RangeTrailer(t) => self.after_range_trailer(cx, *t, resp),
             GetState::ProbeEnd(t) => self.after_probe_end(cx, *t, resp),
+            GetState::PredManifest(l) => self.after_pred_manifest(cx, *l, resp),
             GetState::Sent | GetState::Wait(_) => return super::unexpected_callout(cx),
         };
         cx.request_step(r)
@@ -249,7 +268,7 @@ impl Get {
     fn after_object_head(
         &mut self,
         cx: &Cx,
-        mut up: Headers,
+        up: Headers,
         original: String,
         resp: Option<&Headers>,
     ) -> Result<RequestStep, S3Error> {
@@ -260,24 +279,25 @@ impl Get {
         let envelope = resp.get(ENVELOPE_HEADER);
         let stored: Option<u64> = resp.get("content-length").and_then(|v| v.parse().ok());
         let etag = resp.get("etag").unwrap_or("").to_string();
+        if let (None, "200", Some(_), Some(req), Some(n)) = (
+            envelope,
+            status,
+            &cx.cfg.predecessor,
+            cx.req.as_ref(),
+            stored,
+        ) {
+            let call = predecessor::manifest_callout(cx, req);
+            self.state = GetState::PredManifest(Box::new(PredLookup {
+                up,
+                obj: resp.clone(),
+                stored: n,
+                original: Some(original),
+            }));
+            return Ok(RequestStep::CallOut(call));
+        }
         let (Some(ev), "200") = (envelope, status) else {
-            if let (Some(spec), Some(len), "200", None) =
-                (self.plan.range, stored, status, self.plan.part_number)
-            {
-                // A plaintext object: the range resolved against its size, or the
-                // client's own range if it is not satisfiable (the backend says 416).
-                match range::resolve(spec, len) {
-                    Ok((a, b)) => up.set("range", format!("bytes={a}-{b}")),
-                    Err(()) => up.set("range", spec_header(spec)),
-                }
-                self.pin(&mut up, &etag);
-            }
-            // Errors and plaintext objects: the backend answers the request as it is.
-            if up.get(":path") != Some(original.as_str()) {
-                up.set(":path", original);
-                cx.sign(&mut up, sigv4::EMPTY_SHA256);
-            }
-            return Ok(RequestStep::Forward(up));
+            let plain = stored.filter(|_| status == "200");
+            return Ok(self.forward_unencrypted(cx, up, original, plain, &etag));
         };
         let (env, dek) = cx.open_envelope(ev)?;
         if env.layout == Layout::Single {
@@ -342,6 +362,33 @@ impl Get {
         }
     }
 
+    /// A range or part read of an object without an envelope (`stored`: its size, if the
+    /// HEAD found it), or of one the HEAD could not find: the backend answers the request
+    /// as the client sent it, a range resolved against the stored size and pinned to the
+    /// version seen, or the client's own range if it is not satisfiable (the backend
+    /// says 416).
+    fn forward_unencrypted(
+        &mut self,
+        cx: &Cx,
+        mut up: Headers,
+        original: String,
+        stored: Option<u64>,
+        etag: &str,
+    ) -> RequestStep {
+        if let (Some(spec), Some(len), None) = (self.plan.range, stored, self.plan.part_number) {
+            match range::resolve(spec, len) {
+                Ok((a, b)) => up.set("range", format!("bytes={a}-{b}")),
+                Err(()) => up.set("range", spec_header(spec)),
+            }
+            self.pin(&mut up, etag);
+        }
+        if up.get(":path") != Some(original.as_str()) {
+            up.set(":path", original);
+            cx.sign(&mut up, sigv4::EMPTY_SHA256);
+        }
+        RequestStep::Forward(up)
+    }
+
     /// The probe of a whole read answered (the object's last [`TRAILER_LEN`] bytes): a
     /// single object's version and ETag are known, its trailer verified; a version 2
     /// multipart object has its end part read next; anything else (an error, an
@@ -359,6 +406,25 @@ impl Get {
             .get(ENVELOPE_HEADER)
             .filter(|_| matches!(h.get(":status"), Some("200" | "206")));
         let Some(ev) = envelope else {
+            let status = h.get(":status");
+            if let (Some(_), Some(req), Some("200" | "206")) =
+                (&cx.cfg.predecessor, cx.req.as_ref(), status)
+            {
+                let stored = match h.get("content-range").and_then(parse_content_range) {
+                    Some((_, _, total)) => Some(total),
+                    None => h.get("content-length").and_then(|v| v.parse().ok()),
+                };
+                if let Some(stored) = stored {
+                    let call = predecessor::manifest_callout(cx, req);
+                    self.state = GetState::PredManifest(Box::new(PredLookup {
+                        up,
+                        obj: h.clone(),
+                        stored,
+                        original: None,
+                    }));
+                    return Ok(RequestStep::CallOut(call));
+                }
+            }
             return Ok(RequestStep::Forward(up));
         };
         let (env, dek) = cx.open_envelope(ev)?;
@@ -399,6 +465,129 @@ impl Get {
         etags::remember(cx, &bucket, &key, &etag, stored, &known);
         self.plan.known = Some((etag, stored, known));
         Ok(RequestStep::Forward(up))
+    }
+
+    /// The manifest read of an object without an envelope answered (`predecessor_read`):
+    /// the read is planned as the predecessor's object, pinned to the version seen, or
+    /// (not the predecessor's) goes on as a plaintext object's.
+    fn after_pred_manifest(
+        &mut self,
+        cx: &Cx,
+        l: PredLookup,
+        resp: Option<(&Headers, &[u8])>,
+    ) -> Result<RequestStep, S3Error> {
+        let p = cx
+            .cfg
+            .predecessor
+            .as_ref()
+            .ok_or_else(|| S3Error::internal("s3crypt: predecessor_read is off"))?;
+        let PredLookup {
+            mut up,
+            obj,
+            stored,
+            original,
+        } = l;
+        let Some(mut plan) = predecessor::plan(p, &obj, stored, resp)? else {
+            self.plan.predecessor_checked = true;
+            let Some(original) = original else {
+                return Ok(RequestStep::Forward(up));
+            };
+            // A plaintext object read by range or part: as without the lookup.
+            let etag = obj.get("etag").unwrap_or("");
+            return Ok(self.forward_unencrypted(cx, up, original, Some(stored), etag));
+        };
+        if original.is_some() {
+            let (first, last) = match (self.plan.part_number, self.plan.range) {
+                (Some(n), _) => {
+                    let (off, len) = plan.part_range(n).ok_or_else(invalid_part_number)?;
+                    let last = off.checked_add(len).and_then(|e| e.checked_sub(1));
+                    (off, last.ok_or_else(invalid_part_number)?)
+                }
+                (None, Some(spec)) => range::resolve(spec, plan.plain_len).map_err(|_| {
+                    S3Error::invalid_range("The requested range is not satisfiable")
+                })?,
+                (None, None) => return Err(S3Error::internal("s3crypt: nothing to plan")),
+            };
+            plan.set_window(first, last).ok_or_else(|| cx.integrity())?;
+            match (&plan.window, cx.head) {
+                (Some(w), false) => up.set(
+                    "range",
+                    format!("bytes={}-{}", w.stored_first, w.stored_last),
+                ),
+                _ => up.remove("range"),
+            }
+        }
+        let etag = plan.etag.clone();
+        self.pin(&mut up, &etag);
+        self.plan.predecessor = Some(Box::new(plan));
+        Ok(RequestStep::Forward(up))
+    }
+
+    /// The response of a predecessor's object planned by [`Self::after_pred_manifest`].
+    #[allow(clippy::too_many_arguments)]
+    fn predecessor_response(
+        &mut self,
+        cx: &Cx,
+        status: u16,
+        out: &mut Headers,
+        total: u64,
+        plan: PredPlan,
+    ) -> Result<(), S3Error> {
+        let p = cx
+            .cfg
+            .predecessor
+            .as_ref()
+            .ok_or_else(|| S3Error::internal("s3crypt: predecessor_read is off"))?;
+        if total != plan.stored || out.get("etag") != Some(plan.etag.as_str()) {
+            return Err(S3Error::slow_down(
+                "s3crypt: the object changed while it was read; please retry",
+            ));
+        }
+        predecessor::strip_metadata(p, out);
+        let etag = plan.shown_etag(cx.head);
+        if let Some(st) = self.check_conditions(Some(&etag)) {
+            self.not_modified(cx, out, st);
+            out.set("etag", etag);
+            return Ok(());
+        }
+        out.set("etag", etag);
+        strip_checksum_headers(out);
+        match plan.window {
+            None => {
+                if status != 200 {
+                    return Err(cx.integrity());
+                }
+                out.set(":status", "200");
+                out.remove("content-range");
+                out.set("content-length", plan.plain_len.to_string());
+            }
+            Some(w) => {
+                if !cx.head {
+                    let sent = out.get("content-range").and_then(parse_content_range);
+                    if status != 206
+                        || sent.map(|(a, b, _)| (a, b)) != Some((w.stored_first, w.stored_last))
+                    {
+                        return Err(cx.integrity());
+                    }
+                }
+                out.set(":status", "206");
+                out.set(
+                    "content-range",
+                    range::content_range(w.first, w.last, plan.plain_len),
+                );
+                let len = range::span(w.first, w.last).ok_or_else(|| cx.integrity())?;
+                out.set("content-length", len.to_string());
+                if self.plan.part_number.is_some() {
+                    out.set("x-amz-mp-parts-count", plan.part_count().to_string());
+                }
+            }
+        }
+        cx.count(Counter::PredecessorServed, 1);
+        if !cx.head {
+            let d = plan.decryptor().ok_or_else(|| cx.integrity())?;
+            self.body = RespBody::decrypt(Box::new(d));
+        }
+        Ok(())
     }
 
     /// Reads the last bytes of the object `t` waits for (its trailer, or a multipart
@@ -653,6 +842,18 @@ impl Get {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let envelope = out.get(ENVELOPE_HEADER).map(str::to_string);
+        if let (None, Some(plan)) = (&envelope, self.plan.predecessor.take()) {
+            return self.predecessor_response(cx, status, out, total, *plan);
+        }
+        if envelope.is_none() && cx.cfg.predecessor.is_some() && !self.plan.predecessor_checked {
+            // Not looked up (the read went out for another version the filter knew): the
+            // retry looks it up first.
+            etags::note_latest(cx, None);
+            cx.count(Counter::VersionsChanged, 1);
+            return Err(S3Error::slow_down(
+                "s3crypt: the object changed while it was read; please retry",
+            ));
+        }
         let Some(ev) = envelope else {
             // No envelope: a plaintext object being migrated, or one whose envelope the
             // provider stripped. Only served inside a configured passthrough scope.

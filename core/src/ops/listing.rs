@@ -61,6 +61,8 @@ pub(crate) struct Listing {
     next: usize,
     /// The first entry the page does not return.
     cut: Option<usize>,
+    /// Entries not shown: the predecessor's internal objects (`predecessor_read`).
+    hidden: Vec<bool>,
 }
 
 /// The continuation token of a page cut after `key`.
@@ -88,6 +90,7 @@ impl Listing {
                 .is_some_and(|e| e.eq_ignore_ascii_case("url")),
             bucket: req.and_then(|r| r.bucket.clone()).unwrap_or_default(),
             shown: vec![None; entries.len()],
+            hidden: vec![false; entries.len()],
             entries,
             text,
             pending: Vec::new(),
@@ -95,8 +98,18 @@ impl Listing {
             cut: None,
         };
         let budget = cx.cfg.plugin.listing_lookups as usize;
+        if cx.cfg.predecessor.is_some() {
+            let hidden: Vec<bool> = l
+                .entries
+                .iter()
+                .map(|e| crate::predecessor::is_internal(&l.raw_key(e)))
+                .collect();
+            l.hidden = hidden;
+        }
         for (i, e) in l.entries.iter().enumerate() {
-            if !matches!(e.kind, EntryKind::Contents | EntryKind::Version) {
+            if !matches!(e.kind, EntryKind::Contents | EntryKind::Version)
+                || l.hidden.get(i).copied().unwrap_or(false)
+            {
                 continue;
             }
             let Some(size) = e.size else { continue };
@@ -277,7 +290,7 @@ impl Listing {
                 (_, _, None) => true,
                 (EntryKind::Prefix, Some(k), Some(_)) => self.raw_key(e) < *k,
                 (_, _, Some(c)) => i < c,
-            };
+            } && !self.hidden.get(i).copied().unwrap_or(false);
             out.push_str(self.text.get(pos..e.span.0).ok_or_else(bad)?);
             pos = e.span.1;
             if !keep {
@@ -315,6 +328,10 @@ impl Listing {
         }
         out.push_str(self.text.get(pos..).ok_or_else(bad)?);
         if cut.is_none() {
+            if self.hidden.iter().any(|&h| h) && out.contains("<KeyCount>") {
+                let count = keys.saturating_add(prefixes).to_string();
+                out = xml::replace_element_text(&out, "KeyCount", &count).ok_or_else(bad)?;
+            }
             return Ok(out);
         }
         // Where the next page starts: after the last object entry, or after every key
@@ -406,6 +423,12 @@ fn looked_up(
         return listing_only();
     }
     let Some(ev) = h.get(ENVELOPE_HEADER) else {
+        if let Some(p) = &cx.cfg.predecessor {
+            if let Some(k) = predecessor_shown(p, e, size, h) {
+                etags::remember(cx, bucket, key, &e.etag, size, &k);
+                return Some(shown_of(&k, &e.etag));
+            }
+        }
         // Not an s3crypt object: served as it is stored (where it is served at all).
         let k = Known {
             version: 0,
@@ -452,6 +475,38 @@ fn looked_up(
     };
     etags::remember(cx, bucket, key, &e.etag, size, &known);
     Some(shown_of(&known, &e.etag))
+}
+
+/// What a listed object of the predecessor shows (`predecessor_read`): a backend
+/// multipart object is one segment per backend part (`C − 28 · N`, the backend's ETag),
+/// a single one carries its wrapped key (`C − 28`, its `client-etag`). `None`: neither.
+/// (Sizes only: what the object holds is verified when it is read.)
+fn predecessor_shown(
+    p: &crate::config::Predecessor,
+    e: &ListEntry,
+    size: u64,
+    h: &Headers,
+) -> Option<Known> {
+    use crate::predecessor::SEGMENT_OVERHEAD;
+    let blank = |plain_len: u64, md5: Option<[u8; 16]>| Known {
+        version: 0,
+        plain_len,
+        md5,
+        checksum: None,
+        wrapped: [0; crate::crypto::WRAPPED_DEK_LEN],
+        parts: None,
+    };
+    if let Some(n) = super::table::parts_in_etag(&e.etag) {
+        return size
+            .checked_sub(n.checked_mul(SEGMENT_OVERHEAD)?)
+            .map(|plain| blank(plain, None));
+    }
+    h.get(&p.meta_header)?;
+    let md5 = h
+        .get("x-amz-meta-client-etag")
+        .and_then(|m| hex::decode(m.trim()).ok())
+        .and_then(|b| <[u8; 16]>::try_from(b).ok());
+    Some(blank(size.checked_sub(SEGMENT_OVERHEAD)?, md5))
 }
 
 /// What a lookup of a multipart object found (the read of its last bytes, `h` and

@@ -55,6 +55,7 @@ mod multipart;
 mod part_copy;
 mod pass;
 pub mod ports;
+mod predecessor;
 mod put;
 mod request;
 mod response;
@@ -301,6 +302,24 @@ impl Exchange {
             return Err(S3Error::invalid_argument(format!(
                 "s3crypt: the metadata name {ENVELOPE_HEADER} is reserved"
             )));
+        }
+        // While the predecessor's objects are read, its manifests are its own.
+        if cfg.predecessor.is_some() {
+            let copied = h
+                .get("x-amz-copy-source")
+                .and_then(|v| s3::parse_copy_source(v).ok())
+                .is_some_and(|(_, k, _)| crate::predecessor::is_internal(&k));
+            if copied
+                || req
+                    .key
+                    .as_deref()
+                    .is_some_and(crate::predecessor::is_internal)
+            {
+                return Err(S3Error::access_denied(format!(
+                    "s3crypt: {} holds the manifests of the predecessor's objects",
+                    crate::predecessor::INTERNAL_PREFIX
+                )));
+            }
         }
         let up = upstream_headers(raw_headers, &h, &req, &cfg.plugin.upstream_authority)?;
         let cx = &mut self.cx;

@@ -35,10 +35,12 @@ pub enum Counter {
     /// Whole reads answered 503 SlowDown because the backend sent another version than
     /// the one this process last saw (overwritten through another replica or directly).
     VersionsChanged,
+    /// Objects of the Python predecessor served (`predecessor_read`).
+    PredecessorServed,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 12] = [
         Counter::ObjectsEncrypted,
         Counter::BytesEncrypted,
         Counter::ObjectsDecrypted,
@@ -50,6 +52,7 @@ impl Counter {
         Counter::ListingLookups,
         Counter::ListingsCut,
         Counter::VersionsChanged,
+        Counter::PredecessorServed,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -64,6 +67,7 @@ impl Counter {
             Counter::ListingLookups => "s3crypt_listing_lookups",
             Counter::ListingsCut => "s3crypt_listings_cut",
             Counter::VersionsChanged => "s3crypt_versions_changed",
+            Counter::PredecessorServed => "s3crypt_predecessor_served",
         }
     }
 }
