@@ -151,6 +151,7 @@ def test_internal_objects_are_not_reachable_through_the_filter(compat, bucket, o
     for call in [lambda: s3.get_object(Bucket=bucket, Key=key),
                  lambda: s3.put_object(Bucket=bucket, Key=key, Body=b"forged"),
                  lambda: s3.delete_object(Bucket=bucket, Key=key),
+                 lambda: s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "x"}, {"Key": key}]}),
                  lambda: s3.copy_object(Bucket=bucket, Key="x", CopySource={"Bucket": bucket, "Key": key})]:
         with pytest.raises(botocore.exceptions.ClientError) as e:
             call()

@@ -107,6 +107,7 @@ fn reencrypt_one(
         return Ok(Outcome::ok("skipped", 0, "already s3crypt"));
     }
     let kind = classify(&o.stored, keys)?;
+    let manifest_read = o.stored.manifest.clone();
     let Kind::Predecessor {
         dek,
         segments,
@@ -203,7 +204,22 @@ fn reencrypt_one(
         b.ensure_tags(bucket, key, &tags)?;
     }
     if manifest.is_some() {
-        b.delete(bucket, &manifest_key(key))?;
+        // Only the manifest this object was read with: one written since belongs to a
+        // newer object of the key (its only copy of that object's data key).
+        let mk = manifest_key(key);
+        let now = b.get_if_exists(
+            bucket,
+            &mk,
+            s3crypt_core::predecessor::MAX_MANIFEST_BODY as u64,
+        )?;
+        if now.is_some() && now == manifest_read {
+            b.delete(bucket, &mk)?;
+        } else if now.is_some() {
+            return Err(Fail::new(
+                FailKind::Changed,
+                "the manifest changed while the object was re-encrypted: kept (run again)",
+            ));
+        }
     }
     Ok(Outcome::ok(
         "reencrypted",

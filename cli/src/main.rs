@@ -248,10 +248,10 @@ impl Args {
 pub fn parse_location(s: &str) -> Result<(String, String), Fail> {
     let rest = s
         .strip_prefix("s3://")
-        .ok_or_else(|| Fail::usage(format!("{s:?} is not s3://BUCKET[/KEY]")))?;
+        .ok_or_else(|| Fail::usage("a location is not s3://BUCKET[/KEY]".into()))?;
     let (b, k) = rest.split_once('/').unwrap_or((rest, ""));
     if b.is_empty() {
-        return Err(Fail::usage(format!("{s:?} names no bucket")));
+        return Err(Fail::usage("a location names no bucket".into()));
     }
     Ok((b.to_string(), k.to_string()))
 }

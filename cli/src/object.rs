@@ -186,8 +186,19 @@ pub fn classify(st: &Stored, keys: &Keys) -> Result<Kind, Fail> {
             dek,
             segments,
             manifest: None,
-            claimed_md5: meta(&st.headers, "client-etag").map(str::to_string),
-            claimed_size: meta(&st.headers, "plaintext-size").and_then(|s| s.parse().ok()),
+            // As the filter reads them: quotes around the MD5 allowed, a size that does not
+            // parse is a failure.
+            claimed_md5: meta(&st.headers, "client-etag")
+                .map(|m| m.trim().trim_matches('"').to_string()),
+            claimed_size: match meta(&st.headers, "plaintext-size") {
+                None => None,
+                Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+                    Fail::new(
+                        FailKind::Integrity,
+                        "the predecessor's plaintext-size is not a number",
+                    )
+                })?),
+            },
         });
     }
     Ok(Kind::Plain)

@@ -180,6 +180,8 @@ fn rewrite_stored(
                 done.push_str("</CompleteMultipartUpload>");
                 let mut h = Headers::new();
                 h.set("content-type", "application/xml");
+                // Only onto the version copied (a write since wins; unquoted, as RGW wants).
+                h.set("if-match", etag.trim_matches('"'));
                 let text = b
                     .ok(
                         "POST",

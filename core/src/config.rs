@@ -458,8 +458,11 @@ impl Config {
                         "predecessor_read.metadata_name must be letters, digits and -".into(),
                     );
                 }
-                if !(1 << 20..=1 << 30).contains(&p.max_segment_bytes) {
-                    return Err("predecessor_read.max_segment_bytes must be 1 MiB to 1 GiB".into());
+                // A read holds one segment (wasm32 has 4 GiB for every stream of a worker).
+                if !(1 << 20..=256 << 20).contains(&p.max_segment_bytes) {
+                    return Err(
+                        "predecessor_read.max_segment_bytes must be 1 MiB to 256 MiB".into(),
+                    );
                 }
                 Some(Predecessor {
                     kek: crate::predecessor::kek_from_key_string(&key),

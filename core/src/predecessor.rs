@@ -264,20 +264,25 @@ impl SegmentsDecryptor {
     }
 
     fn open(&mut self, out: &mut Vec<u8>) -> Result<(), FormatError> {
-        let (nonce, rest) = self
-            .buf
-            .split_first_chunk::<NONCE_LEN>()
+        // Decrypted in place: the segment is held once.
+        let mut seg = std::mem::take(&mut self.buf);
+        let len = seg.len();
+        if len < SEGMENT_OVERHEAD as usize {
+            return Err(FormatError::Length);
+        }
+        let (head, rest) = seg
+            .split_at_mut_checked(NONCE_LEN)
             .ok_or(FormatError::Length)?;
         let (body, tag) = rest
-            .split_last_chunk::<TAG_LEN>()
+            .split_at_mut_checked(len.saturating_sub(SEGMENT_OVERHEAD as usize))
             .ok_or(FormatError::Length)?;
-        let (nonce, tag) = (*nonce, *tag);
-        let mut body = body.to_vec();
-        self.aead.open(&nonce, &[], &mut body, &tag)?;
-        self.buf.clear();
+        let nonce: [u8; NONCE_LEN] = (&*head).try_into().map_err(|_| FormatError::Length)?;
+        let tag: [u8; TAG_LEN] = (&*tag).try_into().map_err(|_| FormatError::Length)?;
+        self.aead.open(&nonce, &[], body, &tag)?;
+        let body: &[u8] = body;
         self.next = self.next.checked_add(1).ok_or(FormatError::Length)?;
         if let Some((m, _)) = self.md5.as_mut() {
-            md5::Digest::update(m, &body);
+            md5::Digest::update(m, body);
         }
         if self.next == self.segments.len() {
             if let Some((m, want)) = self.md5.take() {

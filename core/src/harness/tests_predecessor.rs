@@ -178,3 +178,79 @@ fn internal_objects_refused_and_off_by_default() {
     // Listings of the predecessor's internal objects show them without predecessor_read.
     assert_eq!(off.list("").len(), 3);
 }
+
+#[test]
+fn delete_objects_cannot_name_internal_objects() {
+    let mut h = compat(6);
+    put_streaming(&mut h, "m", &[b"abc"]);
+    let doc = format!(
+        "<Delete><Object><Key>m</Key></Object><Object><Key>{}</Key></Object></Delete>",
+        manifest_key("m")
+    );
+    let md5 = B64.encode(<md5::Md5 as md5::Digest>::digest(doc.as_bytes()));
+    let r = h.send(
+        Request::post(&format!("/{BUCKET}?delete"), doc.as_bytes()).header("content-md5", &md5),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(h.world.s3.keys().len(), 2, "nothing deleted");
+    assert_eq!(h.get("m").body, b"abc");
+}
+
+#[test]
+fn empty_and_plaintext_objects_in_a_passthrough_scope() {
+    // (An empty object answers the probe 416: it is not retried forever.)
+    let mut h = Harness::new(
+        Options::shared()
+            .with("predecessor_read", serde_json::json!({}))
+            .with("passthrough_unencrypted", serde_json::json!([BUCKET])),
+        7,
+    );
+    h.world.s3.put_raw("empty", Vec::new(), &[]);
+    let g = h.get("empty");
+    assert_eq!((g.status, g.body.len(), g.reset), (200, 0, false));
+    h.world.s3.put_raw("plain", b"plain body".to_vec(), &[]);
+    assert_eq!(h.get("plain").body, b"plain body");
+    assert_eq!(h.get_range("plain", "bytes=2-4").body, b"ain");
+    put_single(&mut h, "s", b"secret");
+    assert_eq!(h.get("s").body, b"secret");
+}
+
+#[test]
+fn oversized_and_empty_manifests_are_refused() {
+    let mut h = compat(8);
+    put_streaming(&mut h, "m", &[b"abc"]);
+    let big = vec![b'A'; crate::predecessor::MAX_MANIFEST_BODY + 10];
+    h.world.s3.put_raw(&manifest_key("m"), big, &[]);
+    let m = h.mark();
+    assert_eq!(h.get("m").status, 500);
+    // The manifest was asked for by range: never more than a manifest can be.
+    let asked = h
+        .sent_since(m)
+        .iter()
+        .filter(|s| s.path().contains(".meta"))
+        .all(|s| s.headers.get("range").is_some());
+    assert!(asked);
+    h.world.s3.put_raw(&manifest_key("m"), Vec::new(), &[]);
+    assert_eq!(h.get("m").status, 500);
+}
+
+#[test]
+fn a_v1_page_of_hidden_entries_says_where_to_go_on() {
+    let mut h = compat(9);
+    for k in ["a", "b"] {
+        put_streaming(&mut h, k, &[b"abc"]);
+    }
+    // ".s3proxy-internal/…" sorts first: a page of 2 holds only the two manifests.
+    let r = h.send(Request::get(&format!("/{BUCKET}?max-keys=2")));
+    let t = r.text();
+    assert!(!t.contains("<Key>"), "{t}");
+    assert!(t.contains("<IsTruncated>true</IsTruncated>"), "{t}");
+    let next = crate::s3::xml::element_text(&t, "NextMarker").unwrap();
+    assert_eq!(next, manifest_key("b"));
+    let r = h.send(Request::get(&format!(
+        "/{BUCKET}?max-keys=2&marker={}",
+        enc(&next)
+    )));
+    let keys = crate::s3::xml::element_texts(&r.text(), "Key");
+    assert_eq!(keys, ["a", "b"]);
+}

@@ -425,6 +425,9 @@ impl Get {
                     return Ok(RequestStep::CallOut(call));
                 }
             }
+            // No object data to look at (an empty object answers the probe 416; a missing
+            // one 404): not the predecessor's, whose objects are at least one segment.
+            self.plan.predecessor_checked = true;
             return Ok(RequestStep::Forward(up));
         };
         let (env, dek) = cx.open_envelope(ev)?;
@@ -490,6 +493,9 @@ impl Get {
         let Some(mut plan) = predecessor::plan(p, &obj, stored, resp)? else {
             self.plan.predecessor_checked = true;
             let Some(original) = original else {
+                // A whole read of a plaintext object: of the version looked up.
+                let etag = obj.get("etag").unwrap_or("").to_string();
+                self.pin(&mut up, &etag);
                 return Ok(RequestStep::Forward(up));
             };
             // A plaintext object read by range or part: as without the lookup.

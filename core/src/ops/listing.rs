@@ -328,9 +328,23 @@ impl Listing {
         }
         out.push_str(self.text.get(pos..).ok_or_else(bad)?);
         if cut.is_none() {
-            if self.hidden.iter().any(|&h| h) && out.contains("<KeyCount>") {
-                let count = keys.saturating_add(prefixes).to_string();
-                out = xml::replace_element_text(&out, "KeyCount", &count).ok_or_else(bad)?;
+            if self.hidden.iter().any(|&h| h) {
+                if out.contains("<KeyCount>") {
+                    let count = keys.saturating_add(prefixes).to_string();
+                    out = xml::replace_element_text(&out, "KeyCount", &count).ok_or_else(bad)?;
+                }
+                // ListObjects v1 clients continue after the last key they see; a truncated
+                // page whose last entries were hidden says where the backend's ended.
+                let truncated = xml::element_text(&out, "IsTruncated").as_deref() == Some("true");
+                if self.op == Operation::ListObjectsV1
+                    && truncated
+                    && xml::element_text(&out, "NextMarker").is_none()
+                {
+                    if let Some(e) = self.entries.last() {
+                        out = xml::set_element_text(&out, "NextMarker", &e.key, "IsTruncated")
+                            .ok_or_else(bad)?;
+                    }
+                }
             }
             return Ok(out);
         }
@@ -424,7 +438,8 @@ fn looked_up(
     }
     let Some(ev) = h.get(ENVELOPE_HEADER) else {
         if let Some(p) = &cx.cfg.predecessor {
-            if let Some(k) = predecessor_shown(p, e, size, h) {
+            let plain_scope = cx.cfg.passthrough_allowed(bucket, key);
+            if let Some(k) = predecessor_shown(p, e, size, h, plain_scope) {
                 etags::remember(cx, bucket, key, &e.etag, size, &k);
                 return Some(shown_of(&k, &e.etag));
             }
@@ -480,12 +495,15 @@ fn looked_up(
 /// What a listed object of the predecessor shows (`predecessor_read`): a backend
 /// multipart object is one segment per backend part (`C − 28 · N`, the backend's ETag),
 /// a single one carries its wrapped key (`C − 28`, its `client-etag`). `None`: neither.
-/// (Sizes only: what the object holds is verified when it is read.)
+/// (Sizes only: what the object holds is verified when it is read. Inside a passthrough
+/// scope a multipart object without `isec` lists as the plaintext object it may be: only
+/// its manifest could tell.)
 fn predecessor_shown(
     p: &crate::config::Predecessor,
     e: &ListEntry,
     size: u64,
     h: &Headers,
+    plain_scope: bool,
 ) -> Option<Known> {
     use crate::predecessor::SEGMENT_OVERHEAD;
     let blank = |plain_len: u64, md5: Option<[u8; 16]>| Known {
@@ -497,6 +515,9 @@ fn predecessor_shown(
         parts: None,
     };
     if let Some(n) = super::table::parts_in_etag(&e.etag) {
+        if plain_scope && h.get(&p.meta_header).is_none() {
+            return None;
+        }
         return size
             .checked_sub(n.checked_mul(SEGMENT_OVERHEAD)?)
             .map(|plain| blank(plain, None));

@@ -57,7 +57,10 @@ pub(crate) fn manifest_callout(cx: &Cx, req: &S3Request) -> CallOut {
         s3::uri_encode(bucket, true),
         s3::uri_encode(&key, false)
     );
-    cx.backend_callout(cx.request_at("GET", path, None))
+    // At most what a manifest can be: a larger object there is refused from its
+    // Content-Range, never held.
+    let range = format!("bytes=0-{}", MAX_MANIFEST_BODY.saturating_sub(1));
+    cx.backend_callout(cx.request_at("GET", path, Some(range)))
 }
 
 fn unreadable() -> S3Error {
@@ -83,8 +86,15 @@ pub(crate) fn plan(
     let etag = obj.get("etag").unwrap_or("").to_string();
     let bad = |_: FormatError| unreadable();
     let mut plan = match mh.get(":status") {
-        Some("200") => {
-            if body.len() > MAX_MANIFEST_BODY {
+        Some(st @ ("200" | "206")) => {
+            // A 206 must be the whole manifest: its total within the range asked for.
+            let whole = st == "200"
+                || mh
+                    .get("content-range")
+                    .and_then(|c| c.rsplit_once('/'))
+                    .and_then(|(_, t)| t.trim().parse::<usize>().ok())
+                    .is_some_and(|t| t == body.len());
+            if body.len() > MAX_MANIFEST_BODY || !whole {
                 return Err(unreadable());
             }
             let m = Manifest::decode(body).map_err(bad)?;
@@ -141,6 +151,8 @@ pub(crate) fn plan(
                 max_segment: p.max_segment,
             }
         }
+        // An empty manifest object (its range not satisfiable) is no manifest at all.
+        Some("416") => return Err(unreadable()),
         _ => {
             return Err(S3Error::service_unavailable(
                 "s3crypt: the object's manifest could not be read; please retry",

@@ -47,6 +47,8 @@ pub(crate) struct Document {
     buf: Vec<u8>,
     expected: Option<String>,
     pub doc: Doc,
+    /// DeleteObjects may not name the predecessor's internal objects (`predecessor_read`).
+    pub internal_reserved: bool,
 }
 
 impl Document {
@@ -78,6 +80,7 @@ impl Document {
             buf: Vec::new(),
             expected,
             doc,
+            internal_reserved: false,
         })
     }
 
@@ -113,7 +116,7 @@ impl PassBody {
             PassBody::None => refuse_body(chunk),
             PassBody::Doc(d) => {
                 if let Some(b) = d.push(chunk, end)? {
-                    check_delete_keys(d.doc, &b)?;
+                    check_delete_keys(d.doc, &b, d.internal_reserved)?;
                     out.extend_from_slice(&b);
                 }
                 Ok(())
@@ -133,7 +136,11 @@ pub(crate) fn pass_body(
 ) -> Result<(PassBody, Headers), S3Error> {
     let hash = document_hash(v)?.unwrap_or_else(|| sigv4::UNSIGNED_PAYLOAD.to_string());
     let body = match req.spec.body {
-        Body::Document(doc) => PassBody::Doc(Document::expect(&up, v, doc, eos)?),
+        Body::Document(doc) => {
+            let mut d = Document::expect(&up, v, doc, eos)?;
+            d.internal_reserved = cx.cfg.predecessor.is_some();
+            PassBody::Doc(d)
+        }
         Body::None => {
             no_body(&up, eos)?;
             PassBody::None
@@ -277,8 +284,13 @@ pub(crate) fn document_hash(v: &VerifiedRequest) -> Result<Option<String>, S3Err
     }
 }
 
-/// The keys of a DeleteObjects document follow the same rules as request keys.
-pub(crate) fn check_delete_keys(doc: Doc, body: &[u8]) -> Result<(), S3Error> {
+/// The keys of a DeleteObjects document follow the same rules as request keys (and name
+/// none of the predecessor's internal objects while they are `internal_reserved`).
+pub(crate) fn check_delete_keys(
+    doc: Doc,
+    body: &[u8],
+    internal_reserved: bool,
+) -> Result<(), S3Error> {
     if let Doc::Xml {
         roots: ["Delete"], ..
     } = doc
@@ -286,6 +298,12 @@ pub(crate) fn check_delete_keys(doc: Doc, body: &[u8]) -> Result<(), S3Error> {
         let text = String::from_utf8_lossy(body);
         for k in xml::element_texts(&text, "Key") {
             s3::check_key(&k)?;
+            if internal_reserved && crate::predecessor::is_internal(&k) {
+                return Err(S3Error::access_denied(format!(
+                    "s3crypt: {} holds the manifests of the predecessor's objects",
+                    crate::predecessor::INTERNAL_PREFIX
+                )));
+            }
         }
     }
     Ok(())
