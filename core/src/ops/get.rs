@@ -530,7 +530,6 @@ impl Get {
     }
 
     /// The response of a predecessor's object planned by [`Self::after_pred_manifest`].
-    #[allow(clippy::too_many_arguments)]
     fn predecessor_response(
         &mut self,
         cx: &Cx,
@@ -568,24 +567,9 @@ impl Get {
                 out.set("content-length", plan.plain_len.to_string());
             }
             Some(w) => {
-                if !cx.head {
-                    let sent = out.get("content-range").and_then(parse_content_range);
-                    if status != 206
-                        || sent.map(|(a, b, _)| (a, b)) != Some((w.stored_first, w.stored_last))
-                    {
-                        return Err(cx.integrity());
-                    }
-                }
-                out.set(":status", "206");
-                out.set(
-                    "content-range",
-                    range::content_range(w.first, w.last, plan.plain_len),
-                );
-                let len = range::span(w.first, w.last).ok_or_else(|| cx.integrity())?;
-                out.set("content-length", len.to_string());
-                if self.plan.part_number.is_some() {
-                    out.set("x-amz-mp-parts-count", plan.part_count().to_string());
-                }
+                let stored = (w.stored_first, w.stored_last);
+                let plain = (w.first, w.last, plan.plain_len);
+                self.planned_partial(cx, status, out, stored, plain, plan.part_count())?;
             }
         }
         cx.count(Counter::PredecessorServed, 1);
@@ -1043,26 +1027,39 @@ impl Get {
             return Ok(());
         }
         out.set("etag", mp.visible.clone());
+        strip_checksum_headers(out);
+        let stored = (mp.plan.stored_first, mp.plan.stored_last);
+        let plain = (mp.first, mp.last, mp.plain_total);
+        self.planned_partial(cx, status, out, stored, plain, mp.parts)?;
+        self.body = RespBody::decrypt(Box::new(RangeDecryptor::new(env.suite, &dek, mp.plan)));
+        Ok(())
+    }
+
+    /// The headers of a planned partial read: a GET's backend response must be exactly
+    /// the stored bytes `stored` (inclusive) asked for; the client gets plaintext
+    /// `first..=last` of `total` as a 206, with the part count of a part read.
+    fn planned_partial(
+        &self,
+        cx: &Cx,
+        status: u16,
+        out: &mut Headers,
+        stored: (u64, u64),
+        (first, last, total): (u64, u64, u64),
+        parts: usize,
+    ) -> Result<(), S3Error> {
         if !cx.head {
             let sent = out.get("content-range").and_then(parse_content_range);
-            if status != 206
-                || sent.map(|(a, b, _)| (a, b)) != Some((mp.plan.stored_first, mp.plan.stored_last))
-            {
+            if status != 206 || sent.map(|(a, b, _)| (a, b)) != Some(stored) {
                 return Err(cx.integrity());
             }
         }
-        strip_checksum_headers(out);
         out.set(":status", "206");
-        out.set(
-            "content-range",
-            range::content_range(mp.first, mp.last, mp.plain_total),
-        );
-        let len = range::span(mp.first, mp.last).ok_or_else(|| cx.integrity())?;
+        out.set("content-range", range::content_range(first, last, total));
+        let len = range::span(first, last).ok_or_else(|| cx.integrity())?;
         out.set("content-length", len.to_string());
         if self.plan.part_number.is_some() {
-            out.set("x-amz-mp-parts-count", mp.parts.to_string());
+            out.set("x-amz-mp-parts-count", parts.to_string());
         }
-        self.body = RespBody::decrypt(Box::new(RangeDecryptor::new(env.suite, &dek, mp.plan)));
         Ok(())
     }
 
